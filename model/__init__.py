@@ -1,0 +1,1 @@
+"""The GICD network alone, pure torch: backbones, GIM, ARM decoder, loss, checkpoint formats."""

@@ -1,0 +1,1 @@
+"""Where state and results live: the FAISS consensus store and the Parquet results."""
