@@ -1,0 +1,292 @@
+"""The running consensus per group/track, searchable with FAISS and persisted atomically.
+
+GICD's consensus of a group is softmax(sum of its images' classifier logits). For streams each
+group keeps a decayed running sum ``S`` [C] of logits, a decayed count ``n`` and the time ``t`` of
+its last update; ``update`` applies, with ``decay = 0.5 ** ((t - t_prev) / half_life)``::
+
+    S = S * decay + logits.sum(0)        n = n * decay + N
+
+A FAISS ``IndexIDMap2(IndexFlatIP(C))`` holds the L2-normalised consensus of every group under a
+stable int64 id, so ``nearest`` finds the groups with the most similar consensus (cosine).
+
+The index stays on the CPU even where a GPU is present: GPU indexes do not support
+``IndexIDMap2`` (remove/reconstruct by id), every update would have to re-upload the index, and
+a flat search over thousands of 1000-d vectors takes microseconds on the CPU anyway.
+
+On disk the store is one ``.npz`` file (no pickles): the sums, ids, counts and times of every
+group. The index is derived data and is rebuilt from the sums on ``open``, so it can never
+disagree with them. ``save`` writes a hidden temporary file and ``os.replace``s it over the old
+one, so a process killed while saving leaves the previous state intact.
+"""
+
+import os
+import threading
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+FORMAT = "streamcosal.consensus_store"
+FORMAT_VERSION = 1
+NUM_CLASSES = 1000  # ImageNet classifier logits
+
+
+class UnknownGroupError(KeyError):
+    """A group that was never updated was asked for."""
+
+    def __str__(self) -> str:  # KeyError would show the message with quotes around it
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """The running state of one group."""
+
+    group: str
+    id: int  # stable FAISS id
+    sums: np.ndarray  # [C] float64: decayed sum of logits
+    n: float  # decayed number of images
+    t: float  # stream time of the last update, seconds
+    created: float  # wall-clock (Unix) time of the first update
+    updated: float  # wall-clock (Unix) time of the last update
+
+
+class ConsensusStore:
+    """Running consensus per group, persisted at ``path``. Thread-safe.
+
+    Create or load with ``ConsensusStore.open(path)``; call ``save()`` to persist.
+    """
+
+    def __init__(self, path: Path, dim: int = NUM_CLASSES) -> None:
+        """An empty store that will save to ``path``; use ``open`` to load an existing one."""
+        self.path = Path(path)
+        self.dim = dim
+        self._states: dict[str, GroupState] = {}
+        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._next_id = 0
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, path: Path, dim: int = NUM_CLASSES) -> "ConsensusStore":
+        """Load the store saved at ``path``, or create an empty one if there is no file yet.
+
+        Raises:
+            ValueError: ``path`` exists but is not a consensus store of this format, or its
+                vectors are not ``dim``-dimensional.
+        """
+        store = cls(path, dim)
+        if store.path.exists():
+            store._load()
+        return store
+
+    def groups(self) -> list[str]:
+        """Names of all groups, in order of first update."""
+        with self._lock:
+            return list(self._states)
+
+    def __contains__(self, group: str) -> bool:
+        with self._lock:
+            return group in self._states
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._states)
+
+    def state(self, group: str) -> GroupState:
+        """The running state of ``group`` (a copy)."""
+        with self._lock:
+            s = self._get(group)
+            return GroupState(s.group, s.id, s.sums.copy(), s.n, s.t, s.created, s.updated)
+
+    def update(
+        self, group: str, logits: np.ndarray, t: float, half_life: float | None = None
+    ) -> np.ndarray:
+        """Add a batch of images' logits to ``group``'s running sum; returns the new consensus.
+
+        Args:
+            group: group or track name; created on its first update.
+            logits: [N, C] classifier logits of N images (or [C] for one image).
+            t: stream time of the batch, seconds; must not go back in time for a group.
+            half_life: seconds after which old evidence weighs half; None for no decay.
+
+        Returns:
+            [C] float32 consensus of the group after the update.
+        """
+        logits = np.asarray(logits, dtype=np.float64)
+        if logits.ndim == 1:
+            logits = logits[None]
+        if logits.ndim != 2 or logits.shape[1] != self.dim or logits.shape[0] == 0:
+            raise ValueError(
+                f"update({group!r}) needs logits of shape [N, {self.dim}] with N >= 1, "
+                f"got {logits.shape}"
+            )
+        if not np.all(np.isfinite(logits)):
+            raise ValueError(f"update({group!r}): logits contain NaN or inf")
+        if half_life is not None and not half_life > 0:
+            raise ValueError(f"half_life must be > 0 seconds or None, got {half_life}")
+        with self._lock:
+            now = time.time()
+            old = self._states.get(group)
+            if old is None:
+                state = GroupState(group, self._next_id, logits.sum(0), float(len(logits)), t, now, now)
+                self._next_id += 1
+            else:
+                if t < old.t:
+                    raise ValueError(
+                        f"update({group!r}) at t={t} is earlier than its last update t={old.t}; "
+                        "feed each group's frames in time order"
+                    )
+                decay = 1.0 if half_life is None else 0.5 ** ((t - old.t) / half_life)
+                state = GroupState(
+                    group,
+                    old.id,
+                    old.sums * decay + logits.sum(0),
+                    old.n * decay + len(logits),
+                    t,
+                    old.created,
+                    now,
+                )
+            self._states[group] = state
+            consensus = _softmax(state.sums)
+            self._index.remove_ids(np.array([state.id], dtype=np.int64))
+            self._index.add_with_ids(_unit(consensus)[None], np.array([state.id], dtype=np.int64))
+            return consensus
+
+    def consensus(self, group: str) -> np.ndarray:
+        """[C] float32 consensus of ``group``: softmax of its running sum of logits."""
+        with self._lock:
+            return _softmax(self._get(group).sums)
+
+    def nearest(self, query: str | np.ndarray, k: int = 5) -> list[tuple[str, float]]:
+        """The ``k`` groups whose consensus is most similar to ``query``, best first.
+
+        Args:
+            query: a group name (that group itself is left out of the answer), or a [C]
+                consensus vector (e.g. the softmax of one image's logits).
+            k: how many groups at most.
+
+        Returns:
+            (group, cosine similarity of the consensus vectors) pairs.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        with self._lock:
+            if isinstance(query, str):
+                exclude = self._get(query).id
+                vector = _softmax(self._states[query].sums)
+            else:
+                exclude = None
+                vector = np.asarray(query, dtype=np.float32)
+                if vector.shape != (self.dim,) or not np.all(np.isfinite(vector)):
+                    raise ValueError(
+                        f"nearest() needs a group name or a finite [{self.dim}] consensus vector, "
+                        f"got shape {vector.shape}"
+                    )
+            n_search = min(k + (exclude is not None), self._index.ntotal)
+            if n_search == 0:
+                return []
+            scores, ids = self._index.search(_unit(vector)[None], n_search)
+            names = {s.id: s.group for s in self._states.values()}
+            hits = [(names[i], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and i != exclude]
+            return hits[:k]
+
+    def save(self) -> None:
+        """Persist the whole store to ``path`` atomically (the old file stays valid until then)."""
+        with self._lock:
+            states = list(self._states.values())
+            arrays = {
+                "format": np.array(FORMAT),
+                "format_version": np.array(FORMAT_VERSION),
+                "groups": np.array([s.group for s in states], dtype=str),
+                "ids": np.array([s.id for s in states], dtype=np.int64),
+                "sums": np.array([s.sums for s in states], dtype=np.float64).reshape(-1, self.dim),
+                "n": np.array([s.n for s in states], dtype=np.float64),
+                "t": np.array([s.t for s in states], dtype=np.float64),
+                "created": np.array([s.created for s in states], dtype=np.float64),
+                "updated": np.array([s.updated for s in states], dtype=np.float64),
+            }
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                with open(tmp, "wb") as f:
+                    np.savez(f, **arrays)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+
+    def _get(self, group: str) -> GroupState:
+        try:
+            return self._states[group]
+        except KeyError:
+            known = ", ".join(repr(g) for g in list(self._states)[:20]) or "none yet"
+            raise UnknownGroupError(
+                f"no consensus for group {group!r} in {self.path}: it was never updated "
+                f"(known groups: {known}); call update() with its logits first"
+            ) from None
+
+    def _load(self) -> None:
+        try:
+            data = np.load(self.path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
+            with data:
+                arrays = {key: data[key] for key in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise ValueError(
+                f"{self.path} is not a readable consensus store ({e}); "
+                "pass another path, or delete the file to start from an empty store"
+            ) from e
+        if "format" not in arrays or arrays["format"] != FORMAT:
+            raise ValueError(
+                f"{self.path} is not a streamcosal consensus store (no '{FORMAT}' marker); "
+                "pass another path"
+            )
+        if int(arrays["format_version"]) != FORMAT_VERSION:
+            raise ValueError(
+                f"{self.path} is consensus store format {int(arrays['format_version'])}, this "
+                f"streamcosal reads format {FORMAT_VERSION}; use the release that wrote it"
+            )
+        missing = {"groups", "ids", "sums", "n", "t", "created", "updated"} - set(arrays)
+        if missing:
+            raise ValueError(f"{self.path} is a damaged consensus store: it lacks {sorted(missing)}")
+        sums = arrays["sums"]
+        if sums.ndim != 2 or sums.shape[1] != self.dim:
+            raise ValueError(
+                f"{self.path} holds {sums.shape[-1]}-d consensus sums, this store expects "
+                f"{self.dim}-d; open it with dim={sums.shape[-1]} or pass another path"
+            )
+        ids = arrays["ids"]
+        for i, group in enumerate(arrays["groups"].tolist()):
+            self._states[group] = GroupState(
+                group,
+                int(ids[i]),
+                sums[i].copy(),
+                float(arrays["n"][i]),
+                float(arrays["t"][i]),
+                float(arrays["created"][i]),
+                float(arrays["updated"][i]),
+            )
+        if len(ids):
+            vectors = np.stack([_unit(_softmax(row)) for row in sums])
+            self._index.add_with_ids(vectors, ids)
+        self._next_id = int(ids.max()) + 1 if len(ids) else 0
+
+
+def _softmax(sums: np.ndarray) -> np.ndarray:
+    """[C] float32 softmax of [C] sums, computed stably in float64."""
+    z = np.exp(sums - sums.max())
+    return (z / z.sum()).astype(np.float32)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    """[C] float32 ``vector`` scaled to unit L2 norm (unchanged if it is all zeros)."""
+    vector = np.asarray(vector, dtype=np.float32)
+    norm = np.linalg.norm(vector)
+    return vector / norm if norm > 0 else vector

@@ -1,0 +1,147 @@
+"""Events: the time intervals in which the common object is present in a source/group.
+
+``detect_events`` turns a series of per-frame area fractions into intervals; ``events_from_results``
+applies it to every (run, source, group) of a results table; ``write_events``/``read_events``
+store them in ``root/events`` with the same atomic, source-partitioned files as the frame results.
+"""
+
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .parquet_files import read_files, write_by_source
+from .schema import EVENT_SCHEMA
+
+EVENTS_DIR = "events"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One interval in which the object is present. Times in seconds, frames as indexed."""
+
+    start_frame: int
+    end_frame: int
+    start_time: float
+    end_time: float
+    duration: float  # end_time - start_time
+    peak_area_fraction: float
+    mean_area_fraction: float  # over all n_frames, bridged gap frames included
+    n_frames: int  # frames from start to end inclusive, bridged gap frames included
+
+
+def detect_events(
+    timestamps: np.ndarray,
+    frame_indices: np.ndarray,
+    area_fractions: np.ndarray,
+    threshold: float = 0.02,
+    min_duration: float = 0.5,
+    max_gap: float = 0.5,
+) -> list[Event]:
+    """Intervals where the object is present, debounced.
+
+    The rule, in order:
+      1. A frame is *present* when ``area_fraction >= threshold``.
+      2. Consecutive present frames form a run. Two runs are merged when the time from the last
+         present frame of the first to the first present frame of the second is ``<= max_gap``
+         (short absences are bridged; the absent frames between become part of the event).
+      3. Events with ``end_time - start_time < min_duration`` are dropped (short blips). A lone
+         frame has duration 0, so it is dropped whenever ``min_duration > 0``.
+
+    Args:
+        timestamps: [N] float seconds.
+        frame_indices: [N] int.
+        area_fractions: [N] float in [0, 1].
+        The three arrays are sorted together by timestamp here; they need not come sorted.
+
+    Returns:
+        The events in time order.
+    """
+    t = np.asarray(timestamps, dtype=np.float64)
+    frames = np.asarray(frame_indices, dtype=np.int64)
+    area = np.asarray(area_fractions, dtype=np.float64)
+    if not (t.ndim == frames.ndim == area.ndim == 1 and len(t) == len(frames) == len(area)):
+        raise ValueError(
+            "detect_events needs three 1-D arrays of one length; got shapes "
+            f"timestamps {t.shape}, frame_indices {frames.shape}, area_fractions {area.shape}"
+        )
+    if min_duration < 0 or max_gap < 0:
+        raise ValueError(f"min_duration and max_gap must be >= 0, got {min_duration}, {max_gap}")
+    order = np.argsort(t, kind="stable")
+    t, frames, area = t[order], frames[order], area[order]
+
+    present = np.flatnonzero(area >= threshold)
+    if present.size == 0:
+        return []
+    # A new run starts wherever the time between consecutive present frames exceeds max_gap.
+    breaks = np.flatnonzero(np.diff(t[present]) > max_gap) + 1
+    events = []
+    for run in np.split(present, breaks):
+        first, last = int(run[0]), int(run[-1])
+        if t[last] - t[first] < min_duration:
+            continue
+        span = area[first : last + 1]
+        events.append(
+            Event(
+                start_frame=int(frames[first]),
+                end_frame=int(frames[last]),
+                start_time=float(t[first]),
+                end_time=float(t[last]),
+                duration=float(t[last] - t[first]),
+                peak_area_fraction=float(span.max()),
+                mean_area_fraction=float(span.mean()),
+                n_frames=last - first + 1,
+            )
+        )
+    return events
+
+
+def events_table(run_id: str, source: str, group: str, events: list[Event]) -> pa.Table:
+    """``events`` of one (run, source, group) as an ``EVENT_SCHEMA`` table."""
+    rows = [{"run_id": run_id, "source": source, "group": group, **asdict(e)} for e in events]
+    return pa.Table.from_pylist(rows, schema=EVENT_SCHEMA)
+
+
+def events_from_results(
+    results: pa.Table,
+    threshold: float = 0.02,
+    min_duration: float = 0.5,
+    max_gap: float = 0.5,
+) -> pa.Table:
+    """``detect_events`` on every (run_id, source, group) of a ``RESULT_SCHEMA`` table."""
+    columns = ["run_id", "source", "group", "timestamp", "frame_index", "area_fraction"]
+    missing = [c for c in columns if c not in results.column_names]
+    if missing:
+        raise ValueError(f"events_from_results needs results columns {missing}; pass read_results()")
+    table = results.select(columns).sort_by([(c, "ascending") for c in columns[:4]])
+    keys = list(zip(*(table[c].to_pylist() for c in columns[:3])))
+    t = table["timestamp"].to_numpy()
+    frames = table["frame_index"].to_numpy()
+    area = table["area_fraction"].to_numpy()
+    parts = [EVENT_SCHEMA.empty_table()]
+    start = 0
+    for end in range(1, len(keys) + 1):
+        if end == len(keys) or keys[end] != keys[start]:
+            events = detect_events(
+                t[start:end], frames[start:end], area[start:end], threshold, min_duration, max_gap
+            )
+            parts.append(events_table(*keys[start], events))
+            start = end
+    return pa.concat_tables(parts)
+
+
+def write_events(root: Path, events: pa.Table) -> list[Path]:
+    """Append ``events`` (``EVENT_SCHEMA``) to ``root/events``, one new file per source."""
+    if events.num_rows == 0:
+        return []
+    events = events.cast(EVENT_SCHEMA)
+    return write_by_source(
+        Path(root) / EVENTS_DIR, events, f"events-{uuid.uuid4().hex[:16]}.parquet"
+    )
+
+
+def read_events(root: Path) -> pa.Table:
+    """All events under ``root``, as an ``EVENT_SCHEMA`` table."""
+    return read_files(Path(root) / EVENTS_DIR, EVENT_SCHEMA)

@@ -1,0 +1,188 @@
+"""Per-frame co-saliency results: ``FrameResult`` rows, the Parquet ``ResultWriter``, ``read_results``.
+
+Files land in ``root/frames/source_key=<key>/<run_id>.<seq>.parquet`` (see ``schema.py``). Any
+Parquet reader can read the folder without streamcosal, e.g.::
+
+    duckdb.sql("select * from read_parquet('root/frames/**/*.parquet', hive_partitioning=true)")
+    pandas.read_parquet("root/frames")
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .masks import encode_mask, encode_prob_png, mask_bbox, mask_stats
+from .parquet_files import PARTITION_KEY, read_files, write_by_source
+from .schema import RESULT_SCHEMA
+
+FRAMES_DIR = "frames"
+
+# Run ids become file names: a leading letter or digit, then letters, digits, '-' and '_'.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """The result for one processed frame.
+
+    ``mask`` is [H, W] bool at the resolution of the original frame; height, width, the RLE, the
+    box and the area fraction are derived from it when the row is written.
+    """
+
+    source: str  # file path, stream URL or camera name
+    group: str  # group or track name
+    window: int
+    frame_index: int
+    timestamp: float  # seconds
+    mask: np.ndarray  # [H, W] bool
+    mean_prob: float  # mean probability inside the mask
+    similarity: float  # GIM similarity: consensus . own logits
+    model_name: str
+    model_version: str
+    prob_png: bytes | None = None  # small 8-bit probability map, see masks.encode_prob_png
+
+    @classmethod
+    def from_prob(
+        cls,
+        *,
+        source: str,
+        group: str,
+        window: int,
+        frame_index: int,
+        timestamp: float,
+        prob: np.ndarray,
+        similarity: float,
+        model_name: str,
+        model_version: str,
+        threshold: float = 0.5,
+        keep_prob_png: bool = False,
+    ) -> "FrameResult":
+        """Build a result from a [H, W] probability map in [0, 1] (mask = prob >= threshold)."""
+        mask, _, _, mean_prob = mask_stats(prob, threshold)
+        return cls(
+            source=source,
+            group=group,
+            window=window,
+            frame_index=frame_index,
+            timestamp=timestamp,
+            mask=mask,
+            mean_prob=mean_prob,
+            similarity=similarity,
+            model_name=model_name,
+            model_version=model_version,
+            prob_png=encode_prob_png(prob) if keep_prob_png else None,
+        )
+
+    def to_row(self, run_id: str) -> dict[str, Any]:
+        """The row of ``RESULT_SCHEMA`` for this frame."""
+        mask = np.asarray(self.mask)
+        rle = encode_mask(mask)  # validates the mask: [H, W], binary
+        bbox = mask_bbox(mask.astype(bool))
+        return {
+            "run_id": run_id,
+            "source": self.source,
+            "group": self.group,
+            "window": self.window,
+            "frame_index": self.frame_index,
+            "timestamp": self.timestamp,
+            "height": mask.shape[0],
+            "width": mask.shape[1],
+            "mask_rle": rle,
+            "bbox": list(bbox) if bbox is not None else None,
+            "area_fraction": float(np.count_nonzero(mask)) / mask.size,
+            "mean_prob": self.mean_prob,
+            "similarity": self.similarity,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "prob_png": self.prob_png,
+        }
+
+
+class ResultWriter:
+    """Buffers ``FrameResult`` rows and flushes them as Parquet files partitioned by source.
+
+    Each flush writes one file per source in the buffer, named ``<run_id>.<seq:06d>.parquet``,
+    atomically (temporary hidden file, then rename). Files of other runs are never touched, so
+    runs append to the same root. If the process dies, every flushed file is complete and only
+    the unflushed rows are lost. Not thread-safe: use one writer per thread.
+
+    Usage::
+
+        with ResultWriter(root, run_id="2024-06-01-cam3") as writer:
+            for result in results:
+                writer.write(result)
+    """
+
+    def __init__(self, root: Path, run_id: str, flush_every: int = 1024) -> None:
+        if not _RUN_ID.fullmatch(run_id):
+            raise ValueError(
+                f"run_id {run_id!r} cannot be used in file names: use letters, digits, '-' and "
+                "'_', starting with a letter or digit"
+            )
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        self.directory = Path(root) / FRAMES_DIR
+        existing = sorted(self.directory.glob(f"{PARTITION_KEY}=*/{run_id}.*.parquet"))
+        if existing:
+            raise FileExistsError(
+                f"run_id {run_id!r} already has results in {self.directory} (e.g. {existing[0]}); "
+                "choose a new run id, or delete that run's files to redo it"
+            )
+        self.run_id = run_id
+        self.flush_every = flush_every
+        self.files: list[Path] = []  # every file written so far
+        self._rows: list[dict[str, Any]] = []
+        self._seq = 0
+        self._closed = False
+
+    def write(self, result: FrameResult) -> None:
+        """Buffer one frame's result; flushes when ``flush_every`` rows are buffered."""
+        if self._closed:
+            raise RuntimeError(f"ResultWriter for run {self.run_id!r} is closed; open a new one")
+        self._rows.append(result.to_row(self.run_id))
+        if len(self._rows) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows (if any) to new files, one per source."""
+        if not self._rows:
+            return
+        table = pa.Table.from_pylist(self._rows, schema=RESULT_SCHEMA)
+        self.files += write_by_source(self.directory, table, f"{self.run_id}.{self._seq:06d}.parquet")
+        self._seq += 1
+        self._rows = []
+
+    def close(self) -> None:
+        """Flush the remaining rows. Closing twice is harmless."""
+        if not self._closed:
+            self.flush()
+            self._closed = True
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # On an exception the buffered rows are still complete results: keep them, then let the
+        # exception propagate.
+        self.close()
+
+
+def read_results(root: Path) -> pa.Table:
+    """All frame results under ``root`` (every run and source), as a ``RESULT_SCHEMA`` table.
+
+    Raises:
+        FileNotFoundError: ``root`` holds no ``frames`` folder.
+        ValueError: a file there is not ours, not Parquet, or of another schema version.
+    """
+    return read_files(Path(root) / FRAMES_DIR, RESULT_SCHEMA)
+
