@@ -1,0 +1,548 @@
+"""Co-SOD evaluation: score saliency maps against a dataset's masks with the field's metrics.
+
+Metrics come from pysodmetrics (``py_sod_metrics``) with the field's conventions: maps and masks are
+read as uint8 grey images, pysodmetrics binarises each mask at ``> 128`` (a non-binary mask, e.g.
+anti-aliased edges, is binarised, not rejected) and min-max normalises each map itself (we pass the
+raw uint8 map: no double normalisation).
+
+- ``S``: S-measure (alpha 0.5), per image, averaged.
+- ``maxF`` / ``meanF``: max / mean of the F-measure curve (beta^2 = 0.3) over the 256 thresholds
+  0..255, the curve first averaged over all images. ``adpF``: F-measure at the adaptive threshold
+  ``min(2 * mean(map), 1)`` per image, averaged.
+- ``maxE`` / ``meanE`` / ``adpE``: the same for the E-measure.
+- ``MAE``: mean absolute error per image (normalised map vs binary mask), averaged.
+- ``wF``: weighted F-measure (beta^2 = 1, as in Margolin et al.), per image, averaged.
+
+Overall numbers average over every evaluated image of the dataset (not over groups), exactly as one
+pysodmetrics object fed all images would; per-group numbers come from one pysodmetrics object per
+group, and the overall ones are their image-count-weighted average (identical, since every result
+is a per-image mean).
+
+A GT image without prediction is *skipped* (as the field's toolboxes do), not scored as an all-zero
+map: it is counted and listed in :attr:`EvalResult.missing` and announced first in every report. A
+map of another size than its mask is resized to the mask (bilinear) and listed in
+:attr:`EvalResult.resized`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import py_sod_metrics as sod
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from streamcosal import report
+from streamcosal.datasets import CoSODDataset, Sample, index_images, load_dataset, read_gray
+
+METRICS: tuple[str, ...] = ("S", "maxF", "meanF", "adpF", "maxE", "meanE", "adpE", "MAE", "wF")
+"""Metric names, in the order of tables and Parquet columns."""
+
+N_THRESHOLDS = 256
+"""Points of every curve: index ``i`` is the threshold ``map >= i / 255`` (after normalisation)."""
+
+ALL_GROUPS = "ALL"
+"""The ``group`` value of the whole-dataset row in tables."""
+
+_console = Console(stderr=True)
+
+
+@dataclass
+class Curves:
+    """Curves over the 256 thresholds 0..255 (ascending), averaged over images; each shape (256,)."""
+
+    precision: np.ndarray
+    recall: np.ndarray
+    fmeasure: np.ndarray
+    emeasure: np.ndarray
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """Plain lists, for JSON."""
+        return {name: [float(v) for v in getattr(self, name)] for name in ("precision", "recall", "fmeasure", "emeasure")}
+
+
+@dataclass
+class GroupResult:
+    """One group: ``n_images`` evaluated, ``n_missing`` without prediction, and its metrics.
+
+    A group where no image could be evaluated has every metric NaN.
+    """
+
+    n_images: int
+    n_missing: int
+    metrics: dict[str, float]
+
+
+@dataclass
+class EvalCounts:
+    """How many GT images were evaluated, and why the others were not."""
+
+    images: int
+    """GT images of the evaluated groups, with or without a mask."""
+    evaluated: int
+    missing: int
+    """GT images with a mask but no prediction: skipped, not scored."""
+    missing_masks: int
+    unreadable: int
+    resized: int
+    """Evaluated maps resized to their mask (included in ``evaluated``)."""
+
+
+@dataclass
+class EvalResult:
+    """The evaluation of one method on one dataset.
+
+    ``missing``, ``missing_masks``, ``resized`` and ``unreadable`` list samples as ``group/stem``
+    (``unreadable`` with the reason); ``warnings`` summarises everything noteworthy in sentences.
+    """
+
+    method: str
+    dataset: str
+    pred_dir: Path
+    gt_root: Path
+    overall: dict[str, float]
+    groups: dict[str, GroupResult]
+    curves: Curves
+    counts: EvalCounts
+    missing: list[str] = field(default_factory=list)
+    missing_masks: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Everything as JSON-ready values (NaN becomes ``None``)."""
+        return {
+            "method": self.method,
+            "dataset": self.dataset,
+            "pred_dir": str(self.pred_dir),
+            "gt_root": str(self.gt_root),
+            "counts": vars(self.counts).copy(),
+            "overall": _json_numbers(self.overall),
+            "groups": {
+                group: {"n_images": g.n_images, "n_missing": g.n_missing, **_json_numbers(g.metrics)}
+                for group, g in self.groups.items()
+            },
+            "curves": self.curves.to_dict(),
+            "warnings": list(self.warnings),
+            "missing": list(self.missing),
+            "missing_masks": list(self.missing_masks),
+            "resized": list(self.resized),
+            "unreadable": list(self.unreadable),
+        }
+
+    def write_json(self, path: Path | str) -> Path:
+        """Write :meth:`to_dict` as indented JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def table(self) -> pa.Table:
+        """One row per group plus an ``ALL`` row (first): method, dataset, group, n_images,
+        n_missing and every metric of ``METRICS``."""
+        rows = [(ALL_GROUPS, self.counts.evaluated, self.counts.missing, self.overall)]
+        rows += [(group, g.n_images, g.n_missing, g.metrics) for group, g in self.groups.items()]
+        columns: dict[str, list] = {
+            "method": [self.method] * len(rows),
+            "dataset": [self.dataset] * len(rows),
+            "group": [row[0] for row in rows],
+            "n_images": [row[1] for row in rows],
+            "n_missing": [row[2] for row in rows],
+        }
+        for metric in METRICS:
+            columns[metric] = [float(row[3][metric]) for row in rows]
+        return pa.table(columns)
+
+    def write_parquet(self, path: Path | str) -> Path:
+        """Write :meth:`table` as Parquet."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(self.table(), path)
+        return path
+
+
+class EvalBatchError(RuntimeError):
+    """Some methods of a :func:`run_eval` batch failed; the others were evaluated and written.
+
+    Attributes:
+        results: the successful evaluations.
+        failures: method name -> error message.
+    """
+
+    def __init__(self, results: list[EvalResult], failures: dict[str, str]):
+        self.results = results
+        self.failures = failures
+        lines = "\n".join(f"  {name}: {message}" for name, message in failures.items())
+        super().__init__(f"{len(failures)} of {len(failures) + len(results)} evaluation(s) failed:\n{lines}")
+
+
+@dataclass
+class _Summary:
+    """Per-image means and mean curves of ``n`` images."""
+
+    n: int
+    sm: float
+    mae: float
+    wfm: float
+    adaptive_f: float
+    adaptive_e: float
+    curves: Curves
+
+    def metrics(self) -> dict[str, float]:
+        """The named metrics of ``METRICS``."""
+        return {
+            "S": float(self.sm),
+            "maxF": float(self.curves.fmeasure.max()),
+            "meanF": float(self.curves.fmeasure.mean()),
+            "adpF": float(self.adaptive_f),
+            "maxE": float(self.curves.emeasure.max()),
+            "meanE": float(self.curves.emeasure.mean()),
+            "adpE": float(self.adaptive_e),
+            "MAE": float(self.mae),
+            "wF": float(self.wfm),
+        }
+
+
+class _GroupMeter:
+    """The pysodmetrics objects of one group of images."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sm = sod.Smeasure(alpha=0.5)
+        self.em = sod.Emeasure()
+        self.mae = sod.MAE()
+        self.wfm = sod.WeightedFmeasure()
+        self.fm = sod.FmeasureV2(
+            {
+                "fm": sod.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=0.3),
+                "p": sod.PrecisionHandler(with_dynamic=True, with_adaptive=False),
+                "r": sod.RecallHandler(with_dynamic=True, with_adaptive=False),
+            }
+        )
+
+    def step(self, pred: np.ndarray, mask: np.ndarray) -> None:
+        """Add one uint8 map and its uint8 mask of the same (H, W)."""
+        for metric in (self.sm, self.em, self.mae, self.wfm, self.fm):
+            metric.step(pred, mask)
+        self.n += 1
+
+    def summary(self) -> _Summary:
+        """Means over the images stepped so far; curves flipped to ascending thresholds."""
+        fm = self.fm.get_results()
+        em = self.em.get_results()["em"]
+        curves = Curves(
+            precision=np.flip(fm["p"]["dynamic"]),
+            recall=np.flip(fm["r"]["dynamic"]),
+            fmeasure=np.flip(fm["fm"]["dynamic"]),
+            emeasure=np.flip(em["curve"]),
+        )
+        return _Summary(
+            n=self.n,
+            sm=float(self.sm.get_results()["sm"]),
+            mae=float(self.mae.get_results()["mae"]),
+            wfm=float(self.wfm.get_results()["wfm"]),
+            adaptive_f=float(fm["fm"]["adaptive"]),
+            adaptive_e=float(em["adp"]),
+            curves=curves,
+        )
+
+
+def evaluate(
+    pred_dir: Path | str,
+    gt: Path | str | CoSODDataset,
+    *,
+    name: str = "method",
+    groups: Sequence[str] | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate the saliency maps of one method on a Co-SOD dataset.
+
+    Args:
+        pred_dir: maps as ``<pred_dir>/<group>/<stem>.png`` (8-bit grey, what ``streamcosal images``
+            writes; other image extensions are accepted). For a flat dataset (one group, no group
+            folders) ``<pred_dir>/<stem>.png`` works too.
+        gt: a dataset root in any layout of :mod:`streamcosal.datasets`, or a loaded dataset.
+        name: the method's name in reports.
+        groups: evaluate only these groups (default: all).
+        progress: show a rich progress bar over images (on stderr).
+
+    Raises:
+        FileNotFoundError: ``pred_dir`` or the dataset is missing.
+        ValueError: unknown group names, or no image at all could be evaluated.
+    """
+    dataset = gt if isinstance(gt, CoSODDataset) else load_dataset(gt)
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"prediction folder {pred_dir} of method {name!r} does not exist")
+    selected = _select_groups(dataset, groups)
+
+    summaries: dict[str, _Summary] = {}
+    missing_by_group: dict[str, int] = {}
+    missing: list[str] = []
+    missing_masks: list[str] = []
+    resized: list[str] = []
+    unreadable: list[str] = []
+    non_binary: list[str] = []
+    warnings = [f"dataset {dataset.name}: {w}" for w in dataset.warnings]
+    n_images = sum(len(dataset.groups[group]) for group in selected)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=_console, disable=not progress) as bar:
+        task = bar.add_task(f"{name} on {dataset.name}", total=n_images)
+        for group in selected:
+            samples = dataset.groups[group]
+            predictions, extra = _group_predictions(pred_dir, group, samples, dataset.flat, warnings)
+            if extra:
+                warnings.append(
+                    f"group {group!r}: {len(extra)} prediction(s) match no GT image and were ignored "
+                    f"(e.g. {extra[0]}): check that --pred and --gt belong together"
+                )
+            meter = _GroupMeter()
+            missing_by_group[group] = 0
+            for sample in samples:
+                bar.advance(task)
+                if sample.mask is None:
+                    missing_masks.append(sample.key)
+                    continue
+                pred_path = predictions.get(sample.stem)
+                if pred_path is None:
+                    missing.append(sample.key)
+                    missing_by_group[group] += 1
+                    continue
+                try:
+                    pred, mask = read_gray(pred_path), read_gray(sample.mask)
+                except OSError as error:
+                    unreadable.append(f"{sample.key}: {error}")
+                    continue
+                if not _is_binary(mask):
+                    non_binary.append(sample.key)
+                if pred.shape != mask.shape:
+                    resized.append(f"{sample.key} ({pred.shape[1]}x{pred.shape[0]} -> {mask.shape[1]}x{mask.shape[0]})")
+                    pred = cv2.resize(pred, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_LINEAR)
+                meter.step(pred, mask)
+            if meter.n:
+                summaries[group] = meter.summary()
+            else:
+                warnings.append(f"group {group!r}: no image could be evaluated; its metrics are NaN")
+
+    if not summaries:
+        example = pred_dir / selected[0] / f"{dataset.groups[selected[0]][0].stem}.png"
+        raise ValueError(
+            f"method {name!r}: no map in {pred_dir} could be scored against {dataset.root} "
+            f"({len(missing)} without prediction, {len(missing_masks)} without mask, "
+            f"{len(unreadable)} unreadable); a map is expected at e.g. {example}"
+        )
+
+    warnings = _count_warnings(n_images, pred_dir, missing, missing_masks, resized, unreadable, non_binary) + warnings
+    overall = _combine(list(summaries.values()))
+    nan_metrics = {metric: math.nan for metric in METRICS}
+    group_results = {
+        group: GroupResult(
+            n_images=summaries[group].n if group in summaries else 0,
+            n_missing=missing_by_group[group],
+            metrics=summaries[group].metrics() if group in summaries else dict(nan_metrics),
+        )
+        for group in selected
+    }
+    counts = EvalCounts(
+        images=n_images,
+        evaluated=overall.n,
+        missing=len(missing),
+        missing_masks=len(missing_masks),
+        unreadable=len(unreadable),
+        resized=len(resized),
+    )
+    return EvalResult(
+        method=name,
+        dataset=dataset.name,
+        pred_dir=pred_dir,
+        gt_root=dataset.root,
+        overall=overall.metrics(),
+        groups=group_results,
+        curves=overall.curves,
+        counts=counts,
+        missing=missing,
+        missing_masks=missing_masks,
+        resized=resized,
+        unreadable=unreadable,
+        warnings=warnings,
+    )
+
+
+def write_outputs(result: EvalResult, out_dir: Path | str) -> dict[str, Path]:
+    """Write one result's files into ``out_dir``: ``summary.json``, ``metrics.parquet``,
+    ``pr_curve.png``, ``f_curve.png`` and ``report.md``. Returns them by kind."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": result.write_json(out_dir / "summary.json"),
+        "parquet": result.write_parquet(out_dir / "metrics.parquet"),
+        "pr_plot": report.plot_pr([result], out_dir / "pr_curve.png"),
+        "f_plot": report.plot_fcurve([result], out_dir / "f_curve.png"),
+    }
+    paths["markdown"] = out_dir / "report.md"
+    paths["markdown"].write_text(report.markdown_report(result))
+    return paths
+
+
+def run_eval(
+    pred: Sequence[Path | str],
+    gt: Path | str,
+    names: Sequence[str] | None,
+    out_dir: Path | str,
+    *,
+    groups: Sequence[str] | None = None,
+    progress: bool = True,
+) -> list[EvalResult]:
+    """What ``streamcosal eval --pred DIR [--pred DIR2 ...] --gt DIR [--name ...] --out DIR`` does.
+
+    Evaluates each prediction folder on the dataset ``gt``, writes each method's files into
+    ``<out_dir>/<method>/<dataset>/`` (see :func:`write_outputs`) and, with several methods,
+    the comparison ``<out_dir>/comparison.md``, ``comparison_pr.png`` and ``comparison_fcurve.png``.
+
+    Args:
+        names: one name per prediction folder; default: each folder's name.
+
+    Returns:
+        The results, in the order of ``pred``.
+
+    Raises:
+        ValueError: ``names`` does not match ``pred``, or two methods share a name.
+        FileNotFoundError: the dataset cannot be loaded.
+        EvalBatchError: after evaluating and writing all the others, when some methods failed.
+    """
+    pred = [Path(p) for p in pred]
+    if not pred:
+        raise ValueError("no prediction folder given: pass at least one --pred DIR")
+    if names is None:
+        names = [p.resolve().name for p in pred]
+    elif len(names) != len(pred):
+        raise ValueError(f"{len(names)} --name for {len(pred)} --pred: give one name per prediction folder, or none")
+    duplicates = sorted({n for n in names if list(names).count(n) > 1})
+    if duplicates:
+        raise ValueError(f"several prediction folders are named {duplicates}: give each a distinct --name")
+    dataset = load_dataset(gt)
+    out_dir = Path(out_dir)
+
+    results: list[EvalResult] = []
+    failures: dict[str, str] = {}
+    for pred_dir, name in zip(pred, names):
+        try:
+            result = evaluate(pred_dir, dataset, name=name, groups=groups, progress=progress)
+        except (OSError, ValueError) as error:
+            failures[name] = str(error)
+            _console.print(f"[red]{name}: evaluation failed:[/red] {error}")
+            continue
+        write_outputs(result, out_dir / _safe_name(name) / _safe_name(dataset.name))
+        _console.print(report.summary_line(result))
+        results.append(result)
+    if len(results) > 1:
+        report.compare(results, out_dir)
+    if failures:
+        raise EvalBatchError(results, failures)
+    return results
+
+
+def _select_groups(dataset: CoSODDataset, groups: Sequence[str] | None) -> list[str]:
+    """The groups to evaluate, in dataset order; unknown names are an error."""
+    if groups is None:
+        return list(dataset.groups)
+    unknown = [g for g in groups if g not in dataset.groups]
+    if unknown:
+        raise ValueError(f"dataset {dataset.name} has no group(s) {unknown}; its groups are {list(dataset.groups)}")
+    return [g for g in dataset.groups if g in set(groups)]
+
+
+def _group_predictions(
+    pred_dir: Path, group: str, samples: list[Sample], flat: bool, warnings: list[str]
+) -> tuple[dict[str, Path], list[str]]:
+    """Stem -> map of one group, and the names of maps that match no sample."""
+    folder = pred_dir / group
+    if flat and not folder.is_dir():
+        folder = pred_dir
+    predictions, duplicates = index_images(folder)
+    if not folder.is_dir():
+        warnings.append(f"group {group!r}: prediction folder {folder} does not exist")
+    if duplicates:
+        warnings.append(f"group {group!r}: maps sharing a stem were ignored: {', '.join(duplicates[:3])}")
+    stems = {sample.stem for sample in samples}
+    extra = sorted(path.name for stem, path in predictions.items() if stem not in stems)
+    return predictions, extra
+
+
+def _is_binary(mask: np.ndarray) -> bool:
+    """True when the mask holds only 0 and 255."""
+    return bool(np.all((mask == 0) | (mask == 255)))
+
+
+def _combine(summaries: list[_Summary]) -> _Summary:
+    """The summary of all images of ``summaries``: their image-count-weighted average."""
+    weights = np.array([s.n for s in summaries], dtype=np.float64)
+    total = weights.sum()
+
+    def mean(values: list) -> np.ndarray:
+        return np.tensordot(weights, np.asarray(values, dtype=np.float64), axes=1) / total
+
+    curves = Curves(
+        **{name: mean([getattr(s.curves, name) for s in summaries]) for name in ("precision", "recall", "fmeasure", "emeasure")}
+    )
+    return _Summary(
+        n=int(total),
+        sm=float(mean([s.sm for s in summaries])),
+        mae=float(mean([s.mae for s in summaries])),
+        wfm=float(mean([s.wfm for s in summaries])),
+        adaptive_f=float(mean([s.adaptive_f for s in summaries])),
+        adaptive_e=float(mean([s.adaptive_e for s in summaries])),
+        curves=curves,
+    )
+
+
+def _count_warnings(
+    n_images: int,
+    pred_dir: Path,
+    missing: list[str],
+    missing_masks: list[str],
+    resized: list[str],
+    unreadable: list[str],
+    non_binary: list[str],
+) -> list[str]:
+    """One sentence per kind of problem, most important first."""
+    warnings = []
+    if missing:
+        warnings.append(
+            f"{len(missing)} of {n_images} GT images have no prediction and were SKIPPED (not scored as "
+            f"empty maps), e.g. {pred_dir / missing[0]}.png: the metrics cover only the other images"
+        )
+    if missing_masks:
+        warnings.append(f"{len(missing_masks)} GT image(s) have no mask and were not evaluated, e.g. {missing_masks[0]}")
+    if unreadable:
+        warnings.append(f"{len(unreadable)} map(s) or mask(s) could not be read and were skipped, e.g. {unreadable[0]}")
+    if resized:
+        warnings.append(
+            f"{len(resized)} map(s) differ in size from their mask and were resized (bilinear) to it, e.g. {resized[0]}"
+        )
+    if non_binary:
+        warnings.append(
+            f"{len(non_binary)} mask(s) hold values other than 0 and 255 and were binarised at > 128, e.g. {non_binary[0]}"
+        )
+    return warnings
+
+
+def _json_numbers(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Floats with NaN as ``None`` (JSON has no NaN)."""
+    return {k: (None if math.isnan(v) else float(v)) for k, v in metrics.items()}
+
+
+def _safe_name(name: str) -> str:
+    """``name`` usable as a folder name."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "method"
