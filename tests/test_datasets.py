@@ -1,0 +1,121 @@
+"""Co-SOD dataset indexing: every named layout, flat folders, missing masks, the real shared sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamcosal.datasets import LAYOUTS, detect_layout, load_dataset
+
+# the shared data lies beside the checkout (../shared/data), or inside it on some machines
+DATA = next(
+    (p / "shared" / "data" for p in Path(__file__).resolve().parents[1:3] if (p / "shared" / "data").is_dir()),
+    Path(__file__).resolve().parents[2] / "shared" / "data",
+)
+PASCAL = DATA / "pascal_coseg"
+GROUPS = {"Sofa": 3, "Table": 2}  # group -> images taken from pascal_coseg
+
+pytestmark = pytest.mark.skipif(not PASCAL.is_dir(), reason=f"shared data not found at {DATA}")
+
+
+def make_tree(root: Path, image_name: str, mask_name: str, *, flat: bool = False) -> dict[str, list[str]]:
+    """Link a few real pascal_coseg images and masks into ``root/<image_name>`` and
+    ``root/<mask_name>``, with group folders unless ``flat``. Returns group -> stems."""
+    taken: dict[str, list[str]] = {}
+    for group, count in GROUPS.items():
+        stems = sorted(p.stem for p in (PASCAL / "images" / group).glob("*.jpg"))[:count]
+        taken[group] = stems
+        for stem in stems:
+            sub = "" if flat else group
+            for folder, source in ((image_name, PASCAL / "images" / group / f"{stem}.jpg"),
+                                   (mask_name, PASCAL / "masks" / group / f"{stem}.png")):
+                target = root / folder / sub / source.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(source)
+        if flat:
+            break
+    return taken
+
+
+LAYOUT_FOLDERS = [(layout, image, mask) for layout, pairs in LAYOUTS.items() for image, mask in pairs]
+
+
+@pytest.mark.parametrize(("layout", "image_name", "mask_name"), LAYOUT_FOLDERS)
+def test_every_layout_is_detected_and_loads(tmp_path: Path, layout: str, image_name: str, mask_name: str) -> None:
+    taken = make_tree(tmp_path / "set", image_name, mask_name)
+    _, detected_image, detected_mask = detect_layout(tmp_path / "set")
+    assert (detected_image, detected_mask) == (image_name, mask_name)
+    for chosen in (None, layout):
+        dataset = load_dataset(tmp_path / "set", layout=chosen)
+        assert dataset.image_dir == tmp_path / "set" / image_name
+        assert dataset.mask_dir == tmp_path / "set" / mask_name
+        assert {g: [s.stem for s in samples] for g, samples in dataset.groups.items()} == taken
+        assert all(s.mask is not None and s.mask.stem == s.stem for s in dataset.samples())
+        assert dataset.name == "set" and not dataset.flat and dataset.warnings == []
+
+
+def test_named_layout_that_does_not_match_names_the_expected_folders(tmp_path: Path) -> None:
+    make_tree(tmp_path / "set", "images", "masks")
+    with pytest.raises(FileNotFoundError, match="binary"):
+        load_dataset(tmp_path / "set", layout="coca")
+    with pytest.raises(ValueError, match="unknown dataset layout"):
+        load_dataset(tmp_path / "set", layout="duts")
+
+
+def test_unknown_tree_lists_the_known_layouts(tmp_path: Path) -> None:
+    (tmp_path / "set" / "pictures").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="GroundTruth"):
+        load_dataset(tmp_path / "set")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset(tmp_path / "nowhere")
+
+
+def test_flat_folder_is_one_group_named_after_the_dataset(tmp_path: Path) -> None:
+    taken = make_tree(tmp_path / "horses", "images", "masks", flat=True)
+    dataset = load_dataset(tmp_path / "horses")
+    assert dataset.flat
+    assert list(dataset.groups) == ["horses"]
+    assert [s.stem for s in dataset.groups["horses"]] == next(iter(taken.values()))
+    assert dataset.missing_masks == []
+
+
+def test_missing_mask_is_kept_and_reported(tmp_path: Path) -> None:
+    taken = make_tree(tmp_path / "set", "Image", "GroundTruth")
+    lost = taken["Sofa"][1]
+    (tmp_path / "set" / "GroundTruth" / "Sofa" / f"{lost}.png").unlink()
+    dataset = load_dataset(tmp_path / "set")
+    assert dataset.n_images == sum(GROUPS.values())
+    assert [s.key for s in dataset.missing_masks] == [f"Sofa/{lost}"]
+
+
+def test_missing_mask_folder_is_warned(tmp_path: Path) -> None:
+    make_tree(tmp_path / "set", "images", "masks")
+    for link in (tmp_path / "set" / "masks" / "Table").iterdir():
+        link.unlink()
+    (tmp_path / "set" / "masks" / "Table").rmdir()
+    dataset = load_dataset(tmp_path / "set")
+    assert len(dataset.missing_masks) == GROUPS["Table"]
+    assert any("Table" in w and "does not exist" in w for w in dataset.warnings)
+
+
+def test_image_extensions_are_case_insensitive_and_junk_ignored(tmp_path: Path) -> None:
+    make_tree(tmp_path / "set", "images", "masks")
+    sofa = tmp_path / "set" / "images" / "Sofa"
+    first = sorted(sofa.iterdir())[0]
+    first.rename(sofa / f"{first.stem}.JPG")
+    (sofa / "notes.txt").write_text("not an image")
+    (sofa / ".DS_Store").write_bytes(b"")
+    dataset = load_dataset(tmp_path / "set")
+    assert [s.image.name for s in dataset.groups["Sofa"]][0] == f"{first.stem}.JPG"
+    assert len(dataset.groups["Sofa"]) == GROUPS["Sofa"]
+
+
+@pytest.mark.parametrize(
+    ("name", "groups", "images"),
+    [("davis2016", 14, 873), ("sod", 1, 237), ("weizmann_horse", 1, 328), ("pascal_coseg", 12, 612), ("oxford_pets", 3, 600)],
+)
+def test_shared_sets_load_completely(name: str, groups: int, images: int) -> None:
+    dataset = load_dataset(DATA / name)
+    assert (len(dataset.groups), dataset.n_images) == (groups, images)
+    assert dataset.missing_masks == [] and dataset.warnings == []
