@@ -198,7 +198,7 @@ def default_weights_path() -> Path:
     if not path.is_file():
         raise WeightsError(
             f"the default model's trained decoder weights ({path}) are not in this installation. "
-            "Train them with `streamcosal train configs/lite0.yaml` or pass a checkpoint: "
+            "Train them with `streamcosal train configs/lite0.toml` or pass a checkpoint: "
             "CoSalEngine.from_checkpoint(PATH)."
         )
     return path
