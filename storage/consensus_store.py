@@ -132,7 +132,8 @@ class ConsensusStore:
             now = time.time()
             old = self._states.get(group)
             if old is None:
-                state = GroupState(group, self._next_id, logits.sum(0), float(len(logits)), t, now, now)
+                n = float(len(logits))
+                state = GroupState(group, self._next_id, logits.sum(0), n, t, now, now)
                 self._next_id += 1
             else:
                 if t < old.t:
@@ -191,7 +192,11 @@ class ConsensusStore:
                 return []
             scores, ids = self._index.search(_unit(vector)[None], n_search)
             names = {s.id: s.group for s in self._states.values()}
-            hits = [(names[i], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and i != exclude]
+            hits = [
+                (names[i], float(score))
+                for score, i in zip(scores[0], ids[0])
+                if i >= 0 and i != exclude
+            ]
             return hits[:k]
 
     def save(self) -> None:
@@ -255,7 +260,10 @@ class ConsensusStore:
             )
         missing = {"groups", "ids", "sums", "n", "t", "created", "updated"} - set(arrays)
         if missing:
-            raise ValueError(f"{self.path} is a damaged consensus store: it lacks {sorted(missing)}")
+            raise ValueError(
+                f"{self.path} is a damaged consensus store: it lacks {sorted(missing)}; "
+                "delete it to start from an empty store"
+            )
         sums = arrays["sums"]
         if sums.ndim != 2 or sums.shape[1] != self.dim:
             raise ValueError(

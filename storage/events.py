@@ -114,7 +114,9 @@ def events_from_results(
     columns = ["run_id", "source", "group", "timestamp", "frame_index", "area_fraction"]
     missing = [c for c in columns if c not in results.column_names]
     if missing:
-        raise ValueError(f"events_from_results needs results columns {missing}; pass read_results()")
+        raise ValueError(
+            f"events_from_results needs results columns {missing}; pass a read_results() table"
+        )
     table = results.select(columns).sort_by([(c, "ascending") for c in columns[:4]])
     keys = list(zip(*(table[c].to_pylist() for c in columns[:3])))
     t = table["timestamp"].to_numpy()

@@ -59,12 +59,13 @@ def mask_stats(
     """
     prob = np.asarray(prob)
     if prob.ndim != 2 or prob.size == 0:
-        raise ValueError(f"mask_stats needs a non-empty [H, W] probability map, got shape {prob.shape}")
+        raise ValueError(
+            f"mask_stats needs a non-empty [H, W] probability map, got shape {prob.shape}"
+        )
     if not np.all(np.isfinite(prob)) or prob.min() < 0.0 or prob.max() > 1.0:
         raise ValueError(
-            "mask_stats needs probabilities in [0, 1] (apply sigmoid to logits first); got values "
-            f"in [{np.nanmin(prob)}, {np.nanmax(prob)}]"
-            + (" and NaN/inf" if not np.all(np.isfinite(prob)) else "")
+            "mask_stats needs finite probabilities in [0, 1] (apply sigmoid to logits first); "
+            f"got values from {prob.min()} to {prob.max()}"
         )
     mask = prob >= threshold
     bbox = mask_bbox(mask)
@@ -91,7 +92,9 @@ def encode_prob_png(prob: np.ndarray, max_side: int = 128) -> bytes:
     """
     prob = np.asarray(prob, dtype=np.float32)
     if prob.ndim != 2:
-        raise ValueError(f"encode_prob_png needs an [H, W] probability map, got shape {prob.shape}")
+        raise ValueError(
+            f"encode_prob_png needs an [H, W] probability map, got shape {prob.shape}"
+        )
     scale = max_side / max(prob.shape)
     if scale < 1.0:
         size = (max(1, round(prob.shape[1] * scale)), max(1, round(prob.shape[0] * scale)))
@@ -104,7 +107,7 @@ def encode_prob_png(prob: np.ndarray, max_side: int = 128) -> bytes:
 
 
 def decode_prob_png(png: bytes) -> np.ndarray:
-    """The [h, w] float32 probabilities in [0, 1] of a PNG from ``encode_prob_png`` (stored size)."""
+    """[h, w] float32 probabilities in [0, 1] of ``encode_prob_png`` bytes (at the stored size)."""
     image = cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise ValueError("prob_png bytes are not a PNG image")

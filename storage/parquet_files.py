@@ -66,7 +66,7 @@ def write_by_source(directory: Path, table: pa.Table, file_name: str) -> list[Pa
 
 
 def data_files(directory: Path) -> list[Path]:
-    """The visible Parquet files under ``directory`` (hidden and temporary files skipped), sorted."""
+    """The visible Parquet files under ``directory``, sorted; hidden and temporary ones skipped."""
     return sorted(
         p
         for p in directory.glob(f"{PARTITION_KEY}=*/*.parquet")

@@ -1,4 +1,4 @@
-"""Per-frame co-saliency results: ``FrameResult`` rows, the Parquet ``ResultWriter``, ``read_results``.
+"""Per-frame co-saliency results: ``FrameResult``, the Parquet ``ResultWriter``, ``read_results``.
 
 Files land in ``root/frames/source_key=<key>/<run_id>.<seq>.parquet`` (see ``schema.py``). Any
 Parquet reader can read the folder without streamcosal, e.g.::
@@ -80,9 +80,9 @@ class FrameResult:
 
     def to_row(self, run_id: str) -> dict[str, Any]:
         """The row of ``RESULT_SCHEMA`` for this frame."""
-        mask = np.asarray(self.mask)
-        rle = encode_mask(mask)  # validates the mask: [H, W], binary
-        bbox = mask_bbox(mask.astype(bool))
+        rle = encode_mask(self.mask)  # validates the mask: [H, W], binary
+        mask = np.asarray(self.mask, dtype=bool)
+        bbox = mask_bbox(mask)
         return {
             "run_id": run_id,
             "source": self.source,
@@ -94,7 +94,7 @@ class FrameResult:
             "width": mask.shape[1],
             "mask_rle": rle,
             "bbox": list(bbox) if bbox is not None else None,
-            "area_fraction": float(np.count_nonzero(mask)) / mask.size,
+            "area_fraction": float(mask.mean()),
             "mean_prob": self.mean_prob,
             "similarity": self.similarity,
             "model_name": self.model_name,
@@ -153,7 +153,8 @@ class ResultWriter:
         if not self._rows:
             return
         table = pa.Table.from_pylist(self._rows, schema=RESULT_SCHEMA)
-        self.files += write_by_source(self.directory, table, f"{self.run_id}.{self._seq:06d}.parquet")
+        name = f"{self.run_id}.{self._seq:06d}.parquet"
+        self.files += write_by_source(self.directory, table, name)
         self._seq += 1
         self._rows = []
 
