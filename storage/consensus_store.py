@@ -110,7 +110,8 @@ class ConsensusStore:
         Args:
             group: group or track name; created on its first update.
             logits: [N, C] classifier logits of N images (or [C] for one image).
-            t: stream time of the batch, seconds; must not go back in time for a group.
+            t: stream time of the batch, seconds; with a half_life it must not go back in time
+                for a group (without one, the group keeps the latest t it has seen).
             half_life: seconds after which old evidence weighs half; None for no decay.
 
         Returns:
@@ -136,7 +137,7 @@ class ConsensusStore:
                 state = GroupState(group, self._next_id, logits.sum(0), n, t, now, now)
                 self._next_id += 1
             else:
-                if t < old.t:
+                if half_life is not None and t < old.t:
                     raise ValueError(
                         f"update({group!r}) at t={t} is earlier than its last update t={old.t}; "
                         "feed each group's frames in time order"
@@ -147,7 +148,7 @@ class ConsensusStore:
                     old.id,
                     old.sums * decay + logits.sum(0),
                     old.n * decay + len(logits),
-                    t,
+                    max(t, old.t),
                     old.created,
                     now,
                 )
