@@ -1,0 +1,79 @@
+"""A tiny local HTTP server that plays an MPEG-TS file like a live stream, for tests.
+
+Each GET on /stream.ts sends the bytes chunk by chunk (no Content-Length, like a live feed)
+and closes the connection at the end. Options simulate trouble:
+
+- drop_after_bytes: the first `drops` connections are cut after that many bytes.
+- plays: how many connections get the stream; later ones get 404 (the feed is over), so a
+  reconnecting client eventually gives up.
+
+Use `serve_stream(...)` as a context manager (the server thread stops on exit, also when the
+test fails); `server.url` is the address, `server.connections` counts GETs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+
+@dataclass
+class StreamServer:
+    url: str
+    connections: int = 0
+
+
+@contextmanager
+def serve_stream(
+    data: bytes,
+    chunk_size: int = 8192,
+    chunk_delay_s: float = 0.0,
+    drop_after_bytes: int | None = None,
+    drops: int = 1,
+    plays: int | None = None,
+) -> Iterator[StreamServer]:
+    """Serve `data` (an MPEG-TS byte string) at http://127.0.0.1:<free port>/stream.ts."""
+    state = StreamServer(url="")
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # body ends when the connection closes
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            with lock:
+                state.connections += 1
+                number = state.connections
+            if self.path != "/stream.ts" or (plays is not None and number > plays):
+                self.send_error(404, "stream over")
+                return
+            limit = drop_after_bytes if (drop_after_bytes is not None and number <= drops) else len(data)
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.end_headers()
+            try:
+                for start in range(0, limit, chunk_size):
+                    self.wfile.write(data[start : min(start + chunk_size, limit)])
+                    self.wfile.flush()
+                    if chunk_delay_s:
+                        time.sleep(chunk_delay_s)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="test-stream-server", daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/stream.ts"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

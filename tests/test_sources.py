@@ -1,0 +1,275 @@
+"""Frame sources: timestamps, readers, sampling, images, bad inputs and live streams."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from stream_server import serve_stream  # noqa: E402
+from video_fixtures import (  # noqa: E402
+    DAVIS_IMAGES,
+    corrupt_middle,
+    davis_frames,
+    encode_audio_only,
+    encode_vfr_video,
+    encode_video,
+    truncate_file,
+)
+
+from streamcosal.sources import ReconnectPolicy, SourceError, open_source  # noqa: E402
+
+N = 48  # frames per test video: 2 s at 24 fps, 160x96
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return davis_frames("blackswan", n=N)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory, frames) -> dict[str, tuple[Path, list[float]]]:
+    """name -> (path, written timestamps)."""
+    root = tmp_path_factory.mktemp("videos")
+    out = {}
+    out["cfr"] = (root / "cfr.mp4", encode_video(frames, root / "cfr.mp4", fps=24))
+    out["vfr"] = (root / "vfr.mp4", encode_vfr_video(frames, root / "vfr.mp4"))
+    out["rot90"] = (root / "rot90.mp4", encode_video(frames[:12], root / "rot90.mp4", fps=24, rotate=90))
+    out["faststart"] = (root / "fs.mp4", encode_video(frames, root / "fs.mp4", fps=24, faststart=True))
+    out["ts"] = (root / "live.ts", encode_video(frames, root / "live.ts", fps=24))
+    return out
+
+
+def _read(path, **kwargs):
+    with open_source(path, **kwargs) as source:
+        return source, list(source)
+
+
+def _close(a: np.ndarray, b: np.ndarray, tol: float = 12.0) -> bool:
+    """Lossy H.264 at this size: mean abs pixel error of a matching frame is ~5."""
+    return a.shape == b.shape and float(np.abs(a.astype(int) - b.astype(int)).mean()) < tol
+
+
+# ----------------------------------------------------------------------------- timestamps and readers
+
+
+@pytest.mark.parametrize("reader", ["decord", "pyav"])
+@pytest.mark.parametrize("kind", ["cfr", "vfr"])
+def test_timestamps_exact(videos, frames, kind, reader):
+    path, written = videos[kind]
+    source, out = _read(path, reader=reader)
+    assert [f.index for f in out] == list(range(N))
+    np.testing.assert_allclose([f.timestamp for f in out], written, atol=1e-6)
+    assert all(_close(f.image, frames[f.index]) for f in out)
+    assert out[0].image.dtype == np.uint8 and out[0].image.shape == (96, 160, 3)
+    assert source.report.warnings == []
+
+
+def test_video_info(videos):
+    with open_source(videos["cfr"][0]) as source:
+        info = source.info
+    assert (info.width, info.height, info.frame_count, info.rotation, info.codec) == (160, 96, N, 0, "h264")
+    assert info.fps == pytest.approx(24.0)
+    assert info.duration == pytest.approx(2.0, abs=0.05)
+    with open_source(videos["vfr"][0]) as source:
+        assert source.info.frame_count == N  # average fps of a VFR file is whatever the container says
+
+
+@pytest.mark.parametrize("kind", ["cfr", "vfr", "rot90"])
+def test_decord_and_pyav_agree(videos, kind):
+    path, _ = videos[kind]
+    _, by_decord = _read(path, reader="decord")
+    _, by_pyav = _read(path, reader="pyav")
+    assert len(by_decord) == len(by_pyav)
+    np.testing.assert_allclose([f.timestamp for f in by_decord], [f.timestamp for f in by_pyav], atol=1e-6)
+    assert all(_close(a.image, b.image, tol=2.0) for a, b in zip(by_decord, by_pyav))
+
+
+@pytest.mark.parametrize("reader", ["decord", "pyav"])
+def test_rotation_applied(videos, frames, reader):
+    source, out = _read(videos["rot90"][0], reader=reader)
+    assert source.info.rotation == 90
+    assert (source.info.width, source.info.height) == (96, 160)
+    assert all(_close(f.image, np.rot90(frames[f.index], 1)) for f in out)
+
+
+@pytest.mark.parametrize("reader", ["decord", "pyav"])
+def test_fps_sampling_by_timestamp(videos, reader):
+    _, out = _read(videos["cfr"][0], fps=6, reader=reader)
+    assert [f.index for f in out] == list(range(0, N, 4))  # 24 fps -> every 4th, 12 in 2 s
+    path, written = videos["vfr"]
+    _, out = _read(path, fps=10, reader=reader)
+    slots = [math.floor(t * 10 + 1e-6) for t in written]
+    expected = [i for i in range(N) if i == 0 or slots[i] > slots[i - 1]]
+    assert [f.index for f in out] == expected
+    assert len(out) == len(set(slots))  # one frame per 0.1 s slot that has frames
+
+
+def test_stride_and_bad_sampling_arguments(videos):
+    _, out = _read(videos["cfr"][0], stride=5)
+    assert [f.index for f in out] == list(range(0, N, 5))
+    with pytest.raises(ValueError, match="either fps or stride"):
+        open_source(videos["cfr"][0], fps=5, stride=2)
+
+
+def test_read_frames_random_access(videos, frames):
+    for reader in ("decord", "pyav"):
+        with open_source(videos["cfr"][0], reader=reader) as source:
+            got = source.read_frames([40, 3, 3, 17])
+        assert [f.index for f in got] == [3, 17, 40]
+        assert all(_close(f.image, frames[f.index]) for f in got)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def test_image_folder_sorted_with_odd_formats_and_a_broken_file(tmp_path, caplog):
+    names = sorted(p.name for p in (DAVIS_IMAGES / "bmx-trees").iterdir())[:3]
+    for name in names:
+        shutil.copy(DAVIS_IMAGES / "bmx-trees" / name, tmp_path / name)
+    base = cv2.imread(str(tmp_path / names[0]))
+    cv2.imwrite(str(tmp_path / "90_gray.png"), cv2.cvtColor(base, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(tmp_path / "91_rgba.png"), cv2.cvtColor(base, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(tmp_path / "92_16bit.png"), base.astype(np.uint16) * 257)
+    (tmp_path / "50_broken.jpg").write_bytes(b"not a jpeg at all")
+    (tmp_path / "notes.txt").write_text("ignored")
+    with caplog.at_level(logging.WARNING), open_source(tmp_path) as source:
+        out = list(source)
+    assert [Path(f.source).name for f in out] == names + ["90_gray.png", "91_rgba.png", "92_16bit.png"]
+    assert all(f.image.dtype == np.uint8 and f.image.shape == (480, 854, 3) for f in out)
+    assert all(math.isnan(f.timestamp) for f in out)
+    rgb = cv2.cvtColor(base, cv2.COLOR_BGR2RGB)
+    assert np.array_equal(out[-1].image, rgb) and np.array_equal(out[-2].image, rgb)
+    assert source.report.unreadable_files == [str(tmp_path / "50_broken.jpg")]
+    assert "50_broken.jpg" in caplog.text
+    assert [f.index for f in out] == [0, 1, 2, 4, 5, 6]  # index = position in the group
+
+
+def test_image_list_keeps_given_order_and_refuses_fps(tmp_path):
+    paths = sorted((DAVIS_IMAGES / "goat").iterdir())[:3][::-1]
+    with open_source(paths) as source:
+        assert [f.source for f in source] == [str(p) for p in paths]
+    with pytest.raises(SourceError, match="fps sampling"):
+        open_source(paths, fps=2)
+    with pytest.raises(SourceError, match="not found"):
+        open_source([tmp_path / "nope.jpg"])
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SourceError, match=r"missing\.mp4: no such file"):
+        open_source(tmp_path / "missing.mp4")
+
+
+def test_zero_length_file(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(SourceError, match=r"empty\.mp4: file is empty"):
+        open_source(tmp_path / "empty.mp4")
+
+
+def test_audio_only_file(tmp_path):
+    encode_audio_only(tmp_path / "audio.mp4")
+    with pytest.raises(SourceError, match=r"audio\.mp4: has no video stream .*audio aac"):
+        open_source(tmp_path / "audio.mp4")
+
+
+def test_text_file_named_mp4(tmp_path):
+    (tmp_path / "notes.mp4").write_text("this is not a video\n" * 50)
+    with pytest.raises(SourceError, match=r"notes\.mp4: cannot open as a video"):
+        open_source(tmp_path / "notes.mp4")
+
+
+def test_unsupported_codec(tmp_path, videos):
+    data = videos["cfr"][0].read_bytes()
+    sample_entry = data.find(b"avc1", data.find(b"stsd"))  # the codec fourcc, not the ftyp brand
+    (tmp_path / "odd.mp4").write_bytes(data[:sample_entry] + b"zzzz" + data[sample_entry + 4 :])
+    with pytest.raises(SourceError, match=r"odd\.mp4: video stream #0 uses a codec .* cannot decode"):
+        open_source(tmp_path / "odd.mp4")
+
+
+def test_truncated_file_keeps_decoded_frames(tmp_path, videos, frames, caplog):
+    path = tmp_path / "cut.mp4"
+    shutil.copy(videos["faststart"][0], path)
+    truncate_file(path, 0.6)
+    with caplog.at_level(logging.WARNING):
+        source, out = _read(path)
+    assert 10 < len(out) < N
+    assert [f.index for f in out] == list(range(len(out)))
+    assert all(_close(f.image, frames[f.index]) for f in out)
+    assert source.report.truncated
+    last = out[-1]
+    assert f"cut.mp4: file is truncated" in caplog.text
+    assert f"last good frame {last.index} at {last.timestamp:.3f} s" in caplog.text
+
+
+def test_corrupt_stretch_is_skipped_and_reported(tmp_path, videos, caplog):
+    path = tmp_path / "damaged.mp4"
+    shutil.copy(videos["cfr"][0], path)
+    corrupt_middle(path, start_fraction=0.45, length=4000)
+    with caplog.at_level(logging.WARNING):
+        source, out = _read(path)
+    report = source.report
+    lost = report.bad_packets + report.corrupt_frames
+    assert lost >= 1
+    assert len(out) + lost == N  # every frame either read or counted as skipped
+    assert out[-1].index == N - 1  # kept going past the damage
+    indices = [f.index for f in out]
+    assert indices == sorted(set(indices))
+    assert "damaged.mp4: skipped" in caplog.text
+
+
+# ----------------------------------------------------------------------------- live streams
+
+FAST_RETRY = ReconnectPolicy(max_attempts=2, backoff_s=0.02, max_backoff_s=0.1)
+
+
+@pytest.fixture
+def ts_bytes(videos) -> bytes:
+    return videos["ts"][0].read_bytes()
+
+
+def test_http_mpegts_stream_read_to_the_end(ts_bytes, videos, frames):
+    with serve_stream(ts_bytes, plays=1) as server:
+        with open_source(server.url, reconnect=FAST_RETRY) as source:
+            out = list(source)
+    assert source.info.frame_count is None and (source.info.width, source.info.height) == (160, 96)
+    assert [f.index for f in out] == list(range(N))
+    np.testing.assert_allclose([f.timestamp for f in out], videos["ts"][1], atol=1e-6)
+    assert all(_close(f.image, frames[f.index]) for f in out)
+    assert source.report.reconnects == 0
+    assert "stream ended" in source.report.warnings[-1]
+
+
+def test_stream_drop_reconnects_then_ends_cleanly(ts_bytes, videos, caplog):
+    with serve_stream(ts_bytes, drop_after_bytes=len(ts_bytes) // 2, plays=2) as server:
+        with caplog.at_level(logging.WARNING), open_source(server.url, reconnect=FAST_RETRY) as source:
+            out = list(source)
+        connections = server.connections
+    lost = source.report.bad_packets + source.report.corrupt_frames
+    assert len(out) + lost == out[-1].index + 1  # every index read or counted as lost
+    assert N + 10 < len(out) < 2 * N  # frames before the drop kept, then a full second play
+    second_play = [f.timestamp for f in out[-N:]]
+    np.testing.assert_allclose(np.diff(second_play), np.diff(videos["ts"][1]), atol=1e-6)
+    indices, times = [f.index for f in out], [f.timestamp for f in out]
+    assert all(b > a for a, b in zip(indices, indices[1:]))
+    assert all(b > a for a, b in zip(times, times[1:]))
+    assert source.report.reconnects == 1
+    assert connections == 2 + FAST_RETRY.max_attempts  # bounded: two plays, then the failed tries
+    assert f"{server.url}: stream ended" in caplog.text
+
+
+def test_unreachable_url_fails_after_bounded_tries():
+    with serve_stream(b"", plays=0) as server:
+        with pytest.raises(SourceError, match=r"unreachable after 3 tries .*404"):
+            open_source(server.url, reconnect=FAST_RETRY)
+        assert server.connections == 3
