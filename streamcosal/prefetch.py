@@ -1,0 +1,95 @@
+"""Decode ahead of the engine: run an iterator in a background thread with a bounded queue.
+
+    with Prefetcher(open_source("video.mp4"), maxsize=8) as frames:
+        for frame in frames:
+            ...
+
+The producer's exception is raised in the consumer after the items produced before it.
+close() (also on KeyboardInterrupt in the consumer, or leaving the `with`) stops the thread:
+the producer exits within `poll_s` once its current item is made, so no thread is left
+behind. The iterable stays the caller's: close the source itself after the Prefetcher.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Generic, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Failed:
+    error: BaseException
+
+
+_DONE = object()
+
+
+class Prefetcher(Generic[T]):
+    """Iterate `iterable` in a daemon thread, at most `maxsize` items ahead of the consumer."""
+
+    def __init__(self, iterable: Iterable[T], maxsize: int = 8, poll_s: float = 0.05):
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        self._iterable = iterable
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=maxsize)
+        self._stop = threading.Event()
+        self._poll_s = poll_s
+        self._finished = False
+        self._thread = threading.Thread(target=self._produce, name="streamcosal-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        """Put unless stopped; False when the consumer has gone."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=self._poll_s)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            for item in self._iterable:
+                if not self._put(item):
+                    return
+            self._put(_DONE)
+        except BaseException as error:  # handed to the consumer, raised there
+            self._put(_Failed(error))
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._finished:
+            raise StopIteration
+        try:
+            item = self._queue.get()
+        except KeyboardInterrupt:
+            self.close()
+            raise
+        if item is _DONE:
+            self._finished = True
+            self._thread.join()
+            raise StopIteration
+        if isinstance(item, _Failed):
+            self._finished = True
+            self._thread.join()
+            raise item.error
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop the producer thread and wait for it (items not consumed are dropped)."""
+        self._finished = True
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> Prefetcher[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,108 @@
+"""Windows: global and streaming modes, consensus sampling, multi-source interleave."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from video_fixtures import DAVIS_IMAGES, davis_frames, encode_video  # noqa: E402
+
+from streamcosal.sources import Frame, SourceError, open_source  # noqa: E402
+from streamcosal.windows import (  # noqa: E402
+    global_windows,
+    interleave,
+    sample_consensus_frames,
+    streaming_windows,
+)
+
+TINY = np.zeros((2, 2, 3), np.uint8)
+
+
+def fake_frames(n: int, source: str = "cam", fps: float = 10.0, start: float = 0.0) -> list[Frame]:
+    return [Frame(image=TINY, index=i, timestamp=start + i / fps, source=source) for i in range(n)]
+
+
+def test_global_windows_cover_every_frame_once():
+    windows = list(global_windows(fake_frames(10), window=4))
+    assert [len(w) for w in windows] == [4, 4, 2]
+    assert [w.index for w in windows] == [0, 1, 2]
+    assert [f.index for w in windows for f in w.emitted] == list(range(10))
+
+
+@pytest.mark.parametrize(("n", "window", "stride"), [(10, 4, 4), (10, 4, 2), (11, 5, 3), (3, 5, 2), (9, 3, 1)])
+def test_streaming_windows_emit_each_frame_once(n, window, stride):
+    windows = list(streaming_windows(fake_frames(n), window=window, stride=stride))
+    emitted = [f.index for w in windows for f in w.emitted]
+    assert emitted == list(range(n))  # once each, in order
+    assert all(len(w) == min(window, n) for w in windows)  # last window padded with earlier frames
+    for w in windows:
+        indices = [f.index for f in w.frames]
+        assert indices == list(range(indices[0], indices[0] + len(w)))  # consecutive frames
+        assert w.emit == sorted(w.emit)  # context first, new frames last
+
+
+def test_streaming_overlap_counts_first_window():
+    first, second = list(streaming_windows(fake_frames(6), window=4, stride=2))
+    assert [f.index for f in first.frames] == [0, 1, 2, 3] and all(first.emit)
+    assert [f.index for f in second.frames] == [2, 3, 4, 5]
+    assert second.emit == [False, False, True, True]  # 2 and 3 already counted in window 0
+
+
+def test_window_arguments_are_checked():
+    with pytest.raises(ValueError, match="stride"):
+        list(streaming_windows(fake_frames(3), window=2, stride=3))
+    with pytest.raises(ValueError, match="window"):
+        list(global_windows(fake_frames(3), window=0))
+
+
+def test_sample_consensus_frames_spans_the_whole_video(tmp_path):
+    frames = davis_frames("dance-twirl", n=40, size=(96, 64))
+    encode_video(frames, tmp_path / "v.mp4", fps=20)
+    with open_source(tmp_path / "v.mp4", stride=4) as source:
+        consensus = sample_consensus_frames(source, 8)
+        sampled = list(source)
+    assert [f.index for f in consensus] == [0, 6, 11, 17, 22, 28, 33, 39]
+    assert consensus[-1].timestamp == pytest.approx(39 / 20, abs=1e-6)
+    assert len(sampled) == 10  # iteration is independent of the random access
+    with open_source(tmp_path / "v.mp4", reader="pyav") as source:
+        assert [f.index for f in sample_consensus_frames(source, 100)] == list(range(40))
+
+
+def test_sample_consensus_frames_from_images_and_not_from_live():
+    paths = sorted((DAVIS_IMAGES / "goat").iterdir())[:9]
+    with open_source(paths) as source:
+        assert [f.index for f in sample_consensus_frames(source, 3)] == [0, 4, 8]
+
+    class Live:
+        name = "rtsp://camera"
+        info = type("Info", (), {"frame_count": None})()
+
+    with pytest.raises(SourceError, match="rtsp://camera: frame count unknown"):
+        sample_consensus_frames(Live(), 4)  # type: ignore[arg-type]
+
+
+def test_interleave_orders_by_timestamp_with_every_source():
+    cam_a = fake_frames(6, "a", fps=10.0)
+    cam_b = fake_frames(6, "b", fps=10.0, start=0.05)
+    windows = list(interleave([cam_a, cam_b], frames_per_source=2))
+    assert len(windows) == 3
+    assert all(w.sources == ["a", "b"] for w in windows)
+    times = [f.timestamp for w in windows for f in w.frames]
+    assert times == sorted(times)
+    assert [(f.source, f.index) for f in windows[0].frames] == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+
+
+def test_interleave_round_robin_without_timestamps_and_uneven_lengths():
+    nan = [Frame(TINY, i, math.nan, "img") for i in range(3)]
+    cam = fake_frames(5, "cam", start=100.0)
+    windows = list(interleave([nan, cam], frames_per_source=2))
+    assert [(f.source, f.index) for f in windows[0].frames] == [("img", 0), ("cam", 0), ("img", 1), ("cam", 1)]
+    assert [(f.source, f.index) for f in windows[1].frames] == [("img", 2), ("cam", 2), ("cam", 3)]
+    assert [(f.source, f.index) for f in windows[2].frames] == [("cam", 4)]  # the other source goes on
+    assert sum(len(w.emitted) for w in windows) == 8
