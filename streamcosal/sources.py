@@ -279,7 +279,6 @@ class VideoFileSource(FrameSource):
         """Stream metadata plus the rotation of the first frame (PyAV)."""
         with _open_container(self.name, self.name) as container:
             stream = _check_video_stream(container, self.name)
-            rotation = 0
             try:
                 first = next((f for f in _decode_packets(container, self.name, SourceReport()) if f is not None), None)
             except av.error.FFmpegError:
@@ -442,7 +441,11 @@ class StreamSource(FrameSource):
                 f"({self._last_error}). Check the URL, the network and that the stream is running."
             )
         self._container = container
-        stream = _check_video_stream(container, url)
+        try:
+            stream = _check_video_stream(container, url)
+        except SourceError:
+            container.close()
+            raise
         rate = stream.average_rate or stream.guessed_rate
         self.info = VideoInfo(
             width=stream.codec_context.width,

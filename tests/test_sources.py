@@ -208,7 +208,7 @@ def test_truncated_file_keeps_decoded_frames(tmp_path, videos, frames, caplog):
     assert all(_close(f.image, frames[f.index]) for f in out)
     assert source.report.truncated
     last = out[-1]
-    assert f"cut.mp4: file is truncated" in caplog.text
+    assert "cut.mp4: file is truncated" in caplog.text
     assert f"last good frame {last.index} at {last.timestamp:.3f} s" in caplog.text
 
 
