@@ -270,7 +270,8 @@ def evaluate(
     Args:
         pred_dir: maps as ``<pred_dir>/<group>/<stem>.png`` (8-bit grey, what ``streamcosal images``
             writes; other image extensions are accepted). For a flat dataset (one group, no group
-            folders) ``<pred_dir>/<stem>.png`` works too.
+            folders) the maps may also lie in ``<pred_dir>/<image folder name>/`` (what
+            ``streamcosal images <root>/images`` writes) or directly in ``<pred_dir>``.
         gt: a dataset root in any layout of :mod:`streamcosal.datasets`, or a loaded dataset.
         name: the method's name in reports.
         groups: evaluate only these groups (default: all).
@@ -301,7 +302,9 @@ def evaluate(
         task = bar.add_task(f"{name} on {dataset.name}", total=n_images)
         for group in selected:
             samples = dataset.groups[group]
-            predictions, extra = _group_predictions(pred_dir, group, samples, dataset.flat, warnings)
+            predictions, extra = _group_predictions(
+                pred_dir, group, samples, dataset.flat, dataset.image_dir.name, warnings
+            )
             if extra:
                 warnings.append(
                     f"group {group!r}: {len(extra)} prediction(s) match no GT image and were ignored "
@@ -428,22 +431,25 @@ def run_eval(
         names = [p.resolve().name for p in pred]
     elif len(names) != len(pred):
         raise ValueError(f"{len(names)} --name for {len(pred)} --pred: give one name per prediction folder, or none")
-    duplicates = sorted({n for n in names if list(names).count(n) > 1})
+    folders = [_safe_name(n) for n in names]
+    duplicates = sorted({n for n, folder in zip(names, folders) if folders.count(folder) > 1})
     if duplicates:
-        raise ValueError(f"several prediction folders are named {duplicates}: give each a distinct --name")
+        raise ValueError(
+            f"methods {duplicates} would share an output folder: give each prediction folder a distinct --name"
+        )
     dataset = load_dataset(gt)
     out_dir = Path(out_dir)
 
     results: list[EvalResult] = []
     failures: dict[str, str] = {}
-    for pred_dir, name in zip(pred, names):
+    for pred_dir, name, folder in zip(pred, names, folders):
         try:
             result = evaluate(pred_dir, dataset, name=name, groups=groups, progress=progress)
         except (OSError, ValueError) as error:
             failures[name] = str(error)
             _console.print(f"[red]{name}: evaluation failed:[/red] {error}")
             continue
-        write_outputs(result, out_dir / _safe_name(name) / _safe_name(dataset.name))
+        write_outputs(result, out_dir / folder / _safe_name(dataset.name))
         _console.print(report.summary_line(result))
         results.append(result)
     if len(results) > 1:
@@ -457,19 +463,21 @@ def _select_groups(dataset: CoSODDataset, groups: Sequence[str] | None) -> list[
     """The groups to evaluate, in dataset order; unknown names are an error."""
     if groups is None:
         return list(dataset.groups)
-    unknown = [g for g in groups if g not in dataset.groups]
+    wanted = set(groups)
+    unknown = sorted(wanted - set(dataset.groups))
     if unknown:
         raise ValueError(f"dataset {dataset.name} has no group(s) {unknown}; its groups are {list(dataset.groups)}")
-    return [g for g in dataset.groups if g in set(groups)]
+    return [g for g in dataset.groups if g in wanted]
 
 
 def _group_predictions(
-    pred_dir: Path, group: str, samples: list[Sample], flat: bool, warnings: list[str]
+    pred_dir: Path, group: str, samples: list[Sample], flat: bool, image_dir_name: str, warnings: list[str]
 ) -> tuple[dict[str, Path], list[str]]:
     """Stem -> map of one group, and the names of maps that match no sample."""
     folder = pred_dir / group
-    if flat and not folder.is_dir():
-        folder = pred_dir
+    if flat:  # the group's own folder, the image folder's name (what ``streamcosal images`` writes), or none
+        candidates = [folder, pred_dir / image_dir_name, pred_dir]
+        folder = next((c for c in candidates if index_images(c)[0]), folder)
     predictions, duplicates = index_images(folder)
     if not folder.is_dir():
         warnings.append(f"group {group!r}: prediction folder {folder} does not exist")

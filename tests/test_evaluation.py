@@ -1,0 +1,254 @@
+"""Co-SOD evaluation against pysodmetrics itself, on real pascal_coseg masks and generated maps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import py_sod_metrics as sod
+import pytest
+
+from streamcosal.datasets import load_dataset
+from streamcosal.evaluation import METRICS, EvalBatchError, evaluate, run_eval, write_outputs
+from streamcosal.report import compare
+
+DATA = Path(os.environ.get("STREAMCOSAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+PASCAL = DATA / "pascal_coseg"
+GROUPS = {"Sofa": 4, "Table": 3}  # group -> images taken from pascal_coseg
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _real_data() -> None:
+    """The real data must be there: missing data fails the tests, it never skips them."""
+    if not PASCAL.is_dir():
+        pytest.fail(f"real test data not found at {DATA}: put the shared data beside the checkout "
+                    "(../shared/data) or set STREAMCOSAL_DATA")
+
+
+def blurred_noisy(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A plausible saliency map: the mask blurred, with noise."""
+    blurred = cv2.GaussianBlur(mask.astype(np.float64), (0, 0), sigmaX=6)
+    return np.clip(blurred * 0.8 + rng.normal(0, 20, mask.shape), 0, 255).astype(np.uint8)
+
+
+def center_prior(mask: np.ndarray) -> np.ndarray:
+    """A map that knows nothing of the image: a Gaussian at its centre."""
+    h, w = mask.shape
+    y, x = np.mgrid[0:h, 0:w]
+    prior = np.exp(-(((x - w / 2) / (0.3 * w)) ** 2 + ((y - h / 2) / (0.3 * h)) ** 2) / 2)
+    return (255 * prior).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``gt/`` (ours layout, real images and masks) and prediction folders ``gt_maps``, ``blurred``
+    and ``center`` as ``<pred>/<group>/<stem>.png``."""
+    root = tmp_path_factory.mktemp("bench")
+    rng = np.random.default_rng(0)
+    for group, count in GROUPS.items():
+        for mask_path in sorted((PASCAL / "masks" / group).glob("*.png"))[:count]:
+            for folder, source in (("images", PASCAL / "images" / group / f"{mask_path.stem}.jpg"), ("masks", mask_path)):
+                (root / "gt" / folder / group).mkdir(parents=True, exist_ok=True)
+                (root / "gt" / folder / group / source.name).symlink_to(source)
+            mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+            for method, prediction in (("gt_maps", mask), ("blurred", blurred_noisy(mask, rng)), ("center", center_prior(mask))):
+                (root / method / group).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(root / method / group / mask_path.name), prediction)
+    return root
+
+
+def copy_bench(bench: Path, tmp_path: Path, *folders: str) -> Path:
+    """A private copy of some bench folders (symlinks kept), for tests that alter files."""
+    for folder in folders:
+        shutil.copytree(bench / folder, tmp_path / folder, symlinks=True)
+    return tmp_path
+
+
+def reference(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, object]:
+    """The metrics of (map, mask) pairs computed with pysodmetrics directly, the classic way
+    (the deprecated ``Fmeasure`` class, as the field's tables were made)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fm = sod.Fmeasure(beta=0.3)
+    sm, em, mae, wfm = sod.Smeasure(alpha=0.5), sod.Emeasure(), sod.MAE(), sod.WeightedFmeasure()
+    for pred, mask in pairs:
+        for metric in (fm, sm, em, mae, wfm):
+            metric.step(pred=pred, gt=mask)
+    f, e = fm.get_results(), em.get_results()["em"]
+    return {
+        "S": sm.get_results()["sm"],
+        "maxF": f["fm"]["curve"].max(),
+        "meanF": f["fm"]["curve"].mean(),
+        "adpF": f["fm"]["adp"],
+        "maxE": e["curve"].max(),
+        "meanE": e["curve"].mean(),
+        "adpE": e["adp"],
+        "MAE": mae.get_results()["mae"],
+        "wF": wfm.get_results()["wfm"],
+        "precision": np.flip(f["pr"]["p"]),
+        "recall": np.flip(f["pr"]["r"]),
+        "fmeasure": np.flip(f["fm"]["curve"]),
+    }
+
+
+def read_pairs(pred_dir: Path, gt_root: Path, group: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(map, mask) pairs of a bench folder, all groups or one."""
+    pairs = []
+    for mask_path in sorted((gt_root / "masks").glob(f"{group or '*'}/*.png")):
+        pred_path = pred_dir / mask_path.parent.name / mask_path.name
+        if pred_path.exists():
+            pairs.append((cv2.imread(str(pred_path), cv2.IMREAD_GRAYSCALE), cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)))
+    return pairs
+
+
+def assert_matches(metrics: dict[str, float], expected: dict[str, object]) -> None:
+    for metric in METRICS:
+        assert metrics[metric] == pytest.approx(expected[metric], abs=1e-12), metric
+
+
+@pytest.mark.parametrize("method", ["blurred", "center"])
+def test_matches_pysodmetrics_overall_and_per_group(bench: Path, method: str) -> None:
+    result = evaluate(bench / method, bench / "gt", name=method, progress=False)
+    expected = reference(read_pairs(bench / method, bench / "gt"))
+    assert_matches(result.overall, expected)
+    for name in ("precision", "recall", "fmeasure"):
+        np.testing.assert_allclose(getattr(result.curves, name), expected[name], atol=1e-12)
+        assert getattr(result.curves, name).shape == (256,)
+    for group, count in GROUPS.items():
+        assert result.groups[group].n_images == count
+        assert_matches(result.groups[group].metrics, reference(read_pairs(bench / method, bench / "gt", group)))
+    assert result.counts.evaluated == result.counts.images == sum(GROUPS.values())
+    assert result.warnings == []
+
+
+def test_ground_truth_as_prediction_is_perfect(bench: Path) -> None:
+    m = evaluate(bench / "gt_maps", bench / "gt", progress=False).overall
+    assert m["S"] == pytest.approx(1, abs=1e-6)
+    assert m["maxF"] == pytest.approx(1) and m["wF"] == pytest.approx(1)
+    assert m["maxE"] == pytest.approx(1, abs=1e-4)  # pysodmetrics divides by (H*W - 1): slightly above 1
+    assert m["MAE"] == 0
+
+
+def test_center_prior_scores_below_blurred_ground_truth(bench: Path) -> None:
+    blurred = evaluate(bench / "blurred", bench / "gt", progress=False).overall
+    center = evaluate(bench / "center", bench / "gt", progress=False).overall
+    for metric in ("S", "maxF", "maxE", "meanF", "wF"):
+        assert center[metric] < blurred[metric], metric
+    assert center["MAE"] > blurred["MAE"]
+
+
+def test_missing_prediction_is_skipped_counted_and_reported(bench: Path, tmp_path: Path) -> None:
+    root = copy_bench(bench, tmp_path, "gt", "blurred")
+    lost = sorted((root / "blurred" / "Table").iterdir())[0]
+    lost.unlink()
+    result = evaluate(root / "blurred", root / "gt", name="blurred", progress=False)
+    assert result.missing == [f"Table/{lost.stem}"]
+    assert (result.counts.missing, result.counts.evaluated) == (1, sum(GROUPS.values()) - 1)
+    assert result.groups["Table"].n_missing == 1 and result.groups["Table"].n_images == GROUPS["Table"] - 1
+    assert "SKIPPED" in result.warnings[0]
+    assert_matches(result.overall, reference(read_pairs(root / "blurred", root / "gt")))
+    paths = write_outputs(result, tmp_path / "out")
+    assert "1 of 7 GT images have no prediction and were skipped" in paths["markdown"].read_text()
+
+
+def test_prediction_of_another_size_is_resized_and_reported(bench: Path, tmp_path: Path) -> None:
+    root = copy_bench(bench, tmp_path, "gt", "blurred")
+    small = sorted((root / "blurred" / "Sofa").iterdir())[0]
+    full = cv2.imread(str(small), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(small), cv2.resize(full, (full.shape[1] // 2, full.shape[0] // 2), interpolation=cv2.INTER_AREA))
+    result = evaluate(root / "blurred", root / "gt", progress=False)
+    assert result.counts.resized == 1 and result.resized[0].startswith(f"Sofa/{small.stem} (")
+    assert any("resized" in w for w in result.warnings)
+    pairs = read_pairs(root / "blurred", root / "gt")
+    pairs = [(cv2.resize(p, (m.shape[1], m.shape[0]), interpolation=cv2.INTER_LINEAR), m) for p, m in pairs]
+    assert_matches(result.overall, reference(pairs))
+
+
+def test_non_binary_mask_is_binarised_above_128(bench: Path, tmp_path: Path) -> None:
+    root = copy_bench(bench, tmp_path, "gt", "blurred")
+    link = sorted((root / "gt" / "masks" / "Sofa").iterdir())[0]
+    mask = cv2.imread(str(link), cv2.IMREAD_GRAYSCALE)
+    soft = np.where(mask > 128, 200, 0).astype(np.uint8)  # object at 200 ...
+    soft[: soft.shape[0] // 4][soft[: soft.shape[0] // 4] == 0] = 100  # ... and a band of background at 100
+    link.unlink()
+    cv2.imwrite(str(link), soft)
+    result = evaluate(root / "blurred", root / "gt", progress=False)
+    assert any("binarised at > 128" in w for w in result.warnings)
+    assert_matches(result.overall, evaluate(bench / "blurred", bench / "gt", progress=False).overall)
+
+
+@pytest.mark.parametrize("pred_sub", ["", "images", "sofa"])
+def test_flat_dataset(bench: Path, tmp_path: Path, pred_sub: str) -> None:
+    """A flat dataset is one group; its maps may lie flat, under the image folder's name (what
+    ``streamcosal images sofa/images`` writes) or under the group's name."""
+    for folder in ("sofa/images", "sofa/masks", f"pred/{pred_sub}"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    for mask in sorted((bench / "gt" / "masks" / "Sofa").iterdir()):
+        (tmp_path / "sofa" / "masks" / mask.name).symlink_to(mask.resolve())
+        (tmp_path / "sofa" / "images" / f"{mask.stem}.jpg").symlink_to((bench / "gt" / "images" / "Sofa" / f"{mask.stem}.jpg").resolve())
+        shutil.copy(bench / "blurred" / "Sofa" / mask.name, tmp_path / "pred" / pred_sub / mask.name)
+    result = evaluate(tmp_path / "pred", tmp_path / "sofa", progress=False)
+    assert list(result.groups) == ["sofa"] and result.counts.evaluated == GROUPS["Sofa"]
+    assert_matches(result.overall, reference(read_pairs(bench / "blurred", bench / "gt", "Sofa")))
+
+
+def test_user_errors_have_clear_messages(bench: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="prediction folder"):
+        evaluate(tmp_path / "nothing", bench / "gt", progress=False)
+    with pytest.raises(ValueError, match="no group"):
+        evaluate(bench / "blurred", bench / "gt", groups=["Cow"], progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="expected at e.g."):
+        evaluate(tmp_path / "empty", bench / "gt", progress=False)
+
+
+def test_groups_subset(bench: Path) -> None:
+    result = evaluate(bench / "blurred", load_dataset(bench / "gt"), groups=["Table"], progress=False)
+    assert list(result.groups) == ["Table"] and result.counts.images == GROUPS["Table"]
+    assert_matches(result.overall, reference(read_pairs(bench / "blurred", bench / "gt", "Table")))
+
+
+def test_outputs_are_written(bench: Path, tmp_path: Path) -> None:
+    result = evaluate(bench / "blurred", bench / "gt", name="blurred", progress=False)
+    paths = write_outputs(result, tmp_path / "out")
+    summary = json.loads(paths["json"].read_text())
+    assert summary["overall"]["maxF"] == pytest.approx(result.overall["maxF"])
+    assert set(summary["groups"]) == set(GROUPS) and len(summary["curves"]["fmeasure"]) == 256
+    table = pd.read_parquet(paths["parquet"])
+    assert list(table["group"]) == ["ALL", *GROUPS]
+    assert list(table["n_images"]) == [sum(GROUPS.values()), *GROUPS.values()]
+    assert {"method", "dataset", *METRICS} <= set(table.columns)
+    assert table.loc[0, "S"] == pytest.approx(result.overall["S"])
+    for kind in ("pr_plot", "f_plot"):
+        assert paths[kind].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[kind].stat().st_size > 5000
+    markdown = paths["markdown"].read_text()
+    assert "| method | dataset | S | maxF | maxE | MAE |" in markdown and "| Sofa | 4 | 0 |" in markdown
+
+
+def test_compare_two_methods(bench: Path, tmp_path: Path) -> None:
+    results = [evaluate(bench / m, bench / "gt", name=m, progress=False) for m in ("blurred", "center")]
+    paths = compare(results, tmp_path)
+    table = paths["markdown"].read_text()
+    assert "| method | gt S / maxF / maxE / MAE | gt meanF / meanE |" in table
+    assert table.count("| blurred |") == 1 and table.count("| center |") == 1
+    assert all(paths[kind].stat().st_size > 5000 for kind in ("pr_plot", "f_plot"))
+
+
+def test_run_eval_writes_everything_and_finishes_after_a_failure(bench: Path, tmp_path: Path) -> None:
+    with pytest.raises(EvalBatchError) as caught:
+        run_eval([bench / "blurred", tmp_path / "missing", bench / "center"], bench / "gt", ["blur", "broken", "center"], tmp_path / "out", progress=False)
+    assert list(caught.value.failures) == ["broken"]
+    assert [r.method for r in caught.value.results] == ["blur", "center"]
+    for method in ("blur", "center"):
+        assert (tmp_path / "out" / method / "gt" / "metrics.parquet").is_file()
+    assert (tmp_path / "out" / "comparison.md").is_file()
+    results = run_eval([bench / "blurred"], bench / "gt", None, tmp_path / "single", progress=False)
+    assert results[0].method == "blurred" and (tmp_path / "single" / "blurred" / "gt" / "report.md").is_file()
+    with pytest.raises(ValueError, match="one name per prediction folder"):
+        run_eval([bench / "blurred"], bench / "gt", ["a", "b"], tmp_path / "x", progress=False)
