@@ -157,7 +157,11 @@ class EfficientNetLite0Backbone(Backbone):
 
     def load_lukemelas(self, state: dict[str, Tensor], source: str = "state dict") -> None:
         """Load a lukemelas-style EfficientNet-Lite0 state dict (``_conv_stem``, ``_blocks.N._bn0``...)."""
-        _load_strict(self.net, lukemelas_to_timm(state, self.net), source)
+        try:
+            mapped = lukemelas_to_timm(state, self.net)
+        except WeightsError as err:
+            raise WeightsError(f"{source} is not an EfficientNet-Lite0 weight file (lukemelas names): {err}") from err
+        _load_strict(self.net, mapped, source)
 
 
 def lukemelas_to_timm(state: dict[str, Tensor], net: nn.Module) -> dict[str, Tensor]:

@@ -1,0 +1,33 @@
+"""Shared test setup: the real data beside the checkout, CPU threads, an isolated Prefect home."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Prefect reads its settings at import: isolate it before any test imports it.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="streamcosal-prefect-"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("STREAMCOSAL_DATA", REPO.parent / "shared" / "data"))
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    """The real images and masks (../shared/data). Missing data fails the test: it never skips."""
+    if not (DATA / "pascal_coseg").is_dir():
+        pytest.fail(f"real test data not found at {DATA}: put the shared data beside the checkout "
+                    "(../shared/data) or set STREAMCOSAL_DATA")
+    return DATA
+
+
+def group_images(data: Path, dataset: str, group: str, n: int) -> list[Path]:
+    """The first n images of a group of a shared dataset (sorted by name)."""
+    return sorted((data / dataset / "images" / group).glob("*.jpg"))[:n]

@@ -1,0 +1,150 @@
+"""The network: backbones, GIM against an independent computation, CAM, loss, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import group_images
+from PIL import Image
+from skimage import data as skdata
+
+from streamcosal.engine import CoSalEngine
+from streamcosal.model import (
+    GICD,
+    VGG16Backbone,
+    WeightsError,
+    build_backbone,
+    class_activation_map,
+    consensus_from_logits,
+    gicd_loss,
+    gradient_induced_weights,
+    load_checkpoint,
+    save_checkpoint,
+    soft_iou_loss,
+)
+
+
+@pytest.fixture(scope="module")
+def lite0() -> GICD:
+    torch.manual_seed(0)
+    return GICD(build_backbone("efficientnet_lite0")).eval()
+
+
+def batch(engine_like: GICD, paths: list[Path]) -> torch.Tensor:
+    eng = CoSalEngine(engine_like, device="cpu", channels_last=False)
+    return eng.normalise(torch.stack([eng.prepare(np.asarray(Image.open(p).convert("RGB"))) for p in paths]))
+
+
+def test_lite0_embedded_weights_classify_a_cat(lite0: GICD) -> None:
+    eng = CoSalEngine(lite0, device="cpu")
+    x = eng.normalise(eng.prepare(skdata.chelsea())[None])
+    with torch.no_grad():
+        top = lite0.backbone.classify(lite0.backbone.features(x)[4]).argmax(1).item()
+    assert 281 <= top <= 285, f"chelsea classified as ImageNet class {top}, not a cat (281-285)"
+
+
+def test_feature_shapes() -> None:
+    x = torch.zeros(1, 3, 224, 224)
+    with torch.no_grad():
+        shapes = [tuple(f.shape[1:]) for f in VGG16Backbone().features(x)]
+    assert shapes == [(64, 224, 224), (128, 112, 112), (256, 56, 56), (512, 28, 28), (512, 14, 14)]
+
+
+def test_gim_weights_match_an_independent_per_image_computation(lite0: GICD, data: Path) -> None:
+    x = batch(lite0, group_images(data, "davis2016", "blackswan", 3) + group_images(data, "davis2016", "goat", 2))
+    backbone = lite0.backbone
+    with torch.no_grad():
+        f5 = backbone.features(x)[4]
+        consensus = consensus_from_logits(backbone.classify(f5))
+    got = gradient_induced_weights(backbone, f5, consensus)
+
+    for i in range(x.shape[0]):
+        leaf = f5[i:i + 1].clone().requires_grad_(True)
+        own = backbone.head(leaf)
+        (consensus * own).sum().backward()
+        g = leaf.grad.double().numpy()[0]
+        w = np.maximum(g.mean(axis=(1, 2)), 0)
+        w = (w - w.min()) / (w.max() - w.min() + 1e-20)
+        np.testing.assert_allclose(got.weights[i].double().numpy(), w, atol=1e-5)
+        assert got.similarity[i].item() == pytest.approx((consensus * own).sum().item(), rel=1e-5)
+    # one image's own weights depend on its own content: not one fixed weighting for the group
+    assert (got.weights[0] - got.weights[3]).abs().max() > 0.05
+    assert all(p.grad is None for p in backbone.parameters())
+
+
+def test_consensus_is_softmax_of_summed_logits() -> None:
+    logits = torch.randn(6, 1000) * 5
+    expected = torch.exp(logits.sum(0)) / torch.exp(logits.sum(0)).sum()
+    torch.testing.assert_close(consensus_from_logits(logits)[0], expected, rtol=1e-4, atol=1e-7)
+
+
+def test_cam_is_min_max_normalised_per_image() -> None:
+    induced = torch.rand(2, 8, 7, 7)
+    induced[1] *= 100
+    cam = class_activation_map(induced)
+    for i in range(2):
+        m = torch.relu(induced[i].mean(0))
+        expected = (m - m.min()) / ((m - m.min()).max() + 1e-6)
+        torch.testing.assert_close(cam[i, 0], expected)
+
+
+def test_soft_iou_loss_by_hand() -> None:
+    pred = torch.tensor([[[[1.0, 0.5], [0.0, 0.0]]]])
+    target = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+    # inter = 1.5, union = 1 + 1.5 - 1.5 ... = sum(S + G - S*G) = (1+1-1) + (0.5+1-0.5) = 2
+    assert soft_iou_loss(pred, target).item() == pytest.approx(1 - 1.5 / 2)
+    side = [torch.zeros_like(pred)] + [pred] * 4  # the CAM is not supervised
+    assert gicd_loss(side, target).item() == pytest.approx(4 * (1 - 1.5 / 2))
+
+
+def test_ablations_change_the_path(lite0: GICD) -> None:
+    x = torch.randn(3, 3, 224, 224)
+    plain = GICD(lite0.backbone, use_gim=False)
+    plain.decoder.load_state_dict(lite0.decoder.state_dict())
+    with torch.no_grad():
+        out, out_plain = lite0(x), plain(x)
+    assert out_plain.consensus is None and out_plain.similarity is None
+    assert torch.all(out_plain.weights == 1)
+    assert not torch.allclose(out.maps, out_plain.maps)
+    assert [m.shape for m in out.side_maps] == [(3, 1, 224, 224)] * 5
+
+
+def test_checkpoint_round_trip(lite0: GICD, tmp_path: Path) -> None:
+    path = tmp_path / "ck.pt"
+    save_checkpoint(lite0, path, input_size=224, version="t1", extra={"note": "test"})
+    model, meta = load_checkpoint(path)
+    assert meta["backbone"] == "efficientnet_lite0" and meta["version"] == "t1" and meta["extra"]["note"] == "test"
+    for k, v in lite0.decoder.state_dict().items():
+        assert torch.equal(model.decoder.state_dict()[k], v)
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_checkpoint_of_another_backbone_is_refused(lite0: GICD, tmp_path: Path) -> None:
+    path = tmp_path / "ck.pt"
+    save_checkpoint(lite0, path, input_size=224, version="t")
+    state = torch.load(path, weights_only=True)
+    state["backbone"] = "vgg16"
+    torch.save(state, path)
+    vgg = tmp_path / "vgg16.pt"
+    torch.save(__import__("torchvision").models.vgg16(weights=None).state_dict(), vgg)
+    with pytest.raises(WeightsError, match=r"ck\.pt do not fit backbone 'vgg16'"):
+        load_checkpoint(path, backbone_weights=vgg)
+
+
+def test_corrupted_and_missing_weight_files(lite0: GICD, tmp_path: Path) -> None:
+    path = tmp_path / "ck.pt"
+    save_checkpoint(lite0, path, input_size=224, version="t")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(WeightsError, match="ck.pt.*corrupted"):
+        load_checkpoint(path)
+    with pytest.raises(WeightsError, match="not found.*nope.pt"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(WeightsError, match="VGG-16 weight file not found.*download.pytorch.org"):
+        build_backbone("vgg16", tmp_path / "vgg16-397923af.pth")
+    lite_wrong = tmp_path / "lite.pt"
+    torch.save(VGG16Backbone().state_dict(), lite_wrong)
+    with pytest.raises(WeightsError, match="lite.pt"):
+        build_backbone("efficientnet_lite0", lite_wrong)
