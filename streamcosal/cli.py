@@ -13,7 +13,7 @@ from .model import WeightsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Co-saliency detection (GICD) for image groups, videos and camera streams.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()

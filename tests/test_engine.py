@@ -1,0 +1,85 @@
+"""The engine: chunked groups equal one batch, precision, devices, image sizes."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import group_images
+from PIL import Image
+
+from streamcosal.engine import CoSalEngine, resize_map
+from streamcosal.model import GICD, build_backbone
+
+
+@pytest.fixture(scope="module")
+def untrained() -> GICD:
+    torch.manual_seed(0)
+    return GICD(build_backbone("efficientnet_lite0"))
+
+
+def load(paths: list[Path]) -> list[np.ndarray]:
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+
+
+def test_chunked_group_equals_one_batch(untrained: GICD, data: Path) -> None:
+    images = load(group_images(data, "davis2016", "goat", 5) + group_images(data, "pascal_coseg", "Dog", 4))
+    x = torch.stack([CoSalEngine(untrained, device="cpu").prepare(im) for im in images])
+    one = CoSalEngine(untrained, device="cpu", chunk_size=64).segment(x)
+    chunked = CoSalEngine(untrained, device="cpu", chunk_size=2).segment(x)
+    np.testing.assert_allclose(chunked.consensus, one.consensus, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(chunked.similarity, one.similarity, rtol=1e-4)
+    np.testing.assert_allclose(chunked.maps, one.maps, atol=1e-5)
+
+
+def test_predict_group_returns_maps_at_each_original_size(untrained: GICD, data: Path) -> None:
+    images = load(group_images(data, "pascal_coseg", "Cat", 3))
+    maps = CoSalEngine(untrained, device="cpu").predict_group(images)
+    assert [m.shape for m in maps] == [im.shape[:2] for im in images]
+    assert all(m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1 for m in maps)
+    one = CoSalEngine(untrained, device="cpu").predict_group(images[:1])  # a group of one image works
+    assert one[0].shape == images[0].shape[:2]
+
+
+def test_given_consensus_is_used(untrained: GICD, data: Path) -> None:
+    eng = CoSalEngine(untrained, device="cpu")
+    x = torch.stack([eng.prepare(im) for im in load(group_images(data, "davis2016", "blackswan", 3))])
+    own = eng.segment(x)
+    other = torch.zeros(1, 1000)
+    other[0, 340] = 1.0  # zebra
+    forced = eng.segment(x, consensus=other)
+    np.testing.assert_allclose(forced.consensus, other[0].numpy())
+    assert not np.allclose(forced.similarity, own.similarity)
+
+
+def test_resize_map_keeps_corners_align_corners() -> None:
+    m = np.zeros((4, 4), np.float32)
+    m[0, 0], m[3, 3] = 1.0, 0.5
+    big = resize_map(m, (10, 7))
+    assert big.shape == (10, 7) and big[0, 0] == 1.0 and big[-1, -1] == 0.5
+
+
+def test_device_and_precision_choices(untrained: GICD) -> None:
+    eng = CoSalEngine(untrained, device="auto")
+    assert eng.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="fp16 runs on GPUs only"):
+        CoSalEngine(untrained, device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="unknown precision"):
+        CoSalEngine(untrained, device="cpu", precision="int8")  # type: ignore[arg-type]
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            CoSalEngine(untrained, device="cuda")
+
+
+def test_bf16_is_close_to_fp32_with_the_shipped_model(data: Path) -> None:
+    images = load(group_images(data, "pascal_coseg", "Horse", 4))
+    fp32 = CoSalEngine.from_pretrained(device="cpu").predict_group(images)
+    with pytest.warns(UserWarning) if not torch.ops.mkldnn._is_mkldnn_bf16_supported() else nullcontext():
+        bf16_engine = CoSalEngine.from_pretrained(device="cpu", precision="bf16")
+    bf16 = bf16_engine.predict_group(images)
+    diff = np.mean([np.abs(a - b).mean() for a, b in zip(fp32, bf16)])
+    assert diff < 0.01, f"mean abs difference bf16 vs fp32: {diff:.4f}"
+

@@ -1,0 +1,118 @@
+"""`streamcosal images` end to end on real groups, and every bad input a user can bring."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import group_images
+from PIL import Image
+from typer.testing import CliRunner
+
+from streamcosal.cli import app
+from streamcosal.images import ImageReadError, find_groups, read_image
+from streamcosal.model import GICD, VGG16Backbone, build_backbone, save_checkpoint
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ck") / "lite0.pt"
+    save_checkpoint(GICD(build_backbone("efficientnet_lite0")), path, input_size=224, version="test")
+    return path
+
+
+def copy_group(data: Path, dataset: str, group: str, n: int, dest: Path) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(p, dest / p.name)) for p in group_images(data, dataset, group, n)]
+
+
+def test_images_end_to_end_on_real_groups(data: Path, tmp_path: Path, checkpoint: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    copied = copy_group(data, "pascal_coseg", "Horse", 3, inp / "Horse") + copy_group(data, "oxford_pets", "Bengal", 2, inp / "Bengal")
+    result = runner.invoke(app, ["images", str(inp), "--out", str(out), "--weights", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    for src in copied:
+        written = cv2.imread(str(out / src.parent.name / f"{src.stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert written.dtype == np.uint8 and written.shape == Image.open(src).size[::-1]
+    assert "wrote 5 maps in 2 groups" in result.output
+
+
+def test_a_flat_folder_is_one_group(data: Path, tmp_path: Path, checkpoint: Path) -> None:
+    copy_group(data, "weizmann_horse", "horse", 2, tmp_path / "horses")
+    result = runner.invoke(app, ["images", str(tmp_path / "horses"), "--out", str(tmp_path / "out"), "--weights", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out" / "horses").glob("*.png"))) == 2
+
+
+def test_bad_files_are_reported_and_the_rest_is_processed(data: Path, tmp_path: Path, checkpoint: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    good = copy_group(data, "pascal_coseg", "Cat", 2, inp / "Cat")
+    copy_group(data, "pascal_coseg", "Dog", 1, inp / "Dog")  # a group of one image
+    (inp / "Cat" / "zero.jpg").write_bytes(b"")
+    (inp / "Cat" / "truncated.jpg").write_bytes(good[0].read_bytes()[:2000])
+    (inp / "Cat" / "fake.png").write_text("not an image")
+    (inp / "Cat" / "notes.txt").write_text("a non-image file is left out, not an error")
+    (inp / "Empty").mkdir()
+    result = runner.invoke(app, ["images", str(inp), "--out", str(out), "--weights", str(checkpoint)])
+    assert result.exit_code == 1
+    for name in ("zero.jpg", "truncated.jpg", "fake.png", "'Empty'"):
+        assert name in result.output, result.output
+    assert "notes.txt" not in result.output
+    assert sorted(p.name for p in (out / "Cat").iterdir()) == sorted(f"{p.stem}.png" for p in good)
+    assert (out / "Dog").is_dir() and len(list((out / "Dog").iterdir())) == 1
+
+
+def test_every_image_kind_is_read_as_rgb8(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    cv2.imwrite(str(tmp_path / "gray16.png"), (rng.random((40, 60)) * 65535).astype(np.uint16))
+    cv2.imwrite(str(tmp_path / "rgb16.png"), (rng.random((40, 60, 3)) * 65535).astype(np.uint16))
+    Image.fromarray(rgb[:, :, 0]).save(tmp_path / "gray.png")
+    Image.fromarray(np.dstack([rgb, rgb[:, :, :1]])).save(tmp_path / "rgba.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "palette.png")
+    for path in sorted(tmp_path.iterdir()):
+        image, size = read_image(path)
+        assert image.shape == (40, 60, 3) and image.dtype == np.uint8, path.name
+        assert size == (40, 60)
+    gray16 = read_image(tmp_path / "gray16.png")[0]
+    assert gray16.max() > 200  # scaled from 16 bits, not clipped to 255 or truncated to 0
+
+
+def test_a_very_large_image_is_decoded_reduced_and_mapped_at_full_size(tmp_path: Path, checkpoint: Path) -> None:
+    big = np.zeros((6000, 8000, 3), np.uint8)
+    big[2000:4000, 3000:5000] = 255
+    (tmp_path / "in").mkdir()
+    Image.fromarray(big).save(tmp_path / "in" / "big.jpg", quality=80)
+    image, size = read_image(tmp_path / "in" / "big.jpg", max_side=896)
+    assert size == (6000, 8000) and max(image.shape[:2]) <= 2000
+    result = runner.invoke(app, ["images", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--weights", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "out" / "in" / "big.png").size == (8000, 6000)
+
+
+def test_read_errors_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").write_bytes(b"\xff\xd8garbage")
+    with pytest.raises(ImageReadError, match="x.jpg"):
+        read_image(tmp_path / "x.jpg")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        find_groups(tmp_path / "nowhere")
+
+
+def test_wrong_or_corrupted_weights_exit_with_the_file_named(tmp_path: Path, checkpoint: Path, data: Path) -> None:
+    copy_group(data, "pascal_coseg", "Cat", 1, tmp_path / "in")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(checkpoint.read_bytes()[:1000])
+    result = runner.invoke(app, ["images", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--weights", str(bad)])
+    assert result.exit_code == 2 and "bad.pt" in result.output
+    foreign = tmp_path / "vgg_backbone.pt"
+    torch.save(VGG16Backbone().state_dict(), foreign)
+    result = runner.invoke(app, ["images", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--weights", str(foreign)])
+    assert result.exit_code == 2 and "vgg_backbone.pt is not a streamcosal GICD checkpoint" in result.output
