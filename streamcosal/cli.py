@@ -65,3 +65,42 @@ def images(
     if not report.ok:
         err.print(f"{len(report.failures)} failures; every other image was processed")
         raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_(
+    out: Annotated[Path, typer.Option("--out", help="Reports, tables and plots go here.")],
+    pred: Annotated[Optional[list[Path]], typer.Option("--pred", help="Maps folder PRED/<group>/<stem>.png; repeat to compare methods.")] = None,
+    gt: Annotated[Optional[Path], typer.Option("--gt", help="The dataset (CoCA, CoSal2015, CoSOD3k, iCoseg, MSRC or images/+masks/ layout).")] = None,
+    name: Annotated[Optional[list[str]], typer.Option("--name", help="A method name per --pred (default: the folder's name).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Predict with the model on this dataset, then evaluate.")] = None,
+    weights: WeightsOpt = None,
+    official: OfficialOpt = None,
+    vgg16: Vgg16Opt = None,
+    precision: PrecisionOpt = "fp32",
+    device: DeviceOpt = "auto",
+) -> None:
+    """Co-SOD metrics (pysodmetrics): S, max/mean/adaptive F and E, MAE, wF, PR and F curves; overall and per group.
+
+    Either --pred DIR [--pred DIR2 ...] --gt DIR, or --data DIR to predict with a model (--weights /
+    --official; the embedded default otherwise) and evaluate.
+    """
+    from .evaluation import EvalBatchError, predict_and_evaluate, run_eval
+
+    if (data is None) == (gt is None):
+        err.print("[red]error:[/red] give either --pred DIR --gt DIR, or --data DIR (predict, then evaluate)")
+        raise typer.Exit(2)
+    try:
+        if data is not None:
+            engine = load_engine(weights, official, vgg16, precision, device)
+            method = (name or [engine.name])[0]
+            predict_and_evaluate(engine, data, out, name=method)
+        else:
+            run_eval(pred or [], gt, name, out)  # type: ignore[arg-type]
+    except EvalBatchError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    except (ValueError, FileNotFoundError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    typer.echo(f"reports in {out}")

@@ -32,6 +32,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -52,6 +53,9 @@ N_THRESHOLDS = 256
 
 ALL_GROUPS = "ALL"
 """The ``group`` value of the whole-dataset row in tables."""
+
+if TYPE_CHECKING:
+    from streamcosal.engine import CoSalEngine
 
 _console = Console(stderr=True)
 
@@ -554,3 +558,24 @@ def _json_numbers(metrics: dict[str, float]) -> dict[str, float | None]:
 def _safe_name(name: str) -> str:
     """``name`` usable as a folder name."""
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "method"
+
+
+def predict_and_evaluate(engine: CoSalEngine, data: Path | str, out_dir: Path | str, *, name: str,
+                         groups: Sequence[str] | None = None, progress: bool = True) -> EvalResult:
+    """What ``streamcosal eval --data DIR`` does: segment every group of the dataset with ``engine``
+    (maps to ``<out_dir>/<name>/maps/<group>/<stem>.png``), then evaluate them like :func:`run_eval`.
+
+    Raises:
+        EvalBatchError: when some images could not be segmented (after evaluating the rest).
+    """
+    from streamcosal.images import segment_folders
+
+    dataset = load_dataset(data)
+    maps_dir = Path(out_dir) / _safe_name(name) / "maps"
+    folder = segment_folders(dataset.image_dir, maps_dir, engine, show_progress=progress)
+    for failure in folder.failures:
+        _console.print(f"[red]failed:[/red] {failure.reason}")
+    (result,) = run_eval([maps_dir], dataset.root, [name], out_dir, groups=groups, progress=progress)
+    if not folder.ok:
+        raise EvalBatchError([result], {name: f"{len(folder.failures)} images could not be segmented"})
+    return result
