@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from conftest import DATA
+
 from streamcosal.datasets import LAYOUTS, detect_layout, load_dataset
 
 # the shared data lies beside the checkout (../shared/data), as for the rest of the suite
-DATA = Path(os.environ.get("STREAMCOSAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 PASCAL = DATA / "pascal_coseg"
 GROUPS = {"Sofa": 3, "Table": 2}  # group -> images taken from pascal_coseg
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _real_data() -> None:
-    """The real data must be there: missing data fails the tests, it never skips them."""
-    if not PASCAL.is_dir():
-        pytest.fail(f"real test data not found at {DATA}: put the shared data beside the checkout "
-                    "(../shared/data) or set STREAMCOSAL_DATA")
+def _real_data(data: Path) -> None:
+    """The real data must be there (the conftest fixture fails the tests when it is not)."""
 
 
 def make_tree(root: Path, image_name: str, mask_name: str, *, flat: bool = False) -> dict[str, list[str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -14,21 +13,19 @@ import pandas as pd
 import py_sod_metrics as sod
 import pytest
 
+from conftest import DATA
+
 from streamcosal.datasets import load_dataset
 from streamcosal.evaluation import METRICS, EvalBatchError, evaluate, run_eval, write_outputs
 from streamcosal.report import compare
 
-DATA = Path(os.environ.get("STREAMCOSAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 PASCAL = DATA / "pascal_coseg"
 GROUPS = {"Sofa": 4, "Table": 3}  # group -> images taken from pascal_coseg
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _real_data() -> None:
-    """The real data must be there: missing data fails the tests, it never skips them."""
-    if not PASCAL.is_dir():
-        pytest.fail(f"real test data not found at {DATA}: put the shared data beside the checkout "
-                    "(../shared/data) or set STREAMCOSAL_DATA")
+def _real_data(data: Path) -> None:
+    """The real data must be there (the conftest fixture fails the tests when it is not)."""
 
 
 def blurred_noisy(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -27,13 +27,6 @@ from streamcosal.storage import (
 )
 from streamcosal.storage import parquet_files
 
-# the shared data lies beside the checkout (../shared/data), or inside it on some machines
-_HERE = Path(__file__).resolve()
-DATA = next(
-    (p / "shared" / "data" for p in _HERE.parents[1:3] if (p / "shared" / "data").is_dir()),
-    _HERE.parents[2] / "shared" / "data",
-)
-DAVIS_MASK = DATA / "davis2016" / "masks" / "blackswan" / "00000.png"
 
 
 def _result(source: str, frame: int, mask: np.ndarray | None = None) -> FrameResult:
@@ -61,10 +54,8 @@ def _visible_files(root: Path) -> list[Path]:
 # --- masks -------------------------------------------------------------------------------------
 
 
-def test_rle_round_trip_on_a_davis_mask() -> None:
-    if not DAVIS_MASK.exists():
-        pytest.skip(f"{DAVIS_MASK} not present")
-    mask = np.array(Image.open(DAVIS_MASK)) > 0  # 0/255 PNG
+def test_rle_round_trip_on_a_davis_mask(data: Path) -> None:
+    mask = np.array(Image.open(data / "davis2016" / "masks" / "blackswan" / "00000.png")) > 0  # 0/255 PNG
     assert mask.any() and not mask.all()
     rle = encode_mask(mask)
     assert rle["size"] == list(mask.shape) and isinstance(rle["counts"], bytes)
