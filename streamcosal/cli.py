@@ -67,6 +67,25 @@ def images(
         raise typer.Exit(1)
 
 
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="A training config (TOML), e.g. configs/lite0.toml.")],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last epoch checkpoint.")] = False,
+) -> None:
+    """Jigsaw training of the GICD decoder (backbone frozen), validation each epoch, best checkpoint kept."""
+    from .trainconfig import ConfigError
+    from .training import TrainingError
+    from .training import train as run_training
+
+    try:
+        result = run_training(config, resume=resume)
+    except (ConfigError, TrainingError, FileNotFoundError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    typer.echo(f"{result.name}: {result.epochs_done} epochs, {result.steps_done} steps; best epoch {result.best_epoch} "
+               f"(validation score {result.best_score:.3f}) -> {result.best_checkpoint}; metrics in {result.metrics}")
+
+
 @app.command("eval")
 def eval_(
     out: Annotated[Path, typer.Option("--out", help="Reports, tables and plots go here.")],
@@ -104,3 +123,90 @@ def eval_(
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
     typer.echo(f"reports in {out}")
+
+
+@app.command()
+def video(
+    sources: Annotated[list[str], typer.Argument(help="Video files, stream URLs (rtsp://, http(s)://, udp://...), /dev/videoN or image folders.")],
+    out: Annotated[Path, typer.Option("--out", help="Results folder: Parquet frames/ and events/, consensus.npz, overlays/, runs/.")],
+    group: Annotated[Optional[str], typer.Option("--group", help="One group for every SOURCE (cameras seeing the same object); default one group per source.")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="global (consensus over the whole video), streaming (running consensus) or auto.")] = "auto",
+    window: Annotated[int, typer.Option("--window", help="Frames segmented together.")] = 8,
+    step: Annotated[Optional[int], typer.Option("--step", help="Streaming: new frames per window (< window overlaps).")] = None,
+    stride: Annotated[int, typer.Option("--stride", help="Process every N-th frame.")] = 1,
+    fps: Annotated[Optional[float], typer.Option("--fps", help="Process about F frames per second (instead of --stride).")] = None,
+    consensus_frames: Annotated[int, typer.Option("--consensus-frames", help="Global: frames sampled over the whole video for its consensus.")] = 32,
+    half_life: Annotated[float, typer.Option("--half-life", help="Streaming: seconds after which old evidence weighs half.")] = 30.0,
+    threshold: Annotated[float, typer.Option("--threshold", help="Mask = probability >= threshold.")] = 0.5,
+    overlay: Annotated[bool, typer.Option("--overlay", help="Write H.264 overlay videos (PNGs and a contact sheet for image folders).")] = False,
+    store: Annotated[Optional[Path], typer.Option("--store", help="Consensus store file (default OUT/consensus.npz).")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of this run's files (default: UTC time + random suffix).")] = None,
+    weights: WeightsOpt = None,
+    official: OfficialOpt = None,
+    vgg16: Vgg16Opt = None,
+    precision: PrecisionOpt = "fp32",
+    device: DeviceOpt = "auto",
+) -> None:
+    """Segment the object common to the frames of videos, streams or cameras; results to Parquet."""
+    import logging
+
+    from .pipeline import PipelineConfig, run_pipeline
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    config = PipelineConfig(mode=mode, window=window, step=step, stride=stride, fps=fps,  # type: ignore[arg-type]
+                            consensus_frames=consensus_frames, half_life=half_life, threshold=threshold,
+                            overlay=overlay, store_path=store, run_id=run_id, show_progress=True)
+    try:
+        config.check()
+    except ValueError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    engine = load_engine(weights, official, vgg16, precision, device)
+    try:
+        report = run_pipeline(sources, out, engine, config, group=group)
+    except (ValueError, FileExistsError) as e:  # a bad run id, a damaged consensus store
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    for run in report.sources:
+        line = f"{run.status:>11}  {run.source}  group {run.group!r}: {run.frames} frames"
+        typer.echo(line + (f", overlay {run.overlay}" if run.overlay else ""))
+        if run.error:
+            err.print(f"[red]error:[/red] {run.error}")
+    typer.echo(f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_s:.1f} frames/s), "
+               f"{report.events} events; results in {out} (run {report.run_id})")
+    if report.interrupted:
+        err.print(f"stopped by {report.interrupted}: the results done so far are kept")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="A group name in the store, or a video file, image folder or stream URL.")],
+    store: Annotated[Path, typer.Option("--store", help="A results folder (its consensus.npz) or a consensus store file.")],
+    k: Annotated[int, typer.Option("-k", help="How many groups.")] = 5,
+    frames: Annotated[int, typer.Option("--frames", help="Frames sampled from the query video for its consensus.")] = 32,
+    weights: WeightsOpt = None,
+    official: OfficialOpt = None,
+    vgg16: Vgg16Opt = None,
+    precision: PrecisionOpt = "fp32",
+    device: DeviceOpt = "auto",
+) -> None:
+    """The groups/videos whose consensus is nearest to the query's: they share its common object."""
+    from .search import search as nearest
+    from .sources import SourceError
+    from .storage import ConsensusStore
+
+    path = store / "consensus.npz" if store.is_dir() else store
+    if not path.is_file():
+        err.print(f"[red]error:[/red] no consensus store at {path}: run `streamcosal video ... --out DIR` first")
+        raise typer.Exit(2)
+    try:
+        consensus_store = ConsensusStore.open(path)
+        in_store = query in consensus_store and not Path(query).exists()
+        engine = None if in_store else load_engine(weights, official, vgg16, precision, device)
+        hits = nearest(consensus_store, query, engine, k=k, frames=frames)
+    except (SourceError, ValueError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    for rank, (name, score) in enumerate(hits, 1):
+        typer.echo(f"{rank}\t{score:.4f}\t{name}")
