@@ -1,0 +1,268 @@
+"""End to end: DAVIS frames encoded to H.264 -> pipeline -> Parquet, events, store, overlays.
+
+Most tests use a small development engine (the EfficientNet-Lite0 GICD with its ImageNet
+backbone and an untrained, seeded decoder, at 96 px): they check the plumbing, timestamps,
+windows, search (the consensus comes from the pretrained classifier) and faults. The mask
+quality floor is checked on the default model (`CoSalEngine.from_pretrained()`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from stream_server import serve_stream
+from video_fixtures import DAVIS_IMAGES, encode_video, load_frames
+
+from streamcosal.engine import CoSalEngine
+from streamcosal.model import GICD, build_backbone, save_checkpoint
+from streamcosal.pipeline import PipelineConfig, run_pipeline
+from streamcosal.search import search
+from streamcosal.sources import ReconnectPolicy, open_source
+from streamcosal.storage import ConsensusStore, decode_mask, read_events, read_results
+
+# Mean IoU of the default model's masks against DAVIS ground truth (3 videos, both modes).
+# Set once the trained weights (streamcosal/weights/gicd_lite0.pt) land.
+MIN_MEAN_IOU_DEFAULT_MODEL = 0.0
+
+SIZE = (160, 96)  # (width, height) of the test videos
+VIDEOS = ("blackswan", "car-roundabout", "goat")
+FAST_RETRY = ReconnectPolicy(max_attempts=2, backoff_s=0.02, max_backoff_s=0.1)
+
+
+@pytest.fixture(scope="session")
+def dev_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "dev.pt"
+    save_checkpoint(GICD(build_backbone("efficientnet_lite0")), path, input_size=96, version="dev")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dev_engine(dev_checkpoint) -> CoSalEngine:
+    return CoSalEngine.from_checkpoint(dev_checkpoint)
+
+
+def davis_video(data: Path, folder: Path, name: str, start: int = 0, n: int = 12, fps: int = 10) -> tuple[Path, list[float]]:
+    """Frames start..start+n of a DAVIS video as an H.264 mp4 at SIZE; (path, timestamps)."""
+    frames = load_frames(data / "davis2016" / "images" / name, max_frames=start + n, size=SIZE)[start:]
+    path = folder / f"{name}.mp4"
+    return path, encode_video(frames, path, fps=fps)
+
+
+def gt_mask(data: Path, name: str, index: int) -> np.ndarray:
+    mask = cv2.imread(str(data / "davis2016" / "masks" / name / f"{index:05d}.png"), cv2.IMREAD_GRAYSCALE)
+    return cv2.resize(mask, SIZE, interpolation=cv2.INTER_NEAREST) > 127
+
+
+def mean_iou(rows: list[dict], data: Path) -> float:
+    ious = []
+    for row in rows:
+        pred, gt = decode_mask(row), gt_mask(data, Path(row["source"]).stem, row["frame_index"])
+        union = np.logical_or(pred, gt).sum()
+        ious.append(np.logical_and(pred, gt).sum() / union if union else 1.0)
+    return float(np.mean(ious))
+
+
+@pytest.fixture(scope="module")
+def archive(data, dev_engine, tmp_path_factory):
+    """Three DAVIS videos processed in global mode, one group each."""
+    folder = tmp_path_factory.mktemp("archive")
+    videos = {name: davis_video(data, folder, name) for name in VIDEOS}
+    out = folder / "out"
+    config = PipelineConfig(mode="global", window=4, consensus_frames=6)
+    report = run_pipeline([videos[n][0] for n in VIDEOS], out, dev_engine, config)
+    return videos, out, report
+
+
+def test_global_results_match_the_source(archive):
+    videos, out, report = archive
+    assert report.exit_code == 0 and [s.status for s in report.sources] == ["done"] * 3
+    table = read_results(out)
+    assert table.num_rows == 3 * 12 == report.frames
+    for name, (path, timestamps) in videos.items():
+        rows = sorted(table.filter(pc.equal(table["source"], str(path))).to_pylist(), key=lambda r: r["frame_index"])
+        assert [r["frame_index"] for r in rows] == list(range(12))
+        assert {r["group"] for r in rows} == {name}
+        np.testing.assert_allclose([r["timestamp"] for r in rows], timestamps, atol=1e-6)
+        with open_source(path) as source:  # the timestamps are the source's, exactly
+            assert [r["timestamp"] for r in rows] == [f.timestamp for f in source]
+        assert [r["window"] for r in rows] == [0] * 4 + [1] * 4 + [2] * 4  # global: consecutive windows
+        for r in rows:
+            mask = decode_mask(r)
+            assert mask.shape == (SIZE[1], SIZE[0]) and r["area_fraction"] == pytest.approx(mask.mean(), abs=1e-6)
+            assert math.isfinite(r["similarity"]) and r["model_name"] == "gicd-efficientnet_lite0"
+    saved = json.loads((out / "runs" / f"{report.run_id}.json").read_text())
+    assert saved["frames"] == 36 and saved["exit_code"] == 0
+    assert not list(out.rglob(".*"))  # no hidden temporary file left
+
+
+def test_nearest_group_search_finds_the_video(archive, data, dev_engine, tmp_path):
+    videos, out, _ = archive
+    store = ConsensusStore.open(out / "consensus.npz")
+    assert set(store.groups()) == set(VIDEOS)
+    for name in VIDEOS:  # a new clip: later frames, not processed before
+        clip, _ = davis_video(data, tmp_path, name, start=30, n=8)
+        hits = search(store, str(clip), dev_engine, k=3, frames=6)
+        assert hits[0][0] == name, hits
+    assert search(store, "blackswan", None, k=2)[0][0] != "blackswan"  # a group in the store
+
+
+def test_streaming_windows_running_consensus_and_restart(data, dev_engine, tmp_path):
+    path, timestamps = davis_video(data, tmp_path, "blackswan", n=10)
+    config = PipelineConfig(mode="streaming", window=4, step=2, half_life=5.0)
+    first = run_pipeline([path], tmp_path / "out", dev_engine, config)
+    assert first.exit_code == 0 and first.sources[0].mode == "streaming"
+    rows = sorted(read_results(tmp_path / "out").to_pylist(), key=lambda r: r["frame_index"])
+    assert [r["frame_index"] for r in rows] == list(range(10))  # overlapping windows, each frame once
+    assert [r["window"] for r in rows] == [0, 0, 0, 0, 1, 1, 2, 2, 3, 3]  # first window holding it
+    np.testing.assert_allclose([r["timestamp"] for r in rows], timestamps, atol=1e-6)
+    state = ConsensusStore.open(tmp_path / "out" / "consensus.npz").state("blackswan")
+    assert state.t == pytest.approx(timestamps[-1], abs=1e-6) and 0 < state.n < 10  # decayed count
+
+    second = run_pipeline([path], tmp_path / "out", dev_engine, config)  # a restarted stream
+    again = ConsensusStore.open(tmp_path / "out" / "consensus.npz").state("blackswan")
+    assert again.t == pytest.approx(2 * timestamps[-1], abs=1e-6) and again.n > state.n  # continues
+    assert read_results(tmp_path / "out").num_rows == 20  # appended
+    assert len({first.run_id, second.run_id}) == 2
+
+
+def test_multi_source_group(data, dev_engine, tmp_path):
+    """Two cameras in one group: windows hold frames of both; results stay per source."""
+    a, _ = davis_video(data, tmp_path, "blackswan", n=6)
+    b, _ = davis_video(data, tmp_path, "goat", n=6)
+    report = run_pipeline([a, b], tmp_path / "out", dev_engine, PipelineConfig(mode="streaming", window=4), group="lobby")
+    assert report.exit_code == 0 and report.frames == 12
+    table = read_results(tmp_path / "out")
+    assert set(table["group"].to_pylist()) == {"lobby"}
+    assert set(table["source"].to_pylist()) == {str(a), str(b)}
+    per_window = {}
+    for row in table.to_pylist():
+        per_window.setdefault(row["window"], set()).add(row["source"])
+    assert all(sources == {str(a), str(b)} for sources in per_window.values())  # 2 frames of each per window
+    assert ConsensusStore.open(tmp_path / "out" / "consensus.npz").groups() == ["lobby"]
+
+
+def test_overlays_and_events(data, dev_engine, tmp_path):
+    path, _ = davis_video(data, tmp_path, "goat", n=8)
+    config = PipelineConfig(mode="global", window=4, consensus_frames=4, overlay=True, threshold=0.0,
+                            event_min_duration=0.2)  # threshold 0: every pixel in the mask, so one event
+    report = run_pipeline([path], tmp_path / "out", dev_engine, config)
+    overlay = Path(report.sources[0].overlay)
+    with av.open(str(overlay)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(stream)) == 8
+    events = read_events(tmp_path / "out").to_pylist()
+    assert len(events) == 1 and events[0]["start_frame"] == 0 and events[0]["end_frame"] == 7
+
+    images = sorted((DAVIS_IMAGES / "goat").iterdir())[:3]
+    folder = tmp_path / "goats"
+    folder.mkdir()
+    for p in images:
+        (folder / p.name).write_bytes(p.read_bytes())
+    report = run_pipeline([folder], tmp_path / "out", dev_engine, PipelineConfig(overlay=True))
+    assert report.exit_code == 0 and report.frames == 3
+    sheet_folder = Path(report.sources[0].overlay)
+    assert sorted(p.name for p in sheet_folder.iterdir()) == ["00000.png", "00001.png", "00002.png", "contact_sheet.png"]
+
+
+def test_bad_sources_are_reported_and_the_rest_is_done(data, dev_engine, tmp_path):
+    good, _ = davis_video(data, tmp_path, "blackswan", n=4)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    report = run_pipeline([tmp_path / "missing.mp4", empty, good], tmp_path / "out", dev_engine,
+                          PipelineConfig(window=4, consensus_frames=2))
+    assert [s.status for s in report.sources] == ["failed", "failed", "done"]
+    assert "no such file" in report.sources[0].error and "empty" in report.sources[1].error
+    assert report.exit_code == 1 and read_results(tmp_path / "out").num_rows == 4
+
+
+def test_ctrl_c_keeps_the_results_done(data, dev_engine, tmp_path, monkeypatch):
+    path, _ = davis_video(data, tmp_path, "blackswan", n=12)
+    segment, calls = dev_engine.segment, []
+
+    def interrupted_on_second_window(x, consensus=None):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return segment(x, consensus)
+
+    monkeypatch.setattr(dev_engine, "segment", interrupted_on_second_window)
+    report = run_pipeline([path], tmp_path / "out", dev_engine, PipelineConfig(window=4, consensus_frames=2, overlay=True))
+    assert report.interrupted == "SIGINT" and report.exit_code == 130
+    assert report.sources[0].status == "interrupted"
+    assert read_results(tmp_path / "out").num_rows == 4  # the first window, flushed
+    with av.open(report.sources[0].overlay) as container:  # a complete overlay of what was done
+        assert sum(1 for _ in container.decode(video=0)) == 4
+    assert not list((tmp_path / "out").rglob(".*"))
+
+
+def test_sigterm_mid_run_cli(data, dev_checkpoint, tmp_path):
+    path, _ = davis_video(data, tmp_path, "goat", n=60)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "from streamcosal.cli import app; app()", "video", str(path), "--out", str(out), "--weights",
+           str(dev_checkpoint), "--window", "2", "--consensus-frames", "2", "--overlay"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.glob("overlays/*/.*.tmp.mp4")):  # the first results are being written
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "stopped by SIGTERM" in stderr
+    rows = read_results(out).num_rows
+    assert 1 <= rows < 60
+    assert not list(out.rglob(".*"))  # no hidden temporary files
+    overlays = list(out.glob("overlays/*/*.mp4"))
+    if overlays:  # complete or absent
+        with av.open(str(overlays[0])) as container:
+            assert sum(1 for _ in container.decode(video=0)) == rows
+    report = json.loads(next(out.glob("runs/*.json")).read_text())
+    assert report["interrupted"] == "SIGTERM" and report["frames"] == rows
+
+
+def test_live_stream_that_drops_midway(data, dev_engine, tmp_path):
+    frames = load_frames(data / "davis2016" / "images" / "blackswan", max_frames=24, size=SIZE)
+    encode_video(frames, tmp_path / "live.ts", fps=10, container_format="mpegts")
+    ts = (tmp_path / "live.ts").read_bytes()
+    config = PipelineConfig(window=4, reconnect=FAST_RETRY)
+    with serve_stream(ts, drop_after_bytes=len(ts) // 2, plays=2) as server:
+        report = run_pipeline([server.url], tmp_path / "out", dev_engine, config, group="cam")
+    run = report.sources[0]
+    assert run.mode == "streaming" and run.status in ("done", "partial")
+    assert any("stream ended" in w for w in run.warnings)
+    rows = sorted(read_results(tmp_path / "out").to_pylist(), key=lambda r: r["frame_index"])
+    assert 24 < len(rows) < 48 and report.frames == len(rows)  # part of the first play, then a full one
+    times = [r["timestamp"] for r in rows]
+    assert all(b > a for a, b in zip(times, times[1:]))  # time goes on across the reconnect
+    assert report.exit_code == (1 if run.status == "partial" else 0)
+
+
+def test_default_model_masks_match_davis(data, tmp_path):
+    """The default model on 3 DAVIS videos, both modes: mean IoU against the ground truth."""
+    engine = CoSalEngine.from_pretrained()
+    paths = [davis_video(data, tmp_path, name, n=16)[0] for name in VIDEOS]
+    for mode in ("global", "streaming"):
+        out = tmp_path / mode
+        report = run_pipeline(paths, out, engine, PipelineConfig(mode=mode, window=8, consensus_frames=16))
+        assert report.exit_code == 0
+        rows = read_results(out).to_pylist()
+        assert len(rows) == 48
+        assert mean_iou(rows, data) >= MIN_MEAN_IOU_DEFAULT_MODEL, mode
