@@ -1,0 +1,233 @@
+"""The resumable archive library and the nightly history, without Prefect.
+
+Units run with the real engine (an untrained dev checkpoint) on real 8-frame DAVIS clips; the kill
+test SIGKILLs a real process in the middle of a unit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from prefect_fixtures import Processes, clip, dev_checkpoint, wait_for
+from streamcosal import archive, jobs, nightly
+from streamcosal.evaluation import METRICS
+from streamcosal.storage import FrameResult, ResultWriter, read_events, read_results
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = {"window": 4, "consensus_frames": 8, "flush_every": 2}
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory, data: Path) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("archive-assets")
+    return {"weights": dev_checkpoint(folder), "a": clip(folder, "blackswan"), "b": clip(folder, "goat")}
+
+
+@pytest.fixture(scope="module")
+def engine(assets: dict[str, Path]):
+    return jobs.load_engine(assets["weights"], "fp32", "cpu")
+
+
+def fake_rows(out: Path, run_id: str, source: str, n: int = 3) -> None:
+    with ResultWriter(out, run_id, flush_every=1) as writer:
+        for i in range(n):
+            writer.write(FrameResult(source=source, group="g", window=0, frame_index=i, timestamp=i / 8,
+                                     mask=np.zeros((4, 6), bool), mean_prob=0.0, similarity=0.0,
+                                     model_name="m", model_version="v"))
+
+
+def sorted_rows(table: pa.Table) -> list[dict]:
+    return sorted(table.to_pylist(), key=lambda r: (r["source"], r["frame_index"]))
+
+
+# -- planning ----------------------------------------------------------------------------------
+
+
+def test_units_are_keyed_by_content_model_and_parameters(tmp_path: Path) -> None:
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "a.mp4").write_bytes(b"video a")
+    (tmp_path / "v" / "copy_of_a.mp4").write_bytes(b"video a")
+    (tmp_path / "v" / "sub").mkdir()
+    (tmp_path / "v" / "sub" / "b.mov").write_bytes(b"video b")
+    (tmp_path / "v" / "notes.txt").write_text("not a video")
+    videos = archive.list_videos(tmp_path / "v")
+    assert [Path(v).name for v in videos] == ["a.mp4", "copy_of_a.mp4", "b.mov"]
+    assert archive.list_videos(str(tmp_path / "v" / "*.mp4")) == videos[:2]
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        archive.list_videos(str(tmp_path / "none*.mp4"))
+
+    units, duplicates = archive.plan_units(videos + [str(tmp_path / "missing.mp4")], "m1", {"window": 8})
+    assert [Path(u.video).name for u in units] == ["a.mp4", "b.mov", "missing.mp4"]
+    assert duplicates == {videos[1]: videos[0]}  # same bytes: not run twice
+    assert units[2].error and "No such file" in units[2].error
+    same, _ = archive.plan_units(videos[:1], "m1", {"window": 8})
+    assert same[0].key == units[0].key and same[0].run_id == f"arc-{units[0].key}"
+    assert archive.plan_units(videos[:1], "m2", {"window": 8})[0][0].key != units[0].key
+    assert archive.plan_units(videos[:1], "m1", {"window": 4})[0][0].key != units[0].key
+
+
+# -- files of uncommitted attempts ---------------------------------------------------------------
+
+
+def test_discard_uncommitted_deletes_only_unfinished_archive_attempts(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    fake_rows(out, "arc-0000000000000001", "done.mp4")
+    fake_rows(out, "arc-0000000000000002", "killed.mp4")
+    fake_rows(out, "20260101T000000Z-cli", "cli.mp4")  # a `streamcosal video` run: never touched
+    hidden = out / "frames" / next((out / "frames").iterdir()).name / ".arc-0000000000000002.000009.parquet.x.tmp"
+    hidden.write_bytes(b"half")
+    (out / "overlays" / "arc-0000000000000002").mkdir(parents=True)
+    (out / "overlays" / "arc-0000000000000002" / "x.mp4").write_bytes(b"half")
+    manifest = archive.Manifest(out)
+    manifest.write(archive.UnitRecord("0000000000000001", "done.mp4", "h", "m", {}, "done", "arc-0000000000000001",
+                                      frames=3))
+    assert archive.archive_run_ids(out) == {"arc-0000000000000001", "arc-0000000000000002"}
+
+    committed = archive.read_committed(out)  # readers ignore the killed attempt meanwhile
+    assert sorted(set(committed["source"].to_pylist())) == ["cli.mp4", "done.mp4"]
+    assert read_results(out).num_rows == 9
+
+    deleted = archive.discard_uncommitted(out)
+    assert list(deleted) == ["arc-0000000000000002"]
+    assert hidden in deleted["arc-0000000000000002"] and not hidden.exists()
+    assert not (out / "overlays" / "arc-0000000000000002").exists()
+    table = read_results(out)
+    assert sorted(set(table["source"].to_pylist())) == ["cli.mp4", "done.mp4"] and table.num_rows == 6
+
+
+def test_archive_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path: Path) -> None:
+    with archive.archive_lock(tmp_path) as lock:
+        with pytest.raises(archive.ArchiveBusy, match=f"pid {os.getpid()}"):
+            with archive.archive_lock(tmp_path):
+                pass
+    assert not lock.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename, "since": "earlier"}))
+    with archive.archive_lock(tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+# -- units with the real engine -------------------------------------------------------------------
+
+
+def test_failures_are_recorded_and_the_others_finish(tmp_path: Path, assets: dict[str, Path], engine) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 1000)
+    out = tmp_path / "out"
+    config = jobs.pipeline_config(PARAMS)
+    with pytest.raises(archive.ArchiveFailed) as failed:
+        archive.run_archive([str(broken), str(assets["a"])], out, engine, config)
+    summary = failed.value.summary
+    assert [r.status for r in summary.records] == ["failed", "done"]
+    record = archive.Manifest(out).get(summary.records[0].key)
+    assert record.status == "failed" and record.attempts == 1 and str(broken) in str(failed.value)
+    assert record.error and "broken.mp4" in record.error
+    assert archive.run_files(out, record.run_id) == []  # nothing left of the failed unit
+    assert read_results(out).num_rows == 8
+    assert "| `" + str(broken) + "` | failed |" in summary.markdown()
+
+    # a rerun skips the done video and tries the failed one again
+    with pytest.raises(archive.ArchiveFailed) as again:
+        archive.run_archive([str(broken), str(assets["a"])], out, engine, config)
+    assert again.value.summary.counts() == {"processed": 0, "skipped": 1, "partial": 0, "failed": 1, "duplicates": 0}
+    assert archive.Manifest(out).get(record.key).attempts == 2
+    assert read_results(out).num_rows == 8
+
+
+KILLED_RUN = textwrap.dedent("""
+    import os, sys, time
+    from streamcosal import archive, jobs
+    from streamcosal.engine import CoSalEngine
+
+    weights, out, marker, *videos = sys.argv[1:]
+    engine = jobs.load_engine(weights, "fp32", "cpu")
+    segment, calls = engine.segment, []
+
+    def segment_then_hang(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # unit 2 (2 windows per unit), after its first window's rows were flushed
+            open(marker, "w").close()
+            time.sleep(600)  # the test SIGKILLs us here
+        return segment(*args, **kwargs)
+
+    engine.segment = segment_then_hang
+    archive.run_archive(videos, out, engine, jobs.pipeline_config({params}))
+""")
+
+
+def test_a_killed_run_resumed_gives_the_rows_of_an_uninterrupted_run(tmp_path: Path, assets: dict[str, Path],
+                                                                     engine) -> None:
+    videos = [str(assets["a"]), str(assets["b"])]
+    config = jobs.pipeline_config(PARAMS)
+    reference = tmp_path / "uninterrupted"
+    archive.run_archive(videos, reference, engine, config)
+
+    out, marker = tmp_path / "killed", tmp_path / "hanging"
+    script = tmp_path / "killed_run.py"
+    script.write_text(KILLED_RUN.replace("{params}", repr(PARAMS)))
+    processes = Processes(tmp_path)
+    try:
+        run = processes.start("killed-run", [sys.executable, str(script), str(assets["weights"]), str(out),
+                                             str(marker), *videos], dict(os.environ))
+        wait_for("unit 2 under way", marker.exists, 120, 0.2, alive=run, log=lambda: processes.log(run))
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(10)
+    finally:
+        processes.stop_all()
+    manifest = archive.Manifest(out)
+    records = [r for r in manifest.records()]
+    assert [Path(r.video).name for r in records] == ["blackswan.mp4"]  # unit 1 committed, unit 2 not
+    killed = archive.archive_run_ids(out) - manifest.committed_run_ids()
+    assert len(killed) == 1  # unit 2's attempt left flushed rows behind ...
+    assert read_results(out).num_rows == 8 + 4
+    assert archive.read_committed(out).num_rows == 8  # ... which readers ignore
+
+    summary = archive.run_archive(videos, out, engine, config)
+    assert summary.counts()["processed"] == 1 and summary.counts()["skipped"] == 1
+    assert summary.discarded == sorted(killed)
+    assert sorted_rows(read_results(out)) == sorted_rows(read_results(reference))  # run ids included
+    assert read_events(out).num_rows == read_events(reference).num_rows
+    assert not list(out.rglob(".*.tmp")) and not list(out.rglob("*.tmp.mp4"))
+    assert read_results(out).num_rows == 16
+
+
+# -- nightly history ---------------------------------------------------------------------------------
+
+
+def night(run_id: str, at: datetime, maxf: float, mae: float) -> pa.Table:
+    row = {"run_id": run_id, "run_at": at, "model": "m", "method": "gicd", "dataset": "tiny", "n_images": 4,
+           "n_missing": 0, **{m: 0.5 for m in METRICS}, "maxF": maxf, "MAE": mae}
+    return pa.Table.from_pylist([row], schema=nightly.HISTORY_SCHEMA)
+
+
+def test_history_appends_and_finds_drops_and_missed_floors(tmp_path: Path) -> None:
+    t0 = datetime(2026, 1, 1, 2, tzinfo=timezone.utc)
+    nightly.append_history(tmp_path, night("n1", t0, 0.70, 0.10))
+    nightly.append_history(tmp_path, night("n2", t0 + timedelta(days=1), 0.72, 0.09))
+    nightly.append_history(tmp_path, night("n3", t0 + timedelta(days=2), 0.60, 0.15))
+    with pytest.raises(FileExistsError):
+        nightly.append_history(tmp_path, night("n3", t0, 0.1, 0.1))
+    history = nightly.read_history(tmp_path)
+    assert history["run_id"].to_pylist() == ["n1", "n2", "n3"]
+    assert nightly.find_drops(history, "n2") == []
+    drops = nightly.find_drops(history, "n3", tolerance=0.01)
+    assert {(d.metric, d.previous, d.current, d.previous_run) for d in drops} == {
+        ("maxF", 0.72, 0.60, "n2"), ("MAE", 0.09, 0.15, "n2")}
+    last = history.filter(pc.equal(history["run_id"], "n3"))
+    violations = nightly.check_floors(last, {"maxF": 0.65, "MAE": 0.2, "S": 0.5})
+    assert [(v.metric, v.value) for v in violations] == [("maxF", 0.60)]
+    assert "below the floor" in str(violations[0])
+    with pytest.raises(ValueError, match="unknown metric"):
+        nightly.check_floors(last, {"maxf": 0.5})
