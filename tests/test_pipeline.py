@@ -1,7 +1,7 @@
 """End to end: DAVIS frames encoded to H.264 -> pipeline -> Parquet, events, store, overlays.
 
 Most tests use a small development engine (the EfficientNet-Lite0 GICD with its ImageNet
-backbone and an untrained, seeded decoder, at 96 px): they check the plumbing, timestamps,
+backbone and an untrained, seeded decoder, at 64 px): they check the plumbing, timestamps,
 windows, search (the consensus comes from the pretrained classifier) and faults. The mask
 quality floor is checked on the default model (`CoSalEngine.from_pretrained()`).
 """
@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -46,7 +47,7 @@ FAST_RETRY = ReconnectPolicy(max_attempts=2, backoff_s=0.02, max_backoff_s=0.1)
 def dev_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "dev.pt"
-    save_checkpoint(GICD(build_backbone("efficientnet_lite0")), path, input_size=96, version="dev")
+    save_checkpoint(GICD(build_backbone("efficientnet_lite0")), path, input_size=64, version="dev")
     return path
 
 
@@ -55,7 +56,7 @@ def dev_engine(dev_checkpoint) -> CoSalEngine:
     return CoSalEngine.from_checkpoint(dev_checkpoint)
 
 
-def davis_video(data: Path, folder: Path, name: str, start: int = 0, n: int = 12, fps: int = 10) -> tuple[Path, list[float]]:
+def davis_video(data: Path, folder: Path, name: str, start: int = 0, n: int = 8, fps: int = 10) -> tuple[Path, list[float]]:
     """Frames start..start+n of a DAVIS video as an H.264 mp4 at SIZE; (path, timestamps)."""
     frames = load_frames(data / "davis2016" / "images" / name, max_frames=start + n, size=SIZE)[start:]
     path = folder / f"{name}.mp4"
@@ -91,21 +92,21 @@ def test_global_results_match_the_source(archive):
     videos, out, report = archive
     assert report.exit_code == 0 and [s.status for s in report.sources] == ["done"] * 3
     table = read_results(out)
-    assert table.num_rows == 3 * 12 == report.frames
+    assert table.num_rows == 3 * 8 == report.frames
     for name, (path, timestamps) in videos.items():
         rows = sorted(table.filter(pc.equal(table["source"], str(path))).to_pylist(), key=lambda r: r["frame_index"])
-        assert [r["frame_index"] for r in rows] == list(range(12))
+        assert [r["frame_index"] for r in rows] == list(range(8))
         assert {r["group"] for r in rows} == {name}
         np.testing.assert_allclose([r["timestamp"] for r in rows], timestamps, atol=1e-6)
         with open_source(path) as source:  # the timestamps are the source's, exactly
             assert [r["timestamp"] for r in rows] == [f.timestamp for f in source]
-        assert [r["window"] for r in rows] == [0] * 4 + [1] * 4 + [2] * 4  # global: consecutive windows
+        assert [r["window"] for r in rows] == [0] * 4 + [1] * 4  # global: consecutive windows
         for r in rows:
             mask = decode_mask(r)
             assert mask.shape == (SIZE[1], SIZE[0]) and r["area_fraction"] == pytest.approx(mask.mean(), abs=1e-6)
             assert math.isfinite(r["similarity"]) and r["model_name"] == "gicd-efficientnet_lite0"
     saved = json.loads((out / "runs" / f"{report.run_id}.json").read_text())
-    assert saved["frames"] == 36 and saved["exit_code"] == 0
+    assert saved["frames"] == 24 and saved["exit_code"] == 0
     assert not list(out.rglob(".*"))  # no hidden temporary file left
 
 
@@ -121,21 +122,21 @@ def test_nearest_group_search_finds_the_video(archive, data, dev_engine, tmp_pat
 
 
 def test_streaming_windows_running_consensus_and_restart(data, dev_engine, tmp_path):
-    path, timestamps = davis_video(data, tmp_path, "blackswan", n=10)
+    path, timestamps = davis_video(data, tmp_path, "blackswan", n=8)
     config = PipelineConfig(mode="streaming", window=4, step=2, half_life=5.0)
     first = run_pipeline([path], tmp_path / "out", dev_engine, config)
     assert first.exit_code == 0 and first.sources[0].mode == "streaming"
     rows = sorted(read_results(tmp_path / "out").to_pylist(), key=lambda r: r["frame_index"])
-    assert [r["frame_index"] for r in rows] == list(range(10))  # overlapping windows, each frame once
-    assert [r["window"] for r in rows] == [0, 0, 0, 0, 1, 1, 2, 2, 3, 3]  # first window holding it
+    assert [r["frame_index"] for r in rows] == list(range(8))  # overlapping windows, each frame once
+    assert [r["window"] for r in rows] == [0, 0, 0, 0, 1, 1, 2, 2]  # the first window holding it
     np.testing.assert_allclose([r["timestamp"] for r in rows], timestamps, atol=1e-6)
     state = ConsensusStore.open(tmp_path / "out" / "consensus.npz").state("blackswan")
-    assert state.t == pytest.approx(timestamps[-1], abs=1e-6) and 0 < state.n < 10  # decayed count
+    assert state.t == pytest.approx(timestamps[-1], abs=1e-6) and 0 < state.n < 8  # decayed count
 
-    second = run_pipeline([path], tmp_path / "out", dev_engine, config)  # a restarted stream
+    second = run_pipeline([path], tmp_path / "out", dev_engine, replace(config, step=4))  # a restarted stream
     again = ConsensusStore.open(tmp_path / "out" / "consensus.npz").state("blackswan")
     assert again.t == pytest.approx(2 * timestamps[-1], abs=1e-6) and again.n > state.n  # continues
-    assert read_results(tmp_path / "out").num_rows == 20  # appended
+    assert read_results(tmp_path / "out").num_rows == 16  # appended
     assert len({first.run_id, second.run_id}) == 2
 
 
@@ -191,7 +192,7 @@ def test_bad_sources_are_reported_and_the_rest_is_done(data, dev_engine, tmp_pat
 
 
 def test_ctrl_c_keeps_the_results_done(data, dev_engine, tmp_path, monkeypatch):
-    path, _ = davis_video(data, tmp_path, "blackswan", n=12)
+    path, _ = davis_video(data, tmp_path, "blackswan")
     segment, calls = dev_engine.segment, []
 
     def interrupted_on_second_window(x, consensus=None):
@@ -211,7 +212,7 @@ def test_ctrl_c_keeps_the_results_done(data, dev_engine, tmp_path, monkeypatch):
 
 
 def test_sigterm_mid_run_cli(data, dev_checkpoint, tmp_path):
-    path, _ = davis_video(data, tmp_path, "goat", n=60)
+    path, _ = davis_video(data, tmp_path, "goat", n=40)
     out = tmp_path / "out"
     cmd = [sys.executable, "-c", "from streamcosal.cli import app; app()", "video", str(path), "--out", str(out), "--weights",
            str(dev_checkpoint), "--window", "2", "--consensus-frames", "2", "--overlay"]
@@ -228,7 +229,7 @@ def test_sigterm_mid_run_cli(data, dev_checkpoint, tmp_path):
     assert proc.returncode == 143, stderr
     assert "stopped by SIGTERM" in stderr
     rows = read_results(out).num_rows
-    assert 1 <= rows < 60
+    assert 1 <= rows < 40
     assert not list(out.rglob(".*"))  # no hidden temporary files
     overlays = list(out.glob("overlays/*/*.mp4"))
     if overlays:  # complete or absent
@@ -239,7 +240,7 @@ def test_sigterm_mid_run_cli(data, dev_checkpoint, tmp_path):
 
 
 def test_live_stream_that_drops_midway(data, dev_engine, tmp_path):
-    frames = load_frames(data / "davis2016" / "images" / "blackswan", max_frames=24, size=SIZE)
+    frames = load_frames(data / "davis2016" / "images" / "blackswan", max_frames=16, size=SIZE)
     encode_video(frames, tmp_path / "live.ts", fps=10, container_format="mpegts")
     ts = (tmp_path / "live.ts").read_bytes()
     config = PipelineConfig(window=4, reconnect=FAST_RETRY)
@@ -249,7 +250,7 @@ def test_live_stream_that_drops_midway(data, dev_engine, tmp_path):
     assert run.mode == "streaming" and run.status in ("done", "partial")
     assert any("stream ended" in w for w in run.warnings)
     rows = sorted(read_results(tmp_path / "out").to_pylist(), key=lambda r: r["frame_index"])
-    assert 24 < len(rows) < 48 and report.frames == len(rows)  # part of the first play, then a full one
+    assert 16 < len(rows) < 32 and report.frames == len(rows)  # part of the first play, then a full one
     times = [r["timestamp"] for r in rows]
     assert all(b > a for a, b in zip(times, times[1:]))  # time goes on across the reconnect
     assert report.exit_code == (1 if run.status == "partial" else 0)
