@@ -126,6 +126,33 @@ def eval_(
 
 
 @app.command()
+def serve(
+    task_runner: Annotated[Optional[str], typer.Option("--task-runner", help="threads (default) or ray: where archive/eval units run.")] = None,
+    max_workers: Annotated[Optional[int], typer.Option("--max-workers", help="Threads: units at once (default 2).")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray: ray://HEAD:10001 or auto (default: a local Ray).")] = None,
+    timezone: Annotated[Optional[str], typer.Option("--timezone", help="Time zone of the nightly cron schedules (default UTC).")] = None,
+) -> None:
+    """Serve the Prefect deployments (cosal-video/default, cosal-archive/nightly, cosal-eval/nightly,
+    cosal-train/default) until Ctrl-C. Needs PREFECT_API_URL (e.g. a local `prefect server start`).
+    Other settings: STREAMCOSAL_* variables, see docs/orchestration.md."""
+    import os
+
+    for name, value in (("TASK_RUNNER", task_runner), ("MAX_WORKERS", max_workers), ("RAY_ADDRESS", ray_address),
+                        ("TIMEZONE", timezone)):
+        if value is not None:
+            os.environ[f"STREAMCOSAL_{name}"] = str(value)  # flow runs (subprocesses) read the same settings
+    from .flows.serve import serve as serve_deployments
+    from .flows.settings import OrchestrationSettings
+
+    try:
+        settings = OrchestrationSettings.from_env()
+    except ValueError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    serve_deployments(settings)
+
+
+@app.command()
 def video(
     sources: Annotated[list[str], typer.Argument(help="Video files, stream URLs (rtsp://, http(s)://, udp://...), /dev/videoN or image folders.")],
     out: Annotated[Path, typer.Option("--out", help="Results folder: Parquet frames/ and events/, consensus.npz, overlays/, runs/.")],

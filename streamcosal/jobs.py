@@ -32,7 +32,9 @@ class VideoJobError(RuntimeError):
         self.report = report
         failed = [s for s in report.sources if s.status == "failed"]
         lines = "\n".join(f"  {s.source}: {s.error}" for s in failed)
-        super().__init__(f"{len(failed)} of {len(report.sources)} source(s) failed in run {report.run_id}:\n{lines}")
+        stopped = f"run {report.run_id} stopped by {report.interrupted}; " if report.interrupted else ""
+        super().__init__(f"{stopped}{len(failed)} of {len(report.sources)} source(s) failed in run "
+                         f"{report.run_id}" + (f":\n{lines}" if lines else ""))
 
 
 def load_engine(weights: str | Path | None = None, precision: str = "fp32", device: str = "auto") -> CoSalEngine:
@@ -84,21 +86,37 @@ def run_video(
     group: str | None = None,
     run_id: str | None = None,
     params: dict[str, Any] | None = None,
+    raise_on_failure: bool = True,
 ) -> RunReport:
     """What the ``cosal-video`` flow does: ``run_pipeline`` on one video, stream, camera group or
     image folder (``sources``: one or several), results to ``out`` (the CLI's Parquet store).
 
     Raises:
-        VideoJobError: a source failed (its error in the message); the others' results are kept.
+        VideoJobError: a source failed (its error in the message; the others' results are kept),
+            unless ``raise_on_failure`` is False (then see :func:`raise_for_failures`).
         ValueError: bad parameters.
     """
     specs = [sources] if isinstance(sources, (str, Path)) else list(sources)
     config = pipeline_config(params, run_id=run_id)
     report = run_pipeline([str(s) for s in specs], Path(out), load_engine(weights, precision, device), config,
                           group=group)
-    if any(s.status == "failed" for s in report.sources):
-        raise VideoJobError(report)
+    if raise_on_failure:
+        raise_for_failures(report)
     return report
+
+
+def raise_for_failures(report: RunReport) -> None:
+    """Raise :class:`VideoJobError` when a source of the run failed or the run was stopped."""
+    if report.interrupted or any(s.status == "failed" for s in report.sources):
+        raise VideoJobError(report)
+
+
+def report_summary(report: RunReport) -> dict[str, Any]:
+    """The few numbers of a run report a scheduler shows as the run's result."""
+    return {"run_id": report.run_id, "out": report.out, "frames": report.frames, "events": report.events,
+            "seconds": round(report.seconds, 2), "frames_per_s": round(report.frames_per_s, 2),
+            "sources": {s.source: {"status": s.status, "frames": s.frames, "overlay": s.overlay}
+                        for s in report.sources}}
 
 
 def report_markdown(report: RunReport) -> str:
@@ -115,3 +133,11 @@ def report_markdown(report: RunReport) -> str:
     if report.interrupted:
         lines += ["", f"Stopped by {report.interrupted}: the results done so far are kept."]
     return "\n".join(lines) + "\n"
+
+
+def train_markdown(result: Any) -> str:
+    """A ``training.TrainResult`` as Markdown, for a flow's artifact."""
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(result.best_metrics.items()))
+    return (f"# cosal-train `{result.name}`\n\nBest epoch {result.best_epoch} of {result.epochs_done} "
+            f"(score {result.best_score:.4f}): `{result.best_checkpoint}`\n\nTraining state `{result.state}`, "
+            f"metrics table `{result.metrics}`.\n\n| metric | value |\n|---|---:|\n{rows}\n")

@@ -1,0 +1,87 @@
+"""``cosal-archive``: a folder, glob or list of videos, one unit per video on the task runner.
+
+Resumable (the manifest of finished units in ``OUT/archive/``: a rerun skips what is done, and
+files of unfinished attempts are deleted first), fault tolerant (a failing video is retried when
+the failure may be transient, then recorded as failed with its error; the others finish), and
+honest about it: a Markdown artifact lists every video, and the flow fails when any video failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+
+from streamcosal import archive, jobs
+
+from .runners import task_runner, unit_resources
+
+UNIT_RETRIES = 2
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a unit only when its failure may be transient (not a damaged or missing video)."""
+    try:
+        state.result()
+    except BaseException as error:  # noqa: BLE001 - the task's own exception, re-raised by result()
+        return archive.is_transient(error)
+    return False
+
+
+@task(name="model-identity", cache_policy=NO_CACHE, persist_result=False)
+def identify_model(weights: Optional[str]) -> str:
+    return archive.model_identity(weights)
+
+
+@task(name="plan-archive", cache_policy=NO_CACHE, persist_result=False)
+def plan(videos: Union[str, list[str]], out: str, model: str, params: dict[str, Any]) -> archive.ArchivePlan:
+    return archive.prepare(videos, out, model, params)
+
+
+@task(name="video-unit", cache_policy=NO_CACHE, persist_result=False, retries=UNIT_RETRIES, retry_delay_seconds=5,
+      retry_condition_fn=_transient)
+def process_unit(unit: archive.Unit, out: str, weights: Optional[str], precision: str, device: str,
+                 params: dict[str, Any]) -> archive.UnitRecord:
+    engine = jobs.load_engine(weights, precision, device)
+    return archive.run_unit(unit, out, engine, jobs.pipeline_config(params))
+
+
+@task(name="publish-summary", cache_policy=NO_CACHE, persist_result=False)
+def publish(markdown: str) -> None:
+    create_markdown_artifact(markdown, key="cosal-archive", description="every video of the run: done, skipped or failed")
+
+
+@flow(name="cosal-archive", task_runner=task_runner(), log_prints=True)
+def cosal_archive(
+    videos: Union[str, list[str]],
+    out: str,
+    weights: Optional[str] = None,
+    mode: str = "global",
+    window: int = 8,
+    stride: int = 1,
+    fps: Optional[float] = None,
+    consensus_frames: int = 32,
+    threshold: float = 0.5,
+    overlay: bool = False,
+    precision: str = "fp32",
+    device: str = "auto",
+) -> dict[str, int]:
+    """Process every video of ``videos`` (a folder, searched recursively; a glob; a file; or a list)
+    into ``out`` (the same Parquet store as ``streamcosal video``), each video a resumable unit."""
+    params = jobs.result_params(jobs.pipeline_config(dict(
+        mode=mode, window=window, stride=stride, fps=fps, consensus_frames=consensus_frames, threshold=threshold,
+        overlay=overlay)))
+    model = identify_model(weights)
+    with archive.archive_lock(out):
+        todo = plan(videos, out, model, params)
+        with unit_resources():
+            futures = [process_unit.submit(unit, out, weights, precision, device, params) for unit in todo.todo]
+        wait(futures)
+    summary = archive.summarize(out, todo.units, todo.duplicates, todo.done, todo.discarded)
+    publish(summary.markdown())
+    if not summary.ok:
+        raise archive.ArchiveFailed(summary)
+    return summary.counts()

@@ -1,0 +1,65 @@
+"""``cosal-eval``: a model on the configured datasets -> reports, a history table, a Markdown artifact;
+fails when a floor is not met (after the history and the artifact are written)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from streamcosal import archive, nightly
+from streamcosal.evaluation import EvalResult
+
+from .runners import task_runner, unit_resources
+
+
+@task(name="evaluate-dataset", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=5)
+def evaluate_dataset(dataset: str, out: str, weights: Optional[str], precision: str, device: str,
+                     groups: Optional[list[str]]) -> EvalResult:
+    return nightly.evaluate_dataset(dataset, out, weights=weights, precision=precision, device=device, groups=groups)
+
+
+@task(name="record-night", cache_policy=NO_CACHE, persist_result=False)
+def record(results: list[EvalResult], history: str, run_id: str, model: str, floors: dict[str, float],
+           tolerance: float, night: str) -> nightly.NightlyReport:
+    plots = [p for r in results for p in nightly.plot_paths(r, night)]
+    return nightly.record_night(results, history, run_id=run_id, model=model, floors=floors, tolerance=tolerance,
+                                plots=plots)
+
+
+@task(name="publish-report", cache_policy=NO_CACHE, persist_result=False)
+def publish(markdown: str) -> None:
+    create_markdown_artifact(markdown, key="cosal-eval", description="the night's metrics, drops and floors")
+
+
+@flow(name="cosal-eval", task_runner=task_runner(), log_prints=True)
+def cosal_eval(
+    datasets: list[str],
+    out: str,
+    history: Optional[str] = None,
+    weights: Optional[str] = None,
+    floors: Optional[dict[str, float]] = None,
+    tolerance: float = 0.0,
+    groups: Optional[list[str]] = None,
+    precision: str = "fp32",
+    device: str = "auto",
+    run_id: Optional[str] = None,
+) -> dict[str, float]:
+    """Evaluate the model (``weights``; default the embedded one) on each dataset folder; reports under
+    ``out/<run_id>/``, one history row per dataset appended to ``history`` (default ``out/history``).
+    ``floors``: metric -> minimum (``MAE``: maximum); ``tolerance``: how much worse than the previous
+    night counts as a drop."""
+    floors = nightly.check_floors_config(floors)
+    run_id = run_id or nightly.new_run_id()
+    night = str(Path(out) / run_id)
+    model = archive.model_identity(weights)
+    with unit_resources():
+        futures = [evaluate_dataset.submit(d, night, weights, precision, device, groups) for d in datasets]
+    report = record([f.result() for f in futures], history or str(Path(out) / "history"), run_id, model, floors,
+                    tolerance, night)
+    publish(report.markdown())
+    nightly.raise_for_floors(report)
+    return {f"{row['dataset']}/{m}": row[m] for row in report.rows.to_pylist() for m in ("S", "maxF", "MAE")}
