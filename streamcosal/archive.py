@@ -68,9 +68,12 @@ COMMITTED: tuple[str, ...] = ("done", "partial")
 class UnitFailed(RuntimeError):
     """A unit failed; ``transient`` says whether trying again may help."""
 
-    def __init__(self, video: str, error: str, *, transient: bool):
+    def __init__(self, video: str, error: str, transient: bool = False):
         self.video, self.error, self.transient = video, error, transient
         super().__init__(f"{video}: {error}")
+
+    def __reduce__(self) -> tuple:  # picklable (Ray sends task exceptions between processes)
+        return (type(self), (self.video, self.error, self.transient))
 
 
 class ArchiveBusy(RuntimeError):
@@ -85,6 +88,9 @@ class ArchiveFailed(RuntimeError):
         failed = summary.failed
         lines = "\n".join(f"  {r.video}: {r.error}" for r in failed)
         super().__init__(f"{len(failed)} of {len(summary.records)} video(s) failed:\n{lines}")
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.summary,))
 
 
 # -- units --------------------------------------------------------------------------------------

@@ -36,6 +36,9 @@ class VideoJobError(RuntimeError):
         super().__init__(f"{stopped}{len(failed)} of {len(report.sources)} source(s) failed in run "
                          f"{report.run_id}" + (f":\n{lines}" if lines else ""))
 
+    def __reduce__(self) -> tuple:  # picklable (Ray sends task exceptions between processes)
+        return (type(self), (self.report,))
+
 
 def load_engine(weights: str | Path | None = None, precision: str = "fp32", device: str = "auto") -> CoSalEngine:
     """The engine for a checkpoint (``None``: the embedded default model), one per process.

@@ -54,6 +54,9 @@ class FloorNotMet(RuntimeError):
         lines = "\n".join(f"  {v}" for v in violations)
         super().__init__(f"{len(violations)} floor(s) not met:\n{lines}")
 
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.violations,))
+
 
 @dataclass(frozen=True)
 class FloorViolation:

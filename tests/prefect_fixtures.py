@@ -25,13 +25,23 @@ CLIP_FRAMES = 8  # the engine does a few frames/s on this CPU: keep clips short
 
 
 def dev_checkpoint(folder: Path) -> Path:
-    """An untrained GICD (EfficientNet-Lite0) checkpoint, version "dev": stands in for the default weights."""
+    """An untrained GICD (EfficientNet-Lite0) checkpoint, version "dev": stands in for the default weights.
+
+    Seeded, so every session gets the same one: its maps sit near 0.48 (see ``DEV_THRESHOLD``)."""
+    import torch
+
     from streamcosal.model import GICD, build_backbone, save_checkpoint
 
     path = folder / "gicd_dev.pt"
     if not path.exists():
-        save_checkpoint(GICD(build_backbone("efficientnet_lite0")), path, input_size=224, version="dev")
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = GICD(build_backbone("efficientnet_lite0"))
+        save_checkpoint(model, path, input_size=224, version="dev")
     return path
+
+
+DEV_THRESHOLD = 0.486  # the dev checkpoint's maps are 0.476-0.492: this gives masks that are neither empty nor full
 
 
 def clip(folder: Path, video: str, n: int = CLIP_FRAMES) -> Path:

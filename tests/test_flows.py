@@ -225,3 +225,23 @@ def test_deployments_are_declared_once_with_schedules_in_the_configured_time_zon
     assert found["cosal-video/default"].entrypoint == "streamcosal.flows.video.cosal_video"
     with pytest.raises(ValueError, match="IANA"):
         OrchestrationSettings.from_env({"STREAMCOSAL_TIMEZONE": "Mars/Olympus"})
+
+
+# -- Ray (the `dist` extra) ------------------------------------------------------------------------------------
+
+
+def test_archive_flow_runs_its_units_on_a_local_ray_instance(harness: None, assets: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    """Only where prefect-ray is installed (``pip install '.[dist]'``): starts a local Ray (~10 s here)."""
+    pytest.importorskip("prefect_ray", reason="the Ray task runner needs the dist extra: pip install '.[dist]'")
+    from streamcosal.flows.archive import cosal_archive
+    from streamcosal.flows.runners import task_runner
+    from streamcosal.flows.settings import OrchestrationSettings
+
+    on_ray = cosal_archive.with_options(task_runner=task_runner(OrchestrationSettings(task_runner="ray")))
+    out = tmp_path / "out"
+    videos = [str(assets["a"]), str(assets["broken"]), str(assets["b"])]
+    state = on_ray(videos, str(out), weights=str(assets["weights"]), return_state=True, **UNIT)
+    assert state.is_failed() and "broken.mp4" in state.message  # the failure came back from a Ray worker
+    assert read_results(out).num_rows == 16
+    assert {r.status for r in archive.Manifest(out).records()} == {"done", "failed"}
