@@ -11,10 +11,25 @@ import os
 from .settings import OrchestrationSettings
 
 
+class NoPrefectAPI(RuntimeError):
+    """No Prefect API is configured: deployments served against a temporary in-process API could
+    not be triggered from anywhere else."""
+
+
 def serve(settings: OrchestrationSettings | None = None, limit: int | None = None) -> None:
-    """Register and serve the deployments until interrupted (Ctrl-C or SIGTERM)."""
+    """Register and serve the deployments until interrupted (Ctrl-C or SIGTERM).
+
+    Raises:
+        NoPrefectAPI: ``PREFECT_API_URL`` is not set (in the environment or the Prefect profile).
+    """
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "streamcosal")
     from prefect import serve as prefect_serve
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise NoPrefectAPI(
+            "no Prefect API to serve to: start a local server (prefect server start --host 127.0.0.1) and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api (or: prefect config set PREFECT_API_URL=...)")
 
     from .deployments import deployments
 

@@ -141,15 +141,14 @@ def serve(
                         ("TIMEZONE", timezone)):
         if value is not None:
             os.environ[f"STREAMCOSAL_{name}"] = str(value)  # flow runs (subprocesses) read the same settings
-    from .flows.serve import serve as serve_deployments
+    from .flows.serve import NoPrefectAPI, serve as serve_deployments
     from .flows.settings import OrchestrationSettings
 
     try:
-        settings = OrchestrationSettings.from_env()
-    except ValueError as e:
+        serve_deployments(OrchestrationSettings.from_env())
+    except (ValueError, NoPrefectAPI) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
-    serve_deployments(settings)
 
 
 @app.command()

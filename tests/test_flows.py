@@ -245,3 +245,13 @@ def test_archive_flow_runs_its_units_on_a_local_ray_instance(harness: None, asse
     assert state.is_failed() and "broken.mp4" in state.message  # the failure came back from a Ray worker
     assert read_results(out).num_rows == 16
     assert {r.status for r in archive.Manifest(out).records()} == {"done", "failed"}
+
+
+def test_serve_refuses_bad_settings_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from streamcosal.cli import app
+
+    monkeypatch.setenv("STREAMCOSAL_TIMEZONE", "Mars/Olympus")
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2 and "IANA time zone" in result.output
