@@ -16,6 +16,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from .settings import OrchestrationSettings
 
 
+class MissingExtra(RuntimeError):
+    """The configured task runner needs a package that is not installed."""
+
+
 def task_runner(settings: OrchestrationSettings | None = None) -> Any:
     settings = settings or OrchestrationSettings.from_env()
     if settings.task_runner == "threads":
@@ -23,7 +27,8 @@ def task_runner(settings: OrchestrationSettings | None = None) -> Any:
     try:
         from prefect_ray import RayTaskRunner
     except ImportError as e:
-        raise RuntimeError("STREAMCOSAL_TASK_RUNNER=ray needs prefect-ray: pip install 'streamcosal[dist]'") from e
+        raise MissingExtra("STREAMCOSAL_TASK_RUNNER=ray needs prefect-ray: pip install 'streamcosal[dist]' "
+                           "(or use the default thread runner)") from e
     init_kwargs = {} if settings.ray_address else {"include_dashboard": False}
     return RayTaskRunner(address=settings.ray_address, init_kwargs=init_kwargs)
 

@@ -141,13 +141,16 @@ def serve(
                         ("TIMEZONE", timezone)):
         if value is not None:
             os.environ[f"STREAMCOSAL_{name}"] = str(value)  # flow runs (subprocesses) read the same settings
+    from .flows.runners import MissingExtra
     from .flows.serve import NoPrefectAPI, serve as serve_deployments
     from .flows.settings import OrchestrationSettings
 
     try:
         serve_deployments(OrchestrationSettings.from_env())
-    except (ValueError, NoPrefectAPI) as e:
-        err.print(f"[red]error:[/red] {e}")
+    except (ValueError, NoPrefectAPI, MissingExtra) as e:
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from e
 
 
