@@ -1,0 +1,391 @@
+"""Training GICD's decoder (paper section 3.4): frozen backbone and classifier, soft IoU, jigsaws.
+
+``train(config_path, resume=False)`` runs one TOML config (:mod:`streamcosal.trainconfig`):
+
+- Only the decoder learns. The backbone (and its classifier head, which GIM differentiates) is
+  frozen and stays in ``eval()`` mode, so its BatchNorm statistics never change.
+- Each step takes one group, at most ``max_images`` of it, augmented and jigsawed
+  (:class:`streamcosal.jigsaw.GroupSampler`), and minimises ``gicd_loss`` (soft IoU on the four side
+  outputs, summed over the images). Adam; the lr drops by ``lr_drop_factor`` after ``lr_drop_at``
+  of the steps.
+- After every epoch: validation on held-out groups (maxF, S-measure, MAE with pysodmetrics), a
+  metrics row in ``<out_dir>/metrics.parquet``, and the full training state in
+  ``<out_dir>/state.pt`` (decoder, optimizer, RNG, epoch, best score; written then renamed), so a
+  killed run loses at most one epoch and ``resume=True`` continues exactly. The best epoch on
+  validation (mean of the held-out groups' maxF and the composites' maxF) is exported as
+  ``<out_dir>/best.pt`` in our checkpoint format.
+
+Backbone features are not cached: on the 2-core AVX2 CPU this was written on, the frozen
+EfficientNet-Lite0 and GIM take about 5% of a step (0.5 s of 9-12 s for 10 images at 224, one
+thread); the decoder's forward and backward take the rest, and caching would freeze the
+augmentation. See ``reports/training/README.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import py_sod_metrics as sod
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor
+
+from . import __version__
+from .datasets import load_dataset, read_gray
+from .engine import check_precision, resize_map, resolve_device, to_uint8
+from .jigsaw import (GroupingRule, GroupSampler, Manifest, ManifestItem, build_manifest, file_hash, jigsaw, read_rgb,
+                     resize)
+from .model import GICD, build_backbone, gicd_loss, save_checkpoint
+from .model.checkpoint import atomic_torch_save
+from .trainconfig import TrainConfig, load_config
+
+console = Console(stderr=True)
+VAL_KINDS = ("groups", "composites", "frames")
+"""Validation parts: held-out groups as they are, jigsaw composites of held-out videos, their plain frames."""
+VAL_METRICS = ("maxF", "S", "MAE")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (NaN loss, a run in the way, a mismatched resume); the message says why."""
+
+
+@dataclass
+class TrainResult:
+    """What a run left: the exported best checkpoint, the training state, the metrics table."""
+
+    name: str
+    best_checkpoint: Path
+    state: Path
+    metrics: Path
+    epochs_done: int
+    steps_done: int
+    best_epoch: int
+    best_score: float
+    best_metrics: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ValGroup:
+    """One validation group: images [N,3,S,S] uint8 and N uint8 masks (0/255) at their own size."""
+
+    kind: str
+    name: str
+    images: Tensor
+    masks: list[np.ndarray]
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+def evenly(items: list[Any], n: int) -> list[Any]:
+    """At most n items, evenly spaced (all when n == 0 or n >= len)."""
+    if n == 0 or n >= len(items):
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def held_out_samples(config: TrainConfig, key: str) -> list[tuple[Path, Path]]:
+    """(image, mask) of a held-out ``"<set>/<group>"``, sorted; an error naming what is missing."""
+    set_name, group = key.split("/", 1)
+    dataset = load_dataset(config.data.root / set_name, layout="ours")
+    if group not in dataset.groups:
+        raise ValueError(f"{config.source}: validation group {key!r} not found in {dataset.root} "
+                         f"(groups: {', '.join(dataset.groups)})")
+    samples = [(s.image, s.mask) for s in dataset.groups[group] if s.mask is not None]
+    if not samples:
+        raise ValueError(f"{config.source}: validation group {key!r} has no image with a mask")
+    return samples  # type: ignore[return-value]
+
+
+def training_groups(config: TrainConfig, backbone: Any) -> tuple[dict[str, list[ManifestItem]], list[str]]:
+    """Training groups from the manifest (built and saved on first use) minus the validation split.
+
+    Returns (group -> items, notes). Held-out groups and videos are removed, and so is every
+    training image whose file content equals a held-out image (a photo filed under two groups).
+    """
+    data = config.data
+    if data.manifest.is_file():
+        manifest = Manifest.read(data.manifest)
+    else:
+        rule = GroupingRule(data.min_confidence, data.min_group_size)
+        manifest = Manifest([], [])
+        for set_name in data.train_sets:
+            manifest = manifest + build_manifest(data.root / set_name, regroup=set_name in data.regroup_sets,
+                                                 rule=rule, backbone=backbone)
+        manifest.write(data.manifest)
+    held = set(config.validation.groups) | set(config.validation.videos)
+    held_hashes = {file_hash(image) for key in held for image, _ in held_out_samples(config, key)}
+    groups: dict[str, list[ManifestItem]] = {}
+    duplicates = []
+    for name, items in manifest.groups().items():
+        if name in held:
+            continue
+        kept = [item for item in items if file_hash(item.image) not in held_hashes]
+        duplicates += [f"{name}/{item.image.name}" for item in items if item not in kept]
+        if len(kept) >= 2:
+            groups[name] = kept
+    notes = [*manifest.warnings]
+    if duplicates:
+        notes.append(f"{len(duplicates)} training image(s) equal a held-out image and were removed: "
+                     f"{', '.join(duplicates[:5])}{' ...' if len(duplicates) > 5 else ''}")
+    return groups, notes
+
+
+def validation_set(config: TrainConfig, *, max_images: int | None = None,
+                   max_frames: int | None = None) -> list[ValGroup]:
+    """The held-out groups, the held-out videos' plain frames and their jigsaw composites.
+
+    A composite joins each frame with a frame of another held-out video, drawn with
+    ``seed`` (the target video's object is the only foreground). max_images / max_frames override
+    the config's (0 = all).
+    """
+    v, s, seed = config.validation, config.model.input_size, config.train.seed
+    max_images = v.max_images if max_images is None else max_images
+    max_frames = v.max_frames if max_frames is None else max_frames
+    out = []
+    for key in v.groups:
+        pairs = evenly(held_out_samples(config, key), max_images)
+        out.append(_plain_group("groups", key, pairs, s))
+    videos = {key: evenly(held_out_samples(config, key), max_frames) for key in v.videos}
+    for key, pairs in videos.items():
+        out.append(_plain_group("frames", key, pairs, s))
+    names = list(videos)
+    for vi, key in enumerate(names):
+        images, masks = [], []
+        for fi, (image, mask) in enumerate(videos[key]):
+            rng = np.random.default_rng([seed, 7, vi, fi])
+            partner_video = names[(vi + 1 + int(rng.integers(len(names) - 1))) % len(names)]
+            partner = read_rgb(videos[partner_video][int(rng.integers(len(videos[partner_video])))][0])
+            rgb, m = jigsaw(read_rgb(image), (read_gray(mask) > 128).astype(np.uint8), partner, s, rng)
+            images.append(rgb)
+            masks.append(m * 255)
+        out.append(ValGroup("composites", key, _to_tensor(images), masks))
+    return out
+
+
+def _plain_group(kind: str, key: str, pairs: list[tuple[Path, Path]], size: int) -> ValGroup:
+    images = [resize(read_rgb(image), size, size) for image, _ in pairs]
+    masks = [np.where(read_gray(mask) > 128, 255, 0).astype(np.uint8) for _, mask in pairs]
+    return ValGroup(kind, key, _to_tensor(images), masks)
+
+
+def _to_tensor(images: list[np.ndarray]) -> Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+def score(predict: Callable[[Tensor], np.ndarray], val: list[ValGroup]) -> dict[str, float]:
+    """Metrics per validation kind: ``"<kind>_<maxF|S|MAE>"`` plus ``"score"``.
+
+    predict: one group's images [N,3,S,S] uint8 -> maps [N,S,S] float in [0,1]. Maps are resized to
+    each mask's size; pysodmetrics runs over all images of a kind together (as the field scores a
+    dataset), with the conventions of :mod:`streamcosal.evaluation` but only the three metrics
+    validation needs (its full meter's weighted F-measure alone tripled a validation's time).
+    score = mean of groups_maxF and composites_maxF (those present).
+    """
+    meters: dict[str, tuple[sod.FmeasureV2, sod.Smeasure, sod.MAE]] = {}
+    for group in val:
+        maps = predict(group.images)
+        meter = meters.setdefault(group.kind, (
+            sod.FmeasureV2({"fm": sod.FmeasureHandler(with_dynamic=True, with_adaptive=False, beta=0.3)}),
+            sod.Smeasure(alpha=0.5), sod.MAE()))
+        for saliency, mask in zip(maps, group.masks):
+            for metric in meter:
+                metric.step(to_uint8(resize_map(saliency, mask.shape)), mask)
+    out: dict[str, float] = {}
+    for kind in VAL_KINDS:
+        if kind in meters:
+            fm, sm, mae = meters[kind]
+            out.update({f"{kind}_maxF": float(fm.get_results()["fm"]["dynamic"].max()),
+                        f"{kind}_S": float(sm.get_results()["sm"]), f"{kind}_MAE": float(mae.get_results()["mae"])})
+    parts = [out[f"{k}_maxF"] for k in ("groups", "composites") if f"{k}_maxF" in out]
+    out["score"] = float(np.mean(parts)) if parts else float("nan")
+    return out
+
+
+def model_predictor(model: GICD, device: torch.device) -> Callable[[Tensor], np.ndarray]:
+    """predict() for :func:`score`: the model in eval mode, one forward per group, fp32."""
+    mean = torch.tensor(model.backbone.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(model.backbone.std, device=device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def predict(images: Tensor) -> np.ndarray:
+        x = (images.to(device).float() / 255.0 - mean) / std
+        return model(x).maps[:, 0].float().cpu().numpy()
+    return predict
+
+
+def center_prior(images: Tensor, sigma: float = 0.25) -> np.ndarray:
+    """The center-prior floor: the same Gaussian (std ``sigma`` of the side) for every image, [N,S,S]."""
+    n, _, h, w = images.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    g = np.exp(-(((yy - (h - 1) / 2) / (sigma * h)) ** 2 + ((xx - (w - 1) / 2) / (sigma * w)) ** 2) / 2)
+    return np.repeat(g[None].astype(np.float32), n, axis=0)
+
+
+# -- training -----------------------------------------------------------------------------------
+
+def build_model(config: TrainConfig) -> GICD:
+    """GICD with the config's backbone (ImageNet weights, frozen) and a fresh decoder."""
+    m = config.model
+    model = GICD(build_backbone(m.backbone), use_gim=m.use_gim, use_arm=m.use_arm)
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def set_train_mode(model: GICD) -> None:
+    """The decoder in train mode, the frozen backbone in eval mode (its BatchNorms must not update)."""
+    model.train()
+    model.backbone.eval()
+
+
+def train(config_path: Path, resume: bool = False, *, stop_after: int | None = None) -> TrainResult:
+    """Train the decoder of one config; ``resume`` continues from ``<out_dir>/state.pt``.
+
+    ``stop_after``: leave after this many epochs of this call (as if killed after a checkpoint;
+    for time-boxed runs and tests).
+    """
+    config = load_config(Path(config_path))
+    t = config.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = resolve_device(t.device)
+    check_precision(t.precision, device)
+    out = t.out_dir
+    state_path, best_path, metrics_path = out / "state.pt", out / "best.pt", out / "metrics.parquet"
+    if state_path.exists() and not resume:
+        raise TrainingError(f"{out} already holds a run ({state_path}): pass --resume to continue it, "
+                            "or set [train] out_dir to another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(t.seed)
+    model = build_model(config).to(device)
+    groups, notes = training_groups(config, model.backbone)
+    for note in notes:
+        console.print(f"[yellow]data:[/yellow] {note}")
+    sampler = GroupSampler(groups, size=config.model.input_size, max_images=t.max_images,
+                           augment=config.augment, seed=t.seed)
+    val = validation_set(config)
+    steps = t.steps_per_epoch or len(groups)
+    drop_step = round(config.optim.lr_drop_at * t.epochs * steps)
+    o = config.optim
+    optimizer = torch.optim.Adam(model.decoder.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
+    start, best_score, best_epoch, history = 0, -math.inf, 0, []
+    if resume and state_path.exists():
+        start, best_score, best_epoch, history = _restore(state_path, config, model, optimizer)
+        console.print(f"resuming {config.name} after epoch {start} (best {best_score:.4f} at epoch {best_epoch})")
+    elif resume:
+        console.print(f"[yellow]nothing to resume in {out}: starting from scratch[/yellow]")
+    console.print(f"{config.name}: {len(groups)} training groups, {sum(map(len, groups.values()))} images; "
+                  f"{t.epochs} epochs x {steps} steps; validation: {len(val)} groups")
+    mean = torch.tensor(model.backbone.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(model.backbone.std, device=device).view(1, 3, 1, 1)
+    end = t.epochs if stop_after is None else min(t.epochs, start + stop_after)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as progress:
+        task = progress.add_task(config.name, total=t.epochs * steps, completed=start * steps)
+        for epoch in range(start, end):
+            set_train_mode(model)
+            losses, images, seconds = [], 0, 0.0
+            for step, group in enumerate(sampler.epoch_groups(epoch, steps)):
+                global_step = epoch * steps + step
+                lr = o.lr * (o.lr_drop_factor if global_step >= drop_step else 1.0)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                tic = time.perf_counter()
+                x, y = sampler.batch(group, epoch, step)
+                x, y = ((x.to(device) - mean) / std), y.to(device)
+                with _autocast(t.precision, device):
+                    loss = gicd_loss(model(x).side_maps, y)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"{config.source}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                        f"(global step {global_step + 1}), group {group!r}: check that group's images and "
+                        f"masks or lower [optim] lr; the last good state is {state_path}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seconds += time.perf_counter() - tic
+                losses.append(loss.item() / x.shape[0])
+                images += x.shape[0]
+                speed = images / seconds
+                progress.update(task, advance=1, description=f"{config.name} e{epoch + 1} loss {losses[-1]:.3f} "
+                                                             f"{speed:.2f} img/s")
+                if (global_step + 1) % t.log_every == 0 and not console.is_terminal:
+                    recent = np.mean(losses[-t.log_every:])
+                    console.print(f"epoch {epoch + 1} step {step + 1}/{steps} loss/img {recent:.4f} "
+                                  f"lr {lr:.1e} {speed:.2f} img/s")
+            model.eval()
+            tic = time.perf_counter()
+            metrics = score(model_predictor(model, device), val) if val else {"score": float("nan")}
+            row = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "loss": float(np.mean(losses)), "lr": lr,
+                   "images_per_s": images / seconds, "val_seconds": time.perf_counter() - tic, **metrics}
+            history.append(row)
+            improved = not val or metrics["score"] > best_score
+            if improved:
+                best_score, best_epoch = metrics["score"], epoch + 1
+                save_checkpoint(model, best_path, input_size=config.model.input_size,
+                                version=f"{__version__}+{config.name}.e{epoch + 1}",
+                                extra={"config": config.to_dict(), "val": metrics, "epoch": epoch + 1,
+                                       "step": (epoch + 1) * steps})
+            _save_state(state_path, config, model, optimizer, epoch + 1, best_score, best_epoch, history)
+            _write_metrics(metrics_path, history)
+            console.print(f"epoch {epoch + 1}/{t.epochs}: loss/img {row['loss']:.4f}, {row['images_per_s']:.2f} img/s, "
+                          + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + (" (best)" if improved else ""))
+    best_metrics = next((r for r in history if r["epoch"] == best_epoch), {})
+    return TrainResult(config.name, best_path, state_path, metrics_path, end, end * steps, best_epoch,
+                       best_score, {k: v for k, v in best_metrics.items() if k in _metric_keys()}, history)
+
+
+def _metric_keys() -> set[str]:
+    return {f"{k}_{m}" for k in VAL_KINDS for m in VAL_METRICS} | {"score"}
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _save_state(path: Path, config: TrainConfig, model: GICD, optimizer: torch.optim.Optimizer, epoch: int,
+                best_score: float, best_epoch: int, history: list[dict[str, Any]]) -> None:
+    """Everything ``resume`` needs, written to a temporary file then renamed."""
+    atomic_torch_save({
+        "decoder": {k: v.detach().cpu().clone() for k, v in model.decoder.state_dict().items()},
+        "optimizer": optimizer.state_dict(), "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
+        "history": history, "torch_rng": torch.get_rng_state(), "config": config.to_dict(),
+    }, path)
+
+
+def _restore(path: Path, config: TrainConfig, model: GICD,
+             optimizer: torch.optim.Optimizer) -> tuple[int, float, int, list[dict[str, Any]]]:
+    """Load a training state; the config must be the one the run started with."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved, now = state["config"], config.to_dict()
+    changed = sorted(k for k in now if k != "source" and saved.get(k) != now[k])
+    if changed:
+        raise TrainingError(f"cannot resume {path}: the config's [{'], ['.join(changed)}] differ from the run's; "
+                            "restore them or train into another out_dir")
+    model.decoder.load_state_dict(state["decoder"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["epoch"], state["best_score"], state["best_epoch"], state["history"]
+
+
+def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    """One row per epoch (epoch, step, loss, lr, images_per_s, val_seconds, val metrics), atomically."""
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    table = pa.table({k: [row.get(k) for row in history] for k in keys})
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)

@@ -1,0 +1,128 @@
+"""Training: config checks, loss goes down with a frozen backbone, exact resume, NaN stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamcosal import training
+from streamcosal.jigsaw import Augmentation, GroupSampler, build_manifest
+from streamcosal.model import gicd_loss
+from streamcosal.trainconfig import ConfigError, load_config
+from streamcosal.training import TrainingError, build_model, set_train_mode, train
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PICKS = {  # group -> (set, source group, images)
+    "Cat": ("pascal_coseg", "Cat", 3), "Horse": ("pascal_coseg", "Horse", 3), "Sofa": ("pascal_coseg", "Sofa", 2),
+    "blackswan": ("davis2016", "blackswan", 2), "goat": ("davis2016", "goat", 2),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny dataset 'tiny' of real images and masks (symlinks) under a data root."""
+    if not (DATA / "pascal_coseg").is_dir():
+        pytest.fail(f"real test data not found at {DATA}: put the shared data beside the checkout (../shared/data)")
+    root = tmp_path_factory.mktemp("data")
+    for group, (set_name, source, n) in PICKS.items():
+        for image in sorted((DATA / set_name / "images" / source).glob("*.jpg"))[:n]:
+            for kind, src in (("images", image), ("masks", DATA / set_name / "masks" / source / f"{image.stem}.png")):
+                dst = root / "tiny" / kind / group / src.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.symlink_to(src)
+    return root
+
+
+def write_config(path: Path, data_root: Path, *, epochs: int = 2, extra: str = "") -> Path:
+    path.write_text(f"""
+name = "tiny"
+[model]
+input_size = 64
+[data]
+root = "{data_root}"
+train_sets = ["tiny"]
+manifest = "manifest.parquet"
+[validation]
+groups = ["tiny/Sofa"]
+videos = ["tiny/blackswan", "tiny/goat"]
+max_frames = 1
+[optim]
+lr = 1e-3
+[train]
+out_dir = "run"
+epochs = {epochs}
+steps_per_epoch = 1
+max_images = 3
+threads = 2
+{extra}
+""")
+    return path
+
+
+def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path, tiny: Path) -> None:
+    cfg = write_config(tmp_path / "a.toml", tiny, extra="learning_rate = 1.0")
+    with pytest.raises(ConfigError, match=r"a\.toml: unknown key\(s\) \['learning_rate'\] in \[train\]"):
+        load_config(cfg)
+    cfg = write_config(tmp_path / "b.toml", tiny, extra='precision = "fp8"')
+    with pytest.raises(ConfigError, match=r"\[train\] precision must be one of"):
+        load_config(cfg)
+    config = load_config(write_config(tmp_path / "c.toml", tiny))
+    assert config.train.out_dir == tmp_path / "run" and config.augment.jigsaw_prob == 0.75
+
+
+def test_few_steps_lower_the_loss_and_keep_the_backbone_frozen(tmp_path: Path, tiny: Path) -> None:
+    torch.manual_seed(0)
+    config = load_config(write_config(tmp_path / "c.toml", tiny))
+    model = build_model(config)
+    bn_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    sampler = GroupSampler(build_manifest(tiny / "tiny").groups(), size=64, max_images=3,
+                           augment=Augmentation(jigsaw_prob=0.0, hflip=False, crop_scale=1.0, colour=0.0), seed=0)
+    x, y = sampler.batch("tiny/Cat", 0, 0)
+    x = (x - 0.5) / 0.5
+    optimizer = torch.optim.Adam(model.decoder.parameters(), lr=1e-3, betas=(0.9, 0.99))
+    set_train_mode(model)
+    assert model.decoder.training and not model.backbone.training
+    losses = []
+    for _ in range(5):
+        loss = gicd_loss(model(x).side_maps, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.97 and max(losses[1:]) < losses[0], losses
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, bn_before[k]), f"backbone tensor {k} changed"
+
+
+def decoder_of(state: Path) -> dict[str, torch.Tensor]:
+    return torch.load(state, weights_only=True)["decoder"]
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path, tiny: Path) -> None:
+    whole = train(write_config((tmp_path / "a").mkdir() or tmp_path / "a" / "c.toml", tiny))
+    assert whole.epochs_done == 2 and whole.best_checkpoint.is_file() and whole.metrics.is_file()
+    cfg = write_config((tmp_path / "b").mkdir() or tmp_path / "b" / "c.toml", tiny)
+    first = train(cfg, stop_after=1)
+    assert first.epochs_done == 1
+    with pytest.raises(TrainingError, match="--resume"):
+        train(cfg)
+    resumed = train(cfg, resume=True)
+    assert resumed.epochs_done == 2
+    a, b = decoder_of(whole.state), decoder_of(resumed.state)
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"decoder tensor {k} differs after resume"
+    assert [r["loss"] for r in whole.history] == [r["loss"] for r in resumed.history]
+    import pyarrow.parquet as pq
+    table = pq.read_table(resumed.metrics).to_pydict()
+    assert table["epoch"] == [1, 2] and {"groups_maxF", "composites_S", "frames_MAE", "images_per_s"} <= set(table)
+    assert np.isfinite(resumed.best_score)
+
+
+def test_nan_loss_stops_naming_epoch_step_group(tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write_config(tmp_path / "c.toml", tiny)
+    monkeypatch.setattr(training, "gicd_loss", lambda side, target: side[-1].sum() * float("nan"))
+    with pytest.raises(TrainingError, match=r"loss is nan at epoch 1, step 1 \(global step 1\), group 'tiny/"):
+        train(cfg)
