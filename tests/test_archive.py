@@ -177,9 +177,6 @@ def test_a_killed_run_resumed_gives_the_rows_of_an_uninterrupted_run(tmp_path: P
                                                                      engine) -> None:
     videos = [str(assets["a"]), str(assets["b"])]
     config = jobs.pipeline_config(PARAMS)
-    reference = tmp_path / "uninterrupted"
-    archive.run_archive(videos, reference, engine, config)
-
     out, marker = tmp_path / "killed", tmp_path / "hanging"
     script = tmp_path / "killed_run.py"
     script.write_text(KILLED_RUN.replace("{params}", repr(PARAMS)))
@@ -187,6 +184,8 @@ def test_a_killed_run_resumed_gives_the_rows_of_an_uninterrupted_run(tmp_path: P
     try:
         run = processes.start("killed-run", [sys.executable, str(script), str(assets["weights"]), str(out),
                                              str(marker), *videos], dict(os.environ))
+        reference = tmp_path / "uninterrupted"  # meanwhile, the same archive without a kill
+        archive.run_archive(videos, reference, engine, config)
         wait_for("unit 2 under way", marker.exists, 120, 0.2, alive=run, log=lambda: processes.log(run))
         os.killpg(run.pid, signal.SIGKILL)
         run.wait(10)

@@ -39,12 +39,12 @@ def test_served_cosal_video_deployment_runs_from_the_cli(processes: Processes, t
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api,
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
                PREFECT_RUNNER_POLL_FREQUENCY="2")  # serve picks a triggered run up within 2 s (default 10)
-    weights, video, out = dev_checkpoint(tmp_path), clip(tmp_path, "blackswan"), tmp_path / "results"
     timings = {}
 
     start = time.monotonic()
     server = processes.start("server", ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], env)
-    timings["server"] = wait_for("the Prefect server answers", lambda: http_ok(f"{api}/health"), 180,
+    weights, video, out = dev_checkpoint(tmp_path), clip(tmp_path, "blackswan"), tmp_path / "results"  # meanwhile
+    timings["server"] = time.monotonic() - start + wait_for("the Prefect server answers", lambda: http_ok(f"{api}/health"), 180,
                                  alive=server, log=lambda: processes.log(server))
     serve = processes.start("serve", [*streamcosal_command(), "serve"], env)
     timings["serve"] = wait_for("streamcosal serve registers cosal-video/default",
