@@ -49,6 +49,12 @@ def process_unit(unit: archive.Unit, out: str, weights: Optional[str], precision
     return archive.run_unit(unit, out, engine, jobs.pipeline_config(params))
 
 
+@task(name="merge-consensus-stores", cache_policy=NO_CACHE, persist_result=False)
+def merge_stores(out: str) -> Optional[str]:
+    path = archive.rebuild_archive_store(out)
+    return None if path is None else str(path)
+
+
 @task(name="publish-summary", cache_policy=NO_CACHE, persist_result=False)
 def publish(markdown: str) -> None:
     create_markdown_artifact(markdown, key="cosal-archive", description="every video of the run: done, skipped or failed")
@@ -80,6 +86,7 @@ def cosal_archive(
         with unit_resources():
             futures = [process_unit.submit(unit, out, weights, precision, device, params) for unit in todo.todo]
         wait(futures)
+        merge_stores(out)
     summary = archive.summarize(out, todo.units, todo.duplicates, todo.done, todo.discarded)
     publish(summary.markdown())
     if not summary.ok:

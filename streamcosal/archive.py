@@ -8,7 +8,9 @@ parameters)``; the key names everything the unit writes, so a rerun knows what i
     out/events/source_key=<k>/events-<uuid>.parquet      its events (run_id column ``arc-<key>``)
     out/overlays/arc-<key>/<k>.mp4                       its overlay video (with ``overlay``)
     out/runs/arc-<key>.json                              the pipeline's run report
-    out/archive/stores/<key>.npz                         its consensus store (``streamcosal search``)
+    out/archive/stores/<key>.npz                         its consensus store
+    out/archive/consensus.npz                            every committed video's consensus, merged by
+                                                         :func:`rebuild_archive_store` (``streamcosal search``)
     out/archive/manifest/<key>.json                      its manifest record: done, partial or failed
 
 A unit is *committed* when its manifest record says ``done`` or ``partial`` (the video was
@@ -460,6 +462,36 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, (OSError, RuntimeError, MemoryError)) and not isinstance(error, FileNotFoundError)
 
 
+# -- the archive's consensus store ------------------------------------------------------------------
+
+
+def rebuild_archive_store(out: str | Path) -> Path | None:
+    """Merge the consensus stores of the committed units into ``out/archive/consensus.npz``, one group
+    per video (named by its path), so ``streamcosal search QUERY --store out/archive/consensus.npz``
+    finds the archived videos that share a query's common object.
+
+    Rebuilt from scratch each time (never double-counted); returns None when no unit has a store.
+    """
+    from .storage import ConsensusStore
+
+    out = Path(out)
+    merged = ConsensusStore(out / ARCHIVE_DIR / "consensus.npz")
+    for record in Manifest(out).records():
+        path = out / ARCHIVE_DIR / "stores" / f"{record.key}.npz"
+        if not record.committed or not path.exists():
+            continue
+        store = ConsensusStore.open(path)
+        for group in store.groups():
+            state = store.state(group)
+            count = max(1, round(state.n))
+            # n rows of sums / n: the merged group gets the unit's exact sum and image count
+            merged.update(record.video, (state.sums / count)[None].repeat(count, axis=0), t=state.t)
+    if not len(merged):
+        return None
+    merged.save()
+    return merged.path
+
+
 # -- summaries ----------------------------------------------------------------------------------
 
 
@@ -578,6 +610,7 @@ def run_archive(videos: str | Sequence[str], out: str | Path, engine: Any, confi
                 run_unit(unit, out, engine, config)
             except Exception:  # recorded in the manifest by run_unit; the others go on
                 pass
+        rebuild_archive_store(out)
     summary = summarize(out, plan.units, plan.duplicates, plan.done, plan.discarded)
     if not summary.ok:
         raise ArchiveFailed(summary)

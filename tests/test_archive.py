@@ -24,7 +24,7 @@ import pytest
 from prefect_fixtures import DEV_THRESHOLD, Processes, clip, dev_checkpoint, wait_for
 from streamcosal import archive, jobs, nightly
 from streamcosal.evaluation import METRICS
-from streamcosal.storage import FrameResult, ResultWriter, read_events, read_results
+from streamcosal.storage import ConsensusStore, FrameResult, ResultWriter, read_events, read_results
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = {"window": 4, "consensus_frames": 8, "flush_every": 2, "threshold": DEV_THRESHOLD}
@@ -207,6 +207,15 @@ def test_a_killed_run_resumed_gives_the_rows_of_an_uninterrupted_run(tmp_path: P
     assert events(out).sort_by("source").to_pylist() == events(reference).sort_by("source").to_pylist()
     assert not list(out.rglob(".*.tmp")) and not list(out.rglob("*.tmp.mp4"))
     assert read_results(out).num_rows == 16
+
+    # the merged consensus store: one group per video, the same after the kill as without it
+    stores = {name: ConsensusStore.open(folder / "archive" / "consensus.npz") for name, folder in
+              (("resumed", out), ("reference", reference))}
+    assert sorted(stores["resumed"].groups()) == sorted(videos)
+    for video in videos:
+        assert np.allclose(stores["resumed"].consensus(video), stores["reference"].consensus(video))
+        assert stores["resumed"].state(video).n == 8  # consensus_frames sampled over the 8-frame clip
+    assert stores["resumed"].nearest(stores["reference"].consensus(videos[1]), k=1)[0][0] == videos[1]
 
 
 # -- nightly history ---------------------------------------------------------------------------------

@@ -103,6 +103,8 @@ def test_archive_flow_finishes_the_others_records_the_failure_and_resumes(
     assert records["broken.mp4"].attempts == 1  # a damaged video is not retried
     first = read_results(out)
     assert first.num_rows == 16
+    from streamcosal.storage import ConsensusStore  # the videos' consensus, merged for `streamcosal search`
+    assert sorted(ConsensusStore.open(out / "archive" / "consensus.npz").groups()) == sorted(videos[::2])
 
     # a run killed in the middle of goat.mp4 left flushed rows of an uncommitted attempt
     goat = records["goat.mp4"]
