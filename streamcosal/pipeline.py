@@ -54,6 +54,7 @@ from typing import Callable, Iterable, Iterator, Literal, Sequence, TypeVar
 import numpy as np
 import pyarrow as pa
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 from torch import Tensor
@@ -263,7 +264,7 @@ class _RateColumn(ProgressColumn):
 
 def _progress(show: bool) -> Progress:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeRemainingColumn())
-    return Progress(*columns, disable=not show)
+    return Progress(*columns, console=Console(stderr=True), disable=not show)
 
 
 def estimated_frames(info: VideoInfo, stride: int, fps: float | None) -> int | None:
