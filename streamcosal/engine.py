@@ -121,7 +121,11 @@ class CoSalEngine:
         s = self.input_size
         shrink = image.shape[0] > s or image.shape[1] > s
         resized = cv2.resize(image, (s, s), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        return torch.from_numpy(resized).permute(2, 0, 1).float().div_(255.0)
+        # In numpy: torch's threaded uint8->float conversion of one small image took ~15 ms on a
+        # busy 2-core CPU, numpy's takes 0.5 ms; the values are the same.
+        chw = np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
+        chw /= np.float32(255.0)
+        return torch.from_numpy(chw)
 
     def normalise(self, x: Tensor) -> Tensor:
         """[N,3,S,S] in [0,1] (any device) -> normalised for the backbone, on the engine's device."""
