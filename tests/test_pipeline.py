@@ -23,10 +23,11 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 import torch
-
 from stream_server import serve_stream
-from video_fixtures import DAVIS_IMAGES, encode_video, load_frames
+from typer.testing import CliRunner
+from video_fixtures import encode_audio_only, encode_video, load_frames, truncate_file
 
+from streamcosal.cli import app
 from streamcosal.engine import CoSalEngine
 from streamcosal.model import GICD, build_backbone, save_checkpoint
 from streamcosal.pipeline import PipelineConfig, run_pipeline
@@ -34,8 +35,9 @@ from streamcosal.search import search
 from streamcosal.sources import ReconnectPolicy, open_source
 from streamcosal.storage import ConsensusStore, decode_mask, read_events, read_results
 
-# Mean IoU of the default model's masks against DAVIS ground truth (3 videos, both modes).
-# Set once the trained weights (streamcosal/weights/gicd_lite0.pt) land.
+# Floor on the mean IoU of the default model's masks against DAVIS ground truth (3 videos x 16
+# frames at 160x96, both modes). Placeholder: to be set once the trained weights
+# (streamcosal/weights/gicd_lite0.pt) land; until then the test fails at from_pretrained().
 MIN_MEAN_IOU_DEFAULT_MODEL = 0.0
 
 SIZE = (160, 96)  # (width, height) of the test videos
@@ -121,6 +123,16 @@ def test_nearest_group_search_finds_the_video(archive, data, dev_engine, tmp_pat
     assert search(store, "blackswan", None, k=2)[0][0] != "blackswan"  # a group in the store
 
 
+def test_search_cli(archive, tmp_path):
+    _, out, _ = archive
+    result = CliRunner().invoke(app, ["search", "goat", "--store", str(out), "-k", "2"])
+    assert result.exit_code == 0, result.output
+    ranked = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [r[0] for r in ranked] == ["1", "2"] and {r[2] for r in ranked} == {"blackswan", "car-roundabout"}
+    result = CliRunner().invoke(app, ["search", "goat", "--store", str(tmp_path)])
+    assert result.exit_code == 2 and "no consensus store" in result.output
+
+
 def test_streaming_windows_running_consensus_and_restart(data, dev_engine, tmp_path):
     path, timestamps = davis_video(data, tmp_path, "blackswan", n=8)
     config = PipelineConfig(mode="streaming", window=4, step=2, half_life=5.0)
@@ -169,7 +181,7 @@ def test_overlays_and_events(data, dev_engine, tmp_path):
     events = read_events(tmp_path / "out").to_pylist()
     assert len(events) == 1 and events[0]["start_frame"] == 0 and events[0]["end_frame"] == 7
 
-    images = sorted((DAVIS_IMAGES / "goat").iterdir())[:3]
+    images = sorted((data / "davis2016" / "images" / "goat").iterdir())[:3]
     folder = tmp_path / "goats"
     folder.mkdir()
     for p in images:
@@ -184,11 +196,22 @@ def test_bad_sources_are_reported_and_the_rest_is_done(data, dev_engine, tmp_pat
     good, _ = davis_video(data, tmp_path, "blackswan", n=4)
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    report = run_pipeline([tmp_path / "missing.mp4", empty, good], tmp_path / "out", dev_engine,
-                          PipelineConfig(window=4, consensus_frames=2))
-    assert [s.status for s in report.sources] == ["failed", "failed", "done"]
-    assert "no such file" in report.sources[0].error and "empty" in report.sources[1].error
-    assert report.exit_code == 1 and read_results(tmp_path / "out").num_rows == 4
+    encode_audio_only(tmp_path / "audio.mp4")
+    cut = tmp_path / "cut.mp4"
+    encode_video(load_frames(data / "davis2016" / "images" / "goat", max_frames=24, size=SIZE), cut, faststart=True)
+    truncate_file(cut, 0.6)
+    bad = [tmp_path / "missing.mp4", empty, tmp_path / "audio.mp4", "http://127.0.0.1:9/nothing.ts"]
+    report = run_pipeline([*bad, cut, good], tmp_path / "out", dev_engine,
+                          PipelineConfig(window=4, consensus_frames=2, reconnect=FAST_RETRY))
+    assert [s.status for s in report.sources] == ["failed"] * 4 + ["partial", "done"]
+    errors = [s.error for s in report.sources[:4]]
+    for error, expected in zip(errors, ["no such file", "empty", "no video stream", "unreachable"]):
+        assert expected in error, errors
+    assert any("truncated" in w for w in report.sources[4].warnings)
+    rows = read_results(tmp_path / "out")
+    kept = pc.sum(pc.equal(rows["source"], str(cut))).as_py()
+    assert 0 < kept < 24 and rows.num_rows == kept + 4  # the frames before the cut are kept
+    assert report.exit_code == 1
 
 
 def test_ctrl_c_keeps_the_results_done(data, dev_engine, tmp_path, monkeypatch):
@@ -240,7 +263,7 @@ def test_sigterm_mid_run_cli(data, dev_checkpoint, tmp_path):
 
 
 def test_live_stream_that_drops_midway(data, dev_engine, tmp_path):
-    frames = load_frames(data / "davis2016" / "images" / "blackswan", max_frames=16, size=SIZE)
+    frames = load_frames(data / "davis2016" / "images" / "blackswan", max_frames=12, size=SIZE)
     encode_video(frames, tmp_path / "live.ts", fps=10, container_format="mpegts")
     ts = (tmp_path / "live.ts").read_bytes()
     config = PipelineConfig(window=4, reconnect=FAST_RETRY)
@@ -250,7 +273,7 @@ def test_live_stream_that_drops_midway(data, dev_engine, tmp_path):
     assert run.mode == "streaming" and run.status in ("done", "partial")
     assert any("stream ended" in w for w in run.warnings)
     rows = sorted(read_results(tmp_path / "out").to_pylist(), key=lambda r: r["frame_index"])
-    assert 16 < len(rows) < 32 and report.frames == len(rows)  # part of the first play, then a full one
+    assert 12 < len(rows) < 24 and report.frames == len(rows)  # part of the first play, then a full one
     times = [r["timestamp"] for r in rows]
     assert all(b > a for a, b in zip(times, times[1:]))  # time goes on across the reconnect
     assert report.exit_code == (1 if run.status == "partial" else 0)
