@@ -237,5 +237,7 @@ def search(
     except (SourceError, ValueError) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
+    if not hits:
+        err.print(f"no other group in {path} to compare with")
     for rank, (name, score) in enumerate(hits, 1):
         typer.echo(f"{rank}\t{score:.4f}\t{name}")
