@@ -46,16 +46,25 @@ import threading
 import time
 import uuid
 from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal, Sequence, TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 from torch import Tensor
 
@@ -63,10 +72,30 @@ from .engine import CoSalEngine, GroupPrediction, resize_map
 from .model import consensus_from_logits
 from .overlay import ImageOverlaySink, VideoSink, highlight
 from .prefetch import Prefetcher
-from .sources import FrameSource, ImageGroupSource, ReconnectPolicy, SourceError, VideoInfo, open_source
-from .storage import ConsensusStore, FrameResult, ResultWriter, detect_events, events_table, write_events
+from .sources import (
+    FrameSource,
+    ImageGroupSource,
+    ReconnectPolicy,
+    SourceError,
+    VideoInfo,
+    open_source,
+)
+from .storage import (
+    ConsensusStore,
+    FrameResult,
+    ResultWriter,
+    detect_events,
+    events_table,
+    write_events,
+)
 from .storage.parquet_files import source_key
-from .windows import Window, global_windows, interleave, sample_consensus_frames, streaming_windows
+from .windows import (
+    Window,
+    global_windows,
+    interleave,
+    sample_consensus_frames,
+    streaming_windows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +207,7 @@ class Terminated(BaseException):
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def group_name(spec: str | Path) -> str:
@@ -211,7 +240,7 @@ def run_pipeline(
     run_id = config.run_id or new_run_id()
     jobs = [(group, list(sources))] if group is not None else [(group_name(s), [s]) for s in sources]
     report = RunReport(run_id=run_id, out=str(out), model=f"{engine.name} {engine.version}",
-                       started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                       started=datetime.now(UTC).isoformat(timespec="seconds"))
     report.sources = [SourceRun(str(spec), name) for name, specs in jobs for spec in specs]
     store = ConsensusStore.open(config.store_path or out / STORE_FILE)
     writer = ResultWriter(out, run_id, flush_every=config.flush_every)

@@ -113,7 +113,7 @@ def test_global_results_match_the_source(archive):
 
 
 def test_nearest_group_search_finds_the_video(archive, data, dev_engine, tmp_path):
-    videos, out, _ = archive
+    _, out, _ = archive
     store = ConsensusStore.open(out / "consensus.npz")
     assert set(store.groups()) == set(VIDEOS)
     for name in VIDEOS:  # a new clip: later frames, not processed before
@@ -246,7 +246,7 @@ def test_sigterm_mid_run_cli(data, dev_checkpoint, tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
+        _, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 143, stderr
