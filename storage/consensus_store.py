@@ -152,11 +152,31 @@ class ConsensusStore:
                     old.created,
                     now,
                 )
-            self._states[group] = state
-            consensus = _softmax(state.sums)
-            self._index.remove_ids(np.array([state.id], dtype=np.int64))
-            self._index.add_with_ids(_unit(consensus)[None], np.array([state.id], dtype=np.int64))
-            return consensus
+            return self._set(state)
+
+    def put(self, group: str, sums: np.ndarray, n: float, t: float) -> np.ndarray:
+        """Set ``group``'s state to a running sum ``sums`` [C] of ``n`` images at time ``t``
+        (e.g. copied from another store); returns its consensus [C]."""
+        sums = np.asarray(sums, dtype=np.float64)
+        if sums.shape != (self.dim,) or not np.all(np.isfinite(sums)):
+            raise ValueError(f"put({group!r}) needs finite sums of shape [{self.dim}], got {sums.shape}")
+        with self._lock:
+            now = time.time()
+            old = self._states.get(group)
+            if old is None:
+                state = GroupState(group, self._next_id, sums.copy(), float(n), t, now, now)
+                self._next_id += 1
+            else:
+                state = GroupState(group, old.id, sums.copy(), float(n), t, old.created, now)
+            return self._set(state)
+
+    def _set(self, state: GroupState) -> np.ndarray:
+        """Store ``state`` and re-index its consensus (the lock is held)."""
+        self._states[state.group] = state
+        consensus = _softmax(state.sums)
+        self._index.remove_ids(np.array([state.id], dtype=np.int64))
+        self._index.add_with_ids(_unit(consensus)[None], np.array([state.id], dtype=np.int64))
+        return consensus
 
     def consensus(self, group: str) -> np.ndarray:
         """[C] float32 consensus of ``group``: softmax of its running sum of logits."""

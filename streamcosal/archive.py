@@ -483,9 +483,7 @@ def rebuild_archive_store(out: str | Path) -> Path | None:
         store = ConsensusStore.open(path)
         for group in store.groups():
             state = store.state(group)
-            count = max(1, round(state.n))
-            # n rows of sums / n: the merged group gets the unit's exact sum and image count
-            merged.update(record.video, (state.sums / count)[None].repeat(count, axis=0), t=state.t)
+            merged.put(record.video, state.sums, state.n, state.t)
     if not len(merged):
         return None
     merged.save()

@@ -188,3 +188,14 @@ def test_updates_and_saves_from_two_threads(tmp_path: Path) -> None:
     for g in range(4):
         expected = sum(batches[i].sum(0) for i in range(g, 40, 4))
         np.testing.assert_allclose(reopened.state(f"g{g}").sums, expected, rtol=1e-12)
+
+
+def test_put_copies_a_state_from_another_store(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    source = ConsensusStore(tmp_path / "a.npz")
+    source.update("video-a", rng.normal(size=(5, 1000)), t=2.0)
+    state = source.state("video-a")
+    merged = ConsensusStore(tmp_path / "merged.npz")
+    merged.put("video-a", state.sums, state.n, state.t)
+    np.testing.assert_allclose(merged.consensus("video-a"), source.consensus("video-a"))
+    assert merged.state("video-a").n == 5.0 and merged.nearest(source.consensus("video-a"), k=1)[0][0] == "video-a"
