@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import duckdb
-
 from streamcosal.engine import CoSalEngine
 from streamcosal.pipeline import PipelineConfig, run_pipeline
 from streamcosal.search import search
@@ -49,13 +47,10 @@ def main() -> None:
     mask = decode_mask(first)  # [H, W] bool, from the COCO RLE
     print(f"{table.num_rows} rows; first: frame {first['frame_index']} at {first['timestamp']:.2f} s, "
           f"mask {mask.shape} covering {first['area_fraction']:.1%}, box {first['bbox']}")
-    print(duckdb.sql(f"""
-        select "group", count(*) as frames, avg(area_fraction) as mean_area, avg(similarity) as mean_similarity
-        from read_parquet('{args.out}/frames/**/*.parquet', hive_partitioning = true)
-        group by "group" order by "group"
-    """))
+    per_group = table.group_by("group").aggregate([("frame_index", "count"), ("area_fraction", "mean"), ("similarity", "mean")])
+    print(per_group)  # the same with DuckDB: read_parquet('OUT/frames/**/*.parquet', hive_partitioning = true)
     try:
-        print(read_events(args.out).to_pandas()[["source", "start_time", "end_time", "peak_area_fraction"]])
+        print(read_events(args.out).select(["source", "start_time", "end_time", "peak_area_fraction"]))
     except FileNotFoundError:
         print("no events: the object never covered enough of a frame for long enough")
 
