@@ -3,7 +3,7 @@
 Every table and key is checked: an unknown key, a missing required key or a wrong type is an error
 naming the file, the table and the key. Relative paths are relative to the TOML file's folder.
 
-    [model]      backbone, use_gim, use_arm, input_size
+    [model]      backbone, use_gim, use_arm, input_size, init
     [data]       root, train_sets, regroup_sets, min_confidence, min_group_size, manifest
     [validation] groups, videos, max_images, max_frames
     [augment]    jigsaw_prob, hflip, crop_scale, colour
@@ -26,12 +26,17 @@ from .jigsaw import Augmentation
 
 @dataclass
 class ModelConfig:
-    """The network: ``use_gim=False`` is the plain-FPN ablation, ``use_arm=False`` ungated skips."""
+    """The network: ``use_gim=False`` is the plain-FPN ablation, ``use_arm=False`` ungated skips.
+
+    ``init``: start the decoder from this checkpoint of ours (fine-tuning, or a second stage of a
+    schedule) instead of from scratch; its backbone, use_gim and use_arm must be the config's.
+    """
 
     backbone: str = "efficientnet_lite0"
     use_gim: bool = True
     use_arm: bool = True
     input_size: int = 224
+    init: Path | None = None
 
 
 @dataclass
@@ -186,7 +191,11 @@ def _convert(path: Path, where: str, hint: Any, value: Any) -> Any:
             raise ConfigError(f"{path}: {where} must be a list, got {value!r}")
         return [_convert(path, where, inner, v) for v in value]
     if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{path}: {where}: unsupported type {hint}")
+        # Optional[X] (TOML has no null: a present key is an X)
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(inner) != 1:
+            raise ConfigError(f"{path}: {where}: unsupported type {hint}")
+        return _convert(path, where, inner[0], value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):

@@ -44,8 +44,8 @@ from .datasets import load_dataset, read_gray
 from .engine import check_precision, resize_map, resolve_device, to_uint8
 from .jigsaw import (GroupingRule, GroupSampler, Manifest, ManifestItem, build_manifest, file_hash, jigsaw, read_rgb,
                      resize)
-from .model import GICD, build_backbone, gicd_loss, save_checkpoint
-from .model.checkpoint import atomic_torch_save
+from .model import GICD, WeightsError, build_backbone, gicd_loss, save_checkpoint
+from .model.checkpoint import atomic_torch_save, read_checkpoint
 from .trainconfig import TrainConfig, load_config
 
 console = Console(stderr=True)
@@ -236,11 +236,24 @@ def center_prior(images: Tensor, sigma: float = 0.25) -> np.ndarray:
 # -- training -----------------------------------------------------------------------------------
 
 def build_model(config: TrainConfig) -> GICD:
-    """GICD with the config's backbone (ImageNet weights, frozen) and a fresh decoder."""
+    """GICD with the config's backbone (ImageNet weights, frozen) and a fresh decoder, or the
+    decoder of ``[model] init`` when the config names one."""
     m = config.model
     model = GICD(build_backbone(m.backbone), use_gim=m.use_gim, use_arm=m.use_arm)
     for p in model.backbone.parameters():
         p.requires_grad_(False)
+    if m.init is not None:
+        try:
+            state = read_checkpoint(m.init)
+        except WeightsError as err:
+            raise TrainingError(f"{config.source}: [model] init: {err} (train the stage it starts from first)") from err
+        given = {"backbone": m.backbone, "use_gim": m.use_gim, "use_arm": m.use_arm}
+        differ = {k: state[k] for k, v in given.items() if state[k] != v}
+        if differ:
+            raise TrainingError(f"{config.source}: [model] init {m.init} was trained with "
+                                f"{', '.join(f'{k} = {v!r}' for k, v in differ.items())}; this config has "
+                                f"{', '.join(f'{k} = {given[k]!r}' for k in differ)}: init from a checkpoint of the same model")
+        model.decoder.load_state_dict(state["decoder"], strict=True)
     return model
 
 

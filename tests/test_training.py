@@ -36,11 +36,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def write_config(path: Path, data_root: Path, *, epochs: int = 2, extra: str = "") -> Path:
+def write_config(path: Path, data_root: Path, *, epochs: int = 2, extra: str = "", model: str = "") -> Path:
     path.write_text(f"""
 name = "tiny"
 [model]
 input_size = 64
+{model}
 [data]
 root = "{data_root}"
 train_sets = ["tiny"]
@@ -71,6 +72,15 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path, tiny: Path) 
         load_config(cfg)
     config = load_config(write_config(tmp_path / "c.toml", tiny))
     assert config.train.out_dir == tmp_path / "run" and config.augment.jigsaw_prob == 0.75
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_committed_configs_load(path: Path) -> None:
+    config = load_config(path)
+    assert config.name and config.train.out_dir.name == config.name
+    if config.model.init is not None:  # a second stage starts from the first stage's best checkpoint
+        assert config.model.init.name == "best.pt" and config.model.init.parent != config.train.out_dir
 
 
 def test_few_steps_lower_the_loss_and_keep_the_backbone_frozen(tmp_path: Path, tiny: Path) -> None:
@@ -119,6 +129,23 @@ def test_resume_equals_uninterrupted(tmp_path: Path, tiny: Path) -> None:
     table = pq.read_table(resumed.metrics).to_pydict()
     assert table["epoch"] == [1, 2] and {"groups_maxF", "composites_S", "frames_MAE", "images_per_s"} <= set(table)
     assert np.isfinite(resumed.best_score)
+
+
+def test_init_starts_the_decoder_from_a_checkpoint_of_the_same_model(tmp_path: Path, tiny: Path) -> None:
+    first = train(write_config((tmp_path / "a").mkdir() or tmp_path / "a" / "c.toml", tiny, epochs=1))
+    config = load_config(write_config(tmp_path / "b.toml", tiny, model=f'init = "{first.best_checkpoint}"'))
+    assert config.model.init == first.best_checkpoint
+    saved = torch.load(first.best_checkpoint, weights_only=True)["decoder"]
+    decoder = build_model(config).decoder.state_dict()
+    assert all(torch.equal(decoder[k], v) for k, v in saved.items())
+    fresh = build_model(load_config(write_config(tmp_path / "c.toml", tiny))).decoder.state_dict()
+    assert not all(torch.equal(fresh[k], v) for k, v in saved.items())
+    other = load_config(write_config(tmp_path / "d.toml", tiny, model=f'use_gim = false\ninit = "{first.best_checkpoint}"'))
+    with pytest.raises(TrainingError, match=r"d\.toml: \[model\] init .*best\.pt was trained with use_gim = True"):
+        build_model(other)
+    missing = load_config(write_config(tmp_path / "e.toml", tiny, model='init = "stage1/best.pt"'))
+    with pytest.raises(TrainingError, match=r"e\.toml: \[model\] init: checkpoint not found: .*stage1/best\.pt"):
+        build_model(missing)
 
 
 def test_nan_loss_stops_naming_epoch_step_group(tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
