@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from .datasets import load_dataset, read_gray
+from .imagefile import read_image
 from .model import Backbone, build_backbone
 
 MANIFEST_SCHEMA = pa.schema([
@@ -123,20 +124,12 @@ def file_hash(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB; an error naming the file when it cannot be decoded."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise OSError(f"cannot read image {path}: the file is missing, empty or corrupt")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def load_pair(image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
     """Image [H,W,3] uint8 RGB and its mask [H,W] uint8 in {0,1} (binarised at > 128).
 
     A mask of another size than its image is resized to it (nearest), with a warning naming both.
     """
-    rgb = read_rgb(image)
+    rgb = read_image(image)[0]
     gray = read_gray(mask)
     if gray.shape != rgb.shape[:2]:
         warnings.warn(f"mask {mask} is {gray.shape[1]}x{gray.shape[0]} but its image {image} is "
@@ -168,7 +161,7 @@ def classify_images(paths: Sequence[Path], backbone: Backbone, *, batch_size: in
     std = torch.tensor(backbone.std).view(1, 3, 1, 1)
     classes, confidences = [], []
     for start in range(0, len(paths), batch_size):
-        batch = [resize(read_rgb(p), input_size, input_size) for p in paths[start:start + batch_size]]
+        batch = [resize(read_image(p)[0], input_size, input_size) for p in paths[start:start + batch_size]]
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div(255.0)
         probs = torch.softmax(backbone.classify(backbone.features((x - mean) / std)[4]).float(), dim=1)
         conf, cls = probs.max(dim=1)
@@ -354,7 +347,7 @@ class GroupSampler:
         if aug.hflip and rng.random() < 0.5:
             rgb, mask = rgb[:, ::-1], mask[:, ::-1]
         if aug.jigsaw_prob > 0 and rng.random() < aug.jigsaw_prob:
-            partner = read_rgb(self._items[int(rng.choice(others))].image)
+            partner, _ = read_image(self._items[int(rng.choice(others))].image)
             if aug.hflip and rng.random() < 0.5:
                 partner = partner[:, ::-1]
             rgb, mask = jigsaw(np.ascontiguousarray(rgb), np.ascontiguousarray(mask),

@@ -20,6 +20,7 @@ naming the file/URL and frame; errors a user must fix raise `SourceError`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -28,13 +29,13 @@ from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
 import av
-import cv2
 import numpy as np
+
+from .imagefile import IMAGE_SUFFIXES, ImageReadError, read_image
 
 logger = logging.getLogger(__name__)
 
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://", "rtp://")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 Reader = Literal["auto", "decord", "pyav"]
 
 
@@ -530,22 +531,6 @@ class StreamSource(FrameSource):
 # ----------------------------------------------------------------------------- image groups
 
 
-def read_image(path: Path) -> np.ndarray | None:
-    """(H, W, 3) uint8 RGB of an image file (grayscale, alpha, 16-bit handled); None if unreadable."""
-    data = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-    if data is None:
-        return None
-    if data.dtype == np.uint16:
-        data = (data >> 8).astype(np.uint8)
-    elif data.dtype != np.uint8:
-        data = cv2.normalize(data, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if data.ndim == 2:
-        return cv2.cvtColor(data, cv2.COLOR_GRAY2RGB)
-    if data.shape[2] == 4:
-        return cv2.cvtColor(data, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
-
-
 class ImageGroupSource(FrameSource):
     """Images as one group: a folder (sorted by file name) or a list of files (in the given order).
 
@@ -566,8 +551,8 @@ class ImageGroupSource(FrameSource):
             raise SourceError(f"{name}: image file(s) not found: {', '.join(missing[:5])}. Check the paths.")
         first = None
         for path in self.paths:
-            first = read_image(path)
-            if first is not None:
+            with contextlib.suppress(ImageReadError):
+                first, _ = read_image(path)
                 break
         if first is None:
             raise SourceError(f"{name}: none of the {len(self.paths)} images can be read. Are they images?")
@@ -578,10 +563,11 @@ class ImageGroupSource(FrameSource):
 
     def _read(self, index: int) -> Frame | None:
         path = self.paths[index]
-        image = read_image(path)
-        if image is None:
+        try:
+            image, _ = read_image(path)
+        except ImageReadError as err:
             self.report.unreadable_files.append(str(path))
-            self.report.warn(f"{path}: cannot read this image (corrupt or not an image); skipped.")
+            self.report.warn(f"{err}; skipped.")
             return None
         return Frame(image=image, index=index, timestamp=math.nan, source=str(path))
 

@@ -42,7 +42,8 @@ from torch import Tensor
 from . import __version__
 from .datasets import load_dataset, read_gray
 from .engine import check_precision, resize_map, resolve_device, to_uint8
-from .jigsaw import (GroupingRule, GroupSampler, Manifest, ManifestItem, build_manifest, file_hash, jigsaw, read_rgb,
+from .imagefile import read_image
+from .jigsaw import (GroupingRule, GroupSampler, Manifest, ManifestItem, build_manifest, file_hash, jigsaw,
                      resize)
 from .model import GICD, WeightsError, build_backbone, gicd_loss, save_checkpoint
 from .model.checkpoint import atomic_torch_save, read_checkpoint
@@ -164,8 +165,8 @@ def validation_set(config: TrainConfig, *, max_images: int | None = None,
         for fi, (image, mask) in enumerate(videos[key]):
             rng = np.random.default_rng([seed, 7, vi, fi])
             partner_video = names[(vi + 1 + int(rng.integers(len(names) - 1))) % len(names)]
-            partner = read_rgb(videos[partner_video][int(rng.integers(len(videos[partner_video])))][0])
-            rgb, m = jigsaw(read_rgb(image), (read_gray(mask) > 128).astype(np.uint8), partner, s, rng)
+            partner, _ = read_image(videos[partner_video][int(rng.integers(len(videos[partner_video])))][0])
+            rgb, m = jigsaw(read_image(image)[0], (read_gray(mask) > 128).astype(np.uint8), partner, s, rng)
             images.append(rgb)
             masks.append(m * 255)
         out.append(ValGroup("composites", key, _to_tensor(images), masks))
@@ -173,7 +174,7 @@ def validation_set(config: TrainConfig, *, max_images: int | None = None,
 
 
 def _plain_group(kind: str, key: str, pairs: list[tuple[Path, Path]], size: int) -> ValGroup:
-    images = [resize(read_rgb(image), size, size) for image, _ in pairs]
+    images = [resize(read_image(image)[0], size, size) for image, _ in pairs]
     masks = [np.where(read_gray(mask) > 128, 255, 0).astype(np.uint8) for _, mask in pairs]
     return ValGroup(kind, key, _to_tensor(images), masks)
 

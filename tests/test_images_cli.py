@@ -14,7 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from streamcosal.cli import app
-from streamcosal.images import ImageReadError, find_groups, read_image
+from streamcosal.imagefile import ImageReadError, read_image
+from streamcosal.images import find_groups
 from streamcosal.model import GICD, VGG16Backbone, build_backbone, save_checkpoint
 
 runner = CliRunner()
