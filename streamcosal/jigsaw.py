@@ -30,6 +30,7 @@ non-binary mask is binarised at ``> 128``; an unreadable file is an error naming
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -88,9 +89,15 @@ class Manifest:
         return out
 
     def write(self, path: Path) -> Path:
-        """Write the manifest as Parquet (atomically: temporary file, then rename)."""
+        """Write the manifest as Parquet (atomically: temporary file, then rename).
+
+        File paths are stored relative to the manifest's folder, so a manifest committed beside the
+        code finds the data wherever the checkout and the data are, as long as they keep their places.
+        """
+        folder = path.parent.absolute()
         table = pa.table({
-            "image": [str(i.image) for i in self.items], "mask": [str(i.mask) for i in self.items],
+            "image": [os.path.relpath(i.image.absolute(), folder) for i in self.items],
+            "mask": [os.path.relpath(i.mask.absolute(), folder) for i in self.items],
             "group": [i.group for i in self.items], "class": [i.cls for i in self.items],
             "confidence": [i.confidence for i in self.items],
         }, schema=MANIFEST_SCHEMA)
@@ -102,7 +109,10 @@ class Manifest:
 
     @classmethod
     def read(cls, path: Path) -> "Manifest":
-        """Read a manifest written by :meth:`write`; a clear error for another file."""
+        """Read a manifest written by :meth:`write`; a clear error for another file or missing data.
+
+        Relative paths resolve against the manifest's folder (absolute ones are kept).
+        """
         try:
             table = pq.read_table(path)
         except Exception as err:
@@ -111,8 +121,17 @@ class Manifest:
         if missing:
             raise ValueError(f"{path} is not a jigsaw manifest: columns {sorted(missing)} are missing")
         cols = table.to_pydict()
-        items = [ManifestItem(Path(im), Path(ma), g, int(c), float(cf)) for im, ma, g, c, cf in
+        folder = path.parent.absolute()
+
+        def where(name: str) -> Path:
+            return Path(os.path.normpath(folder / name))
+        items = [ManifestItem(where(im), where(ma), g, int(c), float(cf)) for im, ma, g, c, cf in
                  zip(cols["image"], cols["mask"], cols["group"], cols["class"], cols["confidence"])]
+        missing = [p for i in items for p in (i.image, i.mask) if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"manifest {path} lists {len(missing)} file(s) that do not exist, e.g. {missing[0]}: the data "
+                "moved or is missing. Put it back, or delete the manifest to group the data again.")
         return cls(items, [])
 
     def __add__(self, other: "Manifest") -> "Manifest":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from streamcosal.jigsaw import (
@@ -79,6 +80,17 @@ def test_manifest_round_trip_given_groups(data: Path, tmp_path: Path) -> None:
     assert len(again.items) == 5
     for a, b in zip(manifest.items, again.items):
         assert (a.image, a.mask, a.group, a.cls) == (b.image, b.mask, b.group, b.cls)
+    stored = pq.read_table(tmp_path / "m.parquet").column("image").to_pylist()
+    assert stored[0] == "tiny/images/Cat/" + manifest.items[0].image.name  # relative to the manifest
+    moved = tmp_path / "elsewhere"  # manifest and data move together: still found
+    moved.mkdir()
+    (tmp_path / "tiny").rename(moved / "tiny")
+    (tmp_path / "m.parquet").rename(moved / "m.parquet")
+    assert [i.image for i in Manifest.read(moved / "m.parquet").items] == [
+        moved / i.image.relative_to(tmp_path) for i in manifest.items]
+    (moved / "tiny").rename(tmp_path / "tiny")  # data gone: a clear error naming the manifest and a file
+    with pytest.raises(FileNotFoundError, match=r"manifest .*m\.parquet lists 10 file\(s\) that do not exist"):
+        Manifest.read(moved / "m.parquet")
 
 
 def test_flat_dataset_grouped_by_classifier(data: Path, tmp_path: Path) -> None:
