@@ -145,5 +145,12 @@ def write_events(root: Path, events: pa.Table) -> list[Path]:
 
 
 def read_events(root: Path) -> pa.Table:
-    """All events under ``root``, as an ``EVENT_SCHEMA`` table."""
-    return read_files(Path(root) / EVENTS_DIR, EVENT_SCHEMA)
+    """All events under ``root``, as an ``EVENT_SCHEMA`` table; empty when no run there had one.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+    """
+    root = Path(root)
+    if root.is_dir() and not (root / EVENTS_DIR).exists():
+        return EVENT_SCHEMA.empty_table()
+    return read_files(root / EVENTS_DIR, EVENT_SCHEMA)

@@ -49,10 +49,6 @@ def fake_rows(out: Path, run_id: str, source: str, n: int = 3) -> None:
                                      model_name="m", model_version="v"))
 
 
-def events(out: Path) -> pa.Table:
-    return read_events(out) if (out / "events").is_dir() else pa.table({"source": pa.array([], pa.string())})
-
-
 def sorted_rows(table: pa.Table) -> list[dict]:
     return sorted(table.to_pylist(), key=lambda r: (r["source"], r["frame_index"]))
 
@@ -204,7 +200,7 @@ def test_a_killed_run_resumed_gives_the_rows_of_an_uninterrupted_run(tmp_path: P
     assert summary.discarded == sorted(killed)
     assert sorted_rows(read_results(out)) == sorted_rows(read_results(reference))  # run ids included
     assert sum(r["area_fraction"] > 0 for r in read_results(out).to_pylist()) > 0  # masks are compared, not all empty
-    assert events(out).sort_by("source").to_pylist() == events(reference).sort_by("source").to_pylist()
+    assert read_events(out).sort_by("source").to_pylist() == read_events(reference).sort_by("source").to_pylist()
     assert not list(out.rglob(".*.tmp")) and not list(out.rglob("*.tmp.mp4"))
     assert read_results(out).num_rows == 16
 

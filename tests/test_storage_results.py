@@ -236,3 +236,7 @@ def test_events_from_results_written_next_to_them(tmp_path: Path) -> None:
     assert rows[0]["source"] == "cam-a" and rows[0]["run_id"] == "run-1"
     assert (rows[0]["start_frame"], rows[0]["end_frame"], rows[0]["n_frames"]) == (10, 39, 30)
     assert read_results(tmp_path).num_rows == 100  # events do not leak into the frame table
+    (tmp_path / "quiet").mkdir()  # a results root where no run had an event: empty, no error
+    assert read_events(tmp_path / "quiet").num_rows == 0
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        read_events(tmp_path / "nowhere")
