@@ -2,13 +2,15 @@
 
     python reports/training/ablation.py [RUN ...]
 
-With RUN names (``lite0``, ``center``, ...) only those rows are recomputed; the others are kept
-from ablation.parquet, so finished runs can be scored while others still train.
+With RUN names (``lite0``, ``center``, ...; ``none`` to only rewrite the table) only those rows
+are scored again; the others keep their scores from ablation.parquet (written after every row), so
+finished runs can be scored while others still train.
 
 Scores each variant's best checkpoint (reports/training/<run>/best.pt) and a center-prior
 floor on the held-out PASCAL groups (all images), the held-out DAVIS videos' jigsaw composites and
-their plain frames (24 evenly spaced frames per video), and writes ablation.parquet and the table
-section of ablation.md. Checkpoints were selected on a smaller subsample of the same split
+their plain frames (24 evenly spaced frames per video), and writes ablation.parquet and
+ablation_table.md. ``steps``: the training steps behind the kept checkpoint, a stage 2's included.
+Checkpoints were selected on a smaller subsample of the same split
 (24 images per PASCAL group, 8 frames per video), so these numbers are optimistic for every variant
 alike.
 """
@@ -25,16 +27,19 @@ from streamcosal.trainconfig import load_config
 from streamcosal.training import center_prior, model_predictor, score, validation_set
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = (  # label, run name, GIM, ARM, jigsaw
+ABLATIONS = (  # label, stage-1 run name, GIM, ARM, jigsaw
     ("GICD (GIM + ARM + jigsaw)", "lite0", True, True, True),
     ("no GIM (plain FPN top)", "lite0_nogim", False, True, True),
     ("no ARM", "lite0_noarm", True, False, True),
     ("no jigsaw", "lite0_nojigsaw", True, True, False),
-    ("GICD, lr 1e-3 (attempt 2)", "attempt2_lr1e-3/lite0", True, True, True),
-    ("no GIM, lr 1e-3 (attempt 2)", "attempt2_lr1e-3/lite0_nogim", False, True, True),
-    ("no ARM, lr 1e-3 (attempt 2)", "attempt2_lr1e-3/lite0_noarm", True, False, True),
-    ("no jigsaw, lr 1e-3 (attempt 2)", "attempt2_lr1e-3/lite0_nojigsaw", True, True, False),
 )
+STAGES = (  # label suffix, run name (from the stage-1 name), steps trained before the run (its [model] init)
+    ("", "{}_stage2", 200),
+    (", stage 1", "{}", 0),
+    (", lr 1e-3 (attempt 2)", "attempt2_lr1e-3/{}", 0),
+)
+VARIANTS = [(label + suffix, run.format(name), gim, arm, jig, before)
+            for suffix, run, before in STAGES for label, name, gim, arm, jig in ABLATIONS]
 COLUMNS = [f"{kind}_{m}" for kind in ("groups", "composites", "frames") for m in ("maxF", "S", "MAE")]
 
 
@@ -45,32 +50,45 @@ def main() -> None:
     wanted = set(sys.argv[1:]) or {"center", *(v[1] for v in VARIANTS)}
     store = HERE / "ablation.parquet"
     kept = {r["run"]: r for r in pq.read_table(store).to_pylist()} if store.is_file() else {}
+    order = ["center", *(v[1] for v in VARIANTS)]
+
+    def save() -> list[dict]:
+        rows = [kept[run] for run in order if run in kept]
+        pq.write_table(pa.Table.from_pylist(rows), store)
+        return rows
+
+    center = {"variant": "center prior (Gaussian, sigma 0.25)", "run": "center", "gim": "", "arm": "", "jigsaw": "",
+              "steps": "", "epoch": ""}
     if "center" in wanted:
-        kept["center"] = {"variant": "center prior (Gaussian, sigma 0.25)", "run": "center", "gim": "", "arm": "",
-                          "jigsaw": "", "epoch": "", **score(center_prior, val)}
-    for label, run, gim, arm, jig in VARIANTS:
+        kept["center"] = {**center, **score(center_prior, val)}
+    elif "center" in kept:
+        kept["center"] = {**center, **{k: kept["center"][k] for k in COLUMNS}}
+    for label, run, gim, arm, jig, before in VARIANTS:
         path = HERE / run / "best.pt"
-        if run not in wanted:
-            continue
-        if not path.is_file():
-            print(f"skipped {run}: {path} not found")
+        if not path.is_file() or (run not in wanted and run not in kept):
+            print(f"skipped {run}: {'not scored yet' if path.is_file() else f'{path} not found'}")
+            kept.pop(run, None)
             continue
         model, meta = load_checkpoint(path)
-        kept[run] = {"variant": label, "run": run, "gim": "x" if gim else "", "arm": "x" if arm else "",
-                     "jigsaw": "x" if jig else "", "epoch": str(meta["extra"]["epoch"]),
-                     **score(model_predictor(model, torch.device("cpu")), val)}
-        print(label, {k: round(kept[run][k], 4) for k in COLUMNS})
-    order = ["center", *(v[1] for v in VARIANTS)]
-    rows = [kept[run] for run in order if run in kept]
-    pq.write_table(pa.Table.from_pylist(rows), store)
+        row = {"variant": label, "run": run, "gim": "x" if gim else "", "arm": "x" if arm else "",
+               "jigsaw": "x" if jig else "", "steps": str(before + meta["extra"]["step"]),
+               "epoch": str(meta["extra"]["epoch"])}
+        if run in wanted:
+            row.update(score(model_predictor(model, torch.device("cpu")), val))
+            print(label, {k: round(row[k], 4) for k in COLUMNS})
+        else:
+            row.update({k: kept[run][k] for k in COLUMNS})
+        kept[run] = row
+        rows = save()
+    rows = save()
     n = {kind: sum(len(g.masks) for g in val if g.kind == kind) for kind in ("groups", "composites", "frames")}
     lines = [
-        "| variant | GIM | ARM | JT | best epoch | PASCAL maxF | S | MAE "
+        "| variant | GIM | ARM | JT | steps | best epoch | PASCAL maxF | S | MAE "
         "| composites maxF | S | MAE | frames maxF | S | MAE |",
-        "| --- | :-: | :-: | :-: | :-: |" + " ---: |" * 9,
+        "| --- | :-: | :-: | :-: | ---: | :-: |" + " ---: |" * 9,
     ]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['gim']} | {r['arm']} | {r['jigsaw']} | {r['epoch']} | "
+        lines.append(f"| {r['variant']} | {r['gim']} | {r['arm']} | {r['jigsaw']} | {r['steps']} | {r['epoch']} | "
                      + " | ".join(f"{r[c]:.3f}" for c in COLUMNS) + " |")
     table = "\n".join(lines)
     (HERE / "ablation_table.md").write_text(
