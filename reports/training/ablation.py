@@ -44,7 +44,7 @@ COLUMNS = [f"{kind}_{m}" for kind in ("groups", "composites", "frames") for m in
 
 
 def main() -> None:
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     config = load_config(HERE.parents[1] / "configs" / "lite0.toml")
     val = validation_set(config, max_images=0, max_frames=24)
     wanted = set(sys.argv[1:]) or {"center", *(v[1] for v in VARIANTS)}
