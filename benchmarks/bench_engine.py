@@ -27,6 +27,7 @@ from skimage import data as skdata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.reference_gicd import ReferenceGICD, official_backbone_as_torchvision  # noqa: E402
+from benchmarks.results_file import write_results  # noqa: E402
 from streamcosal.engine import CoSalEngine, cpu_has_native_bf16  # noqa: E402
 from streamcosal.model import GICD, VGG16Backbone, build_backbone  # noqa: E402
 
@@ -103,11 +104,7 @@ def main() -> None:
               f"Load average at the end (1/5/15 min): {load}.")
     lines = [header, "", "| backbone | path | frames/s | notes |", "| --- | --- | ---: | --- |"]
     lines += [f"| {b} | {p} | {fps:.2f} | {note} |" for b, p, fps, note in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    write_results("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from streamcosal.windows import global_windows, sample_consensus_frames, streami
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from video_fixtures import DAVIS_IMAGES, encode_video, load_frames  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -244,11 +245,7 @@ def main() -> None:
         "pipeline keeps per frame does not depend on either (the event series: 24 bytes per frame; "
         "Parquet rows are flushed every 256 frames or 10 s).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    write_results("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":
