@@ -43,7 +43,7 @@ from . import __version__
 from .datasets import load_dataset, read_gray
 from .engine import check_precision, resize_map, resolve_device, to_uint8
 from .imagefile import read_image
-from .jigsaw import (GroupingRule, GroupSampler, Manifest, ManifestItem, build_manifest, file_hash, jigsaw,
+from .jigsaw import (GroupingRule, GroupSampler, Manifest, ManifestItem, build_manifest, file_hash, jigsaw, load_pair,
                      resize)
 from .model import GICD, WeightsError, build_backbone, gicd_loss, save_checkpoint
 from .model.checkpoint import atomic_torch_save, read_checkpoint
@@ -166,7 +166,7 @@ def validation_set(config: TrainConfig, *, max_images: int | None = None,
             rng = np.random.default_rng([seed, 7, vi, fi])
             partner_video = names[(vi + 1 + int(rng.integers(len(names) - 1))) % len(names)]
             partner, _ = read_image(videos[partner_video][int(rng.integers(len(videos[partner_video])))][0])
-            rgb, m = jigsaw(read_image(image)[0], (read_gray(mask) > 128).astype(np.uint8), partner, s, rng)
+            rgb, m = jigsaw(*load_pair(image, mask), partner, s, rng)
             images.append(rgb)
             masks.append(m * 255)
         out.append(ValGroup("composites", key, _to_tensor(images), masks))

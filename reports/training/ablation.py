@@ -79,7 +79,7 @@ def main() -> None:
         else:
             row.update({k: kept[run][k] for k in COLUMNS})
         kept[run] = row
-        rows = save()
+        save()
     rows = save()
     n = {kind: sum(len(g.masks) for g in val if g.kind == kind) for kind in ("groups", "composites", "frames")}
     lines = [
