@@ -28,7 +28,8 @@ from skimage import data as skdata
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.reference_gicd import ReferenceGICD, official_backbone_as_torchvision  # noqa: E402
 from benchmarks.results_file import write_results  # noqa: E402
-from streamcosal.engine import CoSalEngine, cpu_has_native_bf16  # noqa: E402
+from streamcosal.engine import CoSalEngine  # noqa: E402
+from streamcosal.precision import cpu_has_native_bf16  # noqa: E402
 from streamcosal.model import GICD, VGG16Backbone, build_backbone  # noqa: E402
 
 SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "cat", "immunohistochemistry", "hubble_deep_field", "retina")

@@ -8,13 +8,11 @@ by chunk), so memory stays flat however large the group is.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -24,8 +22,8 @@ from torch import Tensor
 
 from . import __version__
 from .model import GICD, WeightsError, consensus_from_logits, load_checkpoint, load_official
+from .precision import Precision, autocast, resolve_precision
 
-Precision = Literal["fp32", "bf16", "fp16"]
 DEFAULT_WEIGHTS = "gicd_lite0.pt"
 
 
@@ -49,21 +47,6 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with AVX512-BF16 or AMX, where bf16 convolutions beat fp32."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 runs on GPUs only; on the CPU use bf16 (CPUs with AVX512-BF16/AMX) or fp32")
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("this CPU has no native bf16 (no AVX512-BF16 or AMX): bf16 is emulated and slower "
-                      "than fp32 here; use precision='fp32'", stacklevel=3)
-
-
 class CoSalEngine:
     """Stateful, user-facing co-saliency predictor around a :class:`GICD` network.
 
@@ -71,12 +54,12 @@ class CoSalEngine:
     >>> maps = eng.predict_group(images)   # HxWx3 uint8 RGB arrays -> HxW float32 maps in [0,1]
     """
 
-    def __init__(self, model: GICD, *, device: str = "auto", precision: Precision = "fp32",
+    def __init__(self, model: GICD, *, device: str = "auto", precision: Precision = "auto",
                  input_size: int = 224, chunk_size: int = 32, channels_last: bool = True,
                  name: str = "gicd", version: str = __version__) -> None:
         self.device = resolve_device(device)
-        check_precision(precision, self.device)
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device)
+        """The precision that runs: ``auto`` resolved for the device (:mod:`streamcosal.precision`)."""
         self.input_size = input_size
         self.chunk_size = chunk_size
         self.name = name
@@ -132,12 +115,6 @@ class CoSalEngine:
         x = (x.to(self.device, non_blocking=True) - self._mean) / self._std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
-
     def _chunks(self, x: Tensor) -> Iterator[Tensor]:
         for start in range(0, x.shape[0], self.chunk_size):
             yield self.normalise(x[start:start + self.chunk_size])
@@ -147,7 +124,7 @@ class CoSalEngine:
         """Consensus logits of a batch in chunks: [N,3,S,S] in [0,1] -> [N,1000] fp32 on the CPU."""
         out = []
         for chunk in self._chunks(x):
-            with self._autocast():
+            with autocast(self.precision, self.device):
                 out.append(self.model.consensus_logits(chunk).cpu())
         return torch.cat(out)
 
@@ -164,7 +141,7 @@ class CoSalEngine:
             consensus = consensus_from_logits(self.logits(x))
         maps, sims = [], []
         for chunk in self._chunks(x):
-            with self._autocast():
+            with autocast(self.precision, self.device):
                 out = self.model(chunk, None if consensus is None else consensus.to(self.device))
             consensus = out.consensus if consensus is None else consensus
             maps.append(out.maps[:, 0].float().cpu())

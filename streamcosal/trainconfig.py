@@ -84,8 +84,8 @@ class OptimConfig:
 @dataclass
 class RunConfig:
     """Schedule and machine. ``steps_per_epoch = 0``: one step per training group (the paper's
-    epoch). ``threads = 0`` keeps torch's default. ``precision``: fp32, or bf16/fp16 autocast where
-    the hardware has it (GPUs, CPUs with AVX512-BF16/AMX)."""
+    epoch). ``threads = 0`` keeps torch's default. ``precision``: ``auto`` (bf16 on GPUs and CPUs with
+    AVX512-BF16/AMX, fp32 elsewhere; :mod:`streamcosal.precision`), or fp32, bf16, fp16."""
 
     out_dir: Path
     seed: int = 0
@@ -94,7 +94,7 @@ class RunConfig:
     max_images: int = 20
     threads: int = 0
     device: str = "cpu"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     log_every: int = 10
 
 

@@ -23,7 +23,6 @@ augmentation. See ``reports/training/README.md``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -41,12 +40,13 @@ from torch import Tensor
 
 from . import __version__
 from .datasets import load_dataset, read_gray
-from .engine import check_precision, resize_map, resolve_device, to_uint8
+from .engine import resize_map, resolve_device, to_uint8
 from .imagefile import read_image
 from .jigsaw import (GroupingRule, GroupSampler, Manifest, ManifestItem, build_manifest, file_hash, jigsaw, load_pair,
                      resize)
 from .model import GICD, WeightsError, build_backbone, gicd_loss, save_checkpoint
 from .model.checkpoint import atomic_torch_save, read_checkpoint
+from .precision import autocast, resolve_precision
 from .trainconfig import TrainConfig, load_config
 
 console = Console(stderr=True)
@@ -275,7 +275,8 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
-    check_precision(t.precision, device)
+    precision = resolve_precision(t.precision, device)
+    console.print(f"precision: {precision} (asked: {t.precision})")
     out = t.out_dir
     state_path, best_path, metrics_path = out / "state.pt", out / "best.pt", out / "metrics.parquet"
     if state_path.exists() and not resume:
@@ -319,7 +320,7 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
                 tic = time.perf_counter()
                 x, y = sampler.batch(group, epoch, step)
                 x, y = ((x.to(device) - mean) / std), y.to(device)
-                with _autocast(t.precision, device):
+                with autocast(precision, device):
                     loss = gicd_loss(model(x).side_maps, y)
                 if not torch.isfinite(loss):
                     raise TrainingError(
@@ -363,12 +364,6 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
 
 def _metric_keys() -> set[str]:
     return {f"{k}_{m}" for k in VAL_KINDS for m in VAL_METRICS} | {"score"}
-
-
-def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def _save_state(path: Path, config: TrainConfig, model: GICD, optimizer: torch.optim.Optimizer, epoch: int,

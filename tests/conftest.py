@@ -16,7 +16,8 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMCOSAL_DATA", REPO.parent / "shared" / "data"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# STREAMCOSAL_TEST_THREADS: fewer threads when something else (a training run) has a core.
+torch.set_num_threads(int(os.environ.get("STREAMCOSAL_TEST_THREADS", min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from conftest import group_images
 from PIL import Image
 
 from streamcosal.engine import CoSalEngine, resize_map
+from streamcosal.precision import cpu_has_native_bf16
 from streamcosal.model import GICD, build_backbone
 
 
@@ -76,10 +78,20 @@ def test_device_and_precision_choices(untrained: GICD) -> None:
 
 def test_bf16_is_close_to_fp32_with_the_shipped_model(data: Path) -> None:
     images = load(group_images(data, "pascal_coseg", "Horse", 4))
-    fp32 = CoSalEngine.from_pretrained(device="cpu").predict_group(images)
+    fp32 = CoSalEngine.from_pretrained(device="cpu", precision="fp32").predict_group(images)
     with pytest.warns(UserWarning) if not torch.ops.mkldnn._is_mkldnn_bf16_supported() else nullcontext():
         bf16_engine = CoSalEngine.from_pretrained(device="cpu", precision="bf16")
     bf16 = bf16_engine.predict_group(images)
     diff = np.mean([np.abs(a - b).mean() for a, b in zip(fp32, bf16)])
     assert diff < 0.01, f"mean abs difference bf16 vs fp32: {diff:.4f}"
 
+
+
+def test_auto_precision_follows_the_hardware(data: Path) -> None:
+    """auto is bf16 where the CPU has native bf16 (maps within 0.01 of fp32), fp32 where it has not."""
+    images = load(group_images(data, "davis2016", "blackswan", 4))
+    auto = CoSalEngine.from_pretrained(device="cpu")
+    assert auto.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
+    fp32 = CoSalEngine.from_pretrained(device="cpu", precision="fp32").predict_group(images)
+    diff = np.mean([np.abs(a - b).mean() for a, b in zip(fp32, auto.predict_group(images))])
+    assert diff < 0.01, f"mean abs difference auto ({auto.precision}) vs fp32: {diff:.4f}"

@@ -21,7 +21,7 @@ from streamcosal.jigsaw import (
     resize,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import DATA  # noqa: E402
 
 
 @pytest.fixture(scope="module")

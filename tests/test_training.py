@@ -14,7 +14,7 @@ from streamcosal.model import gicd_loss
 from streamcosal.trainconfig import ConfigError, load_config
 from streamcosal.training import TrainingError, build_model, set_train_mode, train
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import DATA  # noqa: E402
 PICKS = {  # group -> (set, source group, images)
     "Cat": ("pascal_coseg", "Cat", 3), "Horse": ("pascal_coseg", "Horse", 3), "Sofa": ("pascal_coseg", "Sofa", 2),
     "blackswan": ("davis2016", "blackswan", 2), "goat": ("davis2016", "goat", 2),

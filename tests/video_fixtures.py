@@ -13,8 +13,9 @@ from typing import Sequence
 import av
 import cv2
 import numpy as np
+from conftest import DATA
 
-DAVIS_IMAGES = Path("/work/shared/data/davis2016/images")
+DAVIS_IMAGES = DATA / "davis2016" / "images"
 
 
 def load_frames(
