@@ -43,6 +43,7 @@ def detect_events(
     """Intervals where the object is present, debounced.
 
     The rule, in order:
+      0. Frames without a finite timestamp (image groups: NaN) are left out: no time, no events.
       1. A frame is *present* when ``area_fraction >= threshold``.
       2. Consecutive present frames form a run. Two runs are merged when the time from the last
          present frame of the first to the first present frame of the second is ``<= max_gap``
@@ -69,7 +70,8 @@ def detect_events(
         )
     if min_duration < 0 or max_gap < 0:
         raise ValueError(f"min_duration and max_gap must be >= 0, got {min_duration}, {max_gap}")
-    order = np.argsort(t, kind="stable")
+    timed = np.flatnonzero(np.isfinite(t))
+    order = timed[np.argsort(t[timed], kind="stable")]
     t, frames, area = t[order], frames[order], area[order]
 
     present = np.flatnonzero(area >= threshold)

@@ -1,5 +1,7 @@
 """Parquet results: masks, the atomic writer, readers without our code, events."""
 
+import dataclasses
+import math
 from pathlib import Path
 
 import duckdb
@@ -217,6 +219,20 @@ def test_detect_events_sorts_its_input_and_handles_nothing() -> None:
     events = detect_events(t, np.array([3, 0, 2, 1]), np.ones(4), min_duration=0.1)
     assert [(e.start_frame, e.end_frame, e.n_frames) for e in events] == [(0, 3, 4)]
     assert detect_events(t, np.arange(4), np.zeros(4)) == []
+
+
+def test_frames_without_timestamps_have_no_events(tmp_path: Path) -> None:
+    """Image groups have NaN timestamps: no time, no events (was one event with NaN times)."""
+    t = np.full(6, np.nan)
+    assert detect_events(t, np.arange(6), np.ones(6), min_duration=0.0) == []
+    with ResultWriter(tmp_path, "run-1") as writer:
+        for i in range(6):
+            writer.write(dataclasses.replace(_result("photos", i, np.ones((12, 16), bool)), timestamp=math.nan))
+    assert events_from_results(read_results(tmp_path), min_duration=0.0).num_rows == 0
+    mixed = t.copy()  # a series with some timed frames keeps its events over those frames
+    mixed[2:] = np.arange(4) / 10
+    events = detect_events(mixed, np.arange(6), np.ones(6), min_duration=0.1)
+    assert [(e.start_frame, e.end_frame, e.start_time) for e in events] == [(2, 5, 0.0)]
 
 
 def test_events_from_results_written_next_to_them(tmp_path: Path) -> None:
