@@ -72,7 +72,7 @@ def cosal_archive(
     consensus_frames: int = 32,
     threshold: float = 0.5,
     overlay: bool = False,
-    precision: str = "fp32",
+    precision: str = "auto",
     device: str = "auto",
 ) -> dict[str, int]:
     """Process every video of ``videos`` (a folder, searched recursively; a glob; a file; or a list)

@@ -44,7 +44,7 @@ def cosal_eval(
     floors: Optional[dict[str, float]] = None,
     tolerance: float = 0.0,
     groups: Optional[list[str]] = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     device: str = "auto",
     run_id: Optional[str] = None,
 ) -> dict[str, float]:

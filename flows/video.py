@@ -38,7 +38,7 @@ def cosal_video(
     consensus_frames: int = 32,
     threshold: float = 0.5,
     overlay: bool = True,
-    precision: str = "fp32",
+    precision: str = "auto",
     device: str = "auto",
     run_id: Optional[str] = None,
 ) -> dict[str, Any]:

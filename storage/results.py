@@ -7,6 +7,7 @@ Parquet reader can read the folder without streamcosal, e.g.::
     pandas.read_parquet("root/frames")
 """
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import pyarrow as pa
 
 from .masks import encode_mask, encode_prob_png, mask_bbox, mask_stats
 from .parquet_files import PARTITION_KEY, read_files, write_by_source
-from .schema import RESULT_SCHEMA
+from .schema import MODEL_KEY, RESULT_SCHEMA
 
 FRAMES_DIR = "frames"
 
@@ -109,7 +110,8 @@ class ResultWriter:
     Each flush writes one file per source in the buffer, named ``<run_id>.<seq:06d>.parquet``,
     atomically (temporary hidden file, then rename). Files of other runs are never touched, so
     runs append to the same root. If the process dies, every flushed file is complete and only
-    the unflushed rows are lost. Not thread-safe: use one writer per thread.
+    the unflushed rows are lost. Not thread-safe: use one writer per thread. ``model`` (name,
+    version, precision, device) is written into every file's schema metadata under ``MODEL_KEY``.
 
     Usage::
 
@@ -118,7 +120,7 @@ class ResultWriter:
                 writer.write(result)
     """
 
-    def __init__(self, root: Path, run_id: str, flush_every: int = 1024) -> None:
+    def __init__(self, root: Path, run_id: str, flush_every: int = 1024, model: dict[str, str] | None = None) -> None:
         if not _RUN_ID.fullmatch(run_id):
             raise ValueError(
                 f"run_id {run_id!r} cannot be used in file names: use letters, digits, '-' and "
@@ -135,6 +137,8 @@ class ResultWriter:
             )
         self.run_id = run_id
         self.flush_every = flush_every
+        self.schema = RESULT_SCHEMA if model is None else RESULT_SCHEMA.with_metadata(
+            {**RESULT_SCHEMA.metadata, MODEL_KEY: json.dumps(model, sort_keys=True).encode()})
         self.files: list[Path] = []  # every file written so far
         self._rows: list[dict[str, Any]] = []
         self._seq = 0
@@ -152,7 +156,7 @@ class ResultWriter:
         """Write the buffered rows (if any) to new files, one per source."""
         if not self._rows:
             return
-        table = pa.Table.from_pylist(self._rows, schema=RESULT_SCHEMA)
+        table = pa.Table.from_pylist(self._rows, schema=self.schema)
         name = f"{self.run_id}.{self._seq:06d}.parquet"
         self.files += write_by_source(self.directory, table, name)
         self._seq += 1

@@ -5,7 +5,8 @@ Layout on disk (``root`` is what the user passes to the writers and readers)::
     root/frames/source_key=<slug>-<hash>/<run_id>.<seq>.parquet   one row per processed frame
     root/events/source_key=<slug>-<hash>/events-<uuid>.parquet     one row per detected event
 
-Every file carries ``SCHEMA_VERSION`` in its Arrow schema metadata. Change a schema here, bump
+Every file carries ``SCHEMA_VERSION`` in its Arrow schema metadata; frames files also carry the
+model that made them (``MODEL_KEY``: JSON with name, version, precision and device). Change a schema here, bump
 the version, and the readers refuse files of another version with a message that says so.
 """
 
@@ -16,6 +17,7 @@ SCHEMA_VERSION = 1
 # Keys of the Arrow schema metadata stored in every file we write.
 SCHEMA_NAME_KEY = b"streamcosal.schema"
 SCHEMA_VERSION_KEY = b"streamcosal.schema_version"
+MODEL_KEY = b"streamcosal.model"
 
 # COCO run-length encoding as written by ``pycocotools.mask.encode``: size = [height, width],
 # counts = the compressed RLE string (bytes).

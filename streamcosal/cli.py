@@ -23,21 +23,25 @@ def _root() -> None:
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="A streamcosal checkpoint (default: the embedded model).")]
 OfficialOpt = Annotated[Optional[Path], typer.Option("--official", help="The authors' gicd_ginet.pth (VGG-16 GICD).")]
 Vgg16Opt = Annotated[Optional[Path], typer.Option("--vgg16", help="torchvision's vgg16-397923af.pth (for --official).")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 (GPUs, CPUs with AVX512-BF16) or fp16 (GPUs).")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 where the CPU/GPU has it natively, else fp32 on CPUs, fp16 on GPUs), fp32, bf16 or fp16 (GPUs).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 
 
 def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None, precision: str, device: str) -> CoSalEngine:
-    """The engine the options ask for, or exit 2 with the reason."""
+    """The engine the options ask for, or exit 2 with the reason; prints what runs (model, device,
+    precision) as the run's first line."""
     try:
         if official is not None:
-            return CoSalEngine.from_official_checkpoint(official, vgg16, precision=precision, device=device)  # type: ignore[arg-type]
-        if weights is not None:
-            return CoSalEngine.from_checkpoint(weights, precision=precision, device=device)
-        return CoSalEngine.from_pretrained(precision=precision, device=device)
+            engine = CoSalEngine.from_official_checkpoint(official, vgg16, precision=precision, device=device)  # type: ignore[arg-type]
+        elif weights is not None:
+            engine = CoSalEngine.from_checkpoint(weights, precision=precision, device=device)  # type: ignore[arg-type]
+        else:
+            engine = CoSalEngine.from_pretrained(precision=precision, device=device)  # type: ignore[arg-type]
     except (WeightsError, ValueError) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
+    err.print(engine.describe(), markup=False, highlight=False)
+    return engine
 
 
 @app.command()
@@ -47,7 +51,7 @@ def images(
     weights: WeightsOpt = None,
     official: OfficialOpt = None,
     vgg16: Vgg16Opt = None,
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
 ) -> None:
     """Segment the common object of every image group; 8-bit maps at each image's original size."""
@@ -96,7 +100,7 @@ def eval_(
     weights: WeightsOpt = None,
     official: OfficialOpt = None,
     vgg16: Vgg16Opt = None,
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
 ) -> None:
     """Co-SOD metrics (pysodmetrics): S, max/mean/adaptive F and E, MAE, wF, PR and F curves; overall and per group.
@@ -173,7 +177,7 @@ def video(
     weights: WeightsOpt = None,
     official: OfficialOpt = None,
     vgg16: Vgg16Opt = None,
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
 ) -> None:
     """Segment the object common to the frames of videos, streams or cameras; results to Parquet."""
@@ -217,7 +221,7 @@ def search(
     weights: WeightsOpt = None,
     official: OfficialOpt = None,
     vgg16: Vgg16Opt = None,
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
 ) -> None:
     """The groups/videos whose consensus is nearest to the query's: they share its common object."""

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from . import __version__
 from .model import GICD, WeightsError, consensus_from_logits, load_checkpoint, load_official
-from .precision import Precision, autocast, resolve_precision
+from .precision import Precision, auto_reason, autocast, resolve_precision
 
 DEFAULT_WEIGHTS = "gicd_lite0.pt"
 
@@ -58,6 +58,7 @@ class CoSalEngine:
                  input_size: int = 224, chunk_size: int = 32, channels_last: bool = True,
                  name: str = "gicd", version: str = __version__) -> None:
         self.device = resolve_device(device)
+        self.requested_precision = precision
         self.precision = resolve_precision(precision, self.device)
         """The precision that runs: ``auto`` resolved for the device (:mod:`streamcosal.precision`)."""
         self.input_size = input_size
@@ -72,6 +73,17 @@ class CoSalEngine:
         backbone = model.backbone
         self._mean = torch.tensor(backbone.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(backbone.std, device=self.device).view(1, 3, 1, 1)
+
+    def describe(self) -> str:
+        """One line for the start of a run: model, device and the precision that runs (and why)."""
+        line = f"model {self.name} {self.version} on {self.device}, precision {self.precision}"
+        if self.requested_precision == "auto":
+            line += f" (auto: {auto_reason(self.device)})"
+        return line
+
+    def model_metadata(self) -> dict[str, str]:
+        """What the results record about the model that made them."""
+        return {"name": self.name, "version": self.version, "precision": self.precision, "device": str(self.device)}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

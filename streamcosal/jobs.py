@@ -40,7 +40,7 @@ class VideoJobError(RuntimeError):
         return (type(self), (self.report,))
 
 
-def load_engine(weights: str | Path | None = None, precision: str = "fp32", device: str = "auto") -> CoSalEngine:
+def load_engine(weights: str | Path | None = None, precision: str = "auto", device: str = "auto") -> CoSalEngine:
     """The engine for a checkpoint (``None``: the embedded default model), one per process.
 
     Engines are cached by (weights, precision, device): a worker that runs many units loads the
@@ -84,7 +84,7 @@ def run_video(
     out: str | Path,
     *,
     weights: str | Path | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     device: str = "auto",
     group: str | None = None,
     run_id: str | None = None,
@@ -125,7 +125,7 @@ def report_summary(report: RunReport) -> dict[str, Any]:
 def report_markdown(report: RunReport) -> str:
     """A run report as Markdown (a table of sources), for a flow's artifact."""
     lines = [f"# cosal-video run `{report.run_id}`", "",
-             f"Model {report.model}; {report.frames} frames in {report.seconds:.1f} s "
+             f"Model {report.model} ({report.precision} on {report.device}); {report.frames} frames in {report.seconds:.1f} s "
              f"({report.frames_per_s:.1f} frames/s), {report.events} events; results in `{report.out}`.", "",
              "| source | group | status | mode | frames | overlay | error |",
              "|---|---|---|---|---:|---|---|"]

@@ -103,7 +103,7 @@ def check_floors_config(floors: dict[str, float] | None) -> dict[str, float]:
 
 
 def evaluate_dataset(dataset: str | Path, out: str | Path, *, weights: str | Path | None = None,
-                     precision: str = "fp32", device: str = "auto", name: str | None = None,
+                     precision: str = "auto", device: str = "auto", name: str | None = None,
                      groups: Sequence[str] | None = None) -> EvalResult:
     """Segment a dataset with the model (``weights``; default the embedded one) and evaluate it:
     maps, reports and PR/F plots under ``out/<dataset folder name>/`` (see ``predict_and_evaluate``)."""
@@ -265,7 +265,7 @@ def raise_for_floors(report: NightlyReport) -> None:
 
 
 def run_nightly(datasets: Sequence[str | Path], out: str | Path, history: str | Path | None = None, *,
-                weights: str | Path | None = None, precision: str = "fp32", device: str = "auto",
+                weights: str | Path | None = None, precision: str = "auto", device: str = "auto",
                 floors: dict[str, float] | None = None, groups: Sequence[str] | None = None,
                 tolerance: float = 0.0, run_id: str | None = None, **kwargs: Any) -> NightlyReport:
     """The whole night without a scheduler (the ``cosal-eval`` flow runs datasets as tasks)."""

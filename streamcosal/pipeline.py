@@ -171,6 +171,8 @@ class RunReport:
     out: str
     model: str
     started: str  # UTC, ISO 8601
+    precision: str = ""  # what ran (fp32, bf16, fp16): "auto" resolved for the device
+    device: str = ""
     seconds: float = 0.0  # wall time of the whole run
     engine_seconds: float = 0.0  # time spent in the engine (classifier passes and segmentation)
     frames: int = 0  # results written
@@ -240,10 +242,11 @@ def run_pipeline(
     run_id = config.run_id or new_run_id()
     jobs = [(group, list(sources))] if group is not None else [(group_name(s), [s]) for s in sources]
     report = RunReport(run_id=run_id, out=str(out), model=f"{engine.name} {engine.version}",
-                       started=datetime.now(UTC).isoformat(timespec="seconds"))
+                       started=datetime.now(UTC).isoformat(timespec="seconds"),
+                       precision=engine.precision, device=str(engine.device))
     report.sources = [SourceRun(str(spec), name) for name, specs in jobs for spec in specs]
     store = ConsensusStore.open(config.store_path or out / STORE_FILE)
-    writer = ResultWriter(out, run_id, flush_every=config.flush_every)
+    writer = ResultWriter(out, run_id, flush_every=config.flush_every, model=engine.model_metadata())
     start = time.perf_counter()
     with _sigterm_raises(), _progress(config.show_progress) as progress:
         job = _Job(engine, config, out, run_id, store, writer, report, progress)

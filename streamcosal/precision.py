@@ -49,6 +49,13 @@ def resolve_precision(precision: str, device: torch.device) -> ResolvedPrecision
     return precision  # type: ignore[return-value]
 
 
+def auto_reason(device: torch.device) -> str:
+    """Why ``auto`` chose what it chose on ``device``, in a few words."""
+    if device.type == "cuda":
+        return "this GPU supports bf16" if torch.cuda.is_bf16_supported() else "this GPU has no bf16"
+    return "this CPU has native bf16" if cpu_has_native_bf16() else "this CPU has no native bf16"
+
+
 def autocast(precision: ResolvedPrecision, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """The autocast context for a resolved precision (a no-op for fp32)."""
     if precision == "fp32":

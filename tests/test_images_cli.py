@@ -17,6 +17,7 @@ from streamcosal.cli import app
 from streamcosal.imagefile import ImageReadError, read_image
 from streamcosal.images import find_groups
 from streamcosal.model import GICD, VGG16Backbone, build_backbone, save_checkpoint
+from streamcosal.precision import cpu_has_native_bf16
 
 runner = CliRunner()
 
@@ -43,6 +44,23 @@ def test_images_end_to_end_on_real_groups(data: Path, tmp_path: Path, checkpoint
         written = cv2.imread(str(out / src.parent.name / f"{src.stem}.png"), cv2.IMREAD_UNCHANGED)
         assert written.dtype == np.uint8 and written.shape == Image.open(src).size[::-1]
     assert "wrote 5 maps in 2 groups" in result.output
+    first = result.output.splitlines()[0]  # what runs, said first
+    if torch.cuda.is_available():
+        assert first.startswith("model gicd-efficientnet_lite0 test on cuda, precision ") and "(auto: this GPU" in first
+    else:
+        auto = "bf16 (auto: this CPU has native bf16)" if cpu_has_native_bf16() else "fp32 (auto: this CPU has no native bf16)"
+        assert first == f"model gicd-efficientnet_lite0 test on cpu, precision {auto}"
+
+
+def test_impossible_device_or_precision_is_a_clear_error(tmp_path: Path, checkpoint: Path, data: Path) -> None:
+    copy_group(data, "pascal_coseg", "Horse", 1, tmp_path / "in")
+    args = ["images", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--weights", str(checkpoint)]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--precision", "fp16"])
+    assert result.exit_code == 2 and "error: fp16 runs on GPUs only" in result.output
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, [*args, "--device", "cuda"])
+        assert result.exit_code == 2 and "error: device 'cuda' was asked for but no CUDA GPU is available" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_flat_folder_is_one_group(data: Path, tmp_path: Path, checkpoint: Path) -> None:

@@ -21,6 +21,7 @@ import av
 import cv2
 import numpy as np
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import torch
 from stream_server import serve_stream
@@ -31,9 +32,11 @@ from streamcosal.cli import app
 from streamcosal.engine import CoSalEngine
 from streamcosal.model import GICD, build_backbone, save_checkpoint
 from streamcosal.pipeline import PipelineConfig, run_pipeline
+from streamcosal.precision import cpu_has_native_bf16
 from streamcosal.search import search
 from streamcosal.sources import ReconnectPolicy, open_source
 from streamcosal.storage import ConsensusStore, decode_mask, read_events, read_results
+from streamcosal.storage.schema import MODEL_KEY
 
 # Floor on the mean IoU of the default model's masks against DAVIS ground truth (3 videos x 8
 # frames at 160x96, windows of 4, both modes). With gicd_lite0.pt 0.1.0+lite0_stage2.e6 it measured
@@ -110,6 +113,9 @@ def test_global_results_match_the_source(archive):
             assert math.isfinite(r["similarity"]) and r["model_name"] == "gicd-efficientnet_lite0"
     saved = json.loads((out / "runs" / f"{report.run_id}.json").read_text())
     assert saved["frames"] == 24 and saved["exit_code"] == 0
+    assert (saved["precision"], saved["device"]) == ("bf16" if cpu_has_native_bf16() else "fp32", "cpu")  # auto, resolved
+    model = json.loads(pq.read_schema(next(out.glob("frames/*/*.parquet"))).metadata[MODEL_KEY])
+    assert model == {"name": "gicd-efficientnet_lite0", "version": "dev", "precision": saved["precision"], "device": "cpu"}
     assert not list(out.rglob(".*"))  # no hidden temporary file left
 
 
