@@ -7,19 +7,18 @@
 Each group is the `group` given (every source in it: several cameras segment the object common
 to all of them) or, without one, one group per source named after it (the file's stem).
 
-- global mode (finite sources: video files, image folders): the consensus is GICD's consensus
-  (softmax of the summed logits) of `consensus_frames` frames sampled evenly over the WHOLE of
-  every source of the group; every processed frame is segmented against it, `window` at a time.
-- streaming mode (live streams, or any source on request): windows of `window` frames every
-  `step` new frames; the consensus is the group's running consensus in the ConsensusStore: the
-  logits of each window's new frames are added (older evidence decayed with `half_life` seconds
-  of stream time) and the window is segmented against the result. The store is saved as the run
-  goes, so a restarted stream continues from its consensus (its stream time continues from the
-  group's last time in the store). This costs one more classifier pass over the new frames.
-- "auto" is global when every source of the group is finite, else streaming.
+Each group runs through four stages: prefetch (decoding and resizing run ahead of the engine in
+a thread, `Prefetcher`) -> consensus (a `consensus.ConsensusStrategy`) -> segment (the engine)
+-> sink (`sink.ResultSink`: rows, events, overlays, counters).
 
-Both modes leave the group's consensus in the store, where `streamcosal search` finds it.
-Decoding and resizing run ahead of the engine in a thread (`Prefetcher`).
+- global mode (finite sources: video files, image folders): `GlobalConsensus`, the consensus of
+  `consensus_frames` frames sampled evenly over the WHOLE of every source of the group; every
+  processed frame is segmented against it, `window` at a time.
+- streaming mode (live streams, or any source on request): windows of `window` frames every
+  `step` new frames, segmented against `StreamingConsensus`, the group's running consensus in the
+  ConsensusStore (decayed with `half_life` seconds of stream time; a restarted stream continues
+  from it). This costs one more classifier pass over the new frames.
+- "auto" is global when every source of the group is finite, else streaming.
 
 Outputs under `out` (a second run appends, never overwrites):
     frames/...                    per-frame results, Parquet by source (storage.ResultWriter)
@@ -45,15 +44,12 @@ import signal
 import threading
 import time
 import uuid
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
-import numpy as np
-import pyarrow as pa
 import torch
 from rich.console import Console
 from rich.progress import (
@@ -68,34 +64,13 @@ from rich.progress import (
 from rich.text import Text
 from torch import Tensor
 
-from .engine import CoSalEngine, GroupPrediction, resize_map
-from .model import consensus_from_logits
-from .overlay import ImageOverlaySink, VideoSink, highlight
+from .consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus
+from .engine import CoSalEngine
 from .prefetch import Prefetcher
-from .sources import (
-    FrameSource,
-    ImageGroupSource,
-    ReconnectPolicy,
-    SourceError,
-    VideoInfo,
-    open_source,
-)
-from .storage import (
-    ConsensusStore,
-    FrameResult,
-    ResultWriter,
-    detect_events,
-    events_table,
-    write_events,
-)
-from .storage.parquet_files import source_key
-from .windows import (
-    Window,
-    global_windows,
-    interleave,
-    sample_consensus_frames,
-    streaming_windows,
-)
+from .sink import Member, ResultSink, owners
+from .sources import FrameSource, ReconnectPolicy, SourceError, VideoInfo, open_source
+from .storage import ConsensusStore, ResultWriter
+from .windows import Window, global_windows, interleave, streaming_windows
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +224,8 @@ def run_pipeline(
     writer = ResultWriter(out, run_id, flush_every=config.flush_every, model=engine.model_metadata())
     start = time.perf_counter()
     with _sigterm_raises(), _progress(config.show_progress) as progress:
-        job = _Job(engine, config, out, run_id, store, writer, report, progress)
+        sink = ResultSink(writer, config, report, (engine.name, engine.version), out / "overlays" / run_id)
+        job = _Job(engine, config, store, sink, report, progress)
         try:
             runs = iter(report.sources)
             for name, specs in jobs:
@@ -263,7 +239,7 @@ def run_pipeline(
         finally:
             writer.close()
             store.save()
-            report.events = job.write_events()
+            report.events = sink.write_events(out)
             report.seconds = time.perf_counter() - start
             report.save(out / "runs" / f"{run_id}.json")
     return report
@@ -310,35 +286,6 @@ def estimated_frames(info: VideoInfo, stride: int, fps: float | None) -> int | N
     return math.ceil(info.frame_count / stride)
 
 
-@dataclass
-class _Series:
-    """Per (source, group): what events are detected from, kept compactly."""
-
-    timestamps: array = field(default_factory=lambda: array("d"))
-    frame_indices: array = field(default_factory=lambda: array("q"))
-    area_fractions: array = field(default_factory=lambda: array("d"))
-
-
-@dataclass
-class _Member:
-    """One opened source of the group being processed, with its run record and overlay sink."""
-
-    source: FrameSource
-    run: SourceRun
-    sink: VideoSink | ImageOverlaySink | None = None
-
-    def overlay(self, image: np.ndarray, name: str, timestamp: float, folder: Path, fps: float) -> None:
-        """Add one highlighted frame (a video for videos and streams, PNGs for image groups)."""
-        if self.sink is None:
-            key = source_key(self.run.source)
-            is_images = isinstance(self.source, ImageGroupSource)
-            self.sink = ImageOverlaySink(folder / key) if is_images else VideoSink(folder / f"{key}.mp4", fps)
-        if isinstance(self.sink, VideoSink):
-            self.sink.write(image, timestamp)
-        else:
-            self.sink.write(image, name)
-
-
 def _prepared(windows: Iterable[Window], engine: CoSalEngine) -> Iterator[tuple[Window, Tensor]]:
     """Windows with their frames resized for the engine: (window, [N,3,S,S] in [0,1])."""
     for window in windows:
@@ -351,19 +298,15 @@ class _Job:
 
     engine: CoSalEngine
     config: PipelineConfig
-    out: Path
-    run_id: str
     store: ConsensusStore
-    writer: ResultWriter
+    sink: ResultSink
     report: RunReport
     progress: Progress
-    series: dict[tuple[str, str], _Series] = field(default_factory=dict)
-    last_flush: float = field(default_factory=time.monotonic)
 
     def run_group(self, group: str, specs: list[str | Path], runs: list[SourceRun]) -> None:
         """Open the group's sources, segment every window, write results; failures go to `runs`."""
         cfg = self.config
-        members: list[_Member] = []
+        members: list[Member] = []
         try:
             for spec, run in zip(specs, runs):
                 try:
@@ -373,7 +316,7 @@ class _Job:
                     logger.info("%s", error)
                     continue
                 run.status = "running"
-                members.append(_Member(source, run))
+                members.append(Member(source, run))
             if not members:
                 return
             try:
@@ -391,66 +334,47 @@ class _Job:
         finally:
             for m in members:
                 m.run.warnings = list(m.source.report.warnings)
-                if m.sink is not None:
-                    closed = m.sink.close()
-                    m.run.overlay = str(closed) if closed else None
+                self.sink.close_member(m)
                 m.source.close()
             self.store.save()
 
-    def _segment_group(self, group: str, members: list[_Member]) -> None:
+    def _segment_group(self, group: str, members: list[Member]) -> None:
+        """The loop: prefetch -> consensus -> segment -> sink."""
         cfg, engine = self.config, self.engine
         sources = [m.source for m in members]
+        mode = self._mode(sources)
+        for m in members:
+            m.run.mode = mode
+        owner = owners(members)
+        totals = [estimated_frames(s.info, cfg.stride, cfg.fps) for s in sources]
+        task = self.progress.add_task(f"{group} ({mode})", total=None if None in totals else sum(totals))
+        consensus = self._consensus(mode, group, sources)
+        with Prefetcher(_prepared(_windows(mode, sources, cfg), engine), maxsize=cfg.prefetch_windows) as prepared:
+            for window, x in prepared:
+                prediction = self._timed(engine.segment, x, consensus(window, x))
+                self.sink.write(group, window, prediction, owner)
+                self.progress.advance(task, sum(window.emit))
+
+    def _mode(self, sources: list[FrameSource]) -> str:
+        """The configured mode; "auto" is global when every source is finite."""
         finite = all(s.info.frame_count for s in sources)
-        mode = cfg.mode if cfg.mode != "auto" else ("global" if finite else "streaming")
+        mode = self.config.mode if self.config.mode != "auto" else ("global" if finite else "streaming")
         if mode == "global" and not finite:
             live = next(s.name for s in sources if not s.info.frame_count)
             raise SourceError(f"{live}: a live stream has no whole video to sample the consensus from; "
                               "use --mode streaming")
-        owner: dict[str, _Member] = {}  # Frame.source -> its member (an image group's frames name their files)
-        for m in members:
-            m.run.mode = mode
-            names = [str(p) for p in m.source.paths] if isinstance(m.source, ImageGroupSource) else [m.source.name]
-            owner.update(dict.fromkeys(names, m))
-        base_t = self.store.state(group).t if group in self.store else 0.0
-        last_t = base_t
-        totals = [estimated_frames(s.info, cfg.stride, cfg.fps) for s in sources]
-        task = self.progress.add_task(f"{group} ({mode})", total=None if None in totals else sum(totals))
+        return mode
 
-        consensus: Tensor | None = None
+    def _consensus(self, mode: str, group: str, sources: list[FrameSource]) -> ConsensusStrategy:
+        engine = self.engine
+
+        def logits(x: Tensor) -> Tensor:
+            return self._timed(engine.logits, x)
+
         if mode == "global":
-            per_source = math.ceil(cfg.consensus_frames / len(sources))
-            sampled = [f for s in sources for f in sample_consensus_frames(s, per_source)]
-            if not sampled:
-                raise SourceError(f"group {group!r}: no frame could be read to compute the consensus")
-            logits = self._timed(engine.logits, torch.stack([engine.prepare(f.image) for f in sampled]))
-            consensus = consensus_from_logits(logits)
-            times = [f.timestamp for f in sampled if math.isfinite(f.timestamp)]
-            self.store.update(group, logits.numpy(), t=base_t + max(times, default=0.0))
-            windows = global_windows(sources[0], cfg.window) if len(sources) == 1 else \
-                interleave(sources, max(1, cfg.window // len(sources)))
-        else:
-            windows = streaming_windows(sources[0], cfg.window, cfg.step) if len(sources) == 1 else \
-                interleave(sources, max(1, cfg.window // len(sources)))
-
-        last_save = time.monotonic()
-        with Prefetcher(_prepared(windows, engine), maxsize=cfg.prefetch_windows) as prepared:
-            for window, x in prepared:
-                if mode == "streaming":
-                    new = [i for i, emit in enumerate(window.emit) if emit]
-                    logits = self._timed(engine.logits, x[new])
-                    times = [f.timestamp for f in window.frames if math.isfinite(f.timestamp)]
-                    last_t = max(last_t, base_t + (max(times) if times else window.index))
-                    running = self.store.update(group, logits.numpy(), t=last_t, half_life=cfg.half_life)
-                    consensus = torch.from_numpy(running)[None]
-                    if time.monotonic() - last_save > STORE_SAVE_EVERY_S:
-                        self.store.save()
-                        last_save = time.monotonic()
-                prediction = self._timed(engine.segment, x, consensus)
-                self._emit(group, window, prediction, owner)
-                if time.monotonic() - self.last_flush > cfg.flush_every_s:
-                    self.writer.flush()
-                    self.last_flush = time.monotonic()
-                self.progress.advance(task, sum(window.emit))
+            return GlobalConsensus.sample(group, sources, self.config.consensus_frames,
+                                          lambda f: engine.prepare(f.image), logits, self.store)
+        return StreamingConsensus(group, self.store, self.config.half_life, logits, STORE_SAVE_EVERY_S)
 
     def _timed(self, fn: Callable[..., T], *args: object) -> T:
         start = time.perf_counter()
@@ -459,50 +383,11 @@ class _Job:
         finally:
             self.report.engine_seconds += time.perf_counter() - start
 
-    def _emit(self, group: str, window: Window, prediction: GroupPrediction, owner: dict[str, _Member]) -> None:
-        """Results (and overlays) of the window's emitted frames, at each frame's own size."""
-        cfg, engine = self.config, self.engine
-        for i, (frame, emit) in enumerate(zip(window.frames, window.emit)):
-            if not emit:
-                continue
-            prob = resize_map(prediction.maps[i], frame.image.shape[:2])
-            result = FrameResult.from_prob(
-                source=frame.source, group=group, window=window.index, frame_index=frame.index,
-                timestamp=frame.timestamp, prob=prob, similarity=float(prediction.similarity[i]),
-                model_name=engine.name, model_version=engine.version, threshold=cfg.threshold,
-                keep_prob_png=cfg.keep_prob_png,
-            )
-            self.writer.write(result)
-            member = owner[frame.source]
-            run = member.run
-            run.frames += 1
-            self.report.frames += 1
-            if run.first_timestamp is None:
-                run.first_timestamp = frame.timestamp
-            run.last_timestamp, run.last_frame_index = frame.timestamp, frame.index
-            series = self.series.setdefault((frame.source, group), _Series())
-            series.timestamps.append(frame.timestamp)
-            series.frame_indices.append(frame.index)
-            series.area_fractions.append(float(result.mask.mean()))
-            if cfg.overlay:
-                rate = cfg.fps or (member.source.info.fps / cfg.stride) or 10.0
-                member.overlay(highlight(frame.image, result.mask), Path(frame.source).stem, frame.timestamp,
-                               self.out / "overlays" / self.run_id, rate)
 
-    def write_events(self) -> int:
-        """Detect and write the events of every (source, group) with timestamps; their number."""
-        cfg = self.config
-        tables = []
-        for (source, group), s in self.series.items():
-            t = np.frombuffer(s.timestamps, dtype=np.float64)
-            if len(t) == 0 or not np.all(np.isfinite(t)):
-                continue  # image groups: no time, no events
-            events = detect_events(t, np.frombuffer(s.frame_indices, dtype=np.int64),
-                                   np.frombuffer(s.area_fractions, dtype=np.float64),
-                                   cfg.event_threshold, cfg.event_min_duration, cfg.event_max_gap)
-            tables.append(events_table(self.run_id, source, group, events))
-        if not tables:
-            return 0
-        table = pa.concat_tables(tables)
-        write_events(self.out, table)
-        return table.num_rows
+def _windows(mode: str, sources: list[FrameSource], cfg: PipelineConfig) -> Iterator[Window]:
+    """Global: consecutive windows; streaming: overlapping ones (`step`); several sources interleaved."""
+    if len(sources) > 1:
+        return interleave(sources, max(1, cfg.window // len(sources)))
+    if mode == "global":
+        return global_windows(sources[0], cfg.window)
+    return streaming_windows(sources[0], cfg.window, cfg.step)

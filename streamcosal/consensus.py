@@ -1,0 +1,94 @@
+"""Consensus strategies: the consensus each window of a group is segmented against.
+
+    strategy = GlobalConsensus.sample(group, sources, 32, prepare, logits, store)   # files
+    strategy = StreamingConsensus(group, store, half_life=30.0, logits=logits)    # live
+    consensus = strategy(window, x)        # x: [N,3,S,S] the window's frames -> [1,C]
+
+- `GlobalConsensus`: GICD's consensus (softmax of the summed logits) of n frames sampled evenly
+  over the whole of every source of the group, computed once; every window gets it.
+- `StreamingConsensus`: the group's running consensus in the `ConsensusStore`: the logits of each
+  window's new frames are added (older evidence decayed with `half_life` seconds of stream time)
+  and the window is segmented against the result. The store is saved at least every
+  `save_every_s`, so a restarted stream continues from its consensus (its stream time continues
+  from the group's last time in the store).
+
+Both leave the group's consensus in the store, where `streamcosal search` finds it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from .model import consensus_from_logits
+from .sources import Frame, FrameSource, SourceError
+from .storage import ConsensusStore
+from .windows import Window, sample_consensus_frames
+
+Logits = Callable[[Tensor], Tensor]  # [N,3,S,S] prepared frames -> [N,C] classifier logits
+
+
+class ConsensusStrategy(Protocol):
+    """Gives the consensus [1,C] for a window whose prepared frames are x [N,3,S,S]."""
+
+    def __call__(self, window: Window, x: Tensor) -> Tensor: ...
+
+
+class GlobalConsensus:
+    """One consensus for the whole group, from frames sampled over all of it."""
+
+    def __init__(self, consensus: Tensor):
+        self.consensus = consensus  # [1,C]
+
+    @classmethod
+    def sample(
+        cls,
+        group: str,
+        sources: Sequence[FrameSource],
+        frames: int,
+        prepare: Callable[[Frame], Tensor],
+        logits: Logits,
+        store: ConsensusStore,
+    ) -> GlobalConsensus:
+        """The consensus of about `frames` frames spread evenly over the sources (finite ones);
+        their logits are added to the group in `store`."""
+        per_source = math.ceil(frames / len(sources))
+        sampled = [f for s in sources for f in sample_consensus_frames(s, per_source)]
+        if not sampled:
+            raise SourceError(f"group {group!r}: no frame could be read to compute the consensus")
+        values = logits(torch.stack([prepare(f) for f in sampled]))
+        times = [f.timestamp for f in sampled if math.isfinite(f.timestamp)]
+        base_t = store.state(group).t if group in store else 0.0
+        store.update(group, values.numpy(), t=base_t + max(times, default=0.0))
+        return cls(consensus_from_logits(values))
+
+    def __call__(self, window: Window, x: Tensor) -> Tensor:
+        return self.consensus
+
+
+class StreamingConsensus:
+    """The group's running consensus in the store, updated with each window's new frames."""
+
+    def __init__(self, group: str, store: ConsensusStore, half_life: float, logits: Logits,
+                 save_every_s: float = 30.0):
+        self.group, self.store, self.half_life = group, store, half_life
+        self.logits, self.save_every_s = logits, save_every_s
+        self.base_t = store.state(group).t if group in store else 0.0
+        self.last_t = self.base_t
+        self.last_save = time.monotonic()
+
+    def __call__(self, window: Window, x: Tensor) -> Tensor:
+        new = [i for i, emit in enumerate(window.emit) if emit]
+        values = self.logits(x[new]).numpy()
+        times = [f.timestamp for f in window.frames if math.isfinite(f.timestamp)]
+        self.last_t = max(self.last_t, self.base_t + (max(times) if times else window.index))
+        running = self.store.update(self.group, values, t=self.last_t, half_life=self.half_life)
+        if time.monotonic() - self.last_save > self.save_every_s:
+            self.store.save()
+            self.last_save = time.monotonic()
+        return torch.from_numpy(running)[None]

@@ -1,0 +1,144 @@
+"""The result sink: a segmented window's maps -> result rows, overlays, counters and event series.
+
+    sink = ResultSink(writer, config, report, model=("gicd-...", "0.1.0"), overlays=out / "overlays" / run_id)
+    sink.write(group, window, prediction, owner)    # every emitted frame of the window
+    sink.close_member(member)                       # the source's overlay finished
+    sink.write_events(out)                          # at the end: events from the series
+
+Each emitted frame gets one `FrameResult` row (its map resized to the frame's own size), its
+source's counters (`SourceRun`: frames, first/last timestamp, last frame index) and the run's
+advance, a point in the (source, group) series events are detected from, and with `overlay` a
+highlighted frame in its source's overlay (an H.264 video, PNGs for image groups). Rows are
+flushed at least every `flush_every_s` seconds so readers see a slow stream's results.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from .engine import GroupPrediction, resize_map
+from .overlay import ImageOverlaySink, VideoSink, highlight
+from .sources import FrameSource, ImageGroupSource
+from .storage import FrameResult, ResultWriter, detect_events, events_table, write_events
+from .storage.parquet_files import source_key
+from .windows import Window
+
+if TYPE_CHECKING:
+    from .pipeline import PipelineConfig, RunReport, SourceRun
+
+
+@dataclass
+class Series:
+    """Per (source, group): what events are detected from, kept compactly."""
+
+    timestamps: array = field(default_factory=lambda: array("d"))
+    frame_indices: array = field(default_factory=lambda: array("q"))
+    area_fractions: array = field(default_factory=lambda: array("d"))
+
+
+@dataclass
+class Member:
+    """One opened source of the group being processed, with its run record and overlay sink."""
+
+    source: FrameSource
+    run: SourceRun
+    overlay_sink: VideoSink | ImageOverlaySink | None = None
+
+    def overlay(self, image: np.ndarray, name: str, timestamp: float, folder: Path, fps: float) -> None:
+        """Add one highlighted frame (a video for videos and streams, PNGs for image groups)."""
+        if self.overlay_sink is None:
+            key = source_key(self.run.source)
+            is_images = isinstance(self.source, ImageGroupSource)
+            self.overlay_sink = ImageOverlaySink(folder / key) if is_images else VideoSink(folder / f"{key}.mp4", fps)
+        if isinstance(self.overlay_sink, VideoSink):
+            self.overlay_sink.write(image, timestamp)
+        else:
+            self.overlay_sink.write(image, name)
+
+
+def owners(members: list[Member]) -> dict[str, Member]:
+    """Frame.source -> its member (an image group's frames name their files)."""
+    owner: dict[str, Member] = {}
+    for m in members:
+        names = [str(p) for p in m.source.paths] if isinstance(m.source, ImageGroupSource) else [m.source.name]
+        owner.update(dict.fromkeys(names, m))
+    return owner
+
+
+class ResultSink:
+    """Writes what a run finds; one per run, shared by its groups (not thread-safe)."""
+
+    def __init__(self, writer: ResultWriter, config: PipelineConfig, report: RunReport,
+                 model: tuple[str, str], overlays: Path):
+        self.writer, self.config, self.report = writer, config, report
+        self.model_name, self.model_version = model
+        self.overlays = overlays
+        self.series: dict[tuple[str, str], Series] = {}
+        self.last_flush = time.monotonic()
+
+    def write(self, group: str, window: Window, prediction: GroupPrediction, owner: dict[str, Member]) -> None:
+        """Results (and overlays) of the window's emitted frames, at each frame's own size.
+
+        prediction.maps: [N,1,S,S] (or [N,S,S]) for the window's N frames; similarity [N].
+        """
+        cfg = self.config
+        for i, (frame, emit) in enumerate(zip(window.frames, window.emit)):
+            if not emit:
+                continue
+            prob = resize_map(prediction.maps[i], frame.image.shape[:2])
+            result = FrameResult.from_prob(
+                source=frame.source, group=group, window=window.index, frame_index=frame.index,
+                timestamp=frame.timestamp, prob=prob, similarity=float(prediction.similarity[i]),
+                model_name=self.model_name, model_version=self.model_version, threshold=cfg.threshold,
+                keep_prob_png=cfg.keep_prob_png,
+            )
+            self.writer.write(result)
+            member = owner[frame.source]
+            run = member.run
+            run.frames += 1
+            self.report.frames += 1
+            if run.first_timestamp is None:
+                run.first_timestamp = frame.timestamp
+            run.last_timestamp, run.last_frame_index = frame.timestamp, frame.index
+            series = self.series.setdefault((frame.source, group), Series())
+            series.timestamps.append(frame.timestamp)
+            series.frame_indices.append(frame.index)
+            series.area_fractions.append(float(result.mask.mean()))
+            if cfg.overlay:
+                rate = cfg.fps or (member.source.info.fps / cfg.stride) or 10.0
+                member.overlay(highlight(frame.image, result.mask), Path(frame.source).stem, frame.timestamp,
+                               self.overlays, rate)
+        if time.monotonic() - self.last_flush > cfg.flush_every_s:
+            self.writer.flush()
+            self.last_flush = time.monotonic()
+
+    def close_member(self, member: Member) -> None:
+        """Finish the member's overlay; its path goes to the member's run record."""
+        if member.overlay_sink is not None:
+            closed = member.overlay_sink.close()
+            member.run.overlay = str(closed) if closed else None
+
+    def write_events(self, out: Path) -> int:
+        """Detect and write the events of every (source, group) with timestamps; their number."""
+        cfg = self.config
+        tables = []
+        for (source, group), s in self.series.items():
+            t = np.frombuffer(s.timestamps, dtype=np.float64)
+            if len(t) == 0 or not np.all(np.isfinite(t)):
+                continue  # image groups: no time, no events
+            events = detect_events(t, np.frombuffer(s.frame_indices, dtype=np.int64),
+                                   np.frombuffer(s.area_fractions, dtype=np.float64),
+                                   cfg.event_threshold, cfg.event_min_duration, cfg.event_max_gap)
+            tables.append(events_table(self.report.run_id, source, group, events))
+        if not tables:
+            return 0
+        table = pa.concat_tables(tables)
+        write_events(out, table)
+        return table.num_rows
