@@ -7,17 +7,22 @@
 The producer's exception is raised in the consumer after the items produced before it.
 close() (also on KeyboardInterrupt in the consumer, or leaving the `with`) stops the thread:
 the producer exits within `poll_s` once its current item is made, so no thread is left
-behind. The iterable stays the caller's: close the source itself after the Prefetcher.
+behind. close() waits at most `join_timeout_s` for that: a producer stuck inside its item (a
+live stream's reconnect backoff, a blocked read) must not hold a shutdown past its grace period.
+Such a producer is a daemon thread that exits at its next item; closing the source (which the
+caller does right after: the iterable stays the caller's) ends a reconnect loop.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from dataclasses import dataclass
 from typing import Generic, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,13 +36,14 @@ _DONE = object()
 class Prefetcher(Generic[T]):
     """Iterate `iterable` in a daemon thread, at most `maxsize` items ahead of the consumer."""
 
-    def __init__(self, iterable: Iterable[T], maxsize: int = 8, poll_s: float = 0.05):
+    def __init__(self, iterable: Iterable[T], maxsize: int = 8, poll_s: float = 0.05, join_timeout_s: float = 2.0):
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
         self._iterable = iterable
         self._queue: queue.Queue[object] = queue.Queue(maxsize=maxsize)
         self._stop = threading.Event()
         self._poll_s = poll_s
+        self._join_timeout_s = join_timeout_s
         self._finished = False
         self._thread = threading.Thread(target=self._produce, name="streamcosal-prefetch", daemon=True)
         self._thread.start()
@@ -83,10 +89,14 @@ class Prefetcher(Generic[T]):
         return item  # type: ignore[return-value]
 
     def close(self) -> None:
-        """Stop the producer thread and wait for it (items not consumed are dropped)."""
+        """Stop the producer thread and wait for it, at most `join_timeout_s` (items not consumed are
+        dropped; a producer still busy with its item then exits at its next one)."""
         self._finished = True
         self._stop.set()
-        self._thread.join()
+        self._thread.join(self._join_timeout_s)
+        if self._thread.is_alive():
+            logger.info("prefetch: the producer is still busy with an item after %.1f s; not waiting for it",
+                        self._join_timeout_s)
 
     def __enter__(self) -> Prefetcher[T]:
         return self

@@ -58,6 +58,29 @@ def test_close_early_stops_a_blocked_producer():
         next(items)
 
 
+def test_close_does_not_wait_for_a_producer_stuck_in_its_item():
+    """SIGTERM during a live stream's reconnect backoff: close() returns within its bound (it
+    joined without a timeout, holding the shutdown for the whole backoff)."""
+    release = threading.Event()
+
+    def reconnecting():
+        yield 0
+        release.wait(60)  # the source sleeping between reconnect tries
+        yield 1
+
+    before = threading.active_count()
+    prefetcher = Prefetcher(reconnecting(), maxsize=2)  # close() waits 2 s at most
+    assert next(prefetcher) == 0
+    closing = threading.Thread(target=prefetcher.close)
+    closing.start()
+    closing.join(5)
+    stuck = closing.is_alive()
+    release.set()  # the source is closed: the producer leaves at its next item
+    closing.join()
+    assert not stuck
+    assert wait_for_threads(before) == before
+
+
 def test_keyboard_interrupt_in_consumer_stops_thread():
     before = threading.active_count()
     with pytest.raises(KeyboardInterrupt):
