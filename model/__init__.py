@@ -3,7 +3,8 @@
 No I/O beyond loading weights. Installed as ``streamcosal.model``.
 """
 
-from .backbones import BACKBONES, Backbone, EfficientNetLite0Backbone, VGG16Backbone, WeightsError, build_backbone
+from .backbones import (BACKBONES, Backbone, EfficientNetLite0Backbone, EfficientNetLite2Backbone, EfficientNetLiteBackbone,
+                        VGG16Backbone, WeightsError, build_backbone)
 from .checkpoint import load_checkpoint, load_official, read_checkpoint, save_checkpoint
 from .decoder import ARMDecoder
 from .gicd import GICD, GICDOutput
@@ -11,7 +12,8 @@ from .gim import class_activation_map, consensus_from_logits, gradient_induced_w
 from .loss import gicd_loss, soft_iou_loss
 
 __all__ = [
-    "ARMDecoder", "BACKBONES", "Backbone", "EfficientNetLite0Backbone", "GICD", "GICDOutput", "VGG16Backbone",
+    "ARMDecoder", "BACKBONES", "Backbone", "EfficientNetLite0Backbone", "EfficientNetLite2Backbone",
+    "EfficientNetLiteBackbone", "GICD", "GICDOutput", "VGG16Backbone",
     "WeightsError", "build_backbone", "class_activation_map", "consensus_from_logits", "gicd_loss",
     "gradient_induced_weights", "load_checkpoint", "load_official", "read_checkpoint", "save_checkpoint",
     "soft_iou_loss",

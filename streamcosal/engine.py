@@ -70,9 +70,6 @@ class CoSalEngine:
         for p in model.parameters():
             p.requires_grad_(False)
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
-        backbone = model.backbone
-        self._mean = torch.tensor(backbone.mean, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(backbone.std, device=self.device).view(1, 3, 1, 1)
 
     def describe(self) -> str:
         """One line for the start of a run: model, device and the precision that runs (and why)."""
@@ -124,7 +121,7 @@ class CoSalEngine:
 
     def normalise(self, x: Tensor) -> Tensor:
         """[N,3,S,S] in [0,1] (any device) -> normalised for the backbone, on the engine's device."""
-        x = (x.to(self.device, non_blocking=True) - self._mean) / self._std
+        x = self.model.backbone.preprocess(x.to(self.device, non_blocking=True))
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _chunks(self, x: Tensor) -> Iterator[Tensor]:

@@ -176,13 +176,11 @@ def classify_images(paths: Sequence[Path], backbone: Backbone, *, batch_size: in
     Each image is resized to input_size x input_size and normalised for the backbone; the logits
     are ``backbone.classify(backbone.features(x)[4])``.
     """
-    mean = torch.tensor(backbone.mean).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.std).view(1, 3, 1, 1)
     classes, confidences = [], []
     for start in range(0, len(paths), batch_size):
         batch = [resize(read_image(p)[0], input_size, input_size) for p in paths[start:start + batch_size]]
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div(255.0)
-        probs = torch.softmax(backbone.classify(backbone.features((x - mean) / std)[4]).float(), dim=1)
+        probs = torch.softmax(backbone.classify(backbone.features(backbone.preprocess(x))[4]).float(), dim=1)
         conf, cls = probs.max(dim=1)
         classes.append(cls.numpy())
         confidences.append(conf.numpy())

@@ -216,12 +216,9 @@ def score(predict: Callable[[Tensor], np.ndarray], val: list[ValGroup]) -> dict[
 
 def model_predictor(model: GICD, device: torch.device) -> Callable[[Tensor], np.ndarray]:
     """predict() for :func:`score`: the model in eval mode, one forward per group, fp32."""
-    mean = torch.tensor(model.backbone.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(model.backbone.std, device=device).view(1, 3, 1, 1)
-
     @torch.no_grad()
     def predict(images: Tensor) -> np.ndarray:
-        x = (images.to(device).float() / 255.0 - mean) / std
+        x = model.backbone.preprocess(images.to(device).float() / 255.0)
         return model(x).maps[:, 0].float().cpu().numpy()
     return predict
 
@@ -303,8 +300,6 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
         console.print(f"[yellow]nothing to resume in {out}: starting from scratch[/yellow]")
     console.print(f"{config.name}: {len(groups)} training groups, {sum(map(len, groups.values()))} images; "
                   f"{t.epochs} epochs x {steps} steps; validation: {len(val)} groups")
-    mean = torch.tensor(model.backbone.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(model.backbone.std, device=device).view(1, 3, 1, 1)
     end = t.epochs if stop_after is None else min(t.epochs, start + stop_after)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:
@@ -319,7 +314,7 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
                     g["lr"] = lr
                 tic = time.perf_counter()
                 x, y = sampler.batch(group, epoch, step)
-                x, y = ((x.to(device) - mean) / std), y.to(device)
+                x, y = model.backbone.preprocess(x.to(device)), y.to(device)
                 with autocast(precision, device):
                     loss = gicd_loss(model(x).side_maps, y)
                 if not torch.isfinite(loss):

