@@ -1,5 +1,6 @@
 """``cosal-eval``: a model on the configured datasets -> reports, a history table, a Markdown artifact;
-fails when a floor is not met (after the history and the artifact are written)."""
+fails when a dataset could not be evaluated or a floor is not met (after the other datasets' history
+rows and the artifact are written)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ def evaluate_dataset(dataset: str, out: str, weights: Optional[str], precision: 
 
 @task(name="record-night", cache_policy=NO_CACHE, persist_result=False)
 def record(results: list[EvalResult], history: str, run_id: str, model: str, floors: dict[str, float],
-           tolerance: float, night: str) -> nightly.NightlyReport:
+           tolerance: float, night: str, failures: list[nightly.DatasetFailure]) -> nightly.NightlyReport:
     plots = [p for r in results for p in nightly.plot_paths(r, night)]
     return nightly.record_night(results, history, run_id=run_id, model=model, floors=floors, tolerance=tolerance,
-                                plots=plots)
+                                plots=plots, failures=failures)
 
 
 @task(name="publish-report", cache_policy=NO_CACHE, persist_result=False)
@@ -58,8 +59,13 @@ def cosal_eval(
     model = archive.model_identity(weights)
     with unit_resources():
         futures = [evaluate_dataset.submit(d, night, weights, precision, device, groups) for d in datasets]
-    report = record([f.result() for f in futures], history or str(Path(out) / "history"), run_id, model, floors,
-                    tolerance, night)
+    results, failures = [], []
+    for dataset, future in zip(datasets, futures):
+        try:
+            results.append(future.result())
+        except Exception as error:  # the others' rows and the artifact are still written; the flow fails after
+            failures.append(nightly.failure(dataset, error))
+    report = record(results, history or str(Path(out) / "history"), run_id, model, floors, tolerance, night, failures)
     publish(report.markdown())
-    nightly.raise_for_floors(report)
+    nightly.raise_for_night(report)
     return {f"{row['dataset']}/{m}": row[m] for row in report.rows.to_pylist() for m in ("S", "maxF", "MAE")}

@@ -9,13 +9,16 @@ killed night leaves nothing half-written), one row per (night, dataset) with the
 - :func:`find_drops`: a metric worse than the previous night's on the same dataset and method by
   more than ``tolerance`` (for ``MAE`` worse means higher).
 - :func:`check_floors`: ``floors`` maps a metric to its minimum (``MAE``: its maximum); a night
-  below a floor fails (:class:`FloorNotMet`), after the history and the report are written.
+  below a floor fails (:class:`NightFailed`), after the history and the report are written.
+- A dataset that cannot be evaluated (missing, unreadable) is a :class:`DatasetFailure`: the other
+  datasets' rows, report and plots are still written, then the night fails.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,16 +49,32 @@ HISTORY_SCHEMA = pa.schema(
 )
 
 
-class FloorNotMet(RuntimeError):
-    """A metric of the night is below its configured floor (``MAE``: above its ceiling)."""
+class NightFailed(RuntimeError):
+    """Datasets of the night could not be evaluated, or a metric is below its configured floor
+    (``MAE``: above its ceiling). Raised after the others' history rows and the report are written."""
 
-    def __init__(self, violations: list["FloorViolation"]):
-        self.violations = violations
-        lines = "\n".join(f"  {v}" for v in violations)
-        super().__init__(f"{len(violations)} floor(s) not met:\n{lines}")
+    def __init__(self, violations: list["FloorViolation"], failures: list["DatasetFailure"]):
+        self.violations, self.failures = violations, failures
+        parts = []
+        if failures:
+            parts.append(f"{len(failures)} dataset(s) failed:\n" + "\n".join(f"  {f}" for f in failures))
+        if violations:
+            parts.append(f"{len(violations)} floor(s) not met:\n" + "\n".join(f"  {v}" for v in violations))
+        super().__init__("\n".join(parts))
 
     def __reduce__(self) -> tuple:
-        return (type(self), (self.violations,))
+        return (type(self), (self.violations, self.failures))
+
+
+@dataclass(frozen=True)
+class DatasetFailure:
+    """A dataset the night could not evaluate, and why."""
+
+    dataset: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.dataset}: {self.error}"
 
 
 @dataclass(frozen=True)
@@ -89,8 +108,9 @@ class Drop:
 
 
 def new_run_id(now: datetime | None = None) -> str:
+    """``nightly-<UTC time>-<6 random hex digits>``: two nights started in the same second differ."""
     now = now or datetime.now(timezone.utc)
-    return "nightly-" + now.strftime("%Y%m%dT%H%M%SZ")
+    return "nightly-" + now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def check_floors_config(floors: dict[str, float] | None) -> dict[str, float]:
@@ -200,27 +220,31 @@ class NightlyReport:
 
     run_id: str
     rows: pa.Table
-    history_file: Path
+    history_file: Path | None  # None when no dataset could be evaluated
     drops: list[Drop] = field(default_factory=list)
     violations: list[FloorViolation] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     floors: dict[str, float] = field(default_factory=dict)
     recent: pa.Table | None = None  # the last nights, for the report
+    failures: list[DatasetFailure] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.violations
+        return not self.violations and not self.failures
 
     def markdown(self) -> str:
         shown = ("S", "maxF", "meanF", "maxE", "MAE", "wF")
         lines = [f"# cosal-eval `{self.run_id}`", ""]
+        if self.failures:
+            lines += [f"**FAILED: {len(self.failures)} dataset(s) could not be evaluated**", ""]
+            lines += [f"- {f}" for f in self.failures] + [""]
         if self.violations:
             lines += [f"**FAILED: {len(self.violations)} floor(s) not met**", ""]
             lines += [f"- {v}" for v in self.violations] + [""]
         if self.drops:
             lines += [f"**{len(self.drops)} metric(s) dropped since the previous night**", ""]
             lines += [f"- {d}" for d in self.drops] + [""]
-        if not self.violations and not self.drops:
+        if self.ok and not self.drops:
             lines += ["All floors met; no drop since the previous night.", ""]
         lines += ["| dataset | method | images | " + " | ".join(shown) + " |",
                   "|---|---|---:|" + "---:|" * len(shown)]
@@ -235,7 +259,8 @@ class NightlyReport:
                       "| run | dataset | " + " | ".join(shown) + " |", "|---|---|" + "---:|" * len(shown)]
             for row in self.recent.to_pylist():
                 lines.append(f"| {row['run_id']} | {row['dataset']} | " + " | ".join(_fmt(row[m]) for m in shown) + " |")
-        lines += ["", f"History table: `{self.history_file.parent}` (this night: `{self.history_file.name}`)."]
+        if self.history_file is not None:
+            lines += ["", f"History table: `{self.history_file.parent}` (this night: `{self.history_file.name}`)."]
         if self.plots:
             lines += ["", "Plots:"] + [f"- `{p}`" for p in self.plots]
         return "\n".join(lines) + "\n"
@@ -243,25 +268,32 @@ class NightlyReport:
 
 def record_night(results: Sequence[EvalResult], history: str | Path, *, run_id: str, model: str,
                  floors: dict[str, float] | None = None, tolerance: float = 0.0, plots: Sequence[Path] = (),
-                 keep_recent: int = 5, run_at: datetime | None = None) -> NightlyReport:
-    """Append the night's rows to the history, compare with the previous night, check the floors.
+                 keep_recent: int = 5, run_at: datetime | None = None,
+                 failures: Sequence[DatasetFailure] = ()) -> NightlyReport:
+    """Append the night's rows (the datasets that were evaluated) to the history, compare with the
+    previous night, check the floors; ``failures``: the datasets that could not be evaluated.
 
-    Never raises for a missed floor: call :meth:`NightlyReport.raise_for_floors` (after publishing).
+    Never raises for a missed floor or a failed dataset: call :func:`raise_for_night` (after publishing).
     """
     floors = check_floors_config(floors)
     rows = history_rows(results, run_id=run_id, model=model, run_at=run_at)
-    path = append_history(history, rows)
+    path = append_history(history, rows) if rows.num_rows else None
     table = read_history(history)
     runs = list(dict.fromkeys(table["run_id"].to_pylist()))[-keep_recent:]
     recent = table.filter(pc.is_in(table["run_id"], value_set=pa.array(runs, pa.string())))
     return NightlyReport(run_id, rows, path, find_drops(table, run_id, tolerance), check_floors(rows, floors),
-                         list(plots), floors, recent)
+                         list(plots), floors, recent, list(failures))
 
 
-def raise_for_floors(report: NightlyReport) -> None:
-    """Raise :class:`FloorNotMet` when the night missed a floor."""
-    if report.violations:
-        raise FloorNotMet(report.violations)
+def raise_for_night(report: NightlyReport) -> None:
+    """Raise :class:`NightFailed` when a dataset failed or the night missed a floor."""
+    if not report.ok:
+        raise NightFailed(report.violations, report.failures)
+
+
+def failure(dataset: str | Path, error: BaseException) -> DatasetFailure:
+    """The :class:`DatasetFailure` of a dataset whose evaluation raised ``error``."""
+    return DatasetFailure(str(dataset), f"{type(error).__name__}: {error}")
 
 
 def run_nightly(datasets: Sequence[str | Path], out: str | Path, history: str | Path | None = None, *,
@@ -274,12 +306,16 @@ def run_nightly(datasets: Sequence[str | Path], out: str | Path, history: str | 
     floors = check_floors_config(floors)
     run_id = run_id or new_run_id()
     night = Path(out) / run_id
-    results = [evaluate_dataset(d, night, weights=weights, precision=precision, device=device, groups=groups)
-               for d in datasets]
+    results, failures = [], []
+    for dataset in datasets:
+        try:
+            results.append(evaluate_dataset(dataset, night, weights=weights, precision=precision, device=device,
+                                            groups=groups))
+        except Exception as error:  # the others go on; the night fails after its report (raise_for_night)
+            failures.append(failure(dataset, error))
     plots = [p for r in results for p in plot_paths(r, night)]
-    report = record_night(results, history or Path(out) / "history", run_id=run_id, model=model_identity(weights),
-                          floors=floors, tolerance=tolerance, plots=plots, **kwargs)
-    return report
+    return record_night(results, history or Path(out) / "history", run_id=run_id, model=model_identity(weights),
+                        floors=floors, tolerance=tolerance, plots=plots, failures=failures, **kwargs)
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -242,3 +242,23 @@ def test_history_appends_and_finds_drops_and_missed_floors(tmp_path: Path) -> No
     assert "below the floor" in str(violations[0])
     with pytest.raises(ValueError, match="unknown metric"):
         nightly.check_floors(last, {"maxf": 0.5})
+
+
+def test_nightly_run_ids_started_in_the_same_second_differ() -> None:
+    at = datetime(2026, 1, 1, 2, tzinfo=timezone.utc)
+    first, second = nightly.new_run_id(at), nightly.new_run_id(at)
+    assert first != second and first.startswith("nightly-20260101T020000Z-")
+
+
+def test_a_failed_dataset_does_not_stop_the_others_rows(tmp_path: Path, assets: dict[str, Path], data: Path) -> None:
+    from prefect_fixtures import tiny_dataset
+
+    dataset, missing = tiny_dataset(data, tmp_path), tmp_path / "not-there"
+    report = nightly.run_nightly([missing, dataset], tmp_path / "out", weights=assets["weights"], device="cpu",
+                                 run_id="night-1")
+    assert [str(f.dataset) for f in report.failures] == [str(missing)] and "not-there" in report.failures[0].error
+    history = nightly.read_history(tmp_path / "out" / "history")
+    assert history["dataset"].to_pylist() == ["tiny"] and history["n_images"].to_pylist() == [4]
+    assert report.plots and "FAILED: 1 dataset(s) could not be evaluated" in report.markdown()
+    with pytest.raises(nightly.NightFailed, match="1 dataset\\(s\\) failed:\n  .*not-there"):
+        nightly.raise_for_night(report)

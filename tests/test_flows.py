@@ -169,6 +169,13 @@ def test_eval_flow_appends_history_and_fails_below_a_floor(harness: None, assets
     assert nightly.read_history(out / "history")["run_id"].to_pylist() == ["night-1", "night-2"]
     assert "FAILED: 1 floor(s) not met" in artifact(state, "cosal-eval")
 
+    # a dataset that cannot be evaluated: the others' rows and the artifact land, then the flow fails
+    state = cosal_eval([str(tmp_path / "not-there"), str(dataset)], str(out), run_id="night-3", **common)
+    assert state.is_failed() and "1 dataset(s) failed" in state.message and "not-there" in state.message
+    history = nightly.read_history(out / "history")
+    assert history["run_id"].to_pylist() == ["night-1", "night-2", "night-3"]
+    assert "FAILED: 1 dataset(s) could not be evaluated" in artifact(state, "cosal-eval")
+
 
 # -- cosal-train ---------------------------------------------------------------------------------------------
 
