@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .engine import CoSalEngine
+from .imagefile import IMAGE_SUFFIXES
 from .model import WeightsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Co-saliency detection (GICD) for image groups, videos and camera streams.")
 err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``error: message`` (user text escaped, never read as markup) and exit with ``code``."""
+    err.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def writable_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents) and check a file can be written there.
+
+    Raises:
+        ValueError: it is a file, or it cannot be created or written; the message says what to do.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {folder} is a file, not a folder: give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {folder} cannot be written ({e.strerror or e}): give a folder you can write to") from e
 
 
 @app.callback()
@@ -55,17 +80,31 @@ def images(
     device: DeviceOpt = "auto",
 ) -> None:
     """Segment the common object of every image group; 8-bit maps at each image's original size."""
-    from .images import segment_folders
+    from .images import OutputError, check_outputs, find_groups, segment_folders
 
     if not input.is_dir():
-        err.print(f"[red]error:[/red] input folder not found: {input}")
-        raise typer.Exit(2)
+        fail(f"input folder not found: {input}" if not input.exists() else
+             f"{input} is a file, not a folder of images: give the folder that holds it"
+             + ("" if input.suffix.lower() in IMAGE_SUFFIXES else
+                f" (for a video: streamcosal video {input} --out {out})"), 2)
+    try:
+        check_outputs(input, out, find_groups(input))
+        writable_folder(out)
+    except (OutputError, ValueError) as e:
+        fail(str(e), 2)
     engine = load_engine(weights, official, vgg16, precision, device)
     report = segment_folders(input, out, engine)
-    n = sum(report.written.values())
-    typer.echo(f"wrote {n} maps in {len(report.written)} groups to {out}")
+    typer.echo(f"wrote {report.maps} maps in {len(report.written)} groups to {out}")
+    for note in report.notes:
+        err.print(escape(note))
     for failure in report.failures:
-        err.print(f"[red]failed:[/red] {failure.reason}")
+        err.print(f"[red]failed:[/red] {escape(failure.reason)}")
+    if report.interrupted:
+        err.print(f"interrupted: the {report.maps} maps written to {escape(str(out))} are kept; run again to redo the rest")
+        raise typer.Exit(130)
+    if report.stopped:
+        fail(f"{report.stopped}; stopped: the {report.maps} maps written to {out} are kept; "
+             "free space (or fix the folder) and run again", 1)
     if not report.ok:
         err.print(f"{len(report.failures)} failures; every other image was processed")
         raise typer.Exit(1)
@@ -109,6 +148,7 @@ def eval_(
     --official; the embedded default otherwise) and evaluate.
     """
     from .evaluation import EvalBatchError, predict_and_evaluate, run_eval
+    from .images import OutputError
 
     if (data is None) == (gt is None):
         err.print("[red]error:[/red] give either --pred DIR --gt DIR, or --data DIR (predict, then evaluate)")
@@ -123,9 +163,8 @@ def eval_(
     except EvalBatchError as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from e
-    except (ValueError, FileNotFoundError) as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+    except (ValueError, FileNotFoundError, OutputError) as e:
+        fail(str(e), 2)
     typer.echo(f"reports in {out}")
 
 

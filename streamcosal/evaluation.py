@@ -568,11 +568,15 @@ def predict_and_evaluate(engine: CoSalEngine, data: Path | str, out_dir: Path | 
     Raises:
         EvalBatchError: when some images could not be segmented (after evaluating the rest).
     """
-    from streamcosal.images import segment_folders
+    from streamcosal.images import OutputError, segment_folders
 
     dataset = load_dataset(data)
     maps_dir = Path(out_dir) / _safe_name(name) / "maps"
     folder = segment_folders(dataset.image_dir, maps_dir, engine, show_progress=progress)
+    if folder.interrupted:
+        raise KeyboardInterrupt
+    if folder.stopped:
+        raise OutputError(f"{folder.stopped}; the {folder.maps} maps written to {maps_dir} are kept")
     for failure in folder.failures:
         _console.print(f"[red]failed:[/red] {failure.reason}")
     (result,) = run_eval([maps_dir], dataset.root, [name], out_dir, groups=groups, progress=progress)

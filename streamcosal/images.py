@@ -2,19 +2,27 @@
 
 The layout of CoCA and CoSal2015: ``INPUT/<group>/<image>``; a folder of images with no
 subfolders is one group. Maps are written at each image's original size to
-``OUT/<group>/<stem>.png``, as the authors' test script writes them.
+``OUT/<group>/<stem>.png``, as the authors' test script writes them (``<name>.png``, the file
+name with its suffix, for images whose stems collide, e.g. ``a.jpg`` and ``a.png``).
+
+No input is ever overwritten: an output folder that is an input folder, or a map path that is an
+input file, is refused before any work starts. A full disk (or any write error) stops the run
+with the maps written so far kept.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .engine import CoSalEngine, resize_map, to_uint8
@@ -29,77 +37,182 @@ class Failure:
     reason: str
 
 
+class OutputError(OSError):
+    """The maps cannot be written (an output that is an input, a full disk); the message names the
+    file and what to do."""
+
+
 def find_groups(root: Path) -> dict[str, list[Path]]:
     """Groups of image files: one per subfolder, or the folder itself as one group when it has
-    no subfolders. Non-image files are left out (by suffix); every group is listed, even empty."""
+    no subfolders. Images beside subfolders form one more group named after the folder. Non-image
+    files are left out (by suffix); broken symbolic links are listed (reading them fails with a
+    message); every group is listed, even empty.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+        ValueError: images beside subfolders, and a subfolder with the folder's own name.
+    """
     if not root.is_dir():
         raise FileNotFoundError(f"input folder not found: {root}")
+    name = root.resolve().name
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    folders = subdirs or [root]
-    return {folder.name: sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            for folder in folders}
+    groups = {folder.name: _images(folder) for folder in subdirs}
+    own = _images(root)
+    if own or not subdirs:
+        if name in groups:
+            raise ValueError(f"{root} holds images and a subfolder {name!r} of its own name: move its "
+                             f"{len(own)} images into a subfolder (a group), or rename the subfolder")
+        groups[name] = own
+    return groups
+
+
+def _images(folder: Path) -> list[Path]:
+    """The image files of ``folder`` by suffix, sorted; broken symbolic links included."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists())))
+
+
+def map_names(paths: list[Path]) -> dict[Path, str]:
+    """The output name (no suffix) of each image: its stem, or its whole name when another image of
+    the group has the same stem (``a.jpg``, ``a.png`` -> ``a.jpg``, ``a.png``), so no map is
+    written over another."""
+    stems = Counter(p.stem for p in paths)
+    return {p: p.stem if stems[p.stem] == 1 else p.name for p in paths}
+
+
+def map_name(path: Path) -> str:
+    """``map_names`` for one image among the images of its folder."""
+    return map_names(_images(path.parent) if path.parent.is_dir() else [path]).get(path, path.stem)
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
-    """Write a PNG atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a PNG atomically (temporary file, then rename), with the permissions the umask gives.
+
+    Raises:
+        OutputError: the file cannot be written (full disk, read-only folder...); no temporary
+            file is left.
+    """
     ok, buf = cv2.imencode(".png", image)
     if not ok:
-        raise OSError(f"cannot encode PNG for {path}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+        raise OutputError(f"cannot encode PNG for {path}")
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies
         with os.fdopen(fd, "wb") as f:
             f.write(buf.tobytes())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 @dataclass
 class FolderReport:
-    """What ``segment_folders`` did: maps written per group, and every failure with its reason."""
+    """What ``segment_folders`` did: maps written per group, every failure with its reason, notes
+    (renamed maps), and why it stopped early (a write error, Ctrl-C), if it did."""
 
+    out_dir: Path
     written: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stopped: str | None = None
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and self.stopped is None and not self.interrupted
+
+    @property
+    def maps(self) -> int:
+        return sum(self.written.values())
+
+
+def check_outputs(input_dir: Path, out_dir: Path, groups: dict[str, list[Path]]) -> None:
+    """Refuse an output folder that is an input folder, or a map that would replace an input file.
+
+    Raises:
+        OutputError: naming the folder and what to do.
+    """
+    inputs = {_real(p) for paths in groups.values() for p in paths}
+    input_folders = {_real(input_dir)} | {p.parent for p in inputs}
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir} is a file, not a folder: give a folder for the maps")
+    for group, paths in groups.items():
+        folder = _real(out_dir / group)
+        if folder in input_folders or _real(out_dir) in input_folders:
+            raise OutputError(f"--out {out_dir} would write maps into the input folder {folder} (and "
+                              "replace images there): give a separate output folder")
+        clash = [p for p, name in map_names(paths).items() if (folder / f"{name}.png") in inputs]
+        if clash:
+            raise OutputError(f"--out {out_dir}: the map of {clash[0]} would replace an input image: "
+                              "give a separate output folder")
+
+
+def _real(path: Path) -> Path:
+    """The absolute path with symbolic links followed (looping ones left as they are)."""
+    return Path(os.path.realpath(path))
 
 
 def segment_folders(input_dir: Path, out_dir: Path, engine: CoSalEngine, *, show_progress: bool = True) -> FolderReport:
-    """Segment every group of ``input_dir`` and write 8-bit maps to ``out_dir/<group>/<stem>.png``.
+    """Segment every group of ``input_dir`` and write 8-bit maps to ``out_dir/<group>/<name>.png``
+    (``name`` from ``map_names``).
 
     A bad image is reported and left out of its group; the rest of the group and the other groups
-    are still processed.
+    are still processed. A write error (full disk) or Ctrl-C stops the run; the maps written are
+    kept and the report says so.
+
+    Raises:
+        OutputError: ``out_dir`` would overwrite the input (checked before any work).
     """
     groups = find_groups(input_dir)
-    report = FolderReport()
+    check_outputs(input_dir, out_dir, groups)
+    report = FolderReport(out_dir)
     total = sum(len(v) for v in groups.values())
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not show_progress) as progress:
         task = progress.add_task("images", total=total)
-        for group, paths in groups.items():
-            progress.update(task, description=f"group {group}")
-            batch, sizes, kept = [], [], []
-            for path in paths:
-                try:
-                    rgb, size = read_image(path, max_side=4 * engine.input_size)
-                except ImageReadError as err:
-                    report.failures.append(Failure(path, str(err)))
-                    progress.advance(task)
-                    continue
-                batch.append(engine.prepare(rgb))
-                sizes.append(size)
-                kept.append(path)
-            if not kept:
-                report.failures.append(Failure(input_dir / group if len(groups) > 1 else input_dir,
-                                               f"group {group!r} has no readable images"))
-                continue
-            pred = engine.segment(torch.stack(batch))
-            for path, size, saliency in zip(kept, sizes, pred.maps):
-                write_png(out_dir / group / f"{path.stem}.png", to_uint8(resize_map(saliency, size)))
-                progress.advance(task)
-            report.written[group] = len(kept)
+        try:
+            for group, paths in groups.items():
+                progress.update(task, description=f"group {escape(group)}")
+                _segment_group(input_dir, out_dir, group, paths, engine, report, lambda: progress.advance(task))
+        except OutputError as err:
+            report.stopped = str(err)
+        except KeyboardInterrupt:
+            report.interrupted = True
     return report
+
+
+def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path], engine: CoSalEngine,
+                   report: FolderReport, advance: Callable[[], None]) -> None:
+    batch, sizes, kept = [], [], []
+    for path in paths:
+        try:
+            rgb, size = read_image(path, max_side=4 * engine.input_size)
+        except ImageReadError as err:
+            reason = f"{path}: broken symbolic link to {os.readlink(path)}" if path.is_symlink() and not path.exists() \
+                else str(err)
+            report.failures.append(Failure(path, reason))
+            advance()
+            continue
+        batch.append(engine.prepare(rgb))
+        sizes.append(size)
+        kept.append(path)
+    if not kept:
+        report.failures.append(Failure(input_dir / group if group != input_dir.resolve().name else input_dir,
+                                       f"group {group!r} has no readable images"))
+        return
+    names = map_names(paths)
+    renamed = [p.name for p in kept if names[p] != p.stem]
+    if renamed:
+        report.notes.append(f"group {group!r}: images share a stem, so their maps keep the suffix: "
+                            + ", ".join(f"{n}.png" for n in renamed))
+    pred = engine.segment(torch.stack(batch))
+    report.written[group] = 0
+    for path, size, saliency in zip(kept, sizes, pred.maps):
+        write_png(out_dir / group / f"{names[path]}.png", to_uint8(resize_map(saliency, size)))
+        report.written[group] += 1
+        advance()

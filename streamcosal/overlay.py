@@ -21,7 +21,7 @@ import av
 import cv2
 import numpy as np
 
-from .images import write_png
+from .images import map_name, write_png
 
 TIME_BASE = Fraction(1, 1000)  # overlay video timestamps in milliseconds
 
@@ -172,8 +172,9 @@ def contact_sheet(images: list[np.ndarray], columns: int = 4, thumb: int = 256, 
 
 
 class ImageOverlaySink:
-    """PNG overlays of an image group in `folder` (`<name>.png`, each written atomically), and
-    on close `contact_sheet.png` of them all."""
+    """PNG overlays of an image group in `folder` (named like the maps of `images.map_names`:
+    `<stem>.png`, or `<name>.png` where stems collide; each written atomically), and on close
+    `contact_sheet.png` of them all."""
 
     SHEET = "contact_sheet.png"
 
@@ -183,9 +184,9 @@ class ImageOverlaySink:
         self.frames = 0
         self._thumbs: list[np.ndarray] = []
 
-    def write(self, image: np.ndarray, name: str) -> None:
-        """Write one [H,W,3] uint8 RGB overlay as `folder/<name>.png`."""
-        write_png(self.folder / f"{name}.png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    def write(self, image: np.ndarray, source: str | os.PathLike) -> None:
+        """Write the [H,W,3] uint8 RGB overlay of the image file `source` as `folder/<name>.png`."""
+        write_png(self.folder / f"{map_name(Path(source))}.png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         scale = min(1.0, self.thumb / max(image.shape[:2]))
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
         self._thumbs.append(cv2.resize(image, size, interpolation=cv2.INTER_AREA))

@@ -113,7 +113,7 @@ class ResultSink:
             series.area_fractions.append(float(result.mask.mean()))
             if cfg.overlay:
                 rate = cfg.fps or (member.source.info.fps / cfg.stride) or 10.0
-                member.overlay(highlight(frame.image, result.mask), Path(frame.source).stem, frame.timestamp,
+                member.overlay(highlight(frame.image, result.mask), frame.source, frame.timestamp,
                                self.overlays, rate)
         if time.monotonic() - self.last_flush > cfg.flush_every_s:
             self.writer.flush()

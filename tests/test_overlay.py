@@ -78,7 +78,7 @@ def test_video_sink_keeps_frames_on_error_and_abort_leaves_nothing(frames, tmp_p
 def test_image_overlays_and_contact_sheet(frames, tmp_path):
     sink = ImageOverlaySink(tmp_path / "group", thumb=64)
     for i, image in enumerate(frames[:5]):
-        sink.write(highlight(image, square_mask(image.shape[:2])), f"img{i}")
+        sink.write(highlight(image, square_mask(image.shape[:2])), tmp_path / f"img{i}.jpg")
     assert sink.close() == tmp_path / "group"
     names = sorted(p.name for p in (tmp_path / "group").iterdir())
     assert names == ["contact_sheet.png"] + [f"img{i}.png" for i in range(5)]

@@ -1,0 +1,180 @@
+"""Issue 12: what a careless or unlucky user runs into, on real files.
+
+The rule: a user's mistake or bad luck never destroys data, never ends in a traceback, never
+gives a wrong result with exit status 0; the message names the file and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import group_images
+from typer.testing import CliRunner
+
+from streamcosal.cli import app
+from streamcosal.model import GICD, build_backbone, save_checkpoint
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ck") / "dev.pt"
+    save_checkpoint(GICD(build_backbone("efficientnet_lite0")), path, input_size=64, version="dev")
+    return path
+
+
+def photos(data: Path, dest: Path, n: int = 2, suffix: str = ".jpg", group: str = "Horse") -> list[Path]:
+    """n real photos copied (or converted, for .png) into dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for src in group_images(data, "pascal_coseg", group, n):
+        target = dest / f"{src.stem}{suffix}"
+        if suffix == ".jpg":
+            shutil.copy(src, target)
+        else:
+            cv2.imwrite(str(target), cv2.imread(str(src)))
+        out.append(target)
+    return out
+
+
+def images(inp: Path, out: Path, checkpoint: Path, *extra: str):
+    return runner.invoke(app, ["images", str(inp), "--out", str(out), "--weights", str(checkpoint), *extra])
+
+
+# ----------------------------------------------------------------------------- data loss
+
+
+@pytest.mark.parametrize("layout", ["groups", "flat"])
+def test_an_output_folder_that_is_the_input_is_refused_and_the_photos_stay(data, tmp_path, checkpoint, layout):
+    inp = tmp_path / "inpng"
+    originals = photos(data, inp / "Horse" if layout == "groups" else inp, suffix=".png")
+    before = {p: p.read_bytes() for p in originals}
+    for out in (inp, originals[0].parent):
+        result = images(inp, out, checkpoint)
+        assert result.exit_code == 2, result.output
+        assert "input folder" in result.output and "separate output folder" in result.output
+        assert "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in originals} == before
+    assert sorted(p for p in inp.rglob("*") if p.is_file()) == sorted(originals)
+
+
+def test_images_sharing_a_stem_keep_both_maps(data, tmp_path, checkpoint):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    jpg = photos(data, inp / "g", n=2)
+    cv2.imwrite(str(inp / "g" / f"{jpg[0].stem}.png"), cv2.imread(str(jpg[1])))  # same stem, another photo
+    result = images(inp, out, checkpoint)
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (out / "g").iterdir())
+    assert names == sorted([f"{jpg[0].name}.png", f"{jpg[0].stem}.png.png", f"{jpg[1].stem}.png"])
+    assert "share a stem" in result.output and f"{jpg[0].name}.png" in result.output
+    assert "wrote 3 maps" in result.output
+
+
+def test_image_group_overlays_sharing_a_stem_keep_both(data, tmp_path, checkpoint):
+    inp, out = tmp_path / "g", tmp_path / "out"
+    jpg = photos(data, inp, n=2)
+    cv2.imwrite(str(inp / f"{jpg[0].stem}.png"), cv2.imread(str(jpg[1])))
+    result = runner.invoke(app, ["video", str(inp), "--out", str(out), "--overlay", "--weights", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    (folder,) = (out / "overlays").glob("*/*")
+    assert len([p for p in folder.iterdir() if p.name != "contact_sheet.png"]) == 3
+
+
+# ----------------------------------------------------------------------------- smaller, same rule
+
+
+def test_a_flat_folder_with_a_subfolder_keeps_its_own_images(data, tmp_path, checkpoint):
+    inp, out = tmp_path / "mixed", tmp_path / "out"
+    own = photos(data, inp, n=2)
+    photos(data, inp / "Cat", n=1, group="Cat")
+    result = images(inp, out, checkpoint)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "mixed").iterdir()) == sorted(f"{p.stem}.png" for p in own)
+    assert len(list((out / "Cat").iterdir())) == 1
+
+
+def test_images_of_the_current_folder_get_a_group_folder(data, tmp_path, checkpoint, monkeypatch):
+    own = photos(data, tmp_path / "here", n=2)
+    monkeypatch.chdir(tmp_path / "here")
+    result = images(Path("."), tmp_path / "out", checkpoint)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out" / "here").iterdir()) == sorted(f"{p.stem}.png" for p in own)
+
+
+def test_maps_and_overlay_pngs_follow_the_umask(data, tmp_path, checkpoint):
+    inp = tmp_path / "g"
+    photos(data, inp, n=2)
+    old = os.umask(0o022)
+    try:
+        assert images(inp, tmp_path / "maps", checkpoint).exit_code == 0
+        result = runner.invoke(app, ["video", str(inp), "--out", str(tmp_path / "v"), "--overlay", "--weights", str(checkpoint)])
+        assert result.exit_code == 0, result.output
+    finally:
+        os.umask(old)
+    written = list((tmp_path / "maps").rglob("*.png")) + list((tmp_path / "v" / "overlays").rglob("*.png"))
+    assert len(written) == 5
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_broken_and_looping_symlinks_are_reported_by_name(data, tmp_path, checkpoint):
+    inp = tmp_path / "g"
+    photos(data, inp, n=2)
+    (inp / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (inp / "loop.jpg").symlink_to(inp / "loop.jpg")
+    result = images(inp, tmp_path / "out", checkpoint)
+    assert result.exit_code == 1, result.output
+    assert "gone.jpg: broken symbolic link" in result.output and "loop.jpg: broken symbolic link" in result.output
+    assert "wrote 2 maps" in result.output
+
+
+def test_a_video_given_to_images_points_at_streamcosal_video(tmp_path, checkpoint):
+    clip = tmp_path / "some.mp4"
+    clip.write_bytes(b"\x00" * 100)
+    result = images(clip, tmp_path / "out", checkpoint)
+    assert result.exit_code == 2
+    assert "some.mp4 is a file, not a folder of images" in result.output and "streamcosal video" in result.output
+
+
+def test_ctrl_c_during_images_says_what_was_written(data, tmp_path, checkpoint, monkeypatch):
+    from streamcosal.engine import CoSalEngine
+
+    inp = tmp_path / "in"
+    photos(data, inp / "A", n=2)
+    photos(data, inp / "B", n=2, group="Cat")
+    segment = CoSalEngine.segment
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return segment(self, *args, **kwargs)
+
+    monkeypatch.setattr(CoSalEngine, "segment", interrupted)
+    result = images(inp, tmp_path / "out", checkpoint)
+    assert result.exit_code == 130, result.output
+    assert "interrupted: the 2 maps written to" in result.output and "Traceback" not in result.output
+    assert len(list((tmp_path / "out" / "A").iterdir())) == 2
+
+
+# ----------------------------------------------------------------------------- rich markup
+
+
+def test_paths_with_brackets_are_printed_as_they_are(data, tmp_path, checkpoint):
+    inp = tmp_path / "in"
+    photos(data, inp / "g[", n=2)  # printed as .../g[/..., which rich reads as a closing tag
+    (inp / "g[" / "bad[red]x.jpg").write_bytes(b"not a jpeg")
+    result = images(inp, tmp_path / "out", checkpoint)
+    assert result.exit_code == 1, result.output
+    assert "g[/bad[red]x.jpg" in result.output and "MarkupError" not in result.output
+    assert len(list((tmp_path / "out" / "g[").iterdir())) == 2
