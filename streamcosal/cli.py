@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
+import os
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -26,19 +26,21 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def writable_folder(folder: Path) -> None:
-    """Create ``folder`` (and its parents) and check a file can be written there.
+    """Check that ``folder`` can be created (or is there) and written, without creating it.
 
     Raises:
-        ValueError: it is a file, or it cannot be created or written; the message says what to do.
+        ValueError: it (or a parent) is a file, or it cannot be written (read-only, no permission);
+            the message says what to do.
     """
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out {folder} is a file, not a folder: give a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise ValueError(f"--out {folder} cannot be written ({e.strerror or e}): give a folder you can write to") from e
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == folder else f" ({existing} is a file)"
+        raise ValueError(f"--out {folder} is a file, not a folder{where}: give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {folder} cannot be written ({existing} is read-only or not yours): "
+                         "give a folder you can write to")
 
 
 @app.callback()
