@@ -6,6 +6,12 @@ its last update; ``update`` applies, with ``decay = 0.5 ** ((t - t_prev) / half_
 
     S = S * decay + logits.sum(0)        n = n * decay + N
 
+The consensus is ``softmax(S * min(1, group_size / n))``: the sum of up to ``group_size`` images'
+logits, and beyond that their mean times ``group_size``. So a stream that has seen a thousand
+frames is on the scale of a group of ``group_size`` images (the pipeline's ``consensus_frames``,
+the frames global mode sums), not a thousand times sharper: its consensus equals the global
+consensus of its frames, and search scores between streams and videos stay comparable.
+
 A FAISS ``IndexIDMap2(IndexFlatIP(C))`` holds the L2-normalised consensus of every group under a
 stable int64 id, so ``nearest`` finds the groups with the most similar consensus (cosine).
 
@@ -33,6 +39,7 @@ import numpy as np
 FORMAT = "streamcosal.consensus_store"
 FORMAT_VERSION = 1
 NUM_CLASSES = 1000  # ImageNet classifier logits
+GROUP_SIZE = 32  # images a consensus sums at most; more are averaged to this scale
 
 
 class UnknownGroupError(KeyError):
@@ -61,24 +68,30 @@ class ConsensusStore:
     Create or load with ``ConsensusStore.open(path)``; call ``save()`` to persist.
     """
 
-    def __init__(self, path: Path, dim: int = NUM_CLASSES) -> None:
-        """An empty store that will save to ``path``; use ``open`` to load an existing one."""
+    def __init__(self, path: Path, dim: int = NUM_CLASSES, group_size: int = GROUP_SIZE) -> None:
+        """An empty store that will save to ``path``; use ``open`` to load an existing one.
+
+        group_size: the consensus of more images than this is their mean logits times it.
+        """
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1 image, got {group_size}")
         self.path = Path(path)
         self.dim = dim
+        self.group_size = group_size
         self._states: dict[str, GroupState] = {}
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._next_id = 0
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, path: Path, dim: int = NUM_CLASSES) -> "ConsensusStore":
+    def open(cls, path: Path, dim: int = NUM_CLASSES, group_size: int = GROUP_SIZE) -> "ConsensusStore":
         """Load the store saved at ``path``, or create an empty one if there is no file yet.
 
         Raises:
             ValueError: ``path`` exists but is not a consensus store of this format, or its
                 vectors are not ``dim``-dimensional.
         """
-        store = cls(path, dim)
+        store = cls(path, dim, group_size)
         if store.path.exists():
             store._load()
         return store
@@ -173,15 +186,17 @@ class ConsensusStore:
     def _set(self, state: GroupState) -> np.ndarray:
         """Store ``state`` and re-index its consensus (the lock is held)."""
         self._states[state.group] = state
-        consensus = _softmax(state.sums)
+        consensus = self._consensus(state.sums, state.n)
         self._index.remove_ids(np.array([state.id], dtype=np.int64))
         self._index.add_with_ids(_unit(consensus)[None], np.array([state.id], dtype=np.int64))
         return consensus
 
     def consensus(self, group: str) -> np.ndarray:
-        """[C] float32 consensus of ``group``: softmax of its running sum of logits."""
+        """[C] float32 consensus of ``group``: softmax of its running sum of logits, on the scale
+        of at most ``group_size`` images."""
         with self._lock:
-            return _softmax(self._get(group).sums)
+            state = self._get(group)
+            return self._consensus(state.sums, state.n)
 
     def nearest(self, query: str | np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` groups whose consensus is most similar to ``query``, best first.
@@ -199,7 +214,8 @@ class ConsensusStore:
         with self._lock:
             if isinstance(query, str):
                 exclude = self._get(query).id
-                vector = _softmax(self._states[query].sums)
+                state = self._states[query]
+                vector = self._consensus(state.sums, state.n)
             else:
                 exclude = None
                 vector = np.asarray(query, dtype=np.float32)
@@ -303,9 +319,14 @@ class ConsensusStore:
                 float(arrays["updated"][i]),
             )
         if len(ids):
-            vectors = np.stack([_unit(_softmax(row)) for row in sums])
+            vectors = np.stack([_unit(self._consensus(row, n)) for row, n in zip(sums, arrays["n"])])
             self._index.add_with_ids(vectors, ids)
         self._next_id = int(ids.max()) + 1 if len(ids) else 0
+
+
+    def _consensus(self, sums: np.ndarray, n: float) -> np.ndarray:
+        """[C] float32 softmax of the running sum [C] of n images, scaled to at most group_size."""
+        return _softmax(sums * min(1.0, self.group_size / n) if n > 0 else sums)
 
 
 def _softmax(sums: np.ndarray) -> np.ndarray:

@@ -8,11 +8,15 @@
   over the whole of every source of the group, computed once; every window gets it.
 - `StreamingConsensus`: the group's running consensus in the `ConsensusStore`: the logits of each
   window's new frames are added (older evidence decayed with `half_life` seconds of stream time)
-  and the window is segmented against the result. The store is saved at least every
+  and the window is segmented against the result. Frames without timestamps (image folders) are
+  no stream: nothing decays, every image counts as in a group. The store is saved at least every
   `save_every_s`, so a restarted stream continues from its consensus (its stream time continues
   from the group's last time in the store).
 
-Both leave the group's consensus in the store, where `streamcosal search` finds it.
+Both leave the group's consensus in the store, where `streamcosal search` finds it, and both are
+on one scale: the store's consensus of a running sum of n frames is the softmax of their mean
+logits times min(n, group_size) (`ConsensusStore.group_size`, the pipeline's `consensus_frames`),
+so a steady stream's consensus is the global consensus of `group_size` of its frames.
 """
 
 from __future__ import annotations
@@ -86,8 +90,11 @@ class StreamingConsensus:
         new = [i for i, emit in enumerate(window.emit) if emit]
         values = self.logits(x[new]).numpy()
         times = [f.timestamp for f in window.frames if math.isfinite(f.timestamp)]
-        self.last_t = max(self.last_t, self.base_t + (max(times) if times else window.index))
-        running = self.store.update(self.group, values, t=self.last_t, half_life=self.half_life)
+        if times:
+            self.last_t = max(self.last_t, self.base_t + max(times))
+            running = self.store.update(self.group, values, t=self.last_t, half_life=self.half_life)
+        else:  # no time (images): no decay
+            running = self.store.update(self.group, values, t=self.last_t)
         if time.monotonic() - self.last_save > self.save_every_s:
             self.store.save()
             self.last_save = time.monotonic()

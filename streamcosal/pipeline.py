@@ -90,7 +90,7 @@ class PipelineConfig:
     step: int | None = None  # streaming, one source: new frames per window (< window overlaps); default window
     stride: int = 1  # process every stride-th frame ...
     fps: float | None = None  # ... or about fps frames per second (then stride must be 1)
-    consensus_frames: int = 32  # global: frames sampled over the whole group for its consensus
+    consensus_frames: int = 32  # global: frames sampled for the consensus; streaming: the group size it is scaled to
     half_life: float = 30.0  # streaming: seconds of stream time after which old evidence weighs half
     threshold: float = 0.5  # mask = probability >= threshold
     overlay: bool = False  # write overlay videos (PNGs + contact sheet for image groups)
@@ -220,7 +220,7 @@ def run_pipeline(
                        started=datetime.now(UTC).isoformat(timespec="seconds"),
                        precision=engine.precision, device=str(engine.device))
     report.sources = [SourceRun(str(spec), name) for name, specs in jobs for spec in specs]
-    store = ConsensusStore.open(config.store_path or out / STORE_FILE)
+    store = ConsensusStore.open(config.store_path or out / STORE_FILE, group_size=config.consensus_frames)
     writer = ResultWriter(out, run_id, flush_every=config.flush_every, model=engine.model_metadata())
     start = time.perf_counter()
     with _sigterm_raises(), _progress(config.show_progress) as progress:
