@@ -25,7 +25,8 @@ the rows an uninterrupted run leaves: no duplicates, no partial files.
 A video that fails is recorded as ``failed`` with its error (its attempt's files are deleted);
 it is tried again on the next run. Failures the pipeline reports for a source (cannot be opened,
 not a video, no frames) are permanent (:class:`UnitFailed` with ``transient=False``: retrying
-cannot help); other exceptions (out of memory, a full disk, a lost GPU) are worth retrying.
+cannot help); out of memory, a full disk or a lost GPU, raised or met inside a group
+(``SourceRun.transient``), are worth retrying.
 
 One archive run at a time per ``out`` (:func:`archive_lock`): the start-up clean-up would
 otherwise delete the files of another run's unit in progress. ``streamcosal video`` runs (other
@@ -54,6 +55,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .pipeline import PipelineConfig, group_name, run_pipeline
+from .pipeline import is_transient as pipeline_transient
 from .storage import read_results
 from .storage.events import EVENTS_DIR
 from .storage.parquet_files import PARTITION_KEY
@@ -443,7 +445,7 @@ def run_unit(unit: Unit, out: str | Path, engine: Any, config: PipelineConfig | 
         discard_run(out, unit.run_id)
         error = source.error or f"the pipeline ended with status {source.status!r}"
         _fail(manifest, record, error)
-        raise UnitFailed(unit.video, error, transient=False)
+        raise UnitFailed(unit.video, error, transient=source.transient)
     record.status, record.frames, record.error = source.status, source.frames, None
     record.overlay, record.finished = source.overlay, _now()
     manifest.write(record)  # the commit: from here on the unit is done
@@ -459,7 +461,7 @@ def is_transient(error: BaseException) -> bool:
     """Whether trying a failed unit again may help (for a scheduler's retry condition)."""
     if isinstance(error, UnitFailed):
         return error.transient
-    return isinstance(error, (OSError, RuntimeError, MemoryError)) and not isinstance(error, FileNotFoundError)
+    return pipeline_transient(error)
 
 
 # -- the archive's consensus store ------------------------------------------------------------------

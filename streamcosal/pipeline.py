@@ -134,8 +134,15 @@ class SourceRun:
     last_timestamp: float | None = None
     last_frame_index: int | None = None
     error: str | None = None
+    transient: bool = False  # failed on what trying again may fix (`is_transient`), not on the source
     warnings: list[str] = field(default_factory=list)
     overlay: str | None = None
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying again may help: out of memory (CUDA's is a RuntimeError), a full disk, a lost
+    GPU; not a source that cannot be read, a missing file or bad parameters."""
+    return isinstance(error, (OSError, RuntimeError, MemoryError)) and not isinstance(error, FileNotFoundError)
 
 
 @dataclass
@@ -325,7 +332,7 @@ class _Job:
                 message = f"group {group!r}: stopped after {sum(m.run.frames for m in members)} frames: {error}"
                 logger.info("%s", message)
                 for m in members:
-                    m.run.status, m.run.error = "failed", message
+                    m.run.status, m.run.error, m.run.transient = "failed", message, is_transient(error)
                 return
             for m in members:
                 bad = m.source.report

@@ -6,6 +6,7 @@ test SIGKILLs a real process in the middle of a unit.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -20,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import torch
 
 from prefect_fixtures import DEV_THRESHOLD, Processes, clip, dev_checkpoint, wait_for
 from streamcosal import archive, jobs, nightly
@@ -146,6 +148,25 @@ def test_failures_are_recorded_and_the_others_finish(tmp_path: Path, assets: dic
     assert again.value.summary.counts() == {"processed": 0, "skipped": 1, "partial": 0, "failed": 1, "duplicates": 0}
     assert archive.Manifest(out).get(record.key).attempts == 2
     assert read_results(out).num_rows == 8
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   OSError(errno.ENOSPC, "No space left on device")], ids=["cuda-oom", "disk-full"])
+def test_out_of_memory_or_a_full_disk_inside_a_group_is_transient(tmp_path: Path, assets: dict[str, Path], engine,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  error: Exception) -> None:
+    """The pipeline catches these per group; the unit must still fail as transient (retried), not as a bad video."""
+    def segment(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(engine, "segment", segment)
+    out = tmp_path / "out"
+    unit = archive.plan_units([str(assets["a"])], "m", {})[0][0]
+    with pytest.raises(archive.UnitFailed) as failed:
+        archive.run_unit(unit, out, engine, jobs.pipeline_config(PARAMS))
+    assert failed.value.transient and archive.is_transient(failed.value)
+    assert str(error) in failed.value.error
+    assert archive.Manifest(out).get(unit.key).status == "failed" and archive.run_files(out, unit.run_id) == []
 
 
 KILLED_RUN = textwrap.dedent("""
