@@ -13,8 +13,9 @@ and masks pair by stem. The folder names depend on where the dataset comes from:
 
 Folder names are matched exactly (``Image`` is not ``image``). With ``layout=None`` the first pair
 found, in the order of this list, is used. An image folder without group subfolders (a *flat*
-folder) is one group named after the dataset. Images are ``.jpg/.jpeg/.png/.bmp`` in any case; a
-mask is looked up by stem with ``.png`` preferred. An image without a mask is kept with
+folder) is one group named after the dataset. Images and masks are the files ending in
+:data:`streamcosal.imagefile.IMAGE_SUFFIXES` in any case (read with that module's one reader, EXIF
+orientation applied); a mask is looked up by stem with ``.png`` preferred. An image without a mask is kept with
 ``mask=None`` and listed by :attr:`CoSODDataset.missing_masks`; it is never dropped silently.
 """
 
@@ -24,11 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
-"""File endings read as images, compared in lower case; earlier wins when two files share a stem."""
+from .imagefile import IMAGE_SUFFIXES
 
 LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "ours": (("images", "masks"),),
@@ -154,33 +151,21 @@ def load_dataset(root: Path | str, *, layout: str | None = None, name: str | Non
         groups = {group: samples for group, samples in groups.items() if samples}
     if not any(groups.values()):
         raise FileNotFoundError(
-            f"no image ({'/'.join(IMAGE_EXTENSIONS)}) found in {image_dir} or its group folders"
+            f"no image ({'/'.join(IMAGE_SUFFIXES)}) found in {image_dir} or its group folders"
         )
     return CoSODDataset(name, root, image_dir, mask_dir, groups, flat=flat, warnings=warnings)
-
-
-def read_gray(path: Path) -> np.ndarray:
-    """Read an image file as a uint8 (H, W) array (colour converted to grey, 16-bit scaled to 8).
-
-    Raises:
-        OSError: the file cannot be decoded as an image.
-    """
-    array = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if array is None:
-        raise OSError(f"cannot read {path} as an image: the file is missing, empty or corrupt")
-    return array
 
 
 def index_images(folder: Path) -> tuple[dict[str, Path], list[str]]:
     """Map stem -> image file for the images directly in ``folder`` (empty if it does not exist).
 
     Returns:
-        ``(index, duplicates)``: when several files share a stem the first extension of
-        ``IMAGE_EXTENSIONS`` wins and the others are listed in ``duplicates``.
+        ``(index, duplicates)``: when several files share a stem the first ending of
+        ``IMAGE_SUFFIXES`` wins and the others are listed in ``duplicates``.
     """
     index: dict[str, Path] = {}
     duplicates: list[str] = []
-    rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
+    rank = {ext: i for i, ext in enumerate(IMAGE_SUFFIXES)}
     for path in sorted(_image_files(folder), key=lambda p: (p.stem, rank[p.suffix.lower()])):
         if path.stem in index:
             duplicates.append(path.name)
@@ -209,7 +194,7 @@ def _image_files(folder: Path) -> list[Path]:
     return [
         p
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     ]
 
 

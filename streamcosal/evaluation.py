@@ -43,7 +43,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from streamcosal import report
-from streamcosal.datasets import CoSODDataset, Sample, index_images, load_dataset, read_gray
+from streamcosal.datasets import CoSODDataset, Sample, index_images, load_dataset
+from streamcosal.imagefile import read_gray
 
 METRICS: tuple[str, ...] = ("S", "maxF", "meanF", "adpF", "maxE", "meanE", "adpE", "MAE", "wF")
 """Metric names, in the order of tables and Parquet columns."""

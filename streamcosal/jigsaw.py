@@ -44,8 +44,8 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from .datasets import load_dataset, read_gray
-from .imagefile import read_image
+from .datasets import load_dataset
+from .imagefile import read_gray, read_image
 from .model import Backbone, build_backbone
 
 MANIFEST_SCHEMA = pa.schema([

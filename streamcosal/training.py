@@ -39,9 +39,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 
 from . import __version__
-from .datasets import load_dataset, read_gray
+from .datasets import load_dataset
 from .engine import resize_map, resolve_device, to_uint8
-from .imagefile import read_image
+from .imagefile import read_gray, read_image
 from .jigsaw import (GroupingRule, GroupSampler, Manifest, ManifestItem, build_manifest, file_hash, jigsaw, load_pair,
                      resize)
 from .model import GICD, WeightsError, build_backbone, gicd_loss, save_checkpoint
