@@ -23,6 +23,12 @@ On disk the store is one ``.npz`` file (no pickles): the sums, ids, counts and t
 group. The index is derived data and is rebuilt from the sums on ``open``, so it can never
 disagree with them. ``save`` writes a hidden temporary file and ``os.replace``s it over the old
 one, so a process killed while saving leaves the previous state intact.
+
+Several processes may share one store (two ``streamcosal video`` runs into one ``--out``):
+``save`` holds a lock file beside it (``<name>.lock``, filelock) while it re-reads the file and
+merges: the groups this store changed since it was opened are written as it has them, every
+other group as the file has it. Two processes that change the same group: the last save wins
+for that group.
 """
 
 import os
@@ -35,11 +41,13 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from filelock import FileLock, Timeout
 
 FORMAT = "streamcosal.consensus_store"
 FORMAT_VERSION = 1
 NUM_CLASSES = 1000  # ImageNet classifier logits
 GROUP_SIZE = 32  # images a consensus sums at most; more are averaged to this scale
+LOCK_TIMEOUT_S = 120.0  # how long save() waits for another process's save
 
 
 class UnknownGroupError(KeyError):
@@ -81,6 +89,7 @@ class ConsensusStore:
         self._states: dict[str, GroupState] = {}
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._next_id = 0
+        self._changed: set[str] = set()  # groups updated or put since open/save
         self._lock = threading.RLock()
 
     @classmethod
@@ -186,6 +195,7 @@ class ConsensusStore:
     def _set(self, state: GroupState) -> np.ndarray:
         """Store ``state`` and re-index its consensus (the lock is held)."""
         self._states[state.group] = state
+        self._changed.add(state.group)
         consensus = self._consensus(state.sums, state.n)
         self._index.remove_ids(np.array([state.id], dtype=np.int64))
         self._index.add_with_ids(_unit(consensus)[None], np.array([state.id], dtype=np.int64))
@@ -237,31 +247,77 @@ class ConsensusStore:
             return hits[:k]
 
     def save(self) -> None:
-        """Persist the whole store to ``path`` atomically (the old file stays valid until then)."""
+        """Persist the store to ``path`` atomically (the old file stays valid until then), merged
+        with what other processes saved there since (see the module's docstring).
+
+        Raises:
+            OSError: the file cannot be written, or another process held its lock for
+                ``LOCK_TIMEOUT_S``; the message names the file.
+        """
         with self._lock:
-            states = list(self._states.values())
-            arrays = {
-                "format": np.array(FORMAT),
-                "format_version": np.array(FORMAT_VERSION),
-                "groups": np.array([s.group for s in states], dtype=str),
-                "ids": np.array([s.id for s in states], dtype=np.int64),
-                "sums": np.array([s.sums for s in states], dtype=np.float64).reshape(-1, self.dim),
-                "n": np.array([s.n for s in states], dtype=np.float64),
-                "t": np.array([s.t for s in states], dtype=np.float64),
-                "created": np.array([s.created for s in states], dtype=np.float64),
-                "updated": np.array([s.updated for s in states], dtype=np.float64),
-            }
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+            lock = FileLock(self.path.with_name(f"{self.path.name}.lock"), timeout=LOCK_TIMEOUT_S)
             try:
-                with open(tmp, "wb") as f:
-                    np.savez(f, **arrays)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+                with lock:
+                    if self.path.exists():
+                        self._merge(ConsensusStore.open(self.path, self.dim, self.group_size))
+                    self._write()
+            except Timeout as e:
+                raise OSError(f"{self.path}: another process held {lock.lock_file} for {LOCK_TIMEOUT_S:.0f} s; "
+                              "if none is running, delete that lock file and run again") from e
+            self._changed.clear()
+
+    def _merge(self, saved: "ConsensusStore") -> None:
+        """Take every group of ``saved`` that this store did not change (and keep this store's
+        groups ``saved`` lacks); rebuild the index (the lock is held). Groups keep the ids ``saved``
+        gave them; the others get fresh ids where ``saved`` uses theirs."""
+        states = {g: s for g, s in saved._states.items() if g not in self._changed}
+        used = {s.id for s in states.values()}
+        next_id = max(used | {s.id for s in self._states.values()}, default=-1) + 1
+        for group in self._states:
+            if group in states:
+                continue
+            state = self._states[group]
+            old = saved._states.get(group)
+            if old is not None:
+                state = GroupState(group, old.id, state.sums, state.n, state.t, min(old.created, state.created),
+                                   state.updated)
+            elif state.id in used:
+                state = GroupState(group, next_id, state.sums, state.n, state.t, state.created, state.updated)
+                next_id += 1
+            used.add(state.id)
+            states[group] = state
+        self._states = states
+        self._next_id = max(next_id, max(used, default=-1) + 1)
+        self._index.reset()
+        if states:
+            ids = np.array([s.id for s in states.values()], dtype=np.int64)
+            self._index.add_with_ids(np.stack([_unit(self._consensus(s.sums, s.n)) for s in states.values()]), ids)
+
+    def _write(self) -> None:
+        """Write the whole store to ``path`` through a temporary file (the locks are held)."""
+        states = list(self._states.values())
+        arrays = {
+            "format": np.array(FORMAT),
+            "format_version": np.array(FORMAT_VERSION),
+            "groups": np.array([s.group for s in states], dtype=str),
+            "ids": np.array([s.id for s in states], dtype=np.int64),
+            "sums": np.array([s.sums for s in states], dtype=np.float64).reshape(-1, self.dim),
+            "n": np.array([s.n for s in states], dtype=np.float64),
+            "t": np.array([s.t for s in states], dtype=np.float64),
+            "created": np.array([s.created for s in states], dtype=np.float64),
+            "updated": np.array([s.updated for s in states], dtype=np.float64),
+        }
+        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def _get(self, group: str) -> GroupState:
         try:

@@ -60,15 +60,15 @@ class GlobalConsensus:
         store: ConsensusStore,
     ) -> GlobalConsensus:
         """The consensus of about `frames` frames spread evenly over the sources (finite ones);
-        their logits are added to the group in `store`."""
+        the group's state in `store` becomes their summed logits (replaced, not added to)."""
         per_source = math.ceil(frames / len(sources))
         sampled = [f for s in sources for f in sample_consensus_frames(s, per_source)]
         if not sampled:
             raise SourceError(f"group {group!r}: no frame could be read to compute the consensus")
         values = logits(torch.stack([prepare(f) for f in sampled]))
         times = [f.timestamp for f in sampled if math.isfinite(f.timestamp)]
-        base_t = store.state(group).t if group in store else 0.0
-        store.update(group, values.numpy(), t=base_t + max(times, default=0.0))
+        # The group's consensus is these sources' (a re-run replaces it; it never counts them twice).
+        store.put(group, values.numpy().astype("float64").sum(0), n=len(values), t=max(times, default=0.0))
         return cls(consensus_from_logits(values))
 
     def __call__(self, window: Window, x: Tensor) -> Tensor:

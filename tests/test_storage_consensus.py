@@ -1,5 +1,7 @@
 """The FAISS consensus store: decay math, nearest groups, persistence, atomic save."""
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -141,7 +143,7 @@ def test_interrupted_save_leaves_the_old_state(
     monkeypatch.undo()
 
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["consensus.npz"]  # no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["consensus.npz", "consensus.npz.lock"]  # no temporary file
     assert ConsensusStore.open(path).groups() == ["old"]
 
 
@@ -199,3 +201,45 @@ def test_put_copies_a_state_from_another_store(tmp_path: Path) -> None:
     merged.put("video-a", state.sums, state.n, state.t)
     np.testing.assert_allclose(merged.consensus("video-a"), source.consensus("video-a"))
     assert merged.state("video-a").n == 5.0 and merged.nearest(source.consensus("video-a"), k=1)[0][0] == "video-a"
+
+
+def test_two_stores_saving_into_one_file_keep_both_groups(tmp_path: Path) -> None:
+    """Two runs into one --out: each saves its own groups; neither loses the other's."""
+    path = tmp_path / "consensus.npz"
+    first, second = ConsensusStore.open(path), ConsensusStore.open(path)
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(3, C)), rng.normal(size=(2, C))
+    first.update("video-a", a, t=1.0)
+    second.update("video-b", b, t=2.0)
+    first.save()
+    second.save()
+    first.update("video-a", a, t=3.0)  # first saves again: it keeps video-b, saved meanwhile
+    first.save()
+    merged = ConsensusStore.open(path)
+    assert sorted(merged.groups()) == ["video-a", "video-b"]
+    np.testing.assert_allclose(merged.state("video-a").sums, 2 * a.sum(0))
+    np.testing.assert_allclose(merged.state("video-b").sums, b.sum(0))
+    assert merged.state("video-a").id != merged.state("video-b").id
+    assert merged.nearest("video-a", k=5)[0][0] == "video-b"
+
+
+SAVER = """
+import sys
+import numpy as np
+from streamcosal.storage import ConsensusStore
+path, name = sys.argv[1], sys.argv[2]
+store = ConsensusStore.open(path)
+for i in range(30):
+    store.update(name, np.full((1, 1000), float(i)), t=float(i))
+    store.save()
+"""
+
+
+def test_processes_saving_at_once_lose_no_group(tmp_path: Path) -> None:
+    path = tmp_path / "consensus.npz"
+    procs = [subprocess.Popen([sys.executable, "-c", SAVER, str(path), f"run{k}"]) for k in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    store = ConsensusStore.open(path)
+    assert sorted(store.groups()) == ["run0", "run1", "run2"]
+    for k in range(3):
+        np.testing.assert_allclose(store.state(f"run{k}").sums, np.full(1000, float(sum(range(30)))))

@@ -178,3 +178,22 @@ def test_paths_with_brackets_are_printed_as_they_are(data, tmp_path, checkpoint)
     assert result.exit_code == 1, result.output
     assert "g[/bad[red]x.jpg" in result.output and "MarkupError" not in result.output
     assert len(list((tmp_path / "out" / "g[").iterdir())) == 2
+
+
+# ----------------------------------------------------------------------------- the consensus store
+
+
+def test_rerunning_a_video_into_the_same_out_does_not_count_it_twice(data, tmp_path, checkpoint):
+    from video_fixtures import davis_frames, encode_video
+
+    from streamcosal.storage import ConsensusStore
+
+    clip = tmp_path / "clip.mp4"
+    encode_video(davis_frames("blackswan", n=12), clip, fps=10)
+    args = ["video", str(clip), "--out", str(tmp_path / "out"), "--weights", str(checkpoint), "--consensus-frames", "4"]
+    assert runner.invoke(app, args).exit_code == 0
+    first = ConsensusStore.open(tmp_path / "out" / "consensus.npz").state("clip")
+    assert runner.invoke(app, args).exit_code == 0
+    second = ConsensusStore.open(tmp_path / "out" / "consensus.npz").state("clip")
+    assert (second.n, second.t) == (first.n, first.t) == (4.0, pytest.approx(1.1, abs=1e-3))
+    np.testing.assert_allclose(second.sums, first.sums, rtol=1e-5)
