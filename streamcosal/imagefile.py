@@ -88,3 +88,14 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
         gray = cv2.normalize(a, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def resize(array: np.ndarray, width: int, height: int, *, nearest: bool = False) -> np.ndarray:
+    """cv2 resize: nearest for masks, area when shrinking, bilinear when enlarging."""
+    if nearest:
+        mode = cv2.INTER_NEAREST
+    elif width < array.shape[1] or height < array.shape[0]:
+        mode = cv2.INTER_AREA
+    else:
+        mode = cv2.INTER_LINEAR
+    return cv2.resize(array, (width, height), interpolation=mode)

@@ -44,8 +44,9 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from .copypaste import CutOut, CutOutError, copy_paste, cut_out
 from .datasets import load_dataset
-from .imagefile import read_gray, read_image
+from .imagefile import read_gray, read_image, resize
 from .model import Backbone, build_backbone
 
 MANIFEST_SCHEMA = pa.schema([
@@ -157,17 +158,6 @@ def load_pair(image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
     return rgb, (gray > 128).astype(np.uint8)
 
 
-def resize(array: np.ndarray, width: int, height: int, *, nearest: bool = False) -> np.ndarray:
-    """cv2 resize: nearest for masks, area when shrinking, bilinear when enlarging."""
-    if nearest:
-        mode = cv2.INTER_NEAREST
-    elif width < array.shape[1] or height < array.shape[0]:
-        mode = cv2.INTER_AREA
-    else:
-        mode = cv2.INTER_LINEAR
-    return cv2.resize(array, (width, height), interpolation=mode)
-
-
 @torch.no_grad()
 def classify_images(paths: Sequence[Path], backbone: Backbone, *, batch_size: int = 16,
                     input_size: int = 224) -> tuple[np.ndarray, np.ndarray]:
@@ -275,12 +265,15 @@ def jigsaw(target: np.ndarray, target_mask: np.ndarray, partner: np.ndarray, siz
 class Augmentation:
     """Per-sample augmentation of training images (jigsaws, flips, scale/crop, colour).
 
-    jigsaw_prob: probability of a jigsaw (0 = none); hflip: random horizontal flips;
+    copy_paste_prob: probability of a copy-paste composite (:mod:`streamcosal.copypaste`: the object
+    and one or two foreign objects pasted onto a photo; 0 = none); jigsaw_prob: probability of a
+    jigsaw for the other samples (0 = none); hflip: random horizontal flips;
     crop_scale: smallest area fraction of a random crop (1 = no crop), aspect in [3/4, 4/3];
     colour: strength c of brightness, contrast and saturation factors drawn in [1-c, 1+c] (0 = none).
     """
 
     jigsaw_prob: float = 0.75
+    copy_paste_prob: float = 0.0
     hflip: bool = True
     crop_scale: float = 0.6
     colour: float = 0.25
@@ -318,10 +311,12 @@ class GroupSampler:
     """Training batches: one group per step, at most ``max_images`` of it, augmented, seeded.
 
     ``groups``: group name -> items (at least two groups when ``augment.jigsaw_prob > 0``).
+    ``extra``: images with masks in no training group (classes too small to group, say), used only
+    as jigsaw partners, distractors and backgrounds of other groups' samples.
     """
 
     def __init__(self, groups: dict[str, list[ManifestItem]], *, size: int, max_images: int,
-                 augment: Augmentation, seed: int) -> None:
+                 augment: Augmentation, seed: int, extra: Sequence[ManifestItem] = ()) -> None:
         if not groups:
             raise ValueError("no training group: the manifest is empty")
         if augment.jigsaw_prob > 0 and len(groups) < 2:
@@ -331,9 +326,10 @@ class GroupSampler:
         self.groups = groups
         self.names = sorted(groups)
         self.size, self.max_images, self.augment, self.seed = size, max_images, augment, seed
-        everything = [(name, item) for name in self.names for item in groups[name]]
+        everything = [(self.names.index(name), item) for name in self.names for item in groups[name]]
+        everything += [(-1, item) for item in extra]
         self._items = [item for _, item in everything]
-        self._owner = np.array([self.names.index(name) for name, _ in everything])
+        self._owner = np.array([owner for owner, _ in everything])
 
     def epoch_groups(self, epoch: int, steps: int) -> list[str]:
         """The group of each step of an epoch: shuffled passes over all groups, ``steps`` long."""
@@ -360,6 +356,12 @@ class GroupSampler:
         """One augmented sample: ([S,S,3] uint8, [S,S] {0,1}); partners come from ``others``."""
         aug, s = self.augment, self.size
         rgb, mask = load_pair(item.image, item.mask)
+        if aug.copy_paste_prob > 0 and rng.random() < aug.copy_paste_prob:
+            try:
+                composite, label = self._copy_paste(rgb, mask, item, others, rng)
+                return colour_jitter(composite, aug.colour, rng), label
+            except CutOutError as err:
+                warnings.warn(f"{err}: a jigsaw or plain sample instead of a copy-paste composite", stacklevel=2)
         rgb, mask = random_crop(rgb, mask, aug.crop_scale, rng)
         if aug.hflip and rng.random() < 0.5:
             rgb, mask = rgb[:, ::-1], mask[:, ::-1]
@@ -372,3 +374,26 @@ class GroupSampler:
         else:
             rgb, mask = resize(np.ascontiguousarray(rgb), s, s), resize(np.ascontiguousarray(mask), s, s, nearest=True)
         return colour_jitter(rgb, aug.colour, rng), mask
+
+    def _copy_paste(self, rgb: np.ndarray, mask: np.ndarray, item: ManifestItem, others: np.ndarray,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A copy-paste composite of ``item``'s object, one or two distractors and a background photo,
+        all drawn from ``others`` (items of other groups)."""
+        target = cut_out(rgb, mask, str(item.mask))
+        if self.augment.hflip and rng.random() < 0.5:
+            target = CutOut(target.rgb[:, ::-1], target.mask[:, ::-1])
+        distractors: list[CutOut] = []
+        for _ in range(int(rng.integers(1, 3))):
+            for _attempt in range(MAX_DRAWS):
+                other = self._items[int(rng.choice(others))]
+                try:
+                    distractors.append(cut_out(*load_pair(other.image, other.mask), str(other.mask)))
+                    break
+                except CutOutError:
+                    continue
+        background, _ = read_image(self._items[int(rng.choice(others))].image)
+        return copy_paste(target, distractors, background, self.size, rng)
+
+
+MAX_DRAWS = 5
+"""Draws of a distractor before giving up on it (its mask empty or full each time)."""

@@ -4,9 +4,10 @@ Every table and key is checked: an unknown key, a missing required key or a wron
 naming the file, the table and the key. Relative paths are relative to the TOML file's folder.
 
     [model]      backbone, use_gim, use_arm, input_size, init
-    [data]       root, train_sets, regroup_sets, min_confidence, min_group_size, manifest
+    [data]       root, train_sets, regroup_sets, min_confidence, min_group_size, manifest,
+                 all_masks_as_distractors
     [validation] groups, videos, max_images, max_frames
-    [augment]    jigsaw_prob, hflip, crop_scale, colour
+    [augment]    jigsaw_prob, copy_paste_prob, hflip, crop_scale, colour
     [optim]      lr, beta1, beta2, lr_drop_at, lr_drop_factor
     [train]      seed, epochs, steps_per_epoch, max_images, threads, device, precision, out_dir, log_every
 """
@@ -45,7 +46,9 @@ class DataConfig:
 
     ``regroup_sets`` are grouped by the backbone's ImageNet classifier (flat sets always are) under
     ``min_confidence`` / ``min_group_size`` (see :mod:`streamcosal.jigsaw`). The manifest is built
-    once and reused: delete it to regroup.
+    once and reused: delete it to regroup. ``all_masks_as_distractors``: every image with a mask
+    that is in no group (too small a class, too unsure a classifier) still serves as a jigsaw
+    partner, distractor and background of the other groups' samples.
     """
 
     root: Path
@@ -54,6 +57,7 @@ class DataConfig:
     regroup_sets: list[str] = field(default_factory=list)
     min_confidence: float = 0.3
     min_group_size: int = 4
+    all_masks_as_distractors: bool = False
 
 
 @dataclass
@@ -209,8 +213,9 @@ def _check(config: TrainConfig) -> None:
     problems = []
     if t.epochs < 1 or t.max_images < 1 or t.steps_per_epoch < 0 or t.threads < 0 or t.log_every < 1:
         problems.append("[train] epochs, max_images and log_every must be >= 1; steps_per_epoch and threads >= 0")
-    if not 0.0 <= config.augment.jigsaw_prob <= 1.0:
-        problems.append("[augment] jigsaw_prob must lie in [0, 1]")
+    for key in ("jigsaw_prob", "copy_paste_prob"):
+        if not 0.0 <= getattr(config.augment, key) <= 1.0:
+            problems.append(f"[augment] {key} must lie in [0, 1]")
     if not 0.0 < config.augment.crop_scale <= 1.0:
         problems.append("[augment] crop_scale must lie in (0, 1]")
     if not 0.0 <= config.optim.lr_drop_at <= 1.0:

@@ -107,11 +107,14 @@ def held_out_samples(config: TrainConfig, key: str) -> list[tuple[Path, Path]]:
     return samples  # type: ignore[return-value]
 
 
-def training_groups(config: TrainConfig, backbone: Any) -> tuple[dict[str, list[ManifestItem]], list[str]]:
+def training_groups(config: TrainConfig, backbone: Any) -> tuple[dict[str, list[ManifestItem]], list[ManifestItem], list[str]]:
     """Training groups from the manifest (built and saved on first use) minus the validation split.
 
-    Returns (group -> items, notes). Held-out groups and videos are removed, and so is every
-    training image whose file content equals a held-out image (a photo filed under two groups).
+    Returns (group -> items, extra items, notes). Held-out groups and videos are removed, and so is
+    every training image whose file content equals a held-out image (a photo filed under two groups).
+    With ``[data] all_masks_as_distractors``, every other image with a mask in the training sets
+    that is in no group (SOD's images the grouping dropped, say) comes back as an extra item: a
+    jigsaw partner, distractor or background for the groups, never a group of its own.
     """
     data = config.data
     if data.manifest.is_file():
@@ -138,7 +141,20 @@ def training_groups(config: TrainConfig, backbone: Any) -> tuple[dict[str, list[
     if duplicates:
         notes.append(f"{len(duplicates)} training image(s) equal a held-out image and were removed: "
                      f"{', '.join(duplicates[:5])}{' ...' if len(duplicates) > 5 else ''}")
-    return groups, notes
+    extra: list[ManifestItem] = []
+    if data.all_masks_as_distractors:
+        grouped = {item.image.resolve() for items in groups.values() for item in items}
+        for set_name in data.train_sets:
+            dataset = load_dataset(data.root / set_name, layout="ours")
+            for sample in dataset.samples():
+                key = f"{dataset.name}/{sample.group}"
+                if (sample.mask is None or key in held or Path(sample.image).resolve() in grouped
+                        or file_hash(sample.image) in held_hashes):
+                    continue
+                extra.append(ManifestItem(sample.image, sample.mask, key))  # type: ignore[arg-type]
+        notes.append(f"{len(extra)} image(s) with masks in no training group serve as jigsaw partners, "
+                     "distractors and backgrounds")
+    return groups, extra, notes
 
 
 def validation_set(config: TrainConfig, *, max_images: int | None = None,
@@ -282,11 +298,11 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
     model = build_model(config).to(device)
-    groups, notes = training_groups(config, model.backbone)
+    groups, extra, notes = training_groups(config, model.backbone)
     for note in notes:
         console.print(f"[yellow]data:[/yellow] {note}")
     sampler = GroupSampler(groups, size=config.model.input_size, max_images=t.max_images,
-                           augment=config.augment, seed=t.seed)
+                           augment=config.augment, seed=t.seed, extra=extra)
     val = validation_set(config)
     steps = t.steps_per_epoch or len(groups)
     drop_step = round(config.optim.lr_drop_at * t.epochs * steps)
