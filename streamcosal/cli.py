@@ -232,22 +232,25 @@ def video(
                             overlay=overlay, store_path=store, run_id=run_id, show_progress=True)
     try:
         config.check()
+        writable_folder(out)
     except ValueError as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        fail(str(e), 2)
     engine = load_engine(weights, official, vgg16, precision, device)
     try:
         report = run_pipeline(sources, out, engine, config, group=group)
     except (ValueError, FileExistsError) as e:  # a bad run id, a damaged consensus store
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        fail(str(e), 2)
     for run in report.sources:
         line = f"{run.status:>11}  {run.source}  group {run.group!r}: {run.frames} frames"
         typer.echo(line + (f", overlay {run.overlay}" if run.overlay else ""))
         if run.error:
-            err.print(f"[red]error:[/red] {run.error}")
+            err.print(f"[red]error:[/red] {escape(run.error)}")
     typer.echo(f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_s:.1f} frames/s), "
                f"{report.events} events; results in {out} (run {report.run_id})")
+    for error in report.errors:
+        err.print(f"[red]error:[/red] {escape(error)}")
+    if report.errors:
+        err.print(f"free space on the disk of {escape(str(out))} (or fix the folder) and run again")
     if report.interrupted:
         err.print(f"stopped by {report.interrupted}: the results done so far are kept")
     raise typer.Exit(report.exit_code)

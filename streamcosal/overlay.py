@@ -67,7 +67,9 @@ class VideoSink:
     another size are resized to it. Timestamps become the frames' presentation times (so
     variable frame rate and gaps are kept); they must increase (a repeat is nudged by 1 ms).
     `close()` (also on leaving a `with`, even by an exception: the frames written are kept)
-    finishes the file and renames it; `abort()` deletes it.
+    finishes the file and renames it; `abort()` deletes it. A write error (a full disk) in
+    `write` or `close` deletes the unfinished file and raises OSError naming the folder; the
+    sink is then closed (`close()` returns None).
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, crf: int = 23, preset: str = "veryfast") -> None:
@@ -88,8 +90,11 @@ class VideoSink:
         height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
         if width < 2 or height < 2:
             raise ValueError(f"{self.path}: frame {image.shape} is too small for an H.264 video")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        except OSError as error:
+            raise self._failed(error) from error
         stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = TIME_BASE
@@ -114,8 +119,11 @@ class VideoSink:
         pts = max(round(timestamp / TIME_BASE), self._last_pts + 1)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts, frame.time_base = pts, TIME_BASE
-        for packet in self._stream.encode(frame):  # type: ignore[union-attr]
-            self._container.mux(packet)  # type: ignore[union-attr]
+        try:
+            for packet in self._stream.encode(frame):  # type: ignore[union-attr]
+                self._container.mux(packet)  # type: ignore[union-attr]
+        except OSError as error:
+            raise self._failed(error) from error
         self._last_pts = pts
         self.frames += 1
 
@@ -130,21 +138,34 @@ class VideoSink:
             for packet in self._stream.encode():  # type: ignore[union-attr]
                 self._container.mux(packet)
             self._container.close()
+            self._container = None
             os.replace(self._tmp, self.path)
+        except OSError as error:
+            raise self._failed(error) from error
         except BaseException:  # never leave the hidden file behind, even on a second Ctrl-C
-            self._tmp.unlink(missing_ok=True)
+            self.abort()
             raise
         return self.path
 
     def abort(self) -> None:
-        """Drop the video: nothing is left on disk."""
+        """Drop the video: nothing is left on disk. The container is closed once, here: a
+        container whose write failed is never flushed or closed again (PyAV crashes on that)."""
         self._done = True
-        if self._container is not None:
+        container, self._container, self._stream = self._container, None, None
+        if container is not None:
             try:
-                self._container.close()
-            except av.error.FFmpegError:
+                container.close()
+            except (av.error.FFmpegError, OSError):
                 pass
         self._tmp.unlink(missing_ok=True)
+
+    def _failed(self, error: OSError) -> OSError:
+        """Abort after a write error (a full disk); the error to raise, naming the video and the folder."""
+        self.abort()
+        failed = OSError(f"overlay video {self.path.name} not written ({error.strerror or error}); "
+                         f"free space in {self.path.parent} and run again")
+        failed.errno = error.errno
+        return failed
 
     def __enter__(self) -> VideoSink:
         return self

@@ -161,6 +161,7 @@ class RunReport:
     events: int = 0
     interrupted: str | None = None  # "SIGINT" or "SIGTERM" when the run was stopped
     sources: list[SourceRun] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # what could not be saved at the end (a full disk)
 
     @property
     def frames_per_s(self) -> float:
@@ -168,10 +169,11 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 all done; 1 a source failed or lost frames; 130 (SIGINT) / 143 (SIGTERM) stopped."""
+        """0 all done; 1 a source failed or lost frames, or results could not be saved;
+        130 (SIGINT) / 143 (SIGTERM) stopped."""
         if self.interrupted:
             return 130 if self.interrupted == "SIGINT" else 143
-        return 1 if any(s.status in ("failed", "partial") for s in self.sources) else 0
+        return 1 if self.errors or any(s.status in ("failed", "partial") for s in self.sources) else 0
 
     def save(self, path: Path) -> None:
         """Write the report as JSON, atomically."""
@@ -243,13 +245,25 @@ def run_pipeline(
                 if run.status == "running":
                     run.status = "interrupted"
             logger.warning("run %s stopped by %s: keeping the %d results done", run_id, report.interrupted, report.frames)
-        finally:
-            writer.close()
-            store.save()
-            report.events = sink.write_events(out)
+        finally:  # each is tried, even when another fails (a full disk): the report says what was not saved
+            _final_write(report, f"the last results (the {len(writer.files)} files before them in "
+                                 f"{writer.directory} are complete)", writer.close)
+            _final_write(report, "the consensus store", store.save)
+            report.events = _final_write(report, "the events", lambda: sink.write_events(out)) or 0
             report.seconds = time.perf_counter() - start
-            report.save(out / "runs" / f"{run_id}.json")
+            _final_write(report, "the run report", lambda: report.save(out / "runs" / f"{run_id}.json"))
     return report
+
+
+def _final_write(report: RunReport, what: str, write: Callable[[], T]) -> T | None:
+    """``write()``; an OSError (a full disk) is recorded in ``report.errors``, not raised."""
+    try:
+        return write()
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        report.errors.append(f"{what} not saved: cannot write{where}: {error.strerror or error}")
+        logger.warning("%s", report.errors[-1])
+        return None
 
 
 @contextlib.contextmanager
@@ -341,9 +355,14 @@ class _Job:
         finally:
             for m in members:
                 m.run.warnings = list(m.source.report.warnings)
-                self.sink.close_member(m)
+                try:
+                    self.sink.close_member(m)
+                except OSError as error:  # the overlay video could not be finished (a full disk)
+                    m.run.status = "failed" if m.run.status == "failed" else "partial"
+                    m.run.error = m.run.error or str(error)
                 m.source.close()
-            self.store.save()
+            with contextlib.suppress(OSError):  # the end of the run saves it again and reports a failure
+                self.store.save()
 
     def _segment_group(self, group: str, members: list[Member]) -> None:
         """The loop: prefetch -> consensus -> segment -> sink."""
