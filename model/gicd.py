@@ -18,7 +18,7 @@ class GICDOutput:
     """What GICD computes for a group of N images of size HxW.
 
     maps: [N,1,H,W] final maps (pred_1) in [0,1];
-    side_maps: [CAM, pred_4, pred_3, pred_2, pred_1], each [N,1,H,W];
+    side_maps: [CAM, pred_4, pred_3, pred_2, pred_1], each [N,1,H,W] (empty without side outputs);
     consensus: [1,1000] (None without GIM); similarity: [N] consensus . own logits (None without GIM);
     weights: [N,C5] GIM channel weights (ones without GIM).
     """
@@ -61,11 +61,12 @@ class GICD(nn.Module):
         with torch.autocast(f5.device.type, enabled=False):
             return net.classify(f5.float()).float()
 
-    def forward(self, x: Tensor, consensus: Tensor | None = None) -> GICDOutput:
+    def forward(self, x: Tensor, consensus: Tensor | None = None, side_outputs: bool = True) -> GICDOutput:
         """x: [N,3,H,W], one group, normalised for the backbone.
 
         consensus: [1,1000] to segment against a consensus computed elsewhere (a larger group, a
-        running stream consensus); by default the consensus of x itself.
+        running stream consensus); by default the consensus of x itself. ``side_outputs=False``
+        (inference): only the final map is upsampled to HxW and ``side_maps`` is empty.
         """
         feats = self.backbone.features(x)
         f5 = feats[4]
@@ -81,7 +82,8 @@ class GICD(nn.Module):
         cam = class_activation_map(induced)
         preds = self.decoder(feats[:4], induced.to(f5.dtype), cam)
         side_maps = [
-            F.interpolate(p.float(), size=x.shape[2:], mode="bilinear", align_corners=True) for p in [cam, *preds]
+            F.interpolate(p.float(), size=x.shape[2:], mode="bilinear", align_corners=True)
+            for p in ([cam, *preds] if side_outputs else preds[-1:])
         ]
-        return GICDOutput(maps=side_maps[-1], side_maps=side_maps, consensus=consensus,
+        return GICDOutput(maps=side_maps[-1], side_maps=side_maps if side_outputs else [], consensus=consensus,
                           similarity=similarity, weights=weights)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from conftest import group_images
 from PIL import Image
@@ -35,6 +36,18 @@ def test_chunked_group_equals_one_batch(untrained: GICD, data: Path) -> None:
     np.testing.assert_allclose(chunked.consensus, one.consensus, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(chunked.similarity, one.similarity, rtol=1e-4)
     np.testing.assert_allclose(chunked.maps, one.maps, atol=1e-5)
+
+
+def test_batch_norms_are_folded_with_the_same_maps_and_the_given_model_untouched(untrained: GICD, data: Path) -> None:
+    engine = CoSalEngine(untrained, device="cpu", precision="fp32")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in engine.model.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in untrained.modules()) == 49  # the caller's model keeps them
+    x = torch.stack([engine.prepare(im) for im in load(group_images(data, "pascal_coseg", "Dog", 4))])
+    with torch.no_grad():
+        unfolded = untrained(engine.normalise(x).contiguous())
+    folded = engine.segment(x)
+    np.testing.assert_allclose(folded.maps, unfolded.maps[:, 0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(folded.similarity, unfolded.similarity.numpy(), rtol=1e-4)
 
 
 def test_predict_group_returns_maps_at_each_original_size(untrained: GICD, data: Path) -> None:

@@ -1,0 +1,114 @@
+"""The CUDA paths: the engine on a GPU against the CPU fp32 engine, faiss-gpu, a video end to end.
+
+Marked ``gpu`` and deselected by default (``-m "not gpu"`` in pyproject's addopts; CI has no
+GPU): run them where one is lent with ``python -m pytest -m gpu`` (``benchmarks/gpu.sh`` does, then
+the GPU benchmark). On a machine without CUDA they fail rather than skip, so a GPU run that
+silently tested nothing cannot pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import group_images
+from PIL import Image
+from video_fixtures import encode_video, load_frames
+
+from streamcosal.engine import CoSalEngine
+from streamcosal.pipeline import PipelineConfig, run_pipeline
+from streamcosal.storage import ConsensusStore, decode_mask, read_results
+
+pytestmark = pytest.mark.gpu
+
+# CUDA fp32 convolutions may use TF32 (torch's default for cuDNN convolutions): maps then differ
+# from the CPU's by a little more than rounding.
+FP32_MEAN_ABS, FP32_MAX_ABS = 2e-3, 5e-2
+HALF_MEAN_ABS = 0.01  # bf16 / fp16 against CPU fp32, as on CPUs with native bf16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cuda() -> None:
+    assert torch.cuda.is_available(), "the gpu tests need a CUDA GPU (run them with -m gpu only where one is)"
+
+
+@pytest.fixture(scope="module")
+def images(data: Path) -> list[np.ndarray]:
+    paths = group_images(data, "pascal_coseg", "Horse", 4) + group_images(data, "davis2016", "goat", 4)
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def cpu_maps(images: list[np.ndarray]) -> list[np.ndarray]:
+    return CoSalEngine.from_pretrained(device="cpu", precision="fp32").predict_group(images)
+
+
+def mean_max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float, float]:
+    return float(np.mean([np.abs(x - y).mean() for x, y in zip(a, b)])), float(max(np.abs(x - y).max() for x, y in zip(a, b)))
+
+
+def test_cuda_fp32_equals_cpu_fp32(images: list[np.ndarray], cpu_maps: list[np.ndarray]) -> None:
+    engine = CoSalEngine.from_pretrained(device="cuda", precision="fp32")
+    assert engine.device.type == "cuda"
+    mean, worst = mean_max_diff(engine.predict_group(images), cpu_maps)
+    assert mean < FP32_MEAN_ABS and worst < FP32_MAX_ABS, f"CUDA fp32 vs CPU fp32: mean {mean:.2e}, max {worst:.2e}"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "auto"])
+def test_cuda_half_precisions_are_close(images: list[np.ndarray], cpu_maps: list[np.ndarray], precision: str) -> None:
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.fail("this GPU has no bf16: run the gpu tests on one that has (Ampere or newer)")
+    engine = CoSalEngine.from_pretrained(device="cuda", precision=precision)  # type: ignore[arg-type]
+    if precision == "auto":
+        assert engine.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    mean, _ = mean_max_diff(engine.predict_group(images), cpu_maps)
+    assert mean < HALF_MEAN_ABS, f"CUDA {engine.precision} vs CPU fp32: mean abs {mean:.4f}"
+
+
+def test_chunked_group_on_cuda_equals_one_batch(images: list[np.ndarray]) -> None:
+    one = CoSalEngine.from_pretrained(device="cuda", precision="fp32", chunk_size=64)
+    x = torch.stack([one.prepare(im) for im in images])
+    chunked = CoSalEngine.from_pretrained(device="cuda", precision="fp32", chunk_size=3).segment(x)
+    np.testing.assert_allclose(chunked.maps, one.segment(x).maps, atol=1e-4)
+
+
+def test_faiss_gpu_store_round_trip(tmp_path: Path) -> None:
+    """The store (CPU index, as designed) saves and reopens with the faiss-gpu build installed,
+    and a GPU flat index over its consensus vectors ranks the groups as the store does."""
+    import faiss
+
+    assert faiss.get_num_gpus() > 0, "faiss has no GPU: install streamcosal with .[gpu] (faiss-gpu) on this machine"
+    rng = np.random.default_rng(0)
+    store = ConsensusStore.open(tmp_path / "consensus.npz")
+    for i in range(50):
+        store.put(f"group{i}", rng.normal(size=1000) * 3, n=8, t=float(i))
+    store.save()
+    reopened = ConsensusStore.open(tmp_path / "consensus.npz")
+    assert reopened.groups() == store.groups()
+    names = reopened.groups()
+    vectors = np.stack([reopened.consensus(g) for g in names]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    gpu_index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, faiss.IndexFlatIP(1000))
+    gpu_index.add(vectors)
+    _, ids = gpu_index.search(vectors[:1], 6)
+    expected = [names[i] for i in ids[0] if names[i] != names[0]][:5]
+    assert [g for g, _ in reopened.nearest(names[0], k=5)] == expected
+
+
+def test_video_end_to_end_on_cuda(data: Path, tmp_path: Path) -> None:
+    """A DAVIS video through the pipeline on the GPU gives the CPU's masks (IoU per frame)."""
+    video = tmp_path / "goat.mp4"
+    encode_video(load_frames(data / "davis2016" / "images" / "goat", max_frames=16, size=(320, 192)), video, fps=10)
+    config = PipelineConfig(mode="global", window=8, consensus_frames=8)
+    rows = {}
+    for device in ("cuda", "cpu"):
+        engine = CoSalEngine.from_pretrained(device=device, precision="fp32")
+        report = run_pipeline([video], tmp_path / device, engine, config)
+        assert report.exit_code == 0 and report.frames == 16 and report.device.startswith(device)
+        rows[device] = sorted(read_results(tmp_path / device).to_pylist(), key=lambda r: r["frame_index"])
+    for gpu_row, cpu_row in zip(rows["cuda"], rows["cpu"]):
+        a, b = decode_mask(gpu_row), decode_mask(cpu_row)
+        union = np.logical_or(a, b).sum()
+        assert union == 0 or np.logical_and(a, b).sum() / union > 0.95, gpu_row["frame_index"]
