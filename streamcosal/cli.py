@@ -65,8 +65,7 @@ def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None,
         else:
             engine = CoSalEngine.from_pretrained(precision=precision, device=device)  # type: ignore[arg-type]
     except (WeightsError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        fail(str(e), 2)
     err.print(engine.describe(), markup=False, highlight=False)
     return engine
 
@@ -163,8 +162,7 @@ def eval_(
         else:
             run_eval(pred or [], gt, name, out)  # type: ignore[arg-type]
     except EvalBatchError as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
+        fail(str(e), 1)
     except (ValueError, FileNotFoundError, OutputError) as e:
         fail(str(e), 2)
     typer.echo(f"reports in {out}")
@@ -275,17 +273,15 @@ def search(
 
     path = store / "consensus.npz" if store.is_dir() else store
     if not path.is_file():
-        err.print(f"[red]error:[/red] no consensus store at {path}: run `streamcosal video ... --out DIR` first")
-        raise typer.Exit(2)
+        fail(f"no consensus store at {path}: run `streamcosal video ... --out DIR` first", 2)
     try:
         consensus_store = ConsensusStore.open(path)
         in_store = query in consensus_store and not Path(query).exists()
         engine = None if in_store else load_engine(weights, official, vgg16, precision, device)
         hits = nearest(consensus_store, query, engine, k=k, frames=frames)
     except (SourceError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        fail(str(e), 2)
     if not hits:
-        err.print(f"no other group in {path} to compare with")
+        err.print(f"no other group in {escape(str(path))} to compare with")
     for rank, (name, score) in enumerate(hits, 1):
         typer.echo(f"{rank}\t{score:.4f}\t{name}")

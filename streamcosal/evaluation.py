@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import py_sod_metrics as sod
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from streamcosal import report
@@ -304,7 +305,7 @@ def evaluate(
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=_console, disable=not progress) as bar:
-        task = bar.add_task(f"{name} on {dataset.name}", total=n_images)
+        task = bar.add_task(escape(f"{name} on {dataset.name}"), total=n_images)
         for group in selected:
             samples = dataset.groups[group]
             predictions, extra = _group_predictions(
@@ -452,10 +453,10 @@ def run_eval(
             result = evaluate(pred_dir, dataset, name=name, groups=groups, progress=progress)
         except (OSError, ValueError) as error:
             failures[name] = str(error)
-            _console.print(f"[red]{name}: evaluation failed:[/red] {error}")
+            _console.print(f"[red]{escape(name)}: evaluation failed:[/red] {escape(str(error))}")
             continue
         write_outputs(result, out_dir / folder / _safe_name(dataset.name))
-        _console.print(report.summary_line(result))
+        _console.print(escape(report.summary_line(result)))
         results.append(result)
     if len(results) > 1:
         report.compare(results, out_dir)
@@ -579,7 +580,7 @@ def predict_and_evaluate(engine: CoSalEngine, data: Path | str, out_dir: Path | 
     if folder.stopped:
         raise OutputError(f"{folder.stopped}; the {folder.maps} maps written to {maps_dir} are kept")
     for failure in folder.failures:
-        _console.print(f"[red]failed:[/red] {failure.reason}")
+        _console.print(f"[red]failed:[/red] {escape(failure.reason)}")
     (result,) = run_eval([maps_dir], dataset.root, [name], out_dir, groups=groups, progress=progress)
     if not folder.ok:
         raise EvalBatchError([result], {name: f"{len(folder.failures)} images could not be segmented"})

@@ -52,6 +52,7 @@ from typing import Literal, TypeVar
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -373,7 +374,7 @@ class _Job:
             m.run.mode = mode
         owner = owners(members)
         totals = [estimated_frames(s.info, cfg.stride, cfg.fps) for s in sources]
-        task = self.progress.add_task(f"{group} ({mode})", total=None if None in totals else sum(totals))
+        task = self.progress.add_task(escape(f"{group} ({mode})"), total=None if None in totals else sum(totals))
         consensus = self._consensus(mode, group, sources)
         with Prefetcher(_prepared(_windows(mode, sources, cfg), engine), maxsize=cfg.prefetch_windows) as prepared:
             for window, x in prepared:

@@ -197,3 +197,28 @@ def test_rerunning_a_video_into_the_same_out_does_not_count_it_twice(data, tmp_p
     second = ConsensusStore.open(tmp_path / "out" / "consensus.npz").state("clip")
     assert (second.n, second.t) == (first.n, first.t) == (4.0, pytest.approx(1.1, abs=1e-3))
     np.testing.assert_allclose(second.sums, first.sums, rtol=1e-5)
+
+
+def test_brackets_in_names_paths_and_errors_of_every_command(data, tmp_path, checkpoint):
+    from test_eval_cli import subset
+    from video_fixtures import davis_frames, encode_video
+
+    clip = tmp_path / "clip.mp4"
+    encode_video(davis_frames("blackswan", n=4), clip, fps=10)
+    result = runner.invoke(app, ["video", str(clip), "--group", "[/cat]", "--out", str(tmp_path / "v"),
+                                 "--weights", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    assert "group '[/cat]': 4 frames" in result.output
+
+    missing = tmp_path / "w[" / "model.pt"
+    result = runner.invoke(app, ["images", str(tmp_path), "--out", str(tmp_path / "o"), "--weights", str(missing)])
+    assert result.exit_code == 2 and "w[/model.pt" in result.output, result.output
+
+    result = runner.invoke(app, ["search", "cat", "--store", str(tmp_path / "s[" / "x.npz")])
+    assert result.exit_code == 2 and "no consensus store at" in result.output and "s[/x.npz" in result.output
+
+    root = subset(data, tmp_path / "voc")
+    result = runner.invoke(app, ["eval", "--pred", str(root / "masks"), "--gt", str(root), "--name", "[/m]",
+                                 "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert "[/m] on" in result.output
