@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .schema import SCHEMA_NAME_KEY, SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from .schema import READABLE_VERSIONS, SCHEMA_NAME_KEY, SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
 PARTITION_KEY = "source_key"
 
@@ -108,7 +108,7 @@ def _check_file(path: Path, schema: pa.Schema) -> None:
             "move it out of the results folder"
         )
     version = metadata.get(SCHEMA_VERSION_KEY, b"?").decode()
-    if version != str(SCHEMA_VERSION):
+    if version not in READABLE_VERSIONS:
         raise ValueError(
             f"{path} has {name.decode()} schema version {version}, this streamcosal reads version "
             f"{SCHEMA_VERSION}; read it with the streamcosal release that wrote it, or move it away"

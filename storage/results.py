@@ -46,6 +46,7 @@ class FrameResult:
     model_name: str
     model_version: str
     prob_png: bytes | None = None  # small 8-bit probability map, see masks.encode_prob_png
+    latency_s: float | None = None  # live: seconds from capture to this result
 
     @classmethod
     def from_prob(
@@ -62,6 +63,7 @@ class FrameResult:
         model_version: str,
         threshold: float = 0.5,
         keep_prob_png: bool = False,
+        latency_s: float | None = None,
     ) -> "FrameResult":
         """Build a result from a [H, W] probability map in [0, 1] (mask = prob >= threshold)."""
         mask, _, _, mean_prob = mask_stats(prob, threshold)
@@ -77,6 +79,7 @@ class FrameResult:
             model_name=model_name,
             model_version=model_version,
             prob_png=encode_prob_png(prob) if keep_prob_png else None,
+            latency_s=latency_s,
         )
 
     def to_row(self, run_id: str) -> dict[str, Any]:
@@ -101,6 +104,7 @@ class FrameResult:
             "model_name": self.model_name,
             "model_version": self.model_version,
             "prob_png": self.prob_png,
+            "latency_s": self.latency_s,
         }
 
 

@@ -7,12 +7,14 @@ Layout on disk (``root`` is what the user passes to the writers and readers)::
 
 Every file carries ``SCHEMA_VERSION`` in its Arrow schema metadata; frames files also carry the
 model that made them (``MODEL_KEY``: JSON with name, version, precision and device). Change a schema here, bump
-the version, and the readers refuse files of another version with a message that says so.
+the version, and the readers refuse files of versions not in ``READABLE_VERSIONS`` with a message
+that says so (version 2 added the nullable ``latency_s``; version 1 files read it as null).
 """
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = ("1", "2")  # version 1 has no latency_s: read as null
 
 # Keys of the Arrow schema metadata stored in every file we write.
 SCHEMA_NAME_KEY = b"streamcosal.schema"
@@ -58,6 +60,8 @@ RESULT_SCHEMA = _versioned(
         pa.field("model_name", pa.string(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("prob_png", pa.binary(), nullable=True),  # small 8-bit probability map, PNG
+        # live sources: seconds from the frame's capture (decoded by its reader) to its row; null otherwise
+        pa.field("latency_s", pa.float32(), nullable=True),
     ],
 )
 

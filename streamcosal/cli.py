@@ -213,6 +213,9 @@ def video(
     overlay: Annotated[bool, typer.Option("--overlay", help="Write H.264 overlay videos (PNGs and a contact sheet for image folders).")] = False,
     store: Annotated[Optional[Path], typer.Option("--store", help="Consensus store file (default OUT/consensus.npz).")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of this run's files (default: UTC time + random suffix).")] = None,
+    drop_policy: Annotated[str, typer.Option("--drop-policy", help="Live sources: latest (newest frames, older ones dropped; bounded latency), stride (every k-th frame, k adapted to the engine's rate) or all (no drop: latency grows while the engine is slower than the camera).")] = "latest",
+    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="Serve live metrics (Prometheus text format) at http://127.0.0.1:PORT/metrics.")] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", help="Live sources: stop after this many seconds (default: until they end, or Ctrl-C).")] = None,
     weights: WeightsOpt = None,
     official: OfficialOpt = None,
     vgg16: Vgg16Opt = None,
@@ -225,9 +228,11 @@ def video(
     from .pipeline import PipelineConfig, run_pipeline
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.getLogger("streamcosal.metrics").setLevel(logging.INFO)  # the live status line
     config = PipelineConfig(mode=mode, window=window, step=step, stride=stride, fps=fps,  # type: ignore[arg-type]
                             consensus_frames=consensus_frames, half_life=half_life, threshold=threshold,
-                            overlay=overlay, store_path=store, run_id=run_id, show_progress=True)
+                            overlay=overlay, store_path=store, run_id=run_id, show_progress=True,
+                            drop_policy=drop_policy, metrics_port=metrics_port, duration=duration)  # type: ignore[arg-type]
     try:
         config.check()
         writable_folder(out)
@@ -236,7 +241,7 @@ def video(
     engine = load_engine(weights, official, vgg16, precision, device)
     try:
         report = run_pipeline(sources, out, engine, config, group=group)
-    except (ValueError, FileExistsError) as e:  # a bad run id, a damaged consensus store
+    except (ValueError, FileExistsError, OSError) as e:  # a bad run id, a damaged store, the metrics port in use
         fail(str(e), 2)
     for run in report.sources:
         line = f"{run.status:>11}  {run.source}  group {run.group!r}: {run.frames} frames"

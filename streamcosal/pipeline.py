@@ -66,10 +66,12 @@ from rich.text import Text
 from torch import Tensor
 
 from .consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus
+from .live import DROP_POLICIES, DropPolicy, LiveReader, live_windows
+from .metrics import LiveMetrics, LiveSummary
 from .engine import CoSalEngine
 from .prefetch import Prefetcher
 from .sink import Member, ResultSink, owners
-from .sources import FrameSource, ReconnectPolicy, SourceError, VideoInfo, open_source
+from .sources import FrameSource, ReconnectPolicy, SourceError, StreamSource, VideoInfo, open_source
 from .storage import ConsensusStore, ResultWriter
 from .windows import Window, global_windows, interleave, streaming_windows
 
@@ -102,7 +104,14 @@ class PipelineConfig:
     store_path: Path | None = None  # default: out/consensus.npz
     flush_every: int = 256  # results rows per Parquet file ...
     flush_every_s: float = 10.0  # ... or fewer, so readers see a slow stream's results this soon
-    prefetch_windows: int = 2  # windows decoded ahead of the engine
+    prefetch_windows: int = 2  # windows decoded ahead of the engine (files)
+    drop_policy: DropPolicy = "latest"  # live sources: latest, stride or all (files: every frame); see live.py
+    live_buffer: int = 32  # live sources: frames a reader keeps for the engine
+    metrics_port: int | None = None  # serve live metrics (Prometheus text format) on this port
+    metrics_host: str = "127.0.0.1"
+    log_every_s: float = 30.0  # live sources: a status line (counts, rate, latency) this often
+    duration: float | None = None  # live sources: stop after this many seconds (default: when they end)
+    stall_warning_s: float = 30.0  # live sources: warn when a camera sends no frame for this long
     reconnect: ReconnectPolicy | None = None  # live streams (default ReconnectPolicy())
     run_id: str | None = None  # default: UTC time + random suffix
     show_progress: bool = False  # rich progress bar on stderr
@@ -120,6 +129,14 @@ class PipelineConfig:
             raise ValueError(f"half_life must be > 0 seconds, got {self.half_life}")
         if self.mode not in ("auto", "global", "streaming"):
             raise ValueError(f"mode must be auto, global or streaming, got {self.mode!r}")
+        if self.drop_policy not in DROP_POLICIES:
+            raise ValueError(f"drop policy must be one of {', '.join(DROP_POLICIES)}, got {self.drop_policy!r}")
+        if self.live_buffer < 1:
+            raise ValueError(f"live_buffer must be >= 1 frame, got {self.live_buffer}")
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError(f"duration must be > 0 seconds, got {self.duration}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics port must be in 0..65535, got {self.metrics_port}")
 
 
 @dataclass
@@ -138,7 +155,7 @@ class SourceRun:
     transient: bool = False  # failed on what trying again may fix (`is_transient`), not on the source
     warnings: list[str] = field(default_factory=list)
     overlay: str | None = None
-
+    live: LiveSummary | None = None  # live sources: counts, drops and latency
 
 def is_transient(error: BaseException) -> bool:
     """Whether trying again may help: out of memory (CUDA's is a RuntimeError), a full disk, a lost
@@ -232,10 +249,12 @@ def run_pipeline(
     report.sources = [SourceRun(str(spec), name) for name, specs in jobs for spec in specs]
     store = ConsensusStore.open(config.store_path or out / STORE_FILE, group_size=config.consensus_frames)
     writer = ResultWriter(out, run_id, flush_every=config.flush_every, model=engine.model_metadata())
+    metrics = LiveMetrics()
     start = time.perf_counter()
-    with _sigterm_raises(), _progress(config.show_progress) as progress:
+    with metrics.serving(config.metrics_port, config.metrics_host), _sigterm_raises(), \
+            _progress(config.show_progress) as progress:
         sink = ResultSink(writer, config, report, (engine.name, engine.version), out / "overlays" / run_id)
-        job = _Job(engine, config, store, sink, report, progress)
+        job = _Job(engine, config, store, sink, report, progress, metrics)
         try:
             runs = iter(report.sources)
             for name, specs in jobs:
@@ -324,6 +343,8 @@ class _Job:
     sink: ResultSink
     report: RunReport
     progress: Progress
+    metrics: LiveMetrics
+    last_log: float = field(default_factory=time.monotonic)
 
     def run_group(self, group: str, specs: list[str | Path], runs: list[SourceRun]) -> None:
         """Open the group's sources, segment every window, write results; failures go to `runs`."""
@@ -361,7 +382,8 @@ class _Job:
                 except OSError as error:  # the overlay video could not be finished (a full disk)
                     m.run.status = "failed" if m.run.status == "failed" else "partial"
                     m.run.error = m.run.error or str(error)
-                m.source.close()
+                if m.live is None:  # a live reader closes its own source
+                    m.source.close()
             with contextlib.suppress(OSError):  # the end of the run saves it again and reports a failure
                 self.store.save()
 
@@ -376,11 +398,40 @@ class _Job:
         totals = [estimated_frames(s.info, cfg.stride, cfg.fps) for s in sources]
         task = self.progress.add_task(escape(f"{group} ({mode})"), total=None if None in totals else sum(totals))
         consensus = self._consensus(mode, group, sources)
-        with Prefetcher(_prepared(_windows(mode, sources, cfg), engine), maxsize=cfg.prefetch_windows) as prepared:
+        live = mode == "streaming" and all(isinstance(s, StreamSource) for s in sources)
+        with self._prefetch(mode, members, live) as prepared:
             for window, x in prepared:
                 prediction = self._timed(engine.segment, x, consensus(window, x))
                 self.sink.write(group, window, prediction, owner)
                 self.progress.advance(task, sum(window.emit))
+                if live and time.monotonic() - self.last_log > cfg.log_every_s:
+                    self.metrics.log()
+                    self.last_log = time.monotonic()
+
+    @contextlib.contextmanager
+    def _prefetch(self, mode: str, members: list[Member], live: bool) -> Iterator[Iterator[tuple[Window, Tensor]]]:
+        """The group's windows, prepared for the engine: decoded ahead in a `Prefetcher` (files), or
+        read by a `LiveReader` per live source (its drop policy) and taken when the engine asks."""
+        cfg = self.config
+        if not live:
+            windows = _windows(mode, [m.source for m in members], cfg)
+            with Prefetcher(_prepared(windows, self.engine), maxsize=cfg.prefetch_windows) as prepared:
+                yield prepared
+            return
+        until = time.monotonic() + cfg.duration if cfg.duration is not None else None
+        readers = [LiveReader(m.source, cfg.drop_policy, cfg.live_buffer) for m in members]
+        for m, reader in zip(members, readers):
+            m.live = self.metrics.add(reader, m.run)
+        try:
+            windows = live_windows(readers, cfg.window, cfg.step, until=until, warn_after_s=cfg.stall_warning_s)
+            yield _prepared(windows, self.engine)
+        finally:
+            for m, reader in zip(members, readers):
+                reader.close()
+                m.run.live = m.live.summary() if m.live else None
+        failed = next((r for r in readers if r.error is not None), None)
+        if failed is not None:
+            raise SourceError(f"{failed.name}: reading stopped: {failed.error}")
 
     def _mode(self, sources: list[FrameSource]) -> str:
         """The configured mode; "auto" is global when every source is finite."""

@@ -8,7 +8,9 @@
 Each emitted frame gets one `FrameResult` row (its map resized to the frame's own size), its
 source's counters (`SourceRun`: frames, first/last timestamp, last frame index) and the run's
 advance, a point in the (source, group) series events are detected from, and with `overlay` a
-highlighted frame in its source's overlay (an H.264 video, PNGs for image groups). Rows are
+highlighted frame in its source's overlay (an H.264 video, PNGs for image groups). A frame read
+live (`Frame.captured`) gets its capture-to-result latency in the row (`latency_s`) and in its
+source's `LiveStats` (metrics). Rows are
 flushed at least every `flush_every_s` seconds so readers see a slow stream's results.
 """
 
@@ -31,6 +33,7 @@ from .storage.parquet_files import source_key
 from .windows import Window
 
 if TYPE_CHECKING:
+    from .metrics import LiveStats
     from .pipeline import PipelineConfig, RunReport, SourceRun
 
 
@@ -50,6 +53,7 @@ class Member:
     source: FrameSource
     run: SourceRun
     overlay_sink: VideoSink | ImageOverlaySink | None = None
+    live: LiveStats | None = None  # a live source: its reader and latencies
 
     def overlay(self, image: np.ndarray, name: str, timestamp: float, folder: Path, fps: float) -> None:
         """Add one highlighted frame (a video for videos and streams, PNGs for image groups)."""
@@ -93,14 +97,17 @@ class ResultSink:
             if not emit:
                 continue
             prob = resize_map(prediction.maps[i], frame.image.shape[:2])
+            latency = time.time() - frame.captured if frame.captured is not None else None
             result = FrameResult.from_prob(
                 source=frame.source, group=group, window=window.index, frame_index=frame.index,
                 timestamp=frame.timestamp, prob=prob, similarity=float(prediction.similarity[i]),
                 model_name=self.model_name, model_version=self.model_version, threshold=cfg.threshold,
-                keep_prob_png=cfg.keep_prob_png,
+                keep_prob_png=cfg.keep_prob_png, latency_s=latency,
             )
             self.writer.write(result)
             member = owner[frame.source]
+            if latency is not None and member.live is not None:
+                member.live.record(latency)
             run = member.run
             run.frames += 1
             self.report.frames += 1

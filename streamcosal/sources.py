@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +53,14 @@ class Frame:
         stream reconnects).
     timestamp: seconds since the first frame of the source (NaN for image groups: no time).
     source: the file, URL or image path it came from.
+    captured: wall-clock time (time.time()) a live reader received it; None when not read live.
     """
 
     image: np.ndarray
     index: int
     timestamp: float
     source: str
+    captured: float | None = None
 
 
 @dataclass
@@ -469,6 +472,11 @@ class StreamSource(FrameSource):
             fmt = "v4l2" if self.url.startswith("/dev/video") else None
             try:
                 return av.open(self.url, mode="r", format=fmt, options=options, timeout=self._timeout)
+            except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError) as error:
+                raise SourceError(
+                    f"{_without_password(self.url)}: the camera refused the login ({error.strerror}); give its user "
+                    "and password in the URL (rtsp://USER:PASSWORD@HOST/PATH). Not retried."
+                ) from error
             except (av.error.FFmpegError, OSError) as error:
                 self._last_error = str(error)
                 logger.info("%s: connection try %d/%d failed: %s", self.url, attempt + 1, attempts, error)
@@ -526,6 +534,11 @@ class StreamSource(FrameSource):
     def close(self) -> None:
         super().close()
         self._container.close()
+
+
+def _without_password(url: str) -> str:
+    """The URL with a password in it replaced by ***, for messages."""
+    return re.sub(r"(://[^/:@]+):[^/@]*@", r"\1:***@", url)
 
 
 # ----------------------------------------------------------------------------- image groups

@@ -273,7 +273,7 @@ def test_live_stream_that_drops_midway(data, dev_engine, tmp_path):
     frames = load_frames(data / "davis2016" / "images" / "blackswan", max_frames=12, size=SIZE)
     encode_video(frames, tmp_path / "live.ts", fps=10, container_format="mpegts")
     ts = (tmp_path / "live.ts").read_bytes()
-    config = PipelineConfig(window=4, reconnect=FAST_RETRY)
+    config = PipelineConfig(window=4, reconnect=FAST_RETRY, drop_policy="all")  # served in a burst: count every frame
     with serve_stream(ts, drop_after_bytes=len(ts) // 2, plays=2) as server:
         report = run_pipeline([server.url], tmp_path / "out", dev_engine, config, group="cam")
     run = report.sources[0]

@@ -28,6 +28,7 @@ from streamcosal.storage import (
     write_events,
 )
 from streamcosal.storage import parquet_files
+from streamcosal.storage.schema import SCHEMA_VERSION_KEY
 
 
 
@@ -173,6 +174,22 @@ def test_failure_while_writing_a_file_leaves_no_temporary_file(
     assert len(_visible_files(tmp_path)) == 2  # no hidden temporary file left behind
     assert read_results(tmp_path).num_rows == 4
     assert len(pd.read_parquet(tmp_path / "frames")) == 4
+
+
+def test_version_1_files_are_read_with_a_null_latency_and_others_refused(tmp_path: Path) -> None:
+    """Schema 2 added latency_s (live sources); files of version 1 (without it) read as null."""
+    with ResultWriter(tmp_path, "run-1") as writer:
+        writer.write(dataclasses.replace(_result("cam", 0), latency_s=0.25))
+    path = _visible_files(tmp_path)[0]
+    table = pq.read_table(path)
+    metadata = {**table.schema.metadata, SCHEMA_VERSION_KEY: b"1"}
+    old = table.drop_columns(["latency_s"]).replace_schema_metadata(metadata)
+    pq.write_table(old, path.with_name("run-0.000000.parquet"))
+    rows = sorted(read_results(tmp_path).to_pylist(), key=lambda r: r["latency_s"] is not None)
+    assert [r["latency_s"] for r in rows] == [None, 0.25]  # the version 1 row, then ours
+    pq.write_table(old.replace_schema_metadata({**metadata, SCHEMA_VERSION_KEY: b"9"}), path.with_name("x.parquet"))
+    with pytest.raises(ValueError, match="schema version 9"):
+        read_results(tmp_path)
 
 
 def test_reader_names_a_foreign_file(tmp_path: Path) -> None:

@@ -1,0 +1,293 @@
+"""Live cameras: readers at the camera's pace, drop policies, latency, metrics, against a real RTSP server.
+
+The camera is GStreamer's RTSP server (tests/rtsp_server.py, run by Debian's python3 in its own
+process, stopped by its PID at the end of every test) looping a 25 fps H.264 clip of DAVIS
+frames. The engine is the small development engine of test_pipeline (64 px); a test that needs
+an engine slower than the camera makes its `segment` sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+from prefect_fixtures import free_port, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+from rtsp_camera import make_clip, rtsp_camera
+from test_pipeline import dev_checkpoint, dev_engine  # noqa: F401  (fixtures)
+
+from streamcosal.live import LiveReader, live_windows
+from streamcosal.pipeline import PipelineConfig, RunReport, run_pipeline
+from streamcosal.sources import Frame, FrameSource, ReconnectPolicy, VideoInfo
+from streamcosal.storage import read_results
+
+QUICK_RECONNECT = ReconnectPolicy(max_attempts=20, backoff_s=0.1, max_backoff_s=0.5)
+
+
+@pytest.fixture(scope="module")
+def clips(data, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    return {name: make_clip(folder / f"{name}.mp4", name) for name in ("blackswan", "goat")}
+
+
+class PacedSource(FrameSource):
+    """n frames at `fps`, in real time: a camera without a network."""
+
+    def __init__(self, n: int, fps: float = 100.0):
+        super().__init__()
+        self.name, self.n, self.fps = "paced", n, fps
+        self.info = VideoInfo(8, 8, fps, None, None, 0, "raw")
+
+    def _generate(self):
+        for i in range(self.n):
+            time.sleep(1 / self.fps)
+            yield Frame(np.zeros((8, 8, 3), np.uint8), i, i / self.fps, self.name)
+
+
+def drain(reader: LiveReader, per_window: int, seconds_per_window: float) -> list[Frame]:
+    """Take windows from one reader with an engine that needs `seconds_per_window` each."""
+    taken = []
+    for window in live_windows([reader], per_window):
+        taken += window.emitted
+        time.sleep(seconds_per_window)
+    return taken
+
+
+@pytest.mark.parametrize("policy", ["latest", "stride", "all"])
+def test_drop_policies_with_an_engine_slower_than_the_camera(policy):
+    """100 frames/s against an engine doing 4 frames per 0.1 s (40/s): latest and stride drop and count
+    it, all keeps every frame; the frames keep their own indices and timestamps, in order."""
+    reader = LiveReader(PacedSource(150), policy=policy, capacity=16)
+    taken = drain(reader, 4, 0.1)
+    c = reader.counters
+    assert c.received == 150 and c.taken == len(taken) and c.received == c.taken + c.dropped
+    indices = [f.index for f in taken]
+    assert indices == sorted(indices) and all(f.timestamp == f.index / 100.0 for f in taken)
+    if policy == "all":
+        assert indices == list(range(150)) and c.dropped == 0
+    else:
+        assert c.dropped > 30
+    if policy == "stride":
+        assert reader.stride >= 2  # adapted to the engine's rate
+        gaps = set(np.diff(indices[-8:]))
+        assert gaps == {reader.stride}  # evenly spaced: every k-th frame
+
+
+def test_frames_arrive_and_are_segmented_over_rtsp(clips, dev_engine, tmp_path):
+    with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
+        report = run_pipeline([camera.url("/cam")], tmp_path / "out", dev_engine,
+                              PipelineConfig(window=4, duration=3.0), group="door")
+    run = report.sources[0]
+    assert run.status == "done" and run.mode == "streaming" and run.frames >= 8
+    rows = read_results(tmp_path / "out").to_pylist()
+    assert len(rows) == run.frames and {r["group"] for r in rows} == {"door"}
+    assert all((r["height"], r["width"]) == (96, 160) for r in rows)
+    indices = [r["frame_index"] for r in rows]
+    times = [r["timestamp"] for r in rows]
+    assert indices == sorted(indices) and times == sorted(times)  # the camera's own, in order
+    assert all(0 < r["latency_s"] < 30 for r in rows)
+    assert run.live.received >= run.frames and run.live.latency_p95_s is not None
+    saved = json.loads((tmp_path / "out" / "runs" / f"{report.run_id}.json").read_text())
+    assert saved["sources"][0]["live"]["processed"] == run.frames
+
+
+def test_slow_engine_latest_keeps_latency_bounded_and_counts_drops(clips, dev_engine, tmp_path, monkeypatch):
+    """An engine needing 0.5 s per window of 4 frames (8 frames/s) on a 25 fps camera: the newest
+    frames are taken, the others dropped and counted; latency stays about one window's time."""
+    segment = dev_engine.segment
+
+    def slow_segment(x, consensus=None):
+        time.sleep(0.5)
+        return segment(x, consensus)
+
+    monkeypatch.setattr(dev_engine, "segment", slow_segment)
+    with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
+        report = run_pipeline([camera.url("/cam")], tmp_path / "out", dev_engine,
+                              PipelineConfig(window=4, duration=6.0), group="door")
+    live = report.sources[0].live
+    assert live.dropped > live.processed > 0
+    latencies = np.array(read_results(tmp_path / "out")["latency_s"].to_pylist())
+    late = latencies[len(latencies) // 2 :]
+    assert late.max() < 3.0  # bounded: with no drop it would grow by ~1.2 s every second (36/4.8)
+    assert late.mean() <= latencies[: len(latencies) // 2].mean() + 0.5  # not growing
+
+
+def test_camera_killed_and_restarted_midstream(clips, dev_engine, tmp_path):
+    """The RTSP server dies mid-stream and comes back: the run reconnects and goes on."""
+    with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
+        def outage() -> None:
+            time.sleep(2.5)
+            camera.stop()
+            time.sleep(1.0)
+            camera.start()
+
+        chaos = threading.Thread(target=outage, daemon=True)
+        chaos.start()
+        config = PipelineConfig(window=4, duration=9.0, reconnect=QUICK_RECONNECT)
+        report = run_pipeline([camera.url("/cam")], tmp_path / "out", dev_engine, config, group="door")
+        chaos.join(timeout=30)
+    run = report.sources[0]
+    assert run.status == "done" and run.live.reconnects >= 1, run
+    times = np.array(read_results(tmp_path / "out")["timestamp"].to_pylist())
+    assert np.all(np.diff(np.sort(times)) > 0)
+    gap = np.diff(np.sort(times)).argmax()
+    assert 0 < gap < len(times) - 4  # results before and after the outage
+
+
+def test_two_cameras_in_one_group_and_one_stalls(clips, dev_engine, tmp_path):
+    """Two cameras, one group: windows hold the newest frames of both; while one camera is frozen
+    (its server stopped with SIGSTOP) the other goes on alone, and the frozen one is named."""
+    with rtsp_camera({"/a": clips["blackswan"]}) as a, rtsp_camera({"/b": clips["goat"]}) as b:
+        def freeze_b() -> None:
+            time.sleep(2.5)
+            b.process.send_signal(signal.SIGSTOP)
+            time.sleep(3.0)
+            b.process.send_signal(signal.SIGCONT)
+
+        chaos = threading.Thread(target=freeze_b, daemon=True)
+        chaos.start()
+        config = PipelineConfig(window=4, duration=9.0, stall_warning_s=1.0)
+        report = run_pipeline([a.url("/a"), b.url("/b")], tmp_path / "out", dev_engine, config, group="lobby")
+        chaos.join(timeout=30)
+    run_a, run_b = report.sources
+    assert run_a.frames > 0 and run_b.frames > 0 and run_a.live.received > 0 and run_b.live.received > 0
+    assert any("no frame for 1 s" in w for w in run_b.warnings) and not run_a.warnings
+    table = read_results(tmp_path / "out")
+    assert set(table["group"].to_pylist()) == {"lobby"}
+    windows: dict[int, set[str]] = {}
+    for row in table.select(["window", "source"]).to_pylist():
+        windows.setdefault(row["window"], set()).add(row["source"])
+    assert any(s == {a.url("/a"), b.url("/b")} for s in windows.values())  # both cameras in a window
+    assert any(s == {a.url("/a")} for s in windows.values())  # a went on while b was frozen
+    b_times = table.filter(pc.equal(table["source"], b.url("/b")))["latency_s"].to_pylist()
+    assert len(b_times) == run_b.frames
+
+
+def test_metrics_endpoint_scraped_while_running(clips, dev_engine, tmp_path):
+    port = free_port()
+    scraped: list[str] = []
+
+    def scrape() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                    text = response.read().decode()
+            except OSError:
+                time.sleep(0.2)
+                continue
+            if 'quantile="0.95"' in text:
+                scraped.append(text)
+                return
+            time.sleep(0.2)
+
+    with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
+        scraper = threading.Thread(target=scrape, daemon=True)
+        scraper.start()
+        config = PipelineConfig(window=4, duration=5.0, metrics_port=port)
+        report = run_pipeline([camera.url("/cam")], tmp_path / "out", dev_engine, config, group="door")
+        scraper.join(timeout=30)
+    assert scraped, "no metrics with a latency were served during the run"
+    samples = {(s.name, s.labels.get("quantile")): s for f in text_string_to_metric_families(scraped[0]) for s in f.samples}
+    key = {"source": camera.url("/cam"), "group": "door"}
+    for name in ("streamcosal_frames_received_total", "streamcosal_frames_processed_total",
+                 "streamcosal_frames_dropped_total", "streamcosal_reconnects_total", "streamcosal_buffer_frames",
+                 "streamcosal_processing_fps", "streamcosal_last_frame_timestamp_seconds"):
+        assert samples[(name, None)].labels == key
+    assert samples[("streamcosal_frames_processed_total", None)].value > 0
+    assert 0 < samples[("streamcosal_latency_seconds", "0.5")].value <= samples[("streamcosal_latency_seconds", "0.95")].value
+    with pytest.raises(OSError):  # the server is gone with the run
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    assert report.sources[0].status == "done"
+
+
+def test_metrics_port_in_use_is_refused_before_any_work(dev_engine, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"metrics port {port} on 127.0.0.1 cannot be used.*--metrics-port"):
+            run_pipeline(["rtsp://127.0.0.1:9/none"], tmp_path / "out", dev_engine, PipelineConfig(metrics_port=port))
+    assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_during_a_live_run_leaves_readable_results(clips, dev_checkpoint, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
+        cmd = [sys.executable, "-c", "from streamcosal.cli import app; app()", "video", camera.url("/cam"),
+               "--out", str(out), "--weights", str(dev_checkpoint), "--window", "4", "--overlay", "--group", "door"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for("the first results", lambda: bool(list(out.glob("overlays/*/.*.tmp.mp4"))), 60,
+                     interval_s=0.05, alive=proc)
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 143, stderr
+    rows = read_results(out).to_pylist()
+    assert rows and all(r["latency_s"] is not None for r in rows)
+    report = json.loads(next(out.glob("runs/*.json")).read_text())
+    assert report["interrupted"] == "SIGTERM" and report["frames"] == len(rows)
+    assert report["sources"][0]["live"]["processed"] == len(rows)
+    assert not list(out.rglob(".*"))  # no temporary file left
+
+
+def test_rtsp_url_that_refuses(dev_engine, tmp_path):
+    url = f"rtsp://127.0.0.1:{free_port()}/cam"
+    config = PipelineConfig(reconnect=ReconnectPolicy(max_attempts=2, backoff_s=0.05, max_backoff_s=0.1))
+    report = run_pipeline([url], tmp_path / "out", dev_engine, config)
+    run = report.sources[0]
+    assert run.status == "failed" and "unreachable after 3 tries" in run.error and report.exit_code == 1
+
+
+def test_camera_that_wants_a_login(clips, dev_engine, tmp_path, caplog):
+    """401: one clear message (the password not shown), no retries; with the login it works."""
+    with rtsp_camera({"/cam": clips["blackswan"]}, auth="viewer:s3cret") as camera:
+        wrong = camera.url("/cam", "viewer:wrong")
+        report = run_pipeline([camera.url("/cam"), wrong], tmp_path / "out", dev_engine, PipelineConfig(window=4))
+        for run in report.sources:
+            assert run.status == "failed" and "refused the login" in run.error and "rtsp://USER:PASSWORD@" in run.error
+        assert "wrong" not in report.sources[1].error
+        assert "connection try" not in caplog.text  # not retried
+        good = run_pipeline([camera.url("/cam", "viewer:s3cret")], tmp_path / "out", dev_engine,
+                            PipelineConfig(window=4, duration=2.0))
+    assert good.sources[0].status == "done" and good.sources[0].frames > 0
+
+
+def test_resolution_change_midway(data, dev_engine, tmp_path):
+    """A live stream that switches from 160x96 to 320x192: every frame is segmented at its own size,
+    and the change is named."""
+    from fractions import Fraction
+
+    from stream_server import serve_stream
+    from video_fixtures import davis_frames, encode_video
+
+    small, large = davis_frames("goat", 10, (160, 96)), davis_frames("goat", 20, (320, 192))[10:]
+    tb = Fraction(1, 90000)
+    encode_video(small, tmp_path / "a.ts", fps=10, container_format="mpegts", time_base=tb,
+                 pts=[i * 9000 for i in range(10)])
+    encode_video(large, tmp_path / "b.ts", fps=10, container_format="mpegts", time_base=tb,
+                 pts=[(10 + i) * 9000 for i in range(10)])
+    data_ts = (tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes()
+    config = PipelineConfig(window=4, drop_policy="all",
+                            reconnect=ReconnectPolicy(max_attempts=1, backoff_s=0.05, max_backoff_s=0.1))
+    with serve_stream(data_ts, plays=1) as server:
+        report = run_pipeline([server.url], tmp_path / "out", dev_engine, config, group="cam")
+    run = report.sources[0]
+    assert any("resolution changed from 160x96 to 320x192" in w for w in run.warnings), run.warnings
+    rows = read_results(tmp_path / "out").to_pylist()
+    sizes = {(r["width"], r["height"]) for r in rows}
+    assert sizes == {(160, 96), (320, 192)} and run.live.dropped == 0
