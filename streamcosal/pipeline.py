@@ -66,9 +66,9 @@ from rich.text import Text
 from torch import Tensor
 
 from .consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus
+from .engine import CoSalEngine
 from .live import DROP_POLICIES, DropPolicy, LiveReader, live_windows
 from .metrics import LiveMetrics, LiveSummary
-from .engine import CoSalEngine
 from .prefetch import Prefetcher
 from .sink import Member, ResultSink, owners
 from .sources import FrameSource, ReconnectPolicy, SourceError, StreamSource, VideoInfo, open_source
@@ -156,6 +156,7 @@ class SourceRun:
     warnings: list[str] = field(default_factory=list)
     overlay: str | None = None
     live: LiveSummary | None = None  # live sources: counts, drops and latency
+
 
 def is_transient(error: BaseException) -> bool:
     """Whether trying again may help: out of memory (CUDA's is a RuntimeError), a full disk, a lost
