@@ -155,6 +155,10 @@ def eval_(
         err.print("[red]error:[/red] give either --pred DIR --gt DIR, or --data DIR (predict, then evaluate)")
         raise typer.Exit(2)
     try:
+        writable_folder(out)
+    except ValueError as e:
+        fail(str(e), 2)
+    try:
         if data is not None:
             engine = load_engine(weights, official, vgg16, precision, device)
             method = (name or [engine.name])[0]

@@ -6,9 +6,14 @@ gives a wrong result with exit status 0; the message names the file and what to 
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
+import socket
 import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -222,3 +227,62 @@ def test_brackets_in_names_paths_and_errors_of_every_command(data, tmp_path, che
                                  "--out", str(tmp_path / "e")])
     assert result.exit_code == 0, result.output
     assert "[/m] on" in result.output
+
+
+# ----------------------------------------------------------------------------- one-line errors, before any work
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A real read-only file system (a tmpfs mounted ro: root writes anywhere else)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.fail(f"this test mounts a read-only tmpfs and needs root: {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def test_an_out_that_is_a_file_or_read_only_is_refused_before_any_work(data, tmp_path, checkpoint, read_only_folder):
+    from video_fixtures import davis_frames, encode_video
+
+    clip, inp = tmp_path / "clip.mp4", tmp_path / "in"
+    encode_video(davis_frames("blackswan", n=4), clip, fps=10)
+    photos(data, inp, n=1)
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("keep me")
+    for out, says in ((a_file, "is a file, not a folder"), (a_file / "sub", "is a file"),
+                      (read_only_folder / "out", "cannot be written")):
+        for args in (["video", str(clip)], ["images", str(inp)], ["eval", "--pred", str(inp), "--gt", str(inp)]):
+            result = runner.invoke(app, [*args, "--out", str(out)] + (["--weights", str(checkpoint)] if args[0] != "eval" else []))
+            assert result.exit_code == 2, (args, out, result.output)
+            assert says in result.output and str(out) in result.output and "Traceback" not in result.output
+            assert "model gicd" not in result.output  # refused before the model was loaded
+    assert a_file.read_text() == "keep me" and not list(tmp_path.glob("**/runs"))
+
+
+def test_an_unknown_device_is_a_one_line_error(data, tmp_path, checkpoint):
+    photos(data, tmp_path / "in", n=1)
+    result = images(tmp_path / "in", tmp_path / "out", checkpoint, "--device", "tpu")
+    assert result.exit_code == 2 and "unknown device 'tpu': use auto, cpu or cuda" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_serve_with_a_bad_prefect_api_url_says_what_to_do():
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for url, says in ((f"http://127.0.0.1:{free}/api", "no Prefect API answers at"),
+                          ("127.0.0.1:4200/api", "is not an http(s):// URL"),
+                          (f"http://127.0.0.1:{server.server_port}/api", "is not a Prefect API (GET /health gave HTTP 404")):
+            done = subprocess.run([sys.executable, "-c", "from streamcosal.cli import app; app()", "serve"],
+                                  env={**os.environ, "PREFECT_API_URL": url}, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 2, (url, done.stderr[-2000:])
+            assert says in done.stderr and "PREFECT_API_URL" in done.stderr and "Traceback" not in done.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
