@@ -257,6 +257,35 @@ def _summarise_skips(name: str, report: SourceReport, advice: str) -> None:
 # ----------------------------------------------------------------------------- video files
 
 
+class _Timeline:
+    """Increasing timestamps for a file whose own go back (clips joined together: each restarts at
+    0): from the first frame that goes back, the time continues after the last one (one frame
+    interval later). Reports that, and a change of frame size, once each, naming the frame."""
+
+    def __init__(self, name: str, info: VideoInfo, report: SourceReport):
+        self.name, self.report = name, report
+        self.interval = 1.0 / info.fps if info.fps else 0.04
+        self.offset, self.last = 0.0, -math.inf
+        self.size: tuple[int, int] | None = None
+        self.warned_time = self.warned_size = False
+
+    def __call__(self, index: int, timestamp: float, frame: av.VideoFrame) -> float:
+        if timestamp + self.offset <= self.last:
+            self.offset = self.last + self.interval - timestamp
+            if not self.warned_time:
+                self.warned_time = True
+                self.report.warn(f"{self.name}: timestamps start again at frame {index} (clips joined together?); "
+                                 f"its time continues from {self.last + self.interval:.3f} s")
+        self.last = timestamp + self.offset
+        size = (frame.width, frame.height)
+        if self.size is not None and size != self.size and not self.warned_size:
+            self.warned_size = True
+            self.report.warn(f"{self.name}: the frame size changes at frame {index} from {self.size[0]}x{self.size[1]} "
+                             f"to {size[0]}x{size[1]}; every frame is segmented at its own size")
+        self.size = size
+        return self.last
+
+
 class VideoFileSource(FrameSource):
     """A video file, decoded with decord (PyAV when decord cannot); see the module docstring."""
 
@@ -272,6 +301,7 @@ class VideoFileSource(FrameSource):
             raise SourceError(f"{path}: file is empty (0 bytes). Re-copy or re-record it.")
         self.info = self._probe()
         self._vr = None
+        self._timestamps = np.empty(0)  # decord's, of every frame
         if reader != "pyav":
             self._vr = self._open_decord()
             if self._vr is None and reader == "decord":
@@ -308,20 +338,30 @@ class VideoFileSource(FrameSource):
             )
 
     def _open_decord(self):  # -> decord.VideoReader | None
+        """decord's reader, or None where decord cannot open the file or cannot be trusted with it:
+        timestamps that do not increase (clips joined together, e.g. concatenated MPEG-TS: decord
+        then gives frames of the first clip's size and duplicate timestamps)."""
         import decord
 
         try:
-            return decord.VideoReader(self.name, ctx=decord.cpu(0))
+            vr = decord.VideoReader(self.name, ctx=decord.cpu(0))
         except Exception as error:  # decord raises RuntimeError or DECORDError
             logger.info("%s: decord cannot open it (%s); reading with PyAV", self.name, str(error).splitlines()[0])
             return None
+        self._timestamps = vr.get_frame_timestamp(range(len(vr)))[:, 0].astype(np.float64)
+        back = np.flatnonzero(np.diff(self._timestamps) <= 0)
+        if back.size:
+            logger.info("%s: timestamps do not increase at frame %d (joined clips?); reading with PyAV",
+                        self.name, back[0] + 1)
+            return None
+        return vr
 
     def _generate(self) -> Iterator[Frame]:
         if self._vr is None:
             yield from self._pyav_frames(start_index=0)
             return
-        count = len(self._vr)
-        timestamps = self._vr.get_frame_timestamp(range(count))[:, 0].astype(np.float64)
+        timestamps = self._timestamps
+        count = len(timestamps)
         keep = [i for i in range(count) if self._sampler.keep(i, float(timestamps[i]))]
         for start in range(0, len(keep), self._batch_size):
             chunk = keep[start : start + self._batch_size]
@@ -342,13 +382,14 @@ class VideoFileSource(FrameSource):
         """Decode with PyAV, yielding sampled frames with index >= start_index."""
         sampler = Sampler(self._sampler.fps, self._sampler.stride)
         index, last_good = 0, None
+        timeline = _Timeline(self.name, self.info, self.report)
         with _open_container(self.name, self.name) as container:
             stream = container.streams.video[0]
             start_pts = stream.start_time or 0
             try:
                 for frame in _decode_packets(container, self.name, self.report):
                     if frame is not None and frame.pts is not None:
-                        timestamp = float((frame.pts - start_pts) * frame.time_base)
+                        timestamp = timeline(index, float((frame.pts - start_pts) * frame.time_base), frame)
                         if sampler.keep(index, timestamp) and index >= start_index:
                             yield Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name)
                         last_good = (index, timestamp)
@@ -381,13 +422,15 @@ class VideoFileSource(FrameSource):
             except Exception as error:
                 logger.info("%s: decord random access failed (%s); using PyAV", self.name, str(error).splitlines()[0])
         wanted_set, frames, index = set(wanted), [], 0
+        timeline = _Timeline(self.name, self.info, SourceReport())
         with _open_container(self.name, self.name) as container:
             start_pts = container.streams.video[0].start_time or 0
             try:
                 for frame in _decode_packets(container, self.name, SourceReport()):
-                    if frame is not None and index in wanted_set:
-                        timestamp = float((frame.pts - start_pts) * frame.time_base)
-                        frames.append(Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name))
+                    if frame is not None and frame.pts is not None:
+                        timestamp = timeline(index, float((frame.pts - start_pts) * frame.time_base), frame)
+                        if index in wanted_set:
+                            frames.append(Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name))
                     index += 1
                     if index > wanted[-1]:
                         break

@@ -286,3 +286,36 @@ def test_serve_with_a_bad_prefect_api_url_says_what_to_do():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ----------------------------------------------------------------------------- silent wrong results
+
+
+def test_a_video_whose_size_changes_midway_gives_every_frame_once(data, tmp_path, checkpoint):
+    """Two MPEG-TS clips of different sizes concatenated: decord repeats timestamps (and sizes);
+    the frames must be the real ones, at their own size, with increasing timestamps."""
+    from video_fixtures import davis_frames, encode_video
+
+    from streamcosal.sources import open_source
+    from streamcosal.storage import decode_mask, read_results
+
+    first, second = davis_frames("blackswan", n=10, size=(160, 96)), davis_frames("goat", n=10, size=(128, 80))
+    encode_video(first, tmp_path / "a.ts", fps=10)
+    encode_video(second, tmp_path / "b.ts", fps=10)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes((tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes())
+
+    with open_source(joined) as source:
+        frames = list(source)
+    assert [f.index for f in frames] == list(range(20))
+    assert [f.image.shape[:2] for f in frames] == [(96, 160)] * 10 + [(80, 128)] * 10
+    assert np.all(np.diff([f.timestamp for f in frames]) > 0)
+    for frame, original in zip(frames, first + second):
+        assert np.abs(frame.image.astype(int) - original).mean() < 12  # the real frame, not a copy
+    assert any("frame size changes at frame 10 from 160x96 to 128x80" in w for w in source.report.warnings)
+
+    result = runner.invoke(app, ["video", str(joined), "--out", str(tmp_path / "out"), "--weights", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    rows = read_results(tmp_path / "out").sort_by("frame_index")
+    assert rows.num_rows == 20 and np.all(np.diff(rows["timestamp"].to_numpy()) > 0)
+    assert [decode_mask(r).shape for r in rows.to_pylist()] == [(96, 160)] * 10 + [(80, 128)] * 10
