@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 
 from streamcosal import archive, jobs
+from streamcosal.params import EngineSpec, RunParams
 
 from .runners import task_runner, unit_resources
 
@@ -32,8 +33,8 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @task(name="model-identity", cache_policy=NO_CACHE, persist_result=False)
-def identify_model(weights: Optional[str]) -> str:
-    return archive.model_identity(weights)
+def identify_model(engine: EngineSpec) -> str:
+    return engine.identity()
 
 
 @task(name="plan-archive", cache_policy=NO_CACHE, persist_result=False)
@@ -43,10 +44,8 @@ def plan(videos: Union[str, list[str]], out: str, model: str, params: dict[str, 
 
 @task(name="video-unit", cache_policy=NO_CACHE, persist_result=False, retries=UNIT_RETRIES, retry_delay_seconds=5,
       retry_condition_fn=_transient)
-def process_unit(unit: archive.Unit, out: str, weights: Optional[str], precision: str, device: str,
-                 params: dict[str, Any]) -> archive.UnitRecord:
-    engine = jobs.load_engine(weights, precision, device)
-    return archive.run_unit(unit, out, engine, jobs.pipeline_config(params))
+def process_unit(unit: archive.Unit, out: str, engine: EngineSpec, params: RunParams) -> archive.UnitRecord:
+    return archive.run_unit(unit, out, engine.build(), jobs.pipeline_config(params))
 
 
 @task(name="merge-consensus-stores", cache_policy=NO_CACHE, persist_result=False)
@@ -64,27 +63,17 @@ def publish(markdown: str) -> None:
 def cosal_archive(
     videos: Union[str, list[str]],
     out: str,
-    weights: Optional[str] = None,
-    mode: str = "global",
-    window: int = 8,
-    stride: int = 1,
-    fps: Optional[float] = None,
-    consensus_frames: int = 32,
-    threshold: float = 0.5,
-    overlay: bool = False,
-    precision: str = "auto",
-    device: str = "auto",
+    engine: EngineSpec = EngineSpec(),
+    params: RunParams = RunParams(),
 ) -> dict[str, int]:
     """Process every video of ``videos`` (a folder, searched recursively; a glob; a file; or a list)
-    into ``out`` (the same Parquet store as ``streamcosal video``), each video a resumable unit."""
-    params = jobs.result_params(jobs.pipeline_config(dict(
-        mode=mode, window=window, stride=stride, fps=fps, consensus_frames=consensus_frames, threshold=threshold,
-        overlay=overlay)))
-    model = identify_model(weights)
+    into ``out`` (the same Parquet store as ``streamcosal video``), each video a resumable unit keyed
+    by its content, ``engine.identity()`` and ``params.result_params()``."""
+    model = identify_model(engine)
     with archive.archive_lock(out):
-        todo = plan(videos, out, model, params)
+        todo = plan(videos, out, model, params.result_params())
         with unit_resources():
-            futures = [process_unit.submit(unit, out, weights, precision, device, params) for unit in todo.todo]
+            futures = [process_unit.submit(unit, out, engine, params) for unit in todo.todo]
         wait(futures)
         merge_stores(out)
     summary = archive.summarize(out, todo.units, todo.duplicates, todo.done, todo.discarded)

@@ -18,6 +18,8 @@ from typing import Any
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron
 
+from streamcosal.params import EngineSpec
+
 from .archive import cosal_archive
 from .evaluate import cosal_eval
 from .settings import OrchestrationSettings
@@ -31,12 +33,13 @@ def deployments(settings: OrchestrationSettings | None = None) -> list[RunnerDep
     """The deployments to serve, configured by ``settings`` (default: from the environment)."""
     s = settings or OrchestrationSettings.from_env()
     common: dict[str, Any] = {"tags": TAGS, "entrypoint_type": EntrypointType.MODULE_PATH}
-    archive_params: dict[str, Any] = {"weights": s.weights}
+    engine = EngineSpec(weights=s.weights).model_dump(mode="json")
+    archive_params: dict[str, Any] = {"engine": engine}
     if s.archive_videos:
         archive_params["videos"] = s.archive_videos
     if s.archive_out:
         archive_params["out"] = s.archive_out
-    eval_params: dict[str, Any] = {"weights": s.weights, "floors": s.eval_floors}
+    eval_params: dict[str, Any] = {"engine": engine, "floors": s.eval_floors}
     if s.eval_datasets:
         eval_params["datasets"] = s.eval_datasets
     if s.eval_out:

@@ -11,16 +11,16 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from streamcosal import archive, nightly
+from streamcosal import nightly
 from streamcosal.evaluation import EvalResult
+from streamcosal.params import EngineSpec
 
 from .runners import task_runner, unit_resources
 
 
 @task(name="evaluate-dataset", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=5)
-def evaluate_dataset(dataset: str, out: str, weights: Optional[str], precision: str, device: str,
-                     groups: Optional[list[str]]) -> EvalResult:
-    return nightly.evaluate_dataset(dataset, out, weights=weights, precision=precision, device=device, groups=groups)
+def evaluate_dataset(dataset: str, out: str, engine: EngineSpec, groups: Optional[list[str]]) -> EvalResult:
+    return nightly.evaluate_dataset(dataset, out, engine=engine, groups=groups)
 
 
 @task(name="record-night", cache_policy=NO_CACHE, persist_result=False)
@@ -41,24 +41,22 @@ def cosal_eval(
     datasets: list[str],
     out: str,
     history: Optional[str] = None,
-    weights: Optional[str] = None,
+    engine: EngineSpec = EngineSpec(),
     floors: Optional[dict[str, float]] = None,
     tolerance: float = 0.0,
     groups: Optional[list[str]] = None,
-    precision: str = "auto",
-    device: str = "auto",
     run_id: Optional[str] = None,
 ) -> dict[str, float]:
-    """Evaluate the model (``weights``; default the embedded one) on each dataset folder; reports under
+    """Evaluate the model (``engine``; default the embedded one) on each dataset folder; reports under
     ``out/<run_id>/``, one history row per dataset appended to ``history`` (default ``out/history``).
     ``floors``: metric -> minimum (``MAE``: maximum); ``tolerance``: how much worse than the previous
     night counts as a drop."""
     floors = nightly.check_floors_config(floors)
     run_id = run_id or nightly.new_run_id()
     night = str(Path(out) / run_id)
-    model = archive.model_identity(weights)
+    model = engine.identity()
     with unit_resources():
-        futures = [evaluate_dataset.submit(d, night, weights, precision, device, groups) for d in datasets]
+        futures = [evaluate_dataset.submit(d, night, engine, groups) for d in datasets]
     results, failures = [], []
     for dataset, future in zip(datasets, futures):
         try:

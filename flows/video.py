@@ -9,14 +9,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from streamcosal import jobs
+from streamcosal.params import EngineSpec, RunParams
 from streamcosal.pipeline import RunReport
 
 
 @task(name="segment-video", cache_policy=NO_CACHE, persist_result=False)
-def segment_video(sources: Union[str, list[str]], out: str, weights: Optional[str], precision: str, device: str,
-                  group: Optional[str], run_id: Optional[str], params: dict[str, Any]) -> RunReport:
-    return jobs.run_video(sources, out, weights=weights, precision=precision, device=device, group=group,
-                          run_id=run_id, params=params, raise_on_failure=False)
+def segment_video(sources: Union[str, list[str]], out: str, engine: EngineSpec, params: RunParams,
+                  group: Optional[str], run_id: Optional[str]) -> RunReport:
+    return jobs.run_video(sources, out, engine=engine, params=params, group=group, run_id=run_id,
+                          raise_on_failure=False)
 
 
 @task(name="publish-report", cache_policy=NO_CACHE, persist_result=False)
@@ -28,27 +29,16 @@ def publish(markdown: str, key: str) -> None:
 def cosal_video(
     source: Union[str, list[str]],
     out: str,
-    weights: Optional[str] = None,
+    engine: EngineSpec = EngineSpec(),
+    params: RunParams = RunParams(),
     group: Optional[str] = None,
-    mode: str = "auto",
-    window: int = 8,
-    step: Optional[int] = None,
-    stride: int = 1,
-    fps: Optional[float] = None,
-    consensus_frames: int = 32,
-    threshold: float = 0.5,
-    overlay: bool = True,
-    precision: str = "auto",
-    device: str = "auto",
     run_id: Optional[str] = None,
 ) -> dict[str, Any]:
     """Segment the object common to the frames of ``source`` (a video file, stream URL, camera, image
     folder, or a list of them as one group with ``group``); results in ``out`` (``frames/`` Parquet,
-    ``events/``, ``overlays/<run_id>/``, ``runs/<run_id>.json``). ``weights``: a checkpoint
-    (default: the embedded model). Fails when a source fails (the others' results are kept)."""
-    params = dict(mode=mode, window=window, step=step, stride=stride, fps=fps, consensus_frames=consensus_frames,
-                  threshold=threshold, overlay=overlay)
-    report = segment_video(source, out, weights, precision, device, group, run_id, params)
+    ``events/``, ``overlays/<run_id>/`` with ``params.overlay``, ``runs/<run_id>.json``). ``engine``:
+    the model (default: the embedded one). Fails when a source fails (the others' results are kept)."""
+    report = segment_video(source, out, engine, params, group, run_id)
     publish(jobs.report_markdown(report), "cosal-video")
     jobs.raise_for_failures(report)
     return jobs.report_summary(report)

@@ -54,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .params import EngineSpec, RunParams, hash_file
 from .pipeline import PipelineConfig, group_name, run_pipeline
 from .pipeline import is_transient as pipeline_transient
 from .storage import read_results
@@ -148,26 +149,6 @@ class UnitRecord:
     @property
     def committed(self) -> bool:
         return self.status in COMMITTED
-
-
-def hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def model_identity(weights: str | Path | None = None) -> str:
-    """What a unit's results depend on in the model: backbone, version and the checkpoint's hash
-    (two untrained "dev" checkpoints differ). ``None``: the embedded default model."""
-    from .engine import default_weights_path
-    from .model.checkpoint import read_checkpoint
-
-    path = Path(weights) if weights is not None else default_weights_path()
-    meta = read_checkpoint(path)
-    return f"gicd-{meta['backbone']} {meta['version']} {hash_file(path)[:12]}"
 
 
 def list_videos(spec: str | Path | Sequence[str | Path]) -> list[str]:
@@ -425,8 +406,8 @@ def run_unit(unit: Unit, out: str | Path, engine: Any, config: PipelineConfig | 
         _fail(manifest, record, unit.error)
         raise UnitFailed(unit.video, unit.error, transient=False)
     discard_run(out, unit.run_id)  # an earlier attempt that was killed or failed
-    config = dataclasses.replace(config or PipelineConfig(), run_id=unit.run_id, show_progress=False,
-                                 store_path=out / ARCHIVE_DIR / "stores" / f"{unit.key}.npz")
+    config = (config or PipelineConfig()).model_copy(update=dict(
+        run_id=unit.run_id, show_progress=False, store_path=out / ARCHIVE_DIR / "stores" / f"{unit.key}.npz"))
     start = time.perf_counter()
     try:
         report = run_pipeline([unit.video], out, engine, config, group=group_name(unit.video))
@@ -595,19 +576,20 @@ def prepare(videos: str | Sequence[str], out: str | Path, model: str, params: di
     return ArchivePlan(str(out), units, duplicates, done_keys(out, units), discarded)
 
 
-def run_archive(videos: str | Sequence[str], out: str | Path, engine: Any, config: PipelineConfig | None = None,
-                model: str | None = None) -> ArchiveSummary:
+def run_archive(videos: str | Sequence[str], out: str | Path, engine: EngineSpec | None = None,
+                params: RunParams | None = None) -> ArchiveSummary:
     """Process an archive sequentially, without a scheduler (the ``cosal-archive`` flow runs units
-    concurrently on a task runner). Raises :class:`ArchiveFailed` after the others finished."""
-    from .jobs import result_params
+    concurrently on a task runner); units are keyed as the flow keys them (:meth:`EngineSpec.identity`,
+    :meth:`RunParams.result_params`), so either can resume the other's ``out``. Raises
+    :class:`ArchiveFailed` after the others finished."""
+    from .jobs import pipeline_config
 
-    config = config or PipelineConfig()
-    model = model or f"{engine.name} {engine.version}"
+    engine, params = engine or EngineSpec(), params or RunParams()
     with archive_lock(out):
-        plan = prepare(videos, out, model, result_params(config))
+        plan = prepare(videos, out, engine.identity(), params.result_params())
         for unit in plan.todo:
             try:
-                run_unit(unit, out, engine, config)
+                run_unit(unit, out, engine.build(), pipeline_config(params))
             except Exception:  # recorded in the manifest by run_unit; the others go on
                 pass
         rebuild_archive_store(out)

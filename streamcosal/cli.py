@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from .engine import CoSalEngine
 from .imagefile import IMAGE_SUFFIXES
 from .model import WeightsError
+from .live import DropPolicy
+from .params import EngineSpec, Mode, RunParams, explain
+from .pipeline import PipelineConfig
+from .precision import Precision
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Co-saliency detection (GICD) for image groups, videos and camera streams.")
@@ -47,25 +52,29 @@ def writable_folder(folder: Path) -> None:
 def _root() -> None:
     """Co-saliency detection (GICD) for image groups, videos and camera streams."""
 
-WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="A streamcosal checkpoint (default: the embedded model).")]
-OfficialOpt = Annotated[Optional[Path], typer.Option("--official", help="The authors' gicd_ginet.pth (VGG-16 GICD).")]
-Vgg16Opt = Annotated[Optional[Path], typer.Option("--vgg16", help="torchvision's vgg16-397923af.pth (for --official).")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 where the CPU/GPU has it natively, else fp32 on CPUs, fp16 on GPUs), fp32, bf16 or fp16 (GPUs).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+def _option(model: type[BaseModel], name: str) -> Any:
+    """The option of a model's field: flag ``--field-name``, help the field's description (its
+    default is the model's: ``= ENGINE.name`` / ``= RUN.name`` below)."""
+    return typer.Option("--" + name.replace("_", "-"), help=model.model_fields[name].description)
 
 
-def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None, precision: str, device: str) -> CoSalEngine:
-    """The engine the options ask for, or exit 2 with the reason; prints what runs (model, device,
-    precision) as the run's first line."""
+ENGINE, RUN, LIVE = EngineSpec(), RunParams(), PipelineConfig()
+WeightsOpt = Annotated[Optional[Path], _option(EngineSpec, "weights")]
+OfficialOpt = Annotated[Optional[Path], _option(EngineSpec, "official")]
+Vgg16Opt = Annotated[Optional[Path], _option(EngineSpec, "vgg16")]
+PrecisionOpt = Annotated[Precision, _option(EngineSpec, "precision")]
+DeviceOpt = Annotated[str, _option(EngineSpec, "device")]
+
+
+def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None, precision: Precision,
+                device: str) -> CoSalEngine:
+    """The engine the options ask for (:meth:`EngineSpec.build`), or exit 2 with the reason; prints
+    what runs (model, device, precision) as the run's first line."""
     try:
-        if official is not None:
-            engine = CoSalEngine.from_official_checkpoint(official, vgg16, precision=precision, device=device)  # type: ignore[arg-type]
-        elif weights is not None:
-            engine = CoSalEngine.from_checkpoint(weights, precision=precision, device=device)  # type: ignore[arg-type]
-        else:
-            engine = CoSalEngine.from_pretrained(precision=precision, device=device)  # type: ignore[arg-type]
+        engine = EngineSpec(weights=weights, official=official, vgg16=vgg16, precision=precision,
+                            device=device).build()
     except (WeightsError, ValueError) as e:
-        fail(str(e), 2)
+        fail(explain(e) if isinstance(e, ValidationError) else str(e), 2)
     err.print(engine.describe(), markup=False, highlight=False)
     return engine
 
@@ -74,11 +83,11 @@ def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None,
 def images(
     input: Annotated[Path, typer.Argument(help="A folder of groups (INPUT/<group>/<image>) or one folder of images.")],
     out: Annotated[Path, typer.Option("--out", help="Maps are written to OUT/<group>/<stem>.png.")],
-    weights: WeightsOpt = None,
-    official: OfficialOpt = None,
-    vgg16: Vgg16Opt = None,
-    precision: PrecisionOpt = "auto",
-    device: DeviceOpt = "auto",
+    weights: WeightsOpt = ENGINE.weights,
+    official: OfficialOpt = ENGINE.official,
+    vgg16: Vgg16Opt = ENGINE.vgg16,
+    precision: PrecisionOpt = ENGINE.precision,
+    device: DeviceOpt = ENGINE.device,
 ) -> None:
     """Segment the common object of every image group; 8-bit maps at each image's original size."""
     from .images import OutputError, check_outputs, find_groups, segment_folders
@@ -137,11 +146,11 @@ def eval_(
     gt: Annotated[Optional[Path], typer.Option("--gt", help="The dataset (CoCA, CoSal2015, CoSOD3k, iCoseg, MSRC or images/+masks/ layout).")] = None,
     name: Annotated[Optional[list[str]], typer.Option("--name", help="A method name per --pred (default: the folder's name).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Predict with the model on this dataset, then evaluate.")] = None,
-    weights: WeightsOpt = None,
-    official: OfficialOpt = None,
-    vgg16: Vgg16Opt = None,
-    precision: PrecisionOpt = "auto",
-    device: DeviceOpt = "auto",
+    weights: WeightsOpt = ENGINE.weights,
+    official: OfficialOpt = ENGINE.official,
+    vgg16: Vgg16Opt = ENGINE.vgg16,
+    precision: PrecisionOpt = ENGINE.precision,
+    device: DeviceOpt = ENGINE.device,
 ) -> None:
     """Co-SOD metrics (pysodmetrics): S, max/mean/adaptive F and E, MAE, wF, PR and F curves; overall and per group.
 
@@ -206,40 +215,41 @@ def video(
     sources: Annotated[list[str], typer.Argument(help="Video files, stream URLs (rtsp://, http(s)://, udp://...), /dev/videoN or image folders.")],
     out: Annotated[Path, typer.Option("--out", help="Results folder: Parquet frames/ and events/, consensus.npz, overlays/, runs/.")],
     group: Annotated[Optional[str], typer.Option("--group", help="One group for every SOURCE (cameras seeing the same object); default one group per source.")] = None,
-    mode: Annotated[str, typer.Option("--mode", help="global (consensus over the whole video), streaming (running consensus) or auto.")] = "auto",
-    window: Annotated[int, typer.Option("--window", help="Frames segmented together.")] = 8,
-    step: Annotated[Optional[int], typer.Option("--step", help="Streaming: new frames per window (< window overlaps).")] = None,
-    stride: Annotated[int, typer.Option("--stride", help="Process every N-th frame.")] = 1,
-    fps: Annotated[Optional[float], typer.Option("--fps", help="Process about F frames per second (instead of --stride).")] = None,
-    consensus_frames: Annotated[int, typer.Option("--consensus-frames", help="Global: frames sampled over the whole video for its consensus.")] = 32,
-    half_life: Annotated[float, typer.Option("--half-life", help="Streaming: seconds after which old evidence weighs half.")] = 30.0,
-    threshold: Annotated[float, typer.Option("--threshold", help="Mask = probability >= threshold.")] = 0.5,
-    overlay: Annotated[bool, typer.Option("--overlay", help="Write H.264 overlay videos (PNGs and a contact sheet for image folders).")] = False,
+    mode: Annotated[Mode, _option(RunParams, "mode")] = RUN.mode,
+    window: Annotated[int, _option(RunParams, "window")] = RUN.window,
+    step: Annotated[Optional[int], _option(RunParams, "step")] = RUN.step,
+    stride: Annotated[int, _option(RunParams, "stride")] = RUN.stride,
+    fps: Annotated[Optional[float], _option(RunParams, "fps")] = RUN.fps,
+    consensus_frames: Annotated[int, _option(RunParams, "consensus_frames")] = RUN.consensus_frames,
+    half_life: Annotated[float, _option(RunParams, "half_life")] = RUN.half_life,
+    threshold: Annotated[float, _option(RunParams, "threshold")] = RUN.threshold,
+    overlay: Annotated[bool, _option(RunParams, "overlay")] = RUN.overlay,
     store: Annotated[Optional[Path], typer.Option("--store", help="Consensus store file (default OUT/consensus.npz).")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of this run's files (default: UTC time + random suffix).")] = None,
-    drop_policy: Annotated[str, typer.Option("--drop-policy", help="Live sources: latest (newest frames, older ones dropped; bounded latency), stride (every k-th frame, k adapted to the engine's rate) or all (no drop: latency grows while the engine is slower than the camera).")] = "latest",
-    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="Serve live metrics (Prometheus text format) at http://127.0.0.1:PORT/metrics.")] = None,
-    duration: Annotated[Optional[float], typer.Option("--duration", help="Live sources: stop after this many seconds (default: until they end, or Ctrl-C).")] = None,
-    weights: WeightsOpt = None,
-    official: OfficialOpt = None,
-    vgg16: Vgg16Opt = None,
-    precision: PrecisionOpt = "auto",
-    device: DeviceOpt = "auto",
+    drop_policy: Annotated[DropPolicy, _option(PipelineConfig, "drop_policy")] = LIVE.drop_policy,
+    metrics_port: Annotated[Optional[int], _option(PipelineConfig, "metrics_port")] = LIVE.metrics_port,
+    duration: Annotated[Optional[float], _option(PipelineConfig, "duration")] = LIVE.duration,
+    weights: WeightsOpt = ENGINE.weights,
+    official: OfficialOpt = ENGINE.official,
+    vgg16: Vgg16Opt = ENGINE.vgg16,
+    precision: PrecisionOpt = ENGINE.precision,
+    device: DeviceOpt = ENGINE.device,
 ) -> None:
     """Segment the object common to the frames of videos, streams or cameras; results to Parquet."""
     import logging
 
-    from .pipeline import PipelineConfig, run_pipeline
+    from .pipeline import run_pipeline
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("streamcosal.metrics").setLevel(logging.INFO)  # the live status line
-    config = PipelineConfig(mode=mode, window=window, step=step, stride=stride, fps=fps,  # type: ignore[arg-type]
-                            consensus_frames=consensus_frames, half_life=half_life, threshold=threshold,
-                            overlay=overlay, store_path=store, run_id=run_id, show_progress=True,
-                            drop_policy=drop_policy, metrics_port=metrics_port, duration=duration)  # type: ignore[arg-type]
     try:
-        config.check()
+        config = PipelineConfig(mode=mode, window=window, step=step, stride=stride, fps=fps,
+                                consensus_frames=consensus_frames, half_life=half_life, threshold=threshold,
+                                overlay=overlay, store_path=store, run_id=run_id, show_progress=True,
+                                drop_policy=drop_policy, metrics_port=metrics_port, duration=duration)
         writable_folder(out)
+    except ValidationError as e:
+        fail(explain(e), 2)
     except ValueError as e:
         fail(str(e), 2)
     engine = load_engine(weights, official, vgg16, precision, device)
@@ -269,11 +279,11 @@ def search(
     store: Annotated[Path, typer.Option("--store", help="A results folder (its consensus.npz) or a consensus store file.")],
     k: Annotated[int, typer.Option("-k", help="How many groups.")] = 5,
     frames: Annotated[int, typer.Option("--frames", help="Frames sampled from the query video for its consensus.")] = 32,
-    weights: WeightsOpt = None,
-    official: OfficialOpt = None,
-    vgg16: Vgg16Opt = None,
-    precision: PrecisionOpt = "auto",
-    device: DeviceOpt = "auto",
+    weights: WeightsOpt = ENGINE.weights,
+    official: OfficialOpt = ENGINE.official,
+    vgg16: Vgg16Opt = ENGINE.vgg16,
+    precision: PrecisionOpt = ENGINE.precision,
+    device: DeviceOpt = ENGINE.device,
 ) -> None:
     """The groups/videos whose consensus is nearest to the query's: they share its common object."""
     from .search import search as nearest

@@ -1,28 +1,18 @@
 """Entry points with plain parameters (paths, numbers, strings) for schedulers and flows.
 
 Prefect flows (``streamcosal.flows``) and other schedulers call these: each builds what the
-library needs (an engine, a ``PipelineConfig``) from values that fit in a deployment's parameters
-and calls the library. No orchestration here, and no Prefect.
+library needs (an engine from an :class:`~streamcosal.params.EngineSpec`, a ``PipelineConfig``
+from :class:`~streamcosal.params.RunParams`) and calls the library. No orchestration here, and no
+Prefect.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from .engine import CoSalEngine
+from .params import EngineSpec, RunParams
 from .pipeline import PipelineConfig, RunReport, run_pipeline
-
-# PipelineConfig fields a job may set from its parameters (the rest are the job's own business:
-# run ids, store paths, progress bars).
-CONFIG_FIELDS = ("mode", "window", "step", "stride", "fps", "consensus_frames", "half_life", "threshold",
-                 "overlay", "keep_prob_png", "event_threshold", "event_min_duration", "event_max_gap",
-                 "flush_every")
-
-_engines: dict[tuple[str | None, str, str], CoSalEngine] = {}
-_engines_lock = threading.Lock()
 
 
 class VideoJobError(RuntimeError):
@@ -40,55 +30,14 @@ class VideoJobError(RuntimeError):
         return (type(self), (self.report,))
 
 
-def load_engine(weights: str | Path | None = None, precision: str = "auto", device: str = "auto") -> CoSalEngine:
-    """The engine for a checkpoint (``None``: the embedded default model), one per process.
-
-    Engines are cached by (weights, precision, device): a worker that runs many units loads the
-    model once. Inference does not change the engine, so threads share it.
-    """
-    key = (None if weights is None else str(Path(weights).resolve()), precision, device)
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            if weights is None:
-                engine = CoSalEngine.from_pretrained(precision=precision, device=device)  # type: ignore[arg-type]
-            else:
-                engine = CoSalEngine.from_checkpoint(weights, precision=precision, device=device)  # type: ignore[arg-type]
-            _engines[key] = engine
-    return engine
-
-
-def pipeline_config(params: dict[str, Any] | None = None, **overrides: Any) -> PipelineConfig:
-    """A checked ``PipelineConfig`` from job parameters (``CONFIG_FIELDS``) plus overrides.
-
-    Raises:
-        ValueError: an unknown parameter, or a value ``PipelineConfig.check`` refuses.
-    """
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(CONFIG_FIELDS))
-    if unknown:
-        raise ValueError(f"unknown pipeline parameter(s) {unknown}; known: {list(CONFIG_FIELDS)}")
-    config = dataclasses.replace(PipelineConfig(), **params, **overrides)
-    config.check()
-    return config
-
-
-def result_params(config: PipelineConfig) -> dict[str, Any]:
-    """The parameters of ``config`` that change the results (what a resumable unit is keyed by)."""
-    keep = [f for f in CONFIG_FIELDS if f != "flush_every"]
-    return {f: getattr(config, f) for f in keep}
-
-
 def run_video(
     sources: str | Sequence[str],
     out: str | Path,
     *,
-    weights: str | Path | None = None,
-    precision: str = "auto",
-    device: str = "auto",
+    engine: EngineSpec | None = None,
+    params: RunParams | None = None,
     group: str | None = None,
     run_id: str | None = None,
-    params: dict[str, Any] | None = None,
     raise_on_failure: bool = True,
 ) -> RunReport:
     """What the ``cosal-video`` flow does: ``run_pipeline`` on one video, stream, camera group or
@@ -97,15 +46,18 @@ def run_video(
     Raises:
         VideoJobError: a source failed (its error in the message; the others' results are kept),
             unless ``raise_on_failure`` is False (then see :func:`raise_for_failures`).
-        ValueError: bad parameters.
     """
     specs = [sources] if isinstance(sources, (str, Path)) else list(sources)
-    config = pipeline_config(params, run_id=run_id)
-    report = run_pipeline([str(s) for s in specs], Path(out), load_engine(weights, precision, device), config,
-                          group=group)
+    config = pipeline_config(params or RunParams(), run_id=run_id)
+    report = run_pipeline([str(s) for s in specs], Path(out), (engine or EngineSpec()).build(), config, group=group)
     if raise_on_failure:
         raise_for_failures(report)
     return report
+
+
+def pipeline_config(params: RunParams, **run: Any) -> PipelineConfig:
+    """The ``PipelineConfig`` of ``params`` plus the caller's own settings (``run_id``, ``store_path``...)."""
+    return PipelineConfig(**params.model_dump(), **run)
 
 
 def raise_for_failures(report: RunReport) -> None:

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .evaluation import METRICS, EvalResult, predict_and_evaluate
+from .params import EngineSpec
 from .storage.parquet_files import write_atomic
 
 LOWER_IS_BETTER = frozenset({"MAE"})
@@ -122,16 +123,13 @@ def check_floors_config(floors: dict[str, float] | None) -> dict[str, float]:
     return {k: float(v) for k, v in floors.items()}
 
 
-def evaluate_dataset(dataset: str | Path, out: str | Path, *, weights: str | Path | None = None,
-                     precision: str = "auto", device: str = "auto", name: str | None = None,
-                     groups: Sequence[str] | None = None) -> EvalResult:
-    """Segment a dataset with the model (``weights``; default the embedded one) and evaluate it:
+def evaluate_dataset(dataset: str | Path, out: str | Path, *, engine: EngineSpec | None = None,
+                     name: str | None = None, groups: Sequence[str] | None = None) -> EvalResult:
+    """Segment a dataset with the model (``engine``; default the embedded one) and evaluate it:
     maps, reports and PR/F plots under ``out/<dataset folder name>/`` (see ``predict_and_evaluate``)."""
-    from .jobs import load_engine
-
-    engine = load_engine(weights, precision, device)
+    model = (engine or EngineSpec()).build()
     folder = Path(out) / _safe(Path(dataset).name)
-    return predict_and_evaluate(engine, dataset, folder, name=name or engine.name, groups=groups, progress=False)
+    return predict_and_evaluate(model, dataset, folder, name=name or model.name, groups=groups, progress=False)
 
 
 def plot_paths(result: EvalResult, out: str | Path) -> list[Path]:
@@ -297,24 +295,22 @@ def failure(dataset: str | Path, error: BaseException) -> DatasetFailure:
 
 
 def run_nightly(datasets: Sequence[str | Path], out: str | Path, history: str | Path | None = None, *,
-                weights: str | Path | None = None, precision: str = "auto", device: str = "auto",
-                floors: dict[str, float] | None = None, groups: Sequence[str] | None = None,
-                tolerance: float = 0.0, run_id: str | None = None, **kwargs: Any) -> NightlyReport:
+                engine: EngineSpec | None = None, floors: dict[str, float] | None = None,
+                groups: Sequence[str] | None = None, tolerance: float = 0.0, run_id: str | None = None,
+                **kwargs: Any) -> NightlyReport:
     """The whole night without a scheduler (the ``cosal-eval`` flow runs datasets as tasks)."""
-    from .archive import model_identity
-
+    engine = engine or EngineSpec()
     floors = check_floors_config(floors)
     run_id = run_id or new_run_id()
     night = Path(out) / run_id
     results, failures = [], []
     for dataset in datasets:
         try:
-            results.append(evaluate_dataset(dataset, night, weights=weights, precision=precision, device=device,
-                                            groups=groups))
+            results.append(evaluate_dataset(dataset, night, engine=engine, groups=groups))
         except Exception as error:  # the others go on; the night fails after its report (raise_for_night)
             failures.append(failure(dataset, error))
     plots = [p for r in results for p in plot_paths(r, night)]
-    return record_night(results, history or Path(out) / "history", run_id=run_id, model=model_identity(weights),
+    return record_night(results, history or Path(out) / "history", run_id=run_id, model=engine.identity(),
                         floors=floors, tolerance=tolerance, plots=plots, failures=failures, **kwargs)
 
 

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import torch
+from pydantic import Field
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -67,8 +68,9 @@ from torch import Tensor
 
 from .consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus
 from .engine import CoSalEngine
-from .live import DROP_POLICIES, DropPolicy, LiveReader, live_windows
+from .live import DropPolicy, LiveReader, live_windows
 from .metrics import LiveMetrics, LiveSummary
+from .params import RunParams
 from .prefetch import Prefetcher
 from .sink import Member, ResultSink, owners
 from .sources import FrameSource, ReconnectPolicy, SourceError, StreamSource, VideoInfo, open_source
@@ -78,65 +80,32 @@ from .windows import Window, global_windows, interleave, streaming_windows
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Mode = Literal["auto", "global", "streaming"]
 Status = Literal["pending", "running", "done", "partial", "failed", "interrupted"]
 STORE_FILE = "consensus.npz"
 STORE_SAVE_EVERY_S = 30.0  # streaming: save the consensus store at least this often
 
 
-@dataclass
-class PipelineConfig:
-    """Settings of a run; the defaults are usable."""
+class PipelineConfig(RunParams):
+    """Settings of a run: the run parameters (:class:`~streamcosal.params.RunParams`, checked when
+    the config is made) and what the caller of a run decides; the defaults are usable."""
 
-    mode: Mode = "auto"
-    window: int = 8  # frames segmented together
-    step: int | None = None  # streaming, one source: new frames per window (< window overlaps); default window
-    stride: int = 1  # process every stride-th frame ...
-    fps: float | None = None  # ... or about fps frames per second (then stride must be 1)
-    consensus_frames: int = 32  # global: frames sampled for the consensus; streaming: the group size it is scaled to
-    half_life: float = 30.0  # streaming: seconds of stream time after which old evidence weighs half
-    threshold: float = 0.5  # mask = probability >= threshold
-    overlay: bool = False  # write overlay videos (PNGs + contact sheet for image groups)
-    keep_prob_png: bool = False  # store a small probability PNG per frame in the results
-    event_threshold: float = 0.02  # events: the object is present when its area fraction >= this
-    event_min_duration: float = 0.5  # events: shorter intervals (seconds) are dropped
-    event_max_gap: float = 0.5  # events: absences up to this long (seconds) are bridged
     store_path: Path | None = None  # default: out/consensus.npz
-    flush_every: int = 256  # results rows per Parquet file ...
-    flush_every_s: float = 10.0  # ... or fewer, so readers see a slow stream's results this soon
-    prefetch_windows: int = 2  # windows decoded ahead of the engine (files)
-    drop_policy: DropPolicy = "latest"  # live sources: latest, stride or all (files: every frame); see live.py
-    live_buffer: int = 32  # live sources: frames a reader keeps for the engine
-    metrics_port: int | None = None  # serve live metrics (Prometheus text format) on this port
+    flush_every_s: float = Field(10.0, gt=0)  # flush sooner than flush_every rows, so readers see a slow stream's results
+    prefetch_windows: int = Field(2, ge=1)  # windows decoded ahead of the engine (files)
+    drop_policy: DropPolicy = Field("latest", description=(
+        "Live sources: latest (newest frames, older ones dropped; bounded latency), stride (every k-th frame, k "
+        "adapted to the engine's rate) or all (no drop: latency grows while the engine is slower than the camera)."))
+    live_buffer: int = Field(32, ge=1)  # live sources: frames a reader keeps for the engine
+    metrics_port: int | None = Field(None, ge=0, le=65535, description=(
+        "Serve live metrics (Prometheus text format) at http://127.0.0.1:PORT/metrics."))
     metrics_host: str = "127.0.0.1"
-    log_every_s: float = 30.0  # live sources: a status line (counts, rate, latency) this often
-    duration: float | None = None  # live sources: stop after this many seconds (default: when they end)
-    stall_warning_s: float = 30.0  # live sources: warn when a camera sends no frame for this long
+    log_every_s: float = Field(30.0, gt=0)  # live sources: a status line (counts, rate, latency) this often
+    duration: float | None = Field(None, gt=0, description=(
+        "Live sources: stop after this many seconds (default: until they end, or Ctrl-C)."))
+    stall_warning_s: float = Field(30.0, gt=0)  # live sources: warn when a camera sends no frame for this long
     reconnect: ReconnectPolicy | None = None  # live streams (default ReconnectPolicy())
     run_id: str | None = None  # default: UTC time + random suffix
     show_progress: bool = False  # rich progress bar on stderr
-
-    def check(self) -> None:
-        if self.window < 1:
-            raise ValueError(f"window must be >= 1 frame, got {self.window}")
-        if self.step is not None and not 1 <= self.step <= self.window:
-            raise ValueError(f"step must be in 1..window ({self.window}), got {self.step}")
-        if self.fps is not None and self.stride != 1:
-            raise ValueError("give either fps or stride, not both")
-        if self.consensus_frames < 1:
-            raise ValueError(f"consensus_frames must be >= 1, got {self.consensus_frames}")
-        if not self.half_life > 0:
-            raise ValueError(f"half_life must be > 0 seconds, got {self.half_life}")
-        if self.mode not in ("auto", "global", "streaming"):
-            raise ValueError(f"mode must be auto, global or streaming, got {self.mode!r}")
-        if self.drop_policy not in DROP_POLICIES:
-            raise ValueError(f"drop policy must be one of {', '.join(DROP_POLICIES)}, got {self.drop_policy!r}")
-        if self.live_buffer < 1:
-            raise ValueError(f"live_buffer must be >= 1 frame, got {self.live_buffer}")
-        if self.duration is not None and not self.duration > 0:
-            raise ValueError(f"duration must be > 0 seconds, got {self.duration}")
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ValueError(f"metrics port must be in 0..65535, got {self.metrics_port}")
 
 
 @dataclass
@@ -238,7 +207,6 @@ def run_pipeline(
     stream or Ctrl-C/SIGTERM: see `RunReport.exit_code`.
     """
     config = config or PipelineConfig()
-    config.check()
     if not sources:
         raise ValueError("run_pipeline needs at least one source")
     out = Path(out)

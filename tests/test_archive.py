@@ -26,10 +26,11 @@ import torch
 from prefect_fixtures import DEV_THRESHOLD, Processes, clip, dev_checkpoint, wait_for
 from streamcosal import archive, jobs, nightly
 from streamcosal.evaluation import METRICS
+from streamcosal.params import EngineSpec, RunParams
 from streamcosal.storage import ConsensusStore, FrameResult, ResultWriter, read_events, read_results
 
 REPO = Path(__file__).resolve().parents[1]
-PARAMS = {"window": 4, "consensus_frames": 8, "flush_every": 2, "threshold": DEV_THRESHOLD}
+PARAMS = RunParams(window=4, consensus_frames=8, flush_every=2, threshold=DEV_THRESHOLD)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,11 @@ def assets(tmp_path_factory: pytest.TempPathFactory, data: Path) -> dict[str, Pa
 
 @pytest.fixture(scope="module")
 def engine(assets: dict[str, Path]):
-    return jobs.load_engine(assets["weights"], "fp32", "cpu")
+    return spec(assets).build()
+
+
+def spec(assets: dict[str, Path]) -> EngineSpec:
+    return EngineSpec(weights=assets["weights"], precision="fp32", device="cpu")
 
 
 def fake_rows(out: Path, run_id: str, source: str, n: int = 3) -> None:
@@ -129,9 +134,8 @@ def test_failures_are_recorded_and_the_others_finish(tmp_path: Path, assets: dic
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 1000)
     out = tmp_path / "out"
-    config = jobs.pipeline_config(PARAMS)
     with pytest.raises(archive.ArchiveFailed) as failed:
-        archive.run_archive([str(broken), str(assets["a"])], out, engine, config)
+        archive.run_archive([str(broken), str(assets["a"])], out, spec(assets), PARAMS)
     summary = failed.value.summary
     assert [r.status for r in summary.records] == ["failed", "done"]
     record = archive.Manifest(out).get(summary.records[0].key)
@@ -144,7 +148,7 @@ def test_failures_are_recorded_and_the_others_finish(tmp_path: Path, assets: dic
 
     # a rerun skips the done video and tries the failed one again
     with pytest.raises(archive.ArchiveFailed) as again:
-        archive.run_archive([str(broken), str(assets["a"])], out, engine, config)
+        archive.run_archive([str(broken), str(assets["a"])], out, spec(assets), PARAMS)
     assert again.value.summary.counts() == {"processed": 0, "skipped": 1, "partial": 0, "failed": 1, "duplicates": 0}
     assert archive.Manifest(out).get(record.key).attempts == 2
     assert read_results(out).num_rows == 8
@@ -171,11 +175,12 @@ def test_out_of_memory_or_a_full_disk_inside_a_group_is_transient(tmp_path: Path
 
 KILLED_RUN = textwrap.dedent("""
     import os, sys, time
-    from streamcosal import archive, jobs
-    from streamcosal.engine import CoSalEngine
+    from streamcosal import archive
+    from streamcosal.params import EngineSpec, RunParams
 
     weights, out, marker, *videos = sys.argv[1:]
-    engine = jobs.load_engine(weights, "fp32", "cpu")
+    spec = EngineSpec(weights=weights, precision="fp32", device="cpu")
+    engine = spec.build()  # the engine run_archive builds from spec: one per spec and process
     segment, calls = engine.segment, []
 
     def segment_then_hang(*args, **kwargs):
@@ -186,23 +191,22 @@ KILLED_RUN = textwrap.dedent("""
         return segment(*args, **kwargs)
 
     engine.segment = segment_then_hang
-    archive.run_archive(videos, out, engine, jobs.pipeline_config({params}))
+    archive.run_archive(videos, out, spec, RunParams(**{params}))
 """)
 
 
 def test_a_killed_run_resumed_gives_the_rows_of_an_uninterrupted_run(tmp_path: Path, assets: dict[str, Path],
                                                                      engine) -> None:
     videos = [str(assets["a"]), str(assets["b"])]
-    config = jobs.pipeline_config(PARAMS)
     out, marker = tmp_path / "killed", tmp_path / "hanging"
     script = tmp_path / "killed_run.py"
-    script.write_text(KILLED_RUN.replace("{params}", repr(PARAMS)))
+    script.write_text(KILLED_RUN.replace("{params}", repr(PARAMS.model_dump())))
     processes = Processes(tmp_path)
     try:
         run = processes.start("killed-run", [sys.executable, str(script), str(assets["weights"]), str(out),
                                              str(marker), *videos], dict(os.environ))
         reference = tmp_path / "uninterrupted"  # meanwhile, the same archive without a kill
-        archive.run_archive(videos, reference, engine, config)
+        archive.run_archive(videos, reference, spec(assets), PARAMS)
         wait_for("unit 2 under way", marker.exists, 120, 0.2, alive=run, log=lambda: processes.log(run))
         os.killpg(run.pid, signal.SIGKILL)
         run.wait(10)
@@ -216,7 +220,7 @@ def test_a_killed_run_resumed_gives_the_rows_of_an_uninterrupted_run(tmp_path: P
     assert read_results(out).num_rows == 8 + 4
     assert archive.read_committed(out).num_rows == 8  # ... which readers ignore
 
-    summary = archive.run_archive(videos, out, engine, config)
+    summary = archive.run_archive(videos, out, spec(assets), PARAMS)
     assert summary.counts()["processed"] == 1 and summary.counts()["skipped"] == 1
     assert summary.discarded == sorted(killed)
     assert sorted_rows(read_results(out)) == sorted_rows(read_results(reference))  # run ids included
@@ -275,7 +279,7 @@ def test_a_failed_dataset_does_not_stop_the_others_rows(tmp_path: Path, assets: 
     from prefect_fixtures import tiny_dataset
 
     dataset, missing = tiny_dataset(data, tmp_path), tmp_path / "not-there"
-    report = nightly.run_nightly([missing, dataset], tmp_path / "out", weights=assets["weights"], device="cpu",
+    report = nightly.run_nightly([missing, dataset], tmp_path / "out", engine=spec(assets),
                                  run_id="night-1")
     assert [str(f.dataset) for f in report.failures] == [str(missing)] and "not-there" in report.failures[0].error
     history = nightly.read_history(tmp_path / "out" / "history")

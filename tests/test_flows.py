@@ -15,6 +15,7 @@ import pytest
 
 from prefect_fixtures import clip, dev_checkpoint, tiny_dataset
 from streamcosal import archive
+from streamcosal.params import EngineSpec, RunParams
 from streamcosal.storage import read_results
 from streamcosal.storage.parquet_files import write_by_source
 
@@ -48,7 +49,10 @@ def artifact(state: Any, key: str) -> str:
     return found[0].data
 
 
-UNIT = dict(window=4, consensus_frames=8, device="cpu")
+def unit(assets: dict[str, Path], **params: Any) -> dict[str, Any]:
+    """The flows' engine and run parameters for the short clips: the dev checkpoint on the CPU."""
+    return dict(engine=EngineSpec(weights=assets["weights"], device="cpu"),
+                params=RunParams(window=4, consensus_frames=8, **params))
 
 
 # -- cosal-video ---------------------------------------------------------------------------------
@@ -58,8 +62,7 @@ def test_video_flow_writes_parquet_rows_and_an_overlay(harness: None, assets: di
     from streamcosal.flows.video import cosal_video
 
     out = tmp_path / "out"
-    state = cosal_video(str(assets["a"]), str(out), weights=str(assets["weights"]), window=4, consensus_frames=8,
-                        device="cpu", run_id="flowtest", return_state=True)
+    state = cosal_video(str(assets["a"]), str(out), run_id="flowtest", return_state=True, **unit(assets, overlay=True))
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary["frames"] == 8 and summary["run_id"] == "flowtest"
@@ -75,8 +78,7 @@ def test_video_flow_writes_parquet_rows_and_an_overlay(harness: None, assets: di
 def test_video_flow_fails_with_the_source_error(harness: None, assets: dict[str, Path], tmp_path: Path) -> None:
     from streamcosal.flows.video import cosal_video
 
-    state = cosal_video(str(assets["broken"]), str(tmp_path / "out"), weights=str(assets["weights"]), device="cpu",
-                        return_state=True)
+    state = cosal_video(str(assets["broken"]), str(tmp_path / "out"), return_state=True, **unit(assets))
     assert state.is_failed()
     assert "broken.mp4" in state.message and "empty" in state.message
     assert "| failed |" in artifact(state, "cosal-video")
@@ -91,7 +93,7 @@ def test_archive_flow_finishes_the_others_records_the_failure_and_resumes(
 
     out = tmp_path / "out"
     videos = [str(assets["a"]), str(assets["broken"]), str(assets["b"])]
-    state = cosal_archive(videos, str(out), weights=str(assets["weights"]), return_state=True, **UNIT)
+    state = cosal_archive(videos, str(out), return_state=True, **unit(assets))
     assert state.is_failed()
     assert "1 of 3 video(s) failed" in state.message and "broken.mp4" in state.message
     markdown = artifact(state, "cosal-archive")
@@ -114,7 +116,7 @@ def test_archive_flow_finishes_the_others_records_the_failure_and_resumes(
     write_by_source(out / "frames", leftover, f"{goat.run_id}.000000.parquet")
     assert read_results(out).num_rows == 8 + 3
 
-    state = cosal_archive(videos[::2], str(out), weights=str(assets["weights"]), return_state=True, **UNIT)
+    state = cosal_archive(videos[::2], str(out), return_state=True, **unit(assets))
     assert state.is_completed(), state.message
     assert state.result() == {"processed": 1, "skipped": 1, "partial": 0, "failed": 0, "duplicates": 0}
     assert f"`{goat.run_id}`" in artifact(state, "cosal-archive")  # named among the deleted attempts
@@ -122,6 +124,19 @@ def test_archive_flow_finishes_the_others_records_the_failure_and_resumes(
     again = read_results(out)
     assert sorted(again.to_pylist(), key=lambda r: tuple(r[k] for k in key)) == \
         sorted(first.to_pylist(), key=lambda r: tuple(r[k] for k in key))
+
+
+def test_the_flow_resumes_what_run_archive_did(harness: None, assets: dict[str, Path], tmp_path: Path) -> None:
+    """Both key units on the checkpoint's identity (run_archive keyed on the engine's name and version:
+    the flow then committed the same video again and readers saw duplicate rows)."""
+    from streamcosal.flows.archive import cosal_archive
+
+    out, settings = tmp_path / "out", unit(assets)
+    archive.run_archive([str(assets["a"])], out, settings["engine"], settings["params"])
+    state = cosal_archive([str(assets["a"])], str(out), return_state=True, **settings)
+    assert state.is_completed(), state.message
+    assert state.result()["skipped"] == 1 and state.result()["processed"] == 0
+    assert read_results(out).num_rows == 8 and len(archive.Manifest(out).records()) == 1
 
 
 def test_archive_flow_retries_a_transient_failure(harness: None, assets: dict[str, Path], tmp_path: Path,
@@ -140,8 +155,7 @@ def test_archive_flow_retries_a_transient_failure(harness: None, assets: dict[st
     monkeypatch.setattr(archive, "run_unit", flaky)
     monkeypatch.setattr(archive_flow, "process_unit", archive_flow.process_unit.with_options(retry_delay_seconds=0))
     out = tmp_path / "out"
-    state = archive_flow.cosal_archive([str(assets["a"])], str(out), weights=str(assets["weights"]),
-                                       return_state=True, **UNIT)
+    state = archive_flow.cosal_archive([str(assets["a"])], str(out), return_state=True, **unit(assets))
     assert state.is_completed(), state.message
     assert len(calls) == 2 and read_results(out).num_rows == 8
 
@@ -156,7 +170,7 @@ def test_eval_flow_appends_history_and_fails_below_a_floor(harness: None, assets
 
     dataset = tiny_dataset(data, tmp_path)
     out = tmp_path / "nightly"
-    common = dict(weights=str(assets["weights"]), device="cpu", return_state=True)
+    common = dict(engine=EngineSpec(weights=assets["weights"], device="cpu"), return_state=True)
     state = cosal_eval([str(dataset)], str(out), floors={"MAE": 0.99}, run_id="night-1", **common)
     assert state.is_completed(), state.message
     history = nightly.read_history(out / "history")
@@ -250,7 +264,7 @@ def test_archive_flow_runs_its_units_on_a_local_ray_instance(harness: None, asse
     on_ray = cosal_archive.with_options(task_runner=task_runner(OrchestrationSettings(task_runner="ray")))
     out = tmp_path / "out"
     videos = [str(assets["a"]), str(assets["broken"]), str(assets["b"])]
-    state = on_ray(videos, str(out), weights=str(assets["weights"]), return_state=True, **UNIT)
+    state = on_ray(videos, str(out), return_state=True, **unit(assets))
     assert state.is_failed() and "broken.mp4" in state.message  # the failure came back from a Ray worker
     assert read_results(out).num_rows == 16
     assert {r.status for r in archive.Manifest(out).records()} == {"done", "failed"}

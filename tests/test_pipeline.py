@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -152,7 +151,7 @@ def test_streaming_windows_running_consensus_and_restart(data, dev_engine, tmp_p
     state = ConsensusStore.open(tmp_path / "out" / "consensus.npz").state("blackswan")
     assert state.t == pytest.approx(timestamps[-1], abs=1e-6) and 0 < state.n < 8  # decayed count
 
-    second = run_pipeline([path], tmp_path / "out", dev_engine, replace(config, step=4))  # a restarted stream
+    second = run_pipeline([path], tmp_path / "out", dev_engine, config.model_copy(update={"step": 4}))  # a restarted stream
     again = ConsensusStore.open(tmp_path / "out" / "consensus.npz").state("blackswan")
     assert again.t == pytest.approx(2 * timestamps[-1], abs=1e-6) and again.n > state.n  # continues
     assert read_results(tmp_path / "out").num_rows == 16  # appended

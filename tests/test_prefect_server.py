@@ -54,8 +54,8 @@ def test_served_cosal_video_deployment_runs_from_the_cli(processes: Processes, t
     tic = time.monotonic()
     run = subprocess.run(
         ["prefect", "deployment", "run", "cosal-video/default", "--param", f"source={video}",
-         "--param", f"out={out}", "--param", f"weights={weights}", "--param", "device=cpu",
-         "--param", "window=4", "--param", "consensus_frames=8", "--watch", "--watch-interval", "1", "--watch-timeout", "300"],
+         "--param", f"out={out}", "--param", f'engine={{"weights": "{weights}", "device": "cpu"}}',
+         "--param", 'params={"window": 4, "consensus_frames": 8, "overlay": true}', "--watch", "--watch-interval", "1", "--watch-timeout", "300"],
         env=env, capture_output=True, text=True, timeout=360)
     timings["run (CLI, --watch)"] = time.monotonic() - tic
     output = run.stdout + run.stderr
@@ -72,5 +72,5 @@ def test_served_cosal_video_deployment_runs_from_the_cli(processes: Processes, t
     assert rows.num_rows == 8
     assert sorted(rows["frame_index"].to_pylist()) == list(range(8))
     assert set(rows["source"].to_pylist()) == {str(video)}
-    assert list((out / "overlays").rglob("*.mp4")), "the deployment writes an overlay by default"
+    assert list((out / "overlays").rglob("*.mp4")), "the deployment writes the overlay it was asked for"
     print("timings (s):", {k: round(v, 1) for k, v in timings.items()})

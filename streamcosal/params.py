@@ -1,0 +1,139 @@
+"""Run parameters, declared once: what a run does (:class:`RunParams`) and which model runs it
+(:class:`EngineSpec`, with its one builder).
+
+The CLI takes its option defaults and help from these models, the jobs build from them, and the
+Prefect flows take them as parameters (Prefect validates flow parameters with pydantic and shows a
+model as a form in its UI)::
+
+    params = RunParams(window=4, mode="global")          # checked here: window >= 1, ...
+    engine = EngineSpec(weights="best.pt").build()       # one engine per spec and process
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .precision import Precision
+
+if TYPE_CHECKING:
+    from .engine import CoSalEngine
+
+Mode = Literal["auto", "global", "streaming"]
+
+
+class RunParams(BaseModel):
+    """The parameters of a video/stream run that a user, a job or a flow sets; the defaults are usable.
+
+    Every one of them changes the results except ``flush_every`` (see :meth:`result_params`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Mode = Field("auto", description="global (consensus over the whole video), streaming (running "
+                                           "consensus) or auto (global for files, streaming for live input).")
+    window: int = Field(8, ge=1, description="Frames segmented together.")
+    step: int | None = Field(None, ge=1, description="Streaming, one source: new frames per window (< window "
+                                                     "overlaps); default window.")
+    stride: int = Field(1, ge=1, description="Process every N-th frame.")
+    fps: float | None = Field(None, gt=0, description="Process about F frames per second (instead of stride).")
+    consensus_frames: int = Field(32, ge=1, description="Global: frames sampled over the whole video for its "
+                                                        "consensus; streaming: the group size it is scaled to.")
+    half_life: float = Field(30.0, gt=0, description="Streaming: seconds of stream time after which old "
+                                                     "evidence weighs half.")
+    threshold: float = Field(0.5, ge=0, le=1, description="Mask = probability >= threshold.")
+    overlay: bool = Field(False, description="Write H.264 overlay videos (PNGs and a contact sheet for image "
+                                             "folders).")
+    keep_prob_png: bool = Field(False, description="Store a small probability PNG per frame in the results.")
+    event_threshold: float = Field(0.02, ge=0, le=1, description="Events: the object is present when its area "
+                                                                 "fraction >= this.")
+    event_min_duration: float = Field(0.5, ge=0, description="Events: shorter intervals (seconds) are dropped.")
+    event_max_gap: float = Field(0.5, ge=0, description="Events: absences up to this long (seconds) are bridged.")
+    flush_every: int = Field(256, ge=1, description="Result rows per Parquet file.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunParams:
+        if self.step is not None and self.step > self.window:
+            raise ValueError(f"step must be in 1..window ({self.window}), got {self.step}")
+        if self.fps is not None and self.stride != 1:
+            raise ValueError("give either fps or stride, not both")
+        return self
+
+    def result_params(self) -> dict[str, object]:
+        """The parameters that change the results (what a resumable archive unit is keyed by)."""
+        return self.model_dump(exclude={"flush_every"})
+
+
+class EngineSpec(BaseModel):
+    """Which model runs, and where: the CLI's engine options, a job's and a flow's parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: Path | None = Field(None, description="A streamcosal checkpoint (default: the embedded model).")
+    official: Path | None = Field(None, description="The authors' gicd_ginet.pth (VGG-16 GICD); "
+                                                    "replaces weights.")
+    vgg16: Path | None = Field(None, description="torchvision's vgg16-397923af.pth (for official).")
+    precision: Precision = Field("auto", description="auto (bf16 where the CPU/GPU has it natively, else fp32 "
+                                                     "on CPUs, fp16 on GPUs), fp32, bf16 or fp16 (GPUs).")
+    device: str = Field("auto", description="auto, cpu or cuda.")
+
+    def build(self) -> CoSalEngine:
+        """The engine, one per spec and process: a worker that runs many units loads the model once;
+        inference does not change the engine, so threads share it.
+
+        Raises:
+            WeightsError: a checkpoint that cannot be read. ValueError: an impossible device or precision.
+        """
+        with _engines_lock:
+            engine = _engines.get(self)
+            if engine is None:
+                engine = _engines[self] = self._load()
+        return engine
+
+    def _load(self) -> CoSalEngine:
+        from .engine import CoSalEngine
+
+        options = {"precision": self.precision, "device": self.device}
+        if self.official is not None:
+            return CoSalEngine.from_official_checkpoint(self.official, self.vgg16, **options)
+        if self.weights is not None:
+            return CoSalEngine.from_checkpoint(self.weights, **options)
+        return CoSalEngine.from_pretrained(**options)
+
+    def identity(self) -> str:
+        """What results depend on in the model: backbone, version and the checkpoint's hash (two
+        untrained "dev" checkpoints differ). Archive units and the nightly history are keyed by it;
+        precision and device are not part of it."""
+        from .engine import default_weights_path
+        from .model.checkpoint import read_checkpoint
+
+        if self.official is not None:
+            return f"gicd-vgg16-official {hash_file(self.official)[:12]}"
+        path = self.weights if self.weights is not None else default_weights_path()
+        meta = read_checkpoint(path)
+        return f"gicd-{meta['backbone']} {meta['version']} {hash_file(path)[:12]}"
+
+
+_engines: dict[EngineSpec, CoSalEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def hash_file(path: str | Path) -> str:
+    """sha256 of a file's bytes (hex)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def explain(error: ValidationError) -> str:
+    """A pydantic error in one line per problem: ``window: Input should be greater than or equal to 1 (got 0)``."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{where + ': ' if where else ''}{message}" +
+                     (f" (got {problem['input']!r})" if where else ""))
+    return "; ".join(lines)

@@ -1,0 +1,68 @@
+"""One definition of every run parameter: the CLI's and the flows' defaults are the models'."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import typer.main
+from pydantic import ValidationError
+
+from streamcosal.cli import app
+from streamcosal.params import EngineSpec, RunParams, explain
+from streamcosal.pipeline import PipelineConfig
+
+
+def cli_defaults(command: str) -> dict[str, object]:
+    return {p.name: p.default for p in typer.main.get_command(app).commands[command].params}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", ["images", "eval", "video", "search"])
+def test_the_cli_defaults_are_the_models(command: str) -> None:
+    defaults = cli_defaults(command)
+    engine = {name: defaults[name] for name in EngineSpec.model_fields}  # every engine option, in every command
+    assert EngineSpec(**engine) == EngineSpec()
+    if command == "video":  # the run parameters, and the live settings a run's caller sets (PipelineConfig)
+        shared = {name: defaults[name] for name in PipelineConfig.model_fields if name in defaults}
+        assert len(shared) >= 12 and shared == {name: getattr(PipelineConfig(), name) for name in shared}
+        assert defaults["overlay"] is False and defaults["precision"] == "auto"
+
+
+def test_the_flows_take_the_models_with_the_models_defaults() -> None:
+    from streamcosal.flows.archive import cosal_archive
+    from streamcosal.flows.evaluate import cosal_eval
+    from streamcosal.flows.video import cosal_video
+
+    for flow in (cosal_video, cosal_archive, cosal_eval):
+        parameters = inspect.signature(flow.fn).parameters
+        assert parameters["engine"].default == EngineSpec()
+        if "params" in parameters:
+            assert parameters["params"].default == RunParams()
+    assert "params" in inspect.signature(cosal_video.fn).parameters and "window" not in inspect.signature(cosal_video.fn).parameters
+
+
+def test_a_pipeline_config_is_the_run_parameters_plus_the_runs_own() -> None:
+    params = RunParams(window=4, mode="global")
+    config = PipelineConfig(**params.model_dump(), run_id="r1")
+    assert config.window == 4 and config.run_id == "r1" and isinstance(config, RunParams)
+    assert set(params.result_params()) == set(RunParams.model_fields) - {"flush_every"}
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"window": 0}, "window: Input should be greater than or equal to 1 (got 0)"),
+    ({"window": 4, "step": 5}, "step must be in 1..window (4), got 5"),
+    ({"fps": 5.0, "stride": 2}, "give either fps or stride, not both"),
+    ({"mode": "live"}, "mode: Input should be 'auto', 'global' or 'streaming' (got 'live')"),
+    ({"windows": 4}, "windows: Extra inputs are not permitted (got 4)"),
+])
+def test_bad_run_parameters_are_refused_in_one_line(values: dict, message: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        RunParams(**values)
+    assert explain(refused.value) == message
+    with pytest.raises(ValueError):  # pydantic's error is a ValueError: callers that caught check()'s still do
+        PipelineConfig(**values)
+
+
+def test_an_impossible_precision_is_refused() -> None:
+    with pytest.raises(ValidationError, match="precision"):
+        EngineSpec(precision="int8")
