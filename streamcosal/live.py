@@ -17,7 +17,7 @@ policy's:
   engine's rate changes; frames are processed in order, evenly spaced in time.
 - `all`: never drop. When the buffer is full the reader waits for the engine, so the camera backs
   up in the network and decoder and latency grows for as long as the engine is slower than the
-  camera (by (camera fps / engine rate - 1) seconds every second). For recorded streams.
+  camera (by 1 - engine rate / camera fps seconds every second). For recorded streams.
 
 Whatever is dropped is counted per source (`LiveCounters`); frame indices and timestamps stay the
 source's own. Several cameras in one group: `live_windows` takes the newest frames of each camera
