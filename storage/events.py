@@ -44,12 +44,16 @@ def detect_events(
 
     The rule, in order:
       0. Frames without a finite timestamp (image groups: NaN) are left out: no time, no events.
-      1. A frame is *present* when ``area_fraction >= threshold``.
-      2. Consecutive present frames form a run. Two runs are merged when the time from the last
-         present frame of the first to the first present frame of the second is ``<= max_gap``
-         (short absences are bridged; the absent frames between become part of the event).
-      3. Events with ``end_time - start_time < min_duration`` are dropped (short blips). A lone
-         frame has duration 0, so it is dropped whenever ``min_duration > 0``.
+      1. A frame is *present* when ``area_fraction >= threshold``. Each processed frame stands for
+         the ``interval`` until the next one: the median time between consecutive frames (0.1 s
+         for every frame of a 10 fps video, 1 s with ``--fps 1``, 0.6 s with ``--stride 6``), so
+         the two rules below hold the same whatever the sampling.
+      2. Consecutive present frames form a run. Two runs are merged when the absence between
+         them, ``t(first present of the second) - t(last present of the first) - interval``, is
+         ``<= max(max_gap, interval)`` (short absences are bridged, and one missed processed frame
+         always is; the absent frames become part of the event).
+      3. Events covering less than ``min_duration`` (``end_time - start_time + interval``) are
+         dropped (short blips).
 
     Args:
         timestamps: [N] float seconds.
@@ -77,12 +81,13 @@ def detect_events(
     present = np.flatnonzero(area >= threshold)
     if present.size == 0:
         return []
-    # A new run starts wherever the time between consecutive present frames exceeds max_gap.
-    breaks = np.flatnonzero(np.diff(t[present]) > max_gap) + 1
+    interval = float(np.median(np.diff(t))) if len(t) > 1 else 0.0
+    # A new run starts wherever the absence between consecutive present frames exceeds max_gap.
+    breaks = np.flatnonzero(np.diff(t[present]) - interval > max(max_gap, interval) + 1e-9) + 1
     events = []
     for run in np.split(present, breaks):
         first, last = int(run[0]), int(run[-1])
-        if t[last] - t[first] < min_duration:
+        if t[last] - t[first] + interval < min_duration - 1e-9:
             continue
         span = area[first : last + 1]
         events.append(

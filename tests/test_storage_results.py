@@ -231,6 +231,18 @@ def test_detect_events_bridges_gaps_and_drops_blips() -> None:
     assert first.mean_area_fraction == pytest.approx((15 * 0.1 + 7 * 0.2) / 25)
 
 
+def test_event_rules_scale_with_the_interval_between_processed_frames() -> None:
+    """The same presence sampled at 10, 1 and 1/0.6 frames per second gives the same event."""
+    for step in (0.1, 1.0, 0.6):
+        t = np.arange(0, 6, step)
+        area = np.where(t < 4.5, 0.1, 0.0)
+        area[(t > 2.0) & (t < 2.5)] = 0.0  # an absence of under 0.5 s: bridged where sampled
+        (event,) = detect_events(t, np.arange(len(t)), area, min_duration=0.5, max_gap=0.5)
+        assert event.start_time == 0.0 and event.end_time == pytest.approx(t[t < 4.5][-1]), step
+    lone = detect_events(np.arange(6.0), np.arange(6), np.array([0, 0, 0.1, 0, 0, 0]), min_duration=0.5)
+    assert [(e.start_frame, e.end_frame) for e in lone] == [(2, 2)]  # one frame at 1 fps covers 1 s
+
+
 def test_detect_events_sorts_its_input_and_handles_nothing() -> None:
     t = np.array([0.3, 0.0, 0.2, 0.1])
     events = detect_events(t, np.array([3, 0, 2, 1]), np.ones(4), min_duration=0.1)

@@ -319,3 +319,15 @@ def test_a_video_whose_size_changes_midway_gives_every_frame_once(data, tmp_path
     rows = read_results(tmp_path / "out").sort_by("frame_index")
     assert rows.num_rows == 20 and np.all(np.diff(rows["timestamp"].to_numpy()) > 0)
     assert [decode_mask(r).shape for r in rows.to_pylist()] == [(96, 160)] * 10 + [(80, 128)] * 10
+
+
+@pytest.mark.parametrize("sampling", [["--fps", "1"], ["--stride", "6"]])
+def test_sampled_runs_of_the_bundled_example_find_its_event(tmp_path, sampling):
+    """The unsampled run finds one event (0.0 s to 5.9 s); sampling must not lose it."""
+    from streamcosal.storage import read_events
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "cat.mp4"
+    result = runner.invoke(app, ["video", str(example), "--out", str(tmp_path / "out"), *sampling])
+    assert result.exit_code == 0, result.output
+    (event,) = read_events(tmp_path / "out").to_pylist()
+    assert event["start_time"] == pytest.approx(0.0) and event["end_time"] >= 5.0
