@@ -171,14 +171,18 @@ def eval_(
         if data is not None:
             engine = load_engine(weights, official, vgg16, precision, device)
             method = (name or [engine.name])[0]
-            predict_and_evaluate(engine, data, out, name=method)
+            results = [predict_and_evaluate(engine, data, out, name=method)]
         else:
-            run_eval(pred or [], gt, name, out)  # type: ignore[arg-type]
+            results = run_eval(pred or [], gt, name, out)  # type: ignore[arg-type]
     except EvalBatchError as e:
         fail(str(e), 1)
     except (ValueError, FileNotFoundError, OutputError) as e:
         fail(str(e), 2)
     typer.echo(f"reports in {out}")
+    skipped = sum(r.counts.missing + r.counts.unreadable for r in results)
+    if skipped:
+        err.print(f"{skipped} images were skipped (no or unreadable map, see above): the metrics cover only the others")
+        raise typer.Exit(1)
 
 
 @app.command()

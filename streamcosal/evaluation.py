@@ -300,6 +300,7 @@ def evaluate(
     resized: list[str] = []
     unreadable: list[str] = []
     non_binary: list[str] = []
+    scaled: list[str] = []
     warnings = [f"dataset {dataset.name}: {w}" for w in dataset.warnings]
     n_images = sum(len(dataset.groups[group]) for group in selected)
 
@@ -333,6 +334,9 @@ def evaluate(
                 except OSError as error:
                     unreadable.append(f"{sample.key}: {error}")
                     continue
+                if 0 < mask.max() <= 128:  # label masks ({0, 1}) would be empty at > 128: scale to 255
+                    scaled.append(sample.key)
+                    mask = np.round(mask * (255.0 / mask.max())).astype(np.uint8)
                 if not _is_binary(mask):
                     non_binary.append(sample.key)
                 if pred.shape != mask.shape:
@@ -344,6 +348,11 @@ def evaluate(
             else:
                 warnings.append(f"group {group!r}: no image could be evaluated; its metrics are NaN")
 
+    if not summaries and len(missing_masks) == n_images:
+        raise ValueError(
+            f"no GT image of {dataset.root} has a mask (e.g. {missing_masks[0]}): the masks folder is empty or "
+            "missing; put one mask per image (same stem, .png) there and run again"
+        )
     if not summaries:
         example = pred_dir / selected[0] / f"{dataset.groups[selected[0]][0].stem}.png"
         raise ValueError(
@@ -352,7 +361,8 @@ def evaluate(
             f"{len(unreadable)} unreadable); a map is expected at e.g. {example}"
         )
 
-    warnings = _count_warnings(n_images, pred_dir, missing, missing_masks, resized, unreadable, non_binary) + warnings
+    warnings = _count_warnings(n_images, pred_dir, missing, missing_masks, resized, unreadable, non_binary,
+                               scaled) + warnings
     overall = _combine(list(summaries.values()))
     nan_metrics = {metric: math.nan for metric in METRICS}
     group_results = {
@@ -457,6 +467,8 @@ def run_eval(
             continue
         write_outputs(result, out_dir / folder / _safe_name(dataset.name))
         _console.print(escape(report.summary_line(result)))
+        for warning in result.warnings:
+            _console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
         results.append(result)
     if len(results) > 1:
         report.compare(results, out_dir)
@@ -529,9 +541,15 @@ def _count_warnings(
     resized: list[str],
     unreadable: list[str],
     non_binary: list[str],
+    scaled: list[str],
 ) -> list[str]:
     """One sentence per kind of problem, most important first."""
     warnings = []
+    if scaled:
+        warnings.append(
+            f"{len(scaled)} mask(s) have their maximum at or below 128 (label masks such as 0/1), so the "
+            f"binarisation at > 128 would leave them empty: they were scaled to 0..255 first, e.g. {scaled[0]}"
+        )
     if missing:
         warnings.append(
             f"{len(missing)} of {n_images} GT images have no prediction and were SKIPPED (not scored as "

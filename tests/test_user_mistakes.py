@@ -331,3 +331,45 @@ def test_sampled_runs_of_the_bundled_example_find_its_event(tmp_path, sampling):
     assert result.exit_code == 0, result.output
     (event,) = read_events(tmp_path / "out").to_pylist()
     assert event["start_time"] == pytest.approx(0.0) and event["end_time"] >= 5.0
+
+
+def test_eval_with_label_masks_in_0_1_scales_them_and_says_so(data, tmp_path):
+    import json
+
+    from test_eval_cli import subset
+
+    root = subset(data, tmp_path / "voc")
+    for mask in (root / "masks").rglob("*.png"):  # 0/255 -> 0/1, as many datasets in the wild store them
+        cv2.imwrite(str(mask), (cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 128).astype(np.uint8))
+    oracle = tmp_path / "oracle"
+    shutil.copytree(data / "pascal_coseg" / "masks", oracle, ignore=lambda d, names: [
+        n for n in names if (Path(d) / n).is_file() and not (root / "masks" / Path(d).name / n).exists()])
+    result = runner.invoke(app, ["eval", "--pred", str(oracle), "--gt", str(root), "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert "warning: 6 mask(s) have their maximum at or below 128" in result.output
+    summary = json.loads(next((tmp_path / "e").rglob("summary.json")).read_text())
+    assert summary["overall"]["maxF"] > 0.99
+
+
+def test_eval_names_an_empty_masks_folder_and_fails_on_skipped_maps(data, tmp_path):
+    from test_eval_cli import subset
+
+    root = subset(data, tmp_path / "voc")
+    maps = tmp_path / "maps"
+    shutil.copytree(root / "masks", maps)
+    shutil.move(root / "masks", tmp_path / "masks_elsewhere")
+    (root / "masks").mkdir()
+    result = runner.invoke(app, ["eval", "--pred", str(maps), "--gt", str(root), "--out", str(tmp_path / "e")])
+    assert result.exit_code == 1, result.output  # the method failed: nothing to score
+    assert "has a mask" in result.output and "masks folder is empty" in result.output
+
+    shutil.rmtree(root / "masks")
+    shutil.move(tmp_path / "masks_elsewhere", root / "masks")
+    unreadable, missing = sorted((maps / "Cat").iterdir())[:2]
+    unreadable.write_bytes(b"not a png")
+    missing.unlink()
+    result = runner.invoke(app, ["eval", "--pred", str(maps), "--gt", str(root), "--out", str(tmp_path / "e2")])
+    assert result.exit_code == 1, result.output
+    assert "warning: 1 of 6 GT images have no prediction" in result.output
+    assert "warning: 1 map(s) or mask(s) could not be read" in result.output and unreadable.stem in result.output
+    assert "2 images were skipped" in result.output
