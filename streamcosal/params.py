@@ -45,7 +45,7 @@ class RunParams(BaseModel):
                                                         "consensus; streaming: the group size it is scaled to.")
     half_life: float = Field(30.0, gt=0, description="Streaming: seconds of stream time after which old "
                                                      "evidence weighs half.")
-    threshold: float = Field(0.5, ge=0, le=1, description="Mask = probability >= threshold.")
+    threshold: float = Field(0.5, gt=0, le=1, description="Mask = probability >= threshold, in (0, 1].")
     overlay: bool = Field(False, description="Write H.264 overlay videos (PNGs and a contact sheet for image "
                                              "folders).")
     keep_prob_png: bool = Field(False, description="Store a small probability PNG per frame in the results.")

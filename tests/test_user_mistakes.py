@@ -373,3 +373,12 @@ def test_eval_names_an_empty_masks_folder_and_fails_on_skipped_maps(data, tmp_pa
     assert "warning: 1 of 6 GT images have no prediction" in result.output
     assert "warning: 1 map(s) or mask(s) could not be read" in result.output and unreadable.stem in result.output
     assert "2 images were skipped" in result.output
+
+
+@pytest.mark.parametrize("threshold", ["0", "1.5", "nan", "-0.1"])
+def test_a_threshold_outside_0_1_is_refused_before_any_work(tmp_path, threshold):
+    example = Path(__file__).resolve().parents[1] / "examples" / "cat.mp4"
+    result = runner.invoke(app, ["video", str(example), "--out", str(tmp_path / "out"), "--threshold", threshold])
+    assert result.exit_code == 2, result.output
+    assert "threshold" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
