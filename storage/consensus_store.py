@@ -31,10 +31,8 @@ other group as the file has it. Two processes that change the same group: the la
 for that group.
 """
 
-import os
 import threading
 import time
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 from filelock import FileLock, Timeout
+
+from .files import atomic_write
 
 FORMAT = "streamcosal.consensus_store"
 FORMAT_VERSION = 1
@@ -308,16 +308,8 @@ class ConsensusStore:
             "created": np.array([s.created for s in states], dtype=np.float64),
             "updated": np.array([s.updated for s in states], dtype=np.float64),
         }
-        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_write(self.path) as f:
+            np.savez(f, **arrays)
 
     def _get(self, group: str) -> GroupState:
         try:

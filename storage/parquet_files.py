@@ -11,9 +11,7 @@ source string. The full string stays in the ``source`` column.
 """
 
 import hashlib
-import os
 import re
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from .files import atomic_write
 from .schema import READABLE_VERSIONS, SCHEMA_NAME_KEY, SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
 PARTITION_KEY = "source_key"
@@ -38,17 +37,8 @@ def write_atomic(table: pa.Table, path: Path) -> None:
 
     ``os.replace`` overwrites: callers choose names that are unique.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt included: never leave the temporary file behind
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        pq.write_table(table, f)
 
 
 def write_by_source(directory: Path, table: pa.Table, file_name: str) -> list[Path]:

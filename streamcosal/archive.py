@@ -44,7 +44,6 @@ import os
 import shutil
 import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,12 +52,14 @@ from typing import Any, Iterator, Literal, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 
 from .params import EngineSpec, RunParams, hash_file
 from .pipeline import PipelineConfig, group_name, run_pipeline
 from .pipeline import is_transient as pipeline_transient
 from .storage import read_results
 from .storage.events import EVENTS_DIR
+from .storage.files import atomic_write
 from .storage.parquet_files import PARTITION_KEY
 from .storage.results import FRAMES_DIR
 
@@ -229,20 +230,10 @@ class Manifest:
 
     def write(self, record: UnitRecord) -> None:
         """Write (or replace) a unit's record atomically."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         data = dataclasses.asdict(record)
         data.pop("skipped")
-        path = self.path(record.key)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "w") as f:
-                json.dump(data, f, indent=2, default=str)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_write(self.path(record.key), "w") as f:
+            json.dump(data, f, indent=2, default=str)
 
     def table(self) -> pa.Table:
         """The records as a table (for reports, DuckDB, pandas)."""
@@ -329,53 +320,39 @@ def read_committed(out: str | Path) -> pa.Table:
 
 @contextlib.contextmanager
 def archive_lock(out: str | Path) -> Iterator[Path]:
-    """Hold ``out/archive/lock`` while an archive run works on ``out``.
+    """Hold ``out/archive/lock`` while an archive run works on ``out``; another run holding it
+    raises :class:`ArchiveBusy` naming it (pid, host, since: ``out/archive/lock.json``).
 
-    A lock left by a dead process on this host is taken over; one held by a live process (or by
-    another host) raises :class:`ArchiveBusy`.
+    The lock is an OS lock on the file (``filelock``: ``flock``), which the OS drops when its
+    holder dies, however it dies: no stale lock to clean up. What it gives up on network file
+    systems: whether a lock taken on one host is seen on another depends on the server and the
+    mount (Linux emulates ``flock`` on NFS with byte-range locks, which NFSv4 servers share; SMB
+    mounts and some NAS do not), so run the archive runs of one ``out`` from one host there.
     """
     path = Path(out) / ARCHIVE_DIR / "lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _read_lock(path)
-            if holder.get("host") == me["host"] and not _alive(holder.get("pid")):
-                path.unlink(missing_ok=True)  # left by a process that died: take it over
-                continue
-            raise ArchiveBusy(
-                f"another archive run (pid {holder.get('pid')} on {holder.get('host')}, since "
-                f"{holder.get('since')}) is working on {out}; wait for it, or delete {path} if it is gone"
-            ) from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
+    holder = path.with_name("lock.json")
+    lock = FileLock(path, timeout=0)
     try:
+        lock.acquire()
+    except Timeout:
+        who = _read_holder(holder)
+        raise ArchiveBusy(f"another archive run (pid {who.get('pid')} on {who.get('host')}, since {who.get('since')}) "
+                          f"is working on {out}; wait for it to finish") from None
+    try:
+        with atomic_write(holder, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}, f)
         yield path
     finally:
-        if _read_lock(path).get("pid") == me["pid"]:
-            path.unlink(missing_ok=True)
+        holder.unlink(missing_ok=True)
+        lock.release()
 
 
-def _read_lock(path: Path) -> dict[str, Any]:
+def _read_holder(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _now() -> str:

@@ -13,7 +13,6 @@ with the maps written so far kept.
 from __future__ import annotations
 
 import os
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .engine import CoSalEngine, resize_map, to_uint8
 from .imagefile import IMAGE_SUFFIXES, ImageReadError, read_image
+from .storage.files import atomic_write
 
 
 @dataclass
@@ -95,19 +95,11 @@ def write_png(path: Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise OutputError(f"cannot encode PNG for {path}")
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as f:
             f.write(buf.tobytes())
-        os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @dataclass

@@ -39,7 +39,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -75,6 +74,7 @@ from .prefetch import Prefetcher
 from .sink import Member, ResultSink, owners
 from .sources import FrameSource, ReconnectPolicy, SourceError, StreamSource, VideoInfo, open_source
 from .storage import ConsensusStore, ResultWriter
+from .storage.files import atomic_write
 from .windows import Window, global_windows, interleave, streaming_windows
 
 logger = logging.getLogger(__name__)
@@ -166,14 +166,8 @@ class RunReport:
     def save(self, path: Path) -> None:
         """Write the report as JSON, atomically."""
         data = {**asdict(self), "frames_per_s": self.frames_per_s, "exit_code": self.exit_code}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            tmp.write_text(json.dumps(data, indent=2, default=str))
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_write(path, "w") as f:
+            json.dump(data, f, indent=2, default=str)
 
 
 class Terminated(BaseException):

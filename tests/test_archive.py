@@ -115,16 +115,17 @@ def test_discard_uncommitted_deletes_only_unfinished_archive_attempts(tmp_path: 
     assert sorted(set(table["source"].to_pylist())) == ["cli.mp4", "done.mp4"] and table.num_rows == 6
 
 
-def test_archive_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path: Path) -> None:
-    with archive.archive_lock(tmp_path) as lock:
-        with pytest.raises(archive.ArchiveBusy, match=f"pid {os.getpid()}"):
+def test_archive_lock_refuses_a_live_holder_and_is_free_once_its_holder_dies(tmp_path: Path) -> None:
+    with archive.archive_lock(tmp_path):
+        with pytest.raises(archive.ArchiveBusy, match=f"pid {os.getpid()} on "):
             with archive.archive_lock(tmp_path):
                 pass
-    assert not lock.exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename, "since": "earlier"}))
-    with archive.archive_lock(tmp_path):
-        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    killed = subprocess.run(  # holds the lock, then dies without letting it go
+        [sys.executable, "-c", "import os, sys\nfrom streamcosal import archive\n"
+         "with archive.archive_lock(sys.argv[1]):\n    os.kill(os.getpid(), 9)", str(tmp_path)])
+    assert killed.returncode == -signal.SIGKILL
+    with archive.archive_lock(tmp_path):  # the OS released it
+        assert json.loads((tmp_path / "archive" / "lock.json").read_text())["pid"] == os.getpid()
 
 
 # -- units with the real engine -------------------------------------------------------------------
