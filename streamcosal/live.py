@@ -13,8 +13,9 @@ policy's:
 
 - `latest` (default for live): each window takes the newest frames; older frames not processed
   yet are dropped. Latency stays about one window's engine time, whatever the engine's rate.
-- `stride`: keep every k-th frame, k = ceil(source fps / measured engine rate), adapted as the
-  engine's rate changes; frames are processed in order, evenly spaced in time.
+- `stride`: keep every k-th frame, k = ceil(1.2 x source fps / measured engine rate), adapted as
+  the engine's rate changes; frames are processed in order, evenly spaced in time. A backlog of
+  more than two windows (the engine slowed down) is dropped, oldest first.
 - `all`: never drop. When the buffer is full the reader waits for the engine, so the camera backs
   up in the network and decoder and latency grows for as long as the engine is slower than the
   camera (by 1 - engine rate / camera fps seconds every second). For recorded streams.
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 DropPolicy = Literal["latest", "stride", "all"]
 DROP_POLICIES: tuple[DropPolicy, ...] = ("latest", "stride", "all")
+STRIDE_HEADROOM = 1.2  # stride: keep 1/1.2 of what the engine could take, so a backlog drains
 
 
 @dataclass
@@ -163,10 +165,11 @@ class LiveReader:
 
     def take(self, n: int) -> list[Frame]:
         """Up to n buffered frames, oldest first: the newest n under `latest` (the older ones are
-        dropped and counted), else the oldest n."""
+        dropped and counted), under `stride` the oldest n of the last 2n, under `all` the oldest n."""
         with self._cond:
-            if self.policy == "latest":
-                stale = max(0, len(self._buffer) - n)
+            keep = {"latest": n, "stride": 2 * n, "all": len(self._buffer)}[self.policy]
+            if len(self._buffer) > keep:
+                stale = len(self._buffer) - keep
                 for _ in range(stale):
                     self._buffer.popleft()
                 self.counters.dropped += stale
@@ -179,7 +182,7 @@ class LiveReader:
         """`stride` policy: keep every k-th frame so that the engine's measured rate keeps up."""
         fps = self.source.info.fps
         if self.policy == "stride" and engine_fps > 0 and fps > 0:
-            stride = max(1, math.ceil(fps / engine_fps))
+            stride = max(1, math.ceil(STRIDE_HEADROOM * fps / engine_fps))
             if stride != self.stride:
                 logger.info("%s: engine at %.1f frames/s, camera at %.1f: keeping every %d-th frame",
                             self.name, engine_fps, fps, stride)

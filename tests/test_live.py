@@ -9,6 +9,7 @@ an engine slower than the camera makes its `segment` sleep.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -83,10 +84,11 @@ def test_drop_policies_with_an_engine_slower_than_the_camera(policy):
         assert gaps == {reader.stride}  # evenly spaced: every k-th frame
 
 
-def test_frames_arrive_and_are_segmented_over_rtsp(clips, dev_engine, tmp_path):
+def test_frames_arrive_and_are_segmented_over_rtsp(clips, dev_engine, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="streamcosal.metrics")
     with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
         report = run_pipeline([camera.url("/cam")], tmp_path / "out", dev_engine,
-                              PipelineConfig(window=4, duration=3.0), group="door")
+                              PipelineConfig(window=4, duration=3.0, log_every_s=0.5), group="door")
     run = report.sources[0]
     assert run.status == "done" and run.mode == "streaming" and run.frames >= 8
     rows = read_results(tmp_path / "out").to_pylist()
@@ -99,11 +101,14 @@ def test_frames_arrive_and_are_segmented_over_rtsp(clips, dev_engine, tmp_path):
     assert run.live.received >= run.frames and run.live.latency_p95_s is not None
     saved = json.loads((tmp_path / "out" / "runs" / f"{report.run_id}.json").read_text())
     assert saved["sources"][0]["live"]["processed"] == run.frames
+    assert f"live: {camera.url('/cam')}: " in caplog.text and "dropped (latest)" in caplog.text  # the status line
 
 
-def test_slow_engine_latest_keeps_latency_bounded_and_counts_drops(clips, dev_engine, tmp_path, monkeypatch):
+@pytest.mark.parametrize("policy", ["latest", "stride"])
+def test_slow_engine_keeps_latency_bounded_and_counts_drops(clips, dev_engine, tmp_path, monkeypatch, policy):
     """An engine needing 0.5 s per window of 4 frames (8 frames/s) on a 25 fps camera: the newest
-    frames are taken, the others dropped and counted; latency stays about one window's time."""
+    frames (latest) or every k-th frame (stride) are taken, the others dropped and counted; latency
+    stays about one window's time."""
     segment = dev_engine.segment
 
     def slow_segment(x, consensus=None):
@@ -113,9 +118,9 @@ def test_slow_engine_latest_keeps_latency_bounded_and_counts_drops(clips, dev_en
     monkeypatch.setattr(dev_engine, "segment", slow_segment)
     with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
         report = run_pipeline([camera.url("/cam")], tmp_path / "out", dev_engine,
-                              PipelineConfig(window=4, duration=6.0), group="door")
+                              PipelineConfig(window=4, duration=6.0, drop_policy=policy), group="door")
     live = report.sources[0].live
-    assert live.dropped > live.processed > 0
+    assert live.policy == policy and live.dropped > live.processed > 0
     latencies = np.array(read_results(tmp_path / "out")["latency_s"].to_pylist())
     late = latencies[len(latencies) // 2 :]
     assert late.max() < 3.0  # bounded: with no drop it would grow by ~1.2 s every second (36/4.8)
