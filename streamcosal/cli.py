@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .engine import CoSalEngine
 from .imagefile import IMAGE_SUFFIXES
@@ -18,6 +21,10 @@ from .live import DropPolicy
 from .params import EngineSpec, Mode, RunParams, explain
 from .pipeline import PipelineConfig
 from .precision import Precision
+
+if TYPE_CHECKING:
+    from .evaluation import EvalResult
+    from .report import Tracker
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Co-saliency detection (GICD) for image groups, videos and camera streams.")
@@ -157,8 +164,8 @@ def eval_(
     Either --pred DIR [--pred DIR2 ...] --gt DIR, or --data DIR to predict with a model (--weights /
     --official; the embedded default otherwise) and evaluate.
     """
-    from .evaluation import EvalBatchError, predict_and_evaluate, run_eval
     from .images import OutputError
+    from .report import EvalBatchError, predict_and_evaluate, run_eval
 
     if (data is None) == (gt is None):
         err.print("[red]error:[/red] give either --pred DIR --gt DIR, or --data DIR (predict, then evaluate)")
@@ -168,21 +175,52 @@ def eval_(
     except ValueError as e:
         fail(str(e), 2)
     try:
-        if data is not None:
-            engine = load_engine(weights, official, vgg16, precision, device)
-            method = (name or [engine.name])[0]
-            results = [predict_and_evaluate(engine, data, out, name=method)]
-        else:
-            results = run_eval(pred or [], gt, name, out)  # type: ignore[arg-type]
+        with _progress_bars() as track:
+            if data is not None:
+                engine = load_engine(weights, official, vgg16, precision, device)
+                method = (name or [engine.name])[0]
+                results = [predict_and_evaluate(engine, data, out, name=method, track=track)]
+            else:
+                results = run_eval(pred or [], gt, name, out, track=track)  # type: ignore[arg-type]
     except EvalBatchError as e:
+        _print_evaluations(e.results)
         fail(str(e), 1)
     except (ValueError, FileNotFoundError, OutputError) as e:
         fail(str(e), 2)
+    _print_evaluations(results)
     typer.echo(f"reports in {out}")
     skipped = sum(r.counts.missing + r.counts.unreadable for r in results)
     if skipped:
         err.print(f"{skipped} images were skipped (no or unreadable map, see above): the metrics cover only the others")
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _progress_bars() -> Iterator[Tracker]:
+    """A progress bar per evaluated method on stderr, shown from the first one on (a segmentation
+    before it shows its own)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    bars = Progress(*columns, console=err)
+
+    def track(description: str, total: int) -> Callable[[], None]:
+        bars.start()
+        task = bars.add_task(escape(description), total=total)
+        return lambda: bars.advance(task)
+
+    try:
+        yield track
+    finally:
+        bars.stop()
+
+
+def _print_evaluations(results: list[EvalResult]) -> None:
+    """Each method's summary line and warnings, on stderr."""
+    from .report import summary_line
+
+    for result in results:
+        err.print(escape(summary_line(result)))
+        for warning in result.warnings:
+            err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 @app.command()

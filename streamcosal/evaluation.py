@@ -1,5 +1,8 @@
 """Co-SOD evaluation: score saliency maps against a dataset's masks with the field's metrics.
 
+This module computes and returns results; it writes and prints nothing (files and the batch of
+methods: :mod:`streamcosal.report`; the console: the CLI).
+
 Metrics come from pysodmetrics (``py_sod_metrics``) with the field's conventions: maps and masks are
 read as uint8 grey images, pysodmetrics binarises each mask at ``> 128`` (a non-binary mask, e.g.
 anti-aliased edges, is binarised, not rejected) and min-max normalises each map itself (we pass the
@@ -26,24 +29,16 @@ map of another size than its mask is resized to the mask (bilinear) and listed i
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import py_sod_metrics as sod
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from streamcosal import report
 from streamcosal.datasets import CoSODDataset, Sample, index_images, load_dataset
 from streamcosal.imagefile import read_gray
 
@@ -55,12 +50,6 @@ N_THRESHOLDS = 256
 
 ALL_GROUPS = "ALL"
 """The ``group`` value of the whole-dataset row in tables."""
-
-if TYPE_CHECKING:
-    from streamcosal.engine import CoSalEngine
-
-_console = Console(stderr=True)
-
 
 @dataclass
 class Curves:
@@ -146,13 +135,6 @@ class EvalResult:
             "unreadable": list(self.unreadable),
         }
 
-    def write_json(self, path: Path | str) -> Path:
-        """Write :meth:`to_dict` as indented JSON."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
-
     def table(self) -> pa.Table:
         """One row per group plus an ``ALL`` row (first): method, dataset, group, n_images,
         n_missing and every metric of ``METRICS``."""
@@ -169,27 +151,46 @@ class EvalResult:
             columns[metric] = [float(row[3][metric]) for row in rows]
         return pa.table(columns)
 
-    def write_parquet(self, path: Path | str) -> Path:
-        """Write :meth:`table` as Parquet."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(self.table(), path)
-        return path
 
+@dataclass
+class _Findings:
+    """What evaluating one method noticed, sample by sample (``group/stem``); becomes the result's
+    lists and warnings."""
 
-class EvalBatchError(RuntimeError):
-    """Some methods of a :func:`run_eval` batch failed; the others were evaluated and written.
+    missing: list[str] = field(default_factory=list)  # GT images without prediction (skipped)
+    missing_masks: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)  # with the sizes
+    unreadable: list[str] = field(default_factory=list)  # with the reason
+    non_binary: list[str] = field(default_factory=list)
+    scaled: list[str] = field(default_factory=list)  # label masks (max <= 128) scaled to 0..255
+    missing_by_group: dict[str, int] = field(default_factory=dict)
 
-    Attributes:
-        results: the successful evaluations.
-        failures: method name -> error message.
-    """
-
-    def __init__(self, results: list[EvalResult], failures: dict[str, str]):
-        self.results = results
-        self.failures = failures
-        lines = "\n".join(f"  {name}: {message}" for name, message in failures.items())
-        super().__init__(f"{len(failures)} of {len(failures) + len(results)} evaluation(s) failed:\n{lines}")
+    def warnings(self, n_images: int, pred_dir: Path) -> list[str]:
+        """One sentence per kind of problem, most important first."""
+        warnings = []
+        if self.scaled:
+            warnings.append(
+                f"{len(self.scaled)} mask(s) have their maximum at or below 128 (label masks such as 0/1), so the "
+                f"binarisation at > 128 would leave them empty: they were scaled to 0..255 first, e.g. {self.scaled[0]}"
+            )
+        if self.missing:
+            warnings.append(
+                f"{len(self.missing)} of {n_images} GT images have no prediction and were SKIPPED (not scored as "
+                f"empty maps), e.g. {pred_dir / self.missing[0]}.png: the metrics cover only the other images"
+            )
+        if self.missing_masks:
+            warnings.append(f"{len(self.missing_masks)} GT image(s) have no mask and were not evaluated, "
+                            f"e.g. {self.missing_masks[0]}")
+        if self.unreadable:
+            warnings.append(f"{len(self.unreadable)} map(s) or mask(s) could not be read and were skipped, "
+                            f"e.g. {self.unreadable[0]}")
+        if self.resized:
+            warnings.append(f"{len(self.resized)} map(s) differ in size from their mask and were resized "
+                            f"(bilinear) to it, e.g. {self.resized[0]}")
+        if self.non_binary:
+            warnings.append(f"{len(self.non_binary)} mask(s) hold values other than 0 and 255 and were binarised "
+                            f"at > 128, e.g. {self.non_binary[0]}")
+        return warnings
 
 
 @dataclass
@@ -269,7 +270,7 @@ def evaluate(
     *,
     name: str = "method",
     groups: Sequence[str] | None = None,
-    progress: bool = True,
+    on_image: Callable[[], None] | None = None,
 ) -> EvalResult:
     """Evaluate the saliency maps of one method on a Co-SOD dataset.
 
@@ -281,7 +282,7 @@ def evaluate(
         gt: a dataset root in any layout of :mod:`streamcosal.datasets`, or a loaded dataset.
         name: the method's name in reports.
         groups: evaluate only these groups (default: all).
-        progress: show a rich progress bar over images (on stderr).
+        on_image: called once per GT image as it is done (a progress bar's advance).
 
     Raises:
         FileNotFoundError: ``pred_dir`` or the dataset is missing.
@@ -294,81 +295,69 @@ def evaluate(
     selected = _select_groups(dataset, groups)
 
     summaries: dict[str, _Summary] = {}
-    missing_by_group: dict[str, int] = {}
-    missing: list[str] = []
-    missing_masks: list[str] = []
-    resized: list[str] = []
-    unreadable: list[str] = []
-    non_binary: list[str] = []
-    scaled: list[str] = []
+    found = _Findings()
     warnings = [f"dataset {dataset.name}: {w}" for w in dataset.warnings]
     n_images = sum(len(dataset.groups[group]) for group in selected)
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=_console, disable=not progress) as bar:
-        task = bar.add_task(escape(f"{name} on {dataset.name}"), total=n_images)
-        for group in selected:
-            samples = dataset.groups[group]
-            predictions, extra = _group_predictions(
-                pred_dir, group, samples, dataset.flat, dataset.image_dir.name, warnings
+    for group in selected:
+        samples = dataset.groups[group]
+        predictions, extra = _group_predictions(pred_dir, group, samples, dataset.flat, dataset.image_dir.name, warnings)
+        if extra:
+            warnings.append(
+                f"group {group!r}: {len(extra)} prediction(s) match no GT image and were ignored "
+                f"(e.g. {extra[0]}): check that --pred and --gt belong together"
             )
-            if extra:
-                warnings.append(
-                    f"group {group!r}: {len(extra)} prediction(s) match no GT image and were ignored "
-                    f"(e.g. {extra[0]}): check that --pred and --gt belong together"
-                )
-            meter = _GroupMeter()
-            missing_by_group[group] = 0
-            for sample in samples:
-                bar.advance(task)
-                if sample.mask is None:
-                    missing_masks.append(sample.key)
-                    continue
-                pred_path = predictions.get(sample.stem)
-                if pred_path is None:
-                    missing.append(sample.key)
-                    missing_by_group[group] += 1
-                    continue
-                try:
-                    pred, mask = read_gray(pred_path), read_gray(sample.mask)
-                except OSError as error:
-                    unreadable.append(f"{sample.key}: {error}")
-                    continue
-                if 0 < mask.max() <= 128:  # label masks ({0, 1}) would be empty at > 128: scale to 255
-                    scaled.append(sample.key)
-                    mask = np.round(mask * (255.0 / mask.max())).astype(np.uint8)
-                if not _is_binary(mask):
-                    non_binary.append(sample.key)
-                if pred.shape != mask.shape:
-                    resized.append(f"{sample.key} ({pred.shape[1]}x{pred.shape[0]} -> {mask.shape[1]}x{mask.shape[0]})")
-                    pred = cv2.resize(pred, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_LINEAR)
-                meter.step(pred, mask)
-            if meter.n:
-                summaries[group] = meter.summary()
-            else:
-                warnings.append(f"group {group!r}: no image could be evaluated; its metrics are NaN")
+        meter = _GroupMeter()
+        found.missing_by_group[group] = 0
+        for sample in samples:
+            if on_image is not None:
+                on_image()
+            if sample.mask is None:
+                found.missing_masks.append(sample.key)
+                continue
+            pred_path = predictions.get(sample.stem)
+            if pred_path is None:
+                found.missing.append(sample.key)
+                found.missing_by_group[group] += 1
+                continue
+            try:
+                pred, mask = read_gray(pred_path), read_gray(sample.mask)
+            except OSError as error:
+                found.unreadable.append(f"{sample.key}: {error}")
+                continue
+            if 0 < mask.max() <= 128:  # label masks ({0, 1}) would be empty at > 128: scale to 255
+                found.scaled.append(sample.key)
+                mask = np.round(mask * (255.0 / mask.max())).astype(np.uint8)
+            if not _is_binary(mask):
+                found.non_binary.append(sample.key)
+            if pred.shape != mask.shape:
+                found.resized.append(f"{sample.key} ({pred.shape[1]}x{pred.shape[0]} -> {mask.shape[1]}x{mask.shape[0]})")
+                pred = cv2.resize(pred, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_LINEAR)
+            meter.step(pred, mask)
+        if meter.n:
+            summaries[group] = meter.summary()
+        else:
+            warnings.append(f"group {group!r}: no image could be evaluated; its metrics are NaN")
 
-    if not summaries and len(missing_masks) == n_images:
+    if not summaries and len(found.missing_masks) == n_images:
         raise ValueError(
-            f"no GT image of {dataset.root} has a mask (e.g. {missing_masks[0]}): the masks folder is empty or "
+            f"no GT image of {dataset.root} has a mask (e.g. {found.missing_masks[0]}): the masks folder is empty or "
             "missing; put one mask per image (same stem, .png) there and run again"
         )
     if not summaries:
         example = pred_dir / selected[0] / f"{dataset.groups[selected[0]][0].stem}.png"
         raise ValueError(
             f"method {name!r}: no map in {pred_dir} could be scored against {dataset.root} "
-            f"({len(missing)} without prediction, {len(missing_masks)} without mask, "
-            f"{len(unreadable)} unreadable); a map is expected at e.g. {example}"
+            f"({len(found.missing)} without prediction, {len(found.missing_masks)} without mask, "
+            f"{len(found.unreadable)} unreadable); a map is expected at e.g. {example}"
         )
 
-    warnings = _count_warnings(n_images, pred_dir, missing, missing_masks, resized, unreadable, non_binary,
-                               scaled) + warnings
+    warnings = found.warnings(n_images, pred_dir) + warnings
     overall = _combine(list(summaries.values()))
     nan_metrics = {metric: math.nan for metric in METRICS}
     group_results = {
         group: GroupResult(
             n_images=summaries[group].n if group in summaries else 0,
-            n_missing=missing_by_group[group],
+            n_missing=found.missing_by_group[group],
             metrics=summaries[group].metrics() if group in summaries else dict(nan_metrics),
         )
         for group in selected
@@ -376,10 +365,10 @@ def evaluate(
     counts = EvalCounts(
         images=n_images,
         evaluated=overall.n,
-        missing=len(missing),
-        missing_masks=len(missing_masks),
-        unreadable=len(unreadable),
-        resized=len(resized),
+        missing=len(found.missing),
+        missing_masks=len(found.missing_masks),
+        unreadable=len(found.unreadable),
+        resized=len(found.resized),
     )
     return EvalResult(
         method=name,
@@ -390,91 +379,12 @@ def evaluate(
         groups=group_results,
         curves=overall.curves,
         counts=counts,
-        missing=missing,
-        missing_masks=missing_masks,
-        resized=resized,
-        unreadable=unreadable,
+        missing=found.missing,
+        missing_masks=found.missing_masks,
+        resized=found.resized,
+        unreadable=found.unreadable,
         warnings=warnings,
     )
-
-
-def write_outputs(result: EvalResult, out_dir: Path | str) -> dict[str, Path]:
-    """Write one result's files into ``out_dir``: ``summary.json``, ``metrics.parquet``,
-    ``pr_curve.png``, ``f_curve.png`` and ``report.md``. Returns them by kind."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": result.write_json(out_dir / "summary.json"),
-        "parquet": result.write_parquet(out_dir / "metrics.parquet"),
-        "pr_plot": report.plot_pr([result], out_dir / "pr_curve.png"),
-        "f_plot": report.plot_fcurve([result], out_dir / "f_curve.png"),
-    }
-    paths["markdown"] = out_dir / "report.md"
-    paths["markdown"].write_text(report.markdown_report(result))
-    return paths
-
-
-def run_eval(
-    pred: Sequence[Path | str],
-    gt: Path | str,
-    names: Sequence[str] | None,
-    out_dir: Path | str,
-    *,
-    groups: Sequence[str] | None = None,
-    progress: bool = True,
-) -> list[EvalResult]:
-    """What ``streamcosal eval --pred DIR [--pred DIR2 ...] --gt DIR [--name ...] --out DIR`` does.
-
-    Evaluates each prediction folder on the dataset ``gt``, writes each method's files into
-    ``<out_dir>/<method>/<dataset>/`` (see :func:`write_outputs`) and, with several methods,
-    the comparison ``<out_dir>/comparison.md``, ``comparison_pr.png`` and ``comparison_fcurve.png``.
-
-    Args:
-        names: one name per prediction folder; default: each folder's name.
-
-    Returns:
-        The results, in the order of ``pred``.
-
-    Raises:
-        ValueError: ``names`` does not match ``pred``, or two methods share a name.
-        FileNotFoundError: the dataset cannot be loaded.
-        EvalBatchError: after evaluating and writing all the others, when some methods failed.
-    """
-    pred = [Path(p) for p in pred]
-    if not pred:
-        raise ValueError("no prediction folder given: pass at least one --pred DIR")
-    if names is None:
-        names = [p.resolve().name for p in pred]
-    elif len(names) != len(pred):
-        raise ValueError(f"{len(names)} --name for {len(pred)} --pred: give one name per prediction folder, or none")
-    folders = [_safe_name(n) for n in names]
-    duplicates = sorted({n for n, folder in zip(names, folders) if folders.count(folder) > 1})
-    if duplicates:
-        raise ValueError(
-            f"methods {duplicates} would share an output folder: give each prediction folder a distinct --name"
-        )
-    dataset = load_dataset(gt)
-    out_dir = Path(out_dir)
-
-    results: list[EvalResult] = []
-    failures: dict[str, str] = {}
-    for pred_dir, name, folder in zip(pred, names, folders):
-        try:
-            result = evaluate(pred_dir, dataset, name=name, groups=groups, progress=progress)
-        except (OSError, ValueError) as error:
-            failures[name] = str(error)
-            _console.print(f"[red]{escape(name)}: evaluation failed:[/red] {escape(str(error))}")
-            continue
-        write_outputs(result, out_dir / folder / _safe_name(dataset.name))
-        _console.print(escape(report.summary_line(result)))
-        for warning in result.warnings:
-            _console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-        results.append(result)
-    if len(results) > 1:
-        report.compare(results, out_dir)
-    if failures:
-        raise EvalBatchError(results, failures)
-    return results
 
 
 def _select_groups(dataset: CoSODDataset, groups: Sequence[str] | None) -> list[str]:
@@ -533,73 +443,6 @@ def _combine(summaries: list[_Summary]) -> _Summary:
     )
 
 
-def _count_warnings(
-    n_images: int,
-    pred_dir: Path,
-    missing: list[str],
-    missing_masks: list[str],
-    resized: list[str],
-    unreadable: list[str],
-    non_binary: list[str],
-    scaled: list[str],
-) -> list[str]:
-    """One sentence per kind of problem, most important first."""
-    warnings = []
-    if scaled:
-        warnings.append(
-            f"{len(scaled)} mask(s) have their maximum at or below 128 (label masks such as 0/1), so the "
-            f"binarisation at > 128 would leave them empty: they were scaled to 0..255 first, e.g. {scaled[0]}"
-        )
-    if missing:
-        warnings.append(
-            f"{len(missing)} of {n_images} GT images have no prediction and were SKIPPED (not scored as "
-            f"empty maps), e.g. {pred_dir / missing[0]}.png: the metrics cover only the other images"
-        )
-    if missing_masks:
-        warnings.append(f"{len(missing_masks)} GT image(s) have no mask and were not evaluated, e.g. {missing_masks[0]}")
-    if unreadable:
-        warnings.append(f"{len(unreadable)} map(s) or mask(s) could not be read and were skipped, e.g. {unreadable[0]}")
-    if resized:
-        warnings.append(
-            f"{len(resized)} map(s) differ in size from their mask and were resized (bilinear) to it, e.g. {resized[0]}"
-        )
-    if non_binary:
-        warnings.append(
-            f"{len(non_binary)} mask(s) hold values other than 0 and 255 and were binarised at > 128, e.g. {non_binary[0]}"
-        )
-    return warnings
-
-
 def _json_numbers(metrics: dict[str, float]) -> dict[str, float | None]:
     """Floats with NaN as ``None`` (JSON has no NaN)."""
     return {k: (None if math.isnan(v) else float(v)) for k, v in metrics.items()}
-
-
-def _safe_name(name: str) -> str:
-    """``name`` usable as a folder name."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "method"
-
-
-def predict_and_evaluate(engine: CoSalEngine, data: Path | str, out_dir: Path | str, *, name: str,
-                         groups: Sequence[str] | None = None, progress: bool = True) -> EvalResult:
-    """What ``streamcosal eval --data DIR`` does: segment every group of the dataset with ``engine``
-    (maps to ``<out_dir>/<name>/maps/<group>/<stem>.png``), then evaluate them like :func:`run_eval`.
-
-    Raises:
-        EvalBatchError: when some images could not be segmented (after evaluating the rest).
-    """
-    from streamcosal.images import OutputError, segment_folders
-
-    dataset = load_dataset(data)
-    maps_dir = Path(out_dir) / _safe_name(name) / "maps"
-    folder = segment_folders(dataset.image_dir, maps_dir, engine, show_progress=progress)
-    if folder.interrupted:
-        raise KeyboardInterrupt
-    if folder.stopped:
-        raise OutputError(f"{folder.stopped}; the {folder.maps} maps written to {maps_dir} are kept")
-    for failure in folder.failures:
-        _console.print(f"[red]failed:[/red] {escape(failure.reason)}")
-    (result,) = run_eval([maps_dir], dataset.root, [name], out_dir, groups=groups, progress=progress)
-    if not folder.ok:
-        raise EvalBatchError([result], {name: f"{len(folder.failures)} images could not be segmented"})
-    return result

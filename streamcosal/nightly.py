@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .evaluation import METRICS, EvalResult, predict_and_evaluate
+from .evaluation import METRICS, EvalResult
 from .params import EngineSpec
+from .report import predict_and_evaluate
 from .storage.parquet_files import write_atomic
 
 LOWER_IS_BETTER = frozenset({"MAE"})
@@ -129,7 +130,7 @@ def evaluate_dataset(dataset: str | Path, out: str | Path, *, engine: EngineSpec
     maps, reports and PR/F plots under ``out/<dataset folder name>/`` (see ``predict_and_evaluate``)."""
     model = (engine or EngineSpec()).build()
     folder = Path(out) / _safe(Path(dataset).name)
-    return predict_and_evaluate(model, dataset, folder, name=name or model.name, groups=groups, progress=False)
+    return predict_and_evaluate(model, dataset, folder, name=name or model.name, groups=groups)
 
 
 def plot_paths(result: EvalResult, out: str | Path) -> list[Path]:

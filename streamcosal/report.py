@@ -1,28 +1,165 @@
-"""Evaluation reports: PR and F-measure curve plots (PNG) and Markdown tables.
+"""Evaluation reports: the files of an evaluation (JSON, Parquet, PR and F-measure curve plots,
+Markdown tables) and the batch jobs that write them (``streamcosal eval``).
 
-Works on :class:`streamcosal.evaluation.EvalResult` objects, one method (``markdown_report``) or
-several (``compare``: the paper's Table 1 and Fig. 7). Plots use matplotlib's ``Figure`` directly
-(Agg rendering, no pyplot state), so they work headless and from threads.
+Works on :class:`streamcosal.evaluation.EvalResult` objects (:mod:`streamcosal.evaluation` computes
+them), one method (``write_outputs``, ``markdown_report``) or several (``compare``: the paper's
+Table 1 and Fig. 7). Prints nothing: the CLI prints what the results and errors say. Plots use
+matplotlib's ``Figure`` directly (Agg rendering, no pyplot state), so they work headless and from
+threads.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
+from streamcosal.datasets import load_dataset
+from streamcosal.evaluation import EvalResult, evaluate
+from streamcosal.storage.files import atomic_write
+
 if TYPE_CHECKING:
-    from streamcosal.evaluation import EvalResult
+    from streamcosal.engine import CoSalEngine
+
+Tracker = Callable[[str, int], Callable[[], None]]
+"""A progress display: given a description and a number of images, the callable to call per image."""
 
 TABLE_METRICS: tuple[str, ...] = ("S", "maxF", "maxE", "MAE", "meanF", "meanE", "adpF", "adpE", "wF")
 """Column order of Markdown tables: the paper's four first."""
 
 LISTED_AT_MOST = 10
 """How many missing or resized samples a Markdown report names before pointing to the JSON."""
+
+
+class EvalBatchError(RuntimeError):
+    """Some methods of a :func:`run_eval` batch failed; the others were evaluated and written.
+
+    Attributes:
+        results: the successful evaluations.
+        failures: method name -> error message.
+    """
+
+    def __init__(self, results: list[EvalResult], failures: dict[str, str]):
+        self.results = results
+        self.failures = failures
+        lines = "\n".join(f"  {name}: {message}" for name, message in failures.items())
+        super().__init__(f"{len(failures)} of {len(failures) + len(results)} evaluation(s) failed:\n{lines}")
+
+
+def write_outputs(result: EvalResult, out_dir: Path | str) -> dict[str, Path]:
+    """Write one result's files into ``out_dir``: ``summary.json``, ``metrics.parquet``,
+    ``pr_curve.png``, ``f_curve.png`` and ``report.md``. Returns them by kind."""
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / "summary.json", "parquet": out_dir / "metrics.parquet",
+             "markdown": out_dir / "report.md"}
+    with atomic_write(paths["json"], "w") as f:
+        f.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    with atomic_write(paths["parquet"]) as f:
+        pq.write_table(result.table(), f)
+    with atomic_write(paths["markdown"], "w") as f:
+        f.write(markdown_report(result))
+    paths["pr_plot"] = plot_pr([result], out_dir / "pr_curve.png")
+    paths["f_plot"] = plot_fcurve([result], out_dir / "f_curve.png")
+    return paths
+
+
+def run_eval(
+    pred: Sequence[Path | str],
+    gt: Path | str,
+    names: Sequence[str] | None,
+    out_dir: Path | str,
+    *,
+    groups: Sequence[str] | None = None,
+    track: Tracker | None = None,
+) -> list[EvalResult]:
+    """What ``streamcosal eval --pred DIR [--pred DIR2 ...] --gt DIR [--name ...] --out DIR`` does.
+
+    Evaluates each prediction folder on the dataset ``gt``, writes each method's files into
+    ``<out_dir>/<method>/<dataset>/`` (see :func:`write_outputs`) and, with several methods,
+    the comparison ``<out_dir>/comparison.md``, ``comparison_pr.png`` and ``comparison_fcurve.png``.
+
+    Args:
+        names: one name per prediction folder; default: each folder's name.
+        track: a progress display over each method's images (default: none).
+
+    Returns:
+        The results, in the order of ``pred`` (their ``warnings`` say what to tell the user).
+
+    Raises:
+        ValueError: ``names`` does not match ``pred``, or two methods share a name.
+        FileNotFoundError: the dataset cannot be loaded.
+        EvalBatchError: after evaluating and writing all the others, when some methods failed.
+    """
+    pred = [Path(p) for p in pred]
+    if not pred:
+        raise ValueError("no prediction folder given: pass at least one --pred DIR")
+    if names is None:
+        names = [p.resolve().name for p in pred]
+    elif len(names) != len(pred):
+        raise ValueError(f"{len(names)} --name for {len(pred)} --pred: give one name per prediction folder, or none")
+    folders = [safe_name(n) for n in names]
+    duplicates = sorted({n for n, folder in zip(names, folders) if folders.count(folder) > 1})
+    if duplicates:
+        raise ValueError(
+            f"methods {duplicates} would share an output folder: give each prediction folder a distinct --name"
+        )
+    dataset = load_dataset(gt)
+    out_dir = Path(out_dir)
+
+    results: list[EvalResult] = []
+    failures: dict[str, str] = {}
+    for pred_dir, name, folder in zip(pred, names, folders):
+        n_images = sum(len(samples) for group, samples in dataset.groups.items() if groups is None or group in groups)
+        on_image = track(f"{name} on {dataset.name}", n_images) if track is not None else None
+        try:
+            result = evaluate(pred_dir, dataset, name=name, groups=groups, on_image=on_image)
+        except (OSError, ValueError) as error:
+            failures[name] = str(error)
+            continue
+        write_outputs(result, out_dir / folder / safe_name(dataset.name))
+        results.append(result)
+    if len(results) > 1:
+        compare(results, out_dir)
+    if failures:
+        raise EvalBatchError(results, failures)
+    return results
+
+
+def predict_and_evaluate(engine: CoSalEngine, data: Path | str, out_dir: Path | str, *, name: str,
+                         groups: Sequence[str] | None = None, track: Tracker | None = None) -> EvalResult:
+    """What ``streamcosal eval --data DIR`` does: segment every group of the dataset with ``engine``
+    (maps to ``<out_dir>/<name>/maps/<group>/<stem>.png``), then evaluate them like :func:`run_eval`.
+
+    Raises:
+        EvalBatchError: when some images could not be segmented (after evaluating the rest; the
+            message names each).
+    """
+    from streamcosal.images import OutputError, segment_folders
+
+    dataset = load_dataset(data)
+    maps_dir = Path(out_dir) / safe_name(name) / "maps"
+    folder = segment_folders(dataset.image_dir, maps_dir, engine, show_progress=track is not None)
+    if folder.interrupted:
+        raise KeyboardInterrupt
+    if folder.stopped:
+        raise OutputError(f"{folder.stopped}; the {folder.maps} maps written to {maps_dir} are kept")
+    (result,) = run_eval([maps_dir], dataset.root, [name], out_dir, groups=groups, track=track)
+    if not folder.ok:
+        reasons = "; ".join(failure.reason for failure in folder.failures)
+        raise EvalBatchError([result], {name: f"{len(folder.failures)} images could not be segmented: {reasons}"})
+    return result
+
+
+def safe_name(name: str) -> str:
+    """``name`` usable as a folder name."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "method"
 
 
 def fmt(value: float) -> str:
@@ -124,9 +261,9 @@ def compare(results: Sequence[EvalResult], out_dir: Path | str) -> dict[str, Pat
     if not results:
         raise ValueError("compare() needs at least one evaluation result")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     markdown = out_dir / "comparison.md"
-    markdown.write_text(markdown_comparison(results))
+    with atomic_write(markdown, "w") as f:
+        f.write(markdown_comparison(results))
     return {
         "markdown": markdown,
         "pr_plot": plot_pr(results, out_dir / "comparison_pr.png"),

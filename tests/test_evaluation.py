@@ -16,8 +16,8 @@ import pytest
 from conftest import DATA
 
 from streamcosal.datasets import load_dataset
-from streamcosal.evaluation import METRICS, EvalBatchError, evaluate, run_eval, write_outputs
-from streamcosal.report import compare
+from streamcosal.evaluation import METRICS, evaluate
+from streamcosal.report import EvalBatchError, compare, run_eval, write_outputs
 
 PASCAL = DATA / "pascal_coseg"
 GROUPS = {"Sofa": 4, "Table": 3}  # group -> images taken from pascal_coseg
@@ -111,7 +111,7 @@ def assert_matches(metrics: dict[str, float], expected: dict[str, object]) -> No
 
 @pytest.mark.parametrize("method", ["blurred", "center"])
 def test_matches_pysodmetrics_overall_and_per_group(bench: Path, method: str) -> None:
-    result = evaluate(bench / method, bench / "gt", name=method, progress=False)
+    result = evaluate(bench / method, bench / "gt", name=method)
     expected = reference(read_pairs(bench / method, bench / "gt"))
     assert_matches(result.overall, expected)
     for name in ("precision", "recall", "fmeasure"):
@@ -125,7 +125,7 @@ def test_matches_pysodmetrics_overall_and_per_group(bench: Path, method: str) ->
 
 
 def test_ground_truth_as_prediction_is_perfect(bench: Path) -> None:
-    m = evaluate(bench / "gt_maps", bench / "gt", progress=False).overall
+    m = evaluate(bench / "gt_maps", bench / "gt").overall
     assert m["S"] == pytest.approx(1, abs=1e-6)
     assert m["maxF"] == pytest.approx(1) and m["wF"] == pytest.approx(1)
     assert m["maxE"] == pytest.approx(1, abs=1e-4)  # pysodmetrics divides by (H*W - 1): slightly above 1
@@ -133,8 +133,8 @@ def test_ground_truth_as_prediction_is_perfect(bench: Path) -> None:
 
 
 def test_center_prior_scores_below_blurred_ground_truth(bench: Path) -> None:
-    blurred = evaluate(bench / "blurred", bench / "gt", progress=False).overall
-    center = evaluate(bench / "center", bench / "gt", progress=False).overall
+    blurred = evaluate(bench / "blurred", bench / "gt").overall
+    center = evaluate(bench / "center", bench / "gt").overall
     for metric in ("S", "maxF", "maxE", "meanF", "wF"):
         assert center[metric] < blurred[metric], metric
     assert center["MAE"] > blurred["MAE"]
@@ -144,7 +144,7 @@ def test_missing_prediction_is_skipped_counted_and_reported(bench: Path, tmp_pat
     root = copy_bench(bench, tmp_path, "gt", "blurred")
     lost = sorted((root / "blurred" / "Table").iterdir())[0]
     lost.unlink()
-    result = evaluate(root / "blurred", root / "gt", name="blurred", progress=False)
+    result = evaluate(root / "blurred", root / "gt", name="blurred")
     assert result.missing == [f"Table/{lost.stem}"]
     assert (result.counts.missing, result.counts.evaluated) == (1, sum(GROUPS.values()) - 1)
     assert result.groups["Table"].n_missing == 1 and result.groups["Table"].n_images == GROUPS["Table"] - 1
@@ -159,7 +159,7 @@ def test_prediction_of_another_size_is_resized_and_reported(bench: Path, tmp_pat
     small = sorted((root / "blurred" / "Sofa").iterdir())[0]
     full = cv2.imread(str(small), cv2.IMREAD_GRAYSCALE)
     cv2.imwrite(str(small), cv2.resize(full, (full.shape[1] // 2, full.shape[0] // 2), interpolation=cv2.INTER_AREA))
-    result = evaluate(root / "blurred", root / "gt", progress=False)
+    result = evaluate(root / "blurred", root / "gt")
     assert result.counts.resized == 1 and result.resized[0].startswith(f"Sofa/{small.stem} (")
     assert any("resized" in w for w in result.warnings)
     pairs = read_pairs(root / "blurred", root / "gt")
@@ -175,9 +175,9 @@ def test_non_binary_mask_is_binarised_above_128(bench: Path, tmp_path: Path) -> 
     soft[: soft.shape[0] // 4][soft[: soft.shape[0] // 4] == 0] = 100  # ... and a band of background at 100
     link.unlink()
     cv2.imwrite(str(link), soft)
-    result = evaluate(root / "blurred", root / "gt", progress=False)
+    result = evaluate(root / "blurred", root / "gt")
     assert any("binarised at > 128" in w for w in result.warnings)
-    assert_matches(result.overall, evaluate(bench / "blurred", bench / "gt", progress=False).overall)
+    assert_matches(result.overall, evaluate(bench / "blurred", bench / "gt").overall)
 
 
 @pytest.mark.parametrize("pred_sub", ["", "images", "sofa"])
@@ -190,29 +190,29 @@ def test_flat_dataset(bench: Path, tmp_path: Path, pred_sub: str) -> None:
         (tmp_path / "sofa" / "masks" / mask.name).symlink_to(mask.resolve())
         (tmp_path / "sofa" / "images" / f"{mask.stem}.jpg").symlink_to((bench / "gt" / "images" / "Sofa" / f"{mask.stem}.jpg").resolve())
         shutil.copy(bench / "blurred" / "Sofa" / mask.name, tmp_path / "pred" / pred_sub / mask.name)
-    result = evaluate(tmp_path / "pred", tmp_path / "sofa", progress=False)
+    result = evaluate(tmp_path / "pred", tmp_path / "sofa")
     assert list(result.groups) == ["sofa"] and result.counts.evaluated == GROUPS["Sofa"]
     assert_matches(result.overall, reference(read_pairs(bench / "blurred", bench / "gt", "Sofa")))
 
 
 def test_user_errors_have_clear_messages(bench: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="prediction folder"):
-        evaluate(tmp_path / "nothing", bench / "gt", progress=False)
+        evaluate(tmp_path / "nothing", bench / "gt")
     with pytest.raises(ValueError, match="no group"):
-        evaluate(bench / "blurred", bench / "gt", groups=["Cow"], progress=False)
+        evaluate(bench / "blurred", bench / "gt", groups=["Cow"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="expected at e.g."):
-        evaluate(tmp_path / "empty", bench / "gt", progress=False)
+        evaluate(tmp_path / "empty", bench / "gt")
 
 
 def test_groups_subset(bench: Path) -> None:
-    result = evaluate(bench / "blurred", load_dataset(bench / "gt"), groups=["Table"], progress=False)
+    result = evaluate(bench / "blurred", load_dataset(bench / "gt"), groups=["Table"])
     assert list(result.groups) == ["Table"] and result.counts.images == GROUPS["Table"]
     assert_matches(result.overall, reference(read_pairs(bench / "blurred", bench / "gt", "Table")))
 
 
 def test_outputs_are_written(bench: Path, tmp_path: Path) -> None:
-    result = evaluate(bench / "blurred", bench / "gt", name="blurred", progress=False)
+    result = evaluate(bench / "blurred", bench / "gt", name="blurred")
     paths = write_outputs(result, tmp_path / "out")
     summary = json.loads(paths["json"].read_text())
     assert summary["overall"]["maxF"] == pytest.approx(result.overall["maxF"])
@@ -229,7 +229,7 @@ def test_outputs_are_written(bench: Path, tmp_path: Path) -> None:
 
 
 def test_compare_two_methods(bench: Path, tmp_path: Path) -> None:
-    results = [evaluate(bench / m, bench / "gt", name=m, progress=False) for m in ("blurred", "center")]
+    results = [evaluate(bench / m, bench / "gt", name=m) for m in ("blurred", "center")]
     paths = compare(results, tmp_path)
     table = paths["markdown"].read_text()
     assert "| method | gt S / maxF / maxE / MAE | gt meanF / meanE |" in table
@@ -239,13 +239,13 @@ def test_compare_two_methods(bench: Path, tmp_path: Path) -> None:
 
 def test_run_eval_writes_everything_and_finishes_after_a_failure(bench: Path, tmp_path: Path) -> None:
     with pytest.raises(EvalBatchError) as caught:
-        run_eval([bench / "blurred", tmp_path / "missing", bench / "center"], bench / "gt", ["blur", "broken", "center"], tmp_path / "out", progress=False)
+        run_eval([bench / "blurred", tmp_path / "missing", bench / "center"], bench / "gt", ["blur", "broken", "center"], tmp_path / "out")
     assert list(caught.value.failures) == ["broken"]
     assert [r.method for r in caught.value.results] == ["blur", "center"]
     for method in ("blur", "center"):
         assert (tmp_path / "out" / method / "gt" / "metrics.parquet").is_file()
     assert (tmp_path / "out" / "comparison.md").is_file()
-    results = run_eval([bench / "blurred"], bench / "gt", None, tmp_path / "single", progress=False)
+    results = run_eval([bench / "blurred"], bench / "gt", None, tmp_path / "single")
     assert results[0].method == "blurred" and (tmp_path / "single" / "blurred" / "gt" / "report.md").is_file()
     with pytest.raises(ValueError, match="one name per prediction folder"):
-        run_eval([bench / "blurred"], bench / "gt", ["a", "b"], tmp_path / "x", progress=False)
+        run_eval([bench / "blurred"], bench / "gt", ["a", "b"], tmp_path / "x")

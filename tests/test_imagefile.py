@@ -13,9 +13,9 @@ from PIL import Image
 from conftest import group_images
 from streamcosal import jigsaw
 from streamcosal.engine import CoSalEngine
-from streamcosal.evaluation import predict_and_evaluate
 from streamcosal.imagefile import read_gray, read_image
 from streamcosal.images import segment_folders
+from streamcosal.report import predict_and_evaluate
 
 ROTATE_90_CW = 6  # EXIF orientation: the stored pixels must be turned 90 degrees clockwise to view
 
@@ -64,7 +64,7 @@ def test_the_images_command_writes_the_map_at_the_upright_size(phone: dict, tmp_
 
 def test_evaluation_and_training_see_the_photo_and_its_mask_aligned(phone: dict, tmp_path: Path) -> None:
     engine = CoSalEngine.from_pretrained(device="cpu")
-    result = predict_and_evaluate(engine, phone["root"], tmp_path, name="gicd", progress=False)
+    result = predict_and_evaluate(engine, phone["root"], tmp_path, name="gicd")
     assert result.counts.evaluated == 2 and result.resized == []  # no map had to be resized to its mask
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # load_pair warns when it has to resize a mask to its image
