@@ -167,30 +167,18 @@ class _Findings:
 
     def warnings(self, n_images: int, pred_dir: Path) -> list[str]:
         """One sentence per kind of problem, most important first."""
-        warnings = []
-        if self.scaled:
-            warnings.append(
-                f"{len(self.scaled)} mask(s) have their maximum at or below 128 (label masks such as 0/1), so the "
-                f"binarisation at > 128 would leave them empty: they were scaled to 0..255 first, e.g. {self.scaled[0]}"
-            )
-        if self.missing:
-            warnings.append(
-                f"{len(self.missing)} of {n_images} GT images have no prediction and were SKIPPED (not scored as "
-                f"empty maps), e.g. {pred_dir / self.missing[0]}.png: the metrics cover only the other images"
-            )
-        if self.missing_masks:
-            warnings.append(f"{len(self.missing_masks)} GT image(s) have no mask and were not evaluated, "
-                            f"e.g. {self.missing_masks[0]}")
-        if self.unreadable:
-            warnings.append(f"{len(self.unreadable)} map(s) or mask(s) could not be read and were skipped, "
-                            f"e.g. {self.unreadable[0]}")
-        if self.resized:
-            warnings.append(f"{len(self.resized)} map(s) differ in size from their mask and were resized "
-                            f"(bilinear) to it, e.g. {self.resized[0]}")
-        if self.non_binary:
-            warnings.append(f"{len(self.non_binary)} mask(s) hold values other than 0 and 255 and were binarised "
-                            f"at > 128, e.g. {self.non_binary[0]}")
-        return warnings
+        kinds = (  # (samples, what happened to them: "{}" is the first one), most important first
+            (self.scaled, "mask(s) have their maximum at or below 128 (label masks such as 0/1), so the binarisation "
+                          "at > 128 would leave them empty: they were scaled to 0..255 first, e.g. {}"),
+            ([f"{pred_dir / key}.png" for key in self.missing],
+             f"of {n_images} GT images have no prediction and were SKIPPED (not scored as empty maps), e.g. {{}}: "
+             "the metrics cover only the other images"),
+            (self.missing_masks, "GT image(s) have no mask and were not evaluated, e.g. {}"),
+            (self.unreadable, "map(s) or mask(s) could not be read and were skipped, e.g. {}"),
+            (self.resized, "map(s) differ in size from their mask and were resized (bilinear) to it, e.g. {}"),
+            (self.non_binary, "mask(s) hold values other than 0 and 255 and were binarised at > 128, e.g. {}"),
+        )
+        return [f"{len(samples)} " + sentence.format(samples[0]) for samples, sentence in kinds if samples]
 
 
 @dataclass
