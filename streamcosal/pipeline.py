@@ -97,8 +97,9 @@ class PipelineConfig(RunParams):
         "adapted to the engine's rate) or all (no drop: latency grows while the engine is slower than the camera)."))
     live_buffer: int = Field(32, ge=1)  # live sources: frames a reader keeps for the engine
     metrics_port: int | None = Field(None, ge=0, le=65535, description=(
-        "Serve live metrics (Prometheus text format) at http://127.0.0.1:PORT/metrics."))
-    metrics_host: str = "127.0.0.1"
+        "Serve live metrics (Prometheus text format) at http://HOST:PORT/metrics (HOST: --metrics-host)."))
+    metrics_host: str = Field("127.0.0.1", description=(
+        "Address the metrics are served on: 127.0.0.1 (this machine only), or e.g. 0.0.0.0 for every interface."))
     log_every_s: float = Field(30.0, gt=0)  # live sources: a status line (counts, rate, latency) this often
     duration: float | None = Field(None, gt=0, description=(
         "Live sources: stop after this many seconds (default: until they end, or Ctrl-C)."))

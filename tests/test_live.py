@@ -223,6 +223,9 @@ def test_metrics_port_in_use_is_refused_before_any_work(dev_engine, tmp_path):
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=f"metrics port {port} on 127.0.0.1 cannot be used.*--metrics-port"):
             run_pipeline(["rtsp://127.0.0.1:9/none"], tmp_path / "out", dev_engine, PipelineConfig(metrics_port=port))
+    with pytest.raises(OSError, match="metrics port 9108 on 256.0.0.1 cannot be used"):  # the host is passed on
+        run_pipeline(["rtsp://127.0.0.1:9/none"], tmp_path / "out", dev_engine,
+                     PipelineConfig(metrics_port=9108, metrics_host="256.0.0.1"))
     assert not (tmp_path / "out").exists()
 
 
