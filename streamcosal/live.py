@@ -49,7 +49,7 @@ STRIDE_HEADROOM = 1.2  # stride: keep 1/1.2 of what the engine could take, so a 
 
 @dataclass
 class LiveCounters:
-    """What a reader saw; read them under no lock (ints, updated by one thread)."""
+    """What a reader saw. Updated under the reader's lock; read without it, they are a recent value."""
 
     received: int = 0  # frames decoded from the source
     dropped: int = 0  # frames the policy dropped (never processed)
