@@ -21,10 +21,13 @@ naming the file/URL and frame; errors a user must fix raise `SourceError`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import re
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
@@ -457,14 +460,38 @@ class ReconnectPolicy:
         return min(self.backoff_s * 2**attempt, self.max_backoff_s)
 
 
+class _SeenFrames:
+    """Digests of the frames a stream delivered, by raw pts (the latest `limit`), so that frames a
+    reconnect sends again (a server replaying a file from its start) are recognised."""
+
+    def __init__(self, limit: int = 50_000):
+        self._digests: OrderedDict[int, bytes] = OrderedDict()
+        self._limit = limit
+
+    @staticmethod
+    def digest(frame: av.VideoFrame) -> bytes:
+        return hashlib.blake2b(bytes(frame.planes[0]), digest_size=16).digest()
+
+    def get(self, pts: int) -> bytes | None:
+        return self._digests.get(pts)
+
+    def add(self, pts: int, digest: bytes) -> None:
+        self._digests[pts] = digest
+        if len(self._digests) > self._limit:
+            self._digests.popitem(last=False)
+
+
 class StreamSource(FrameSource):
     """A live stream or camera read with PyAV, reconnecting after a drop.
 
     After a drop (read error, or end of data: a live stream has no end, except HLS which
     reports its own end), it reconnects up to `policy.max_attempts` times with exponential
-    backoff; a connection that delivers no frame counts as a failed try. Then iteration
-    stops cleanly with a warning; every frame yielded before stays yielded. Frame indices
-    and timestamps keep increasing across reconnects (the outage time is added).
+    backoff; a connection that delivers no new frame counts as a failed try. Frames a
+    reconnect sends again (same pts, same pixels: a server replaying a file from its start,
+    then stalling) are skipped and are no progress, and the frames after them keep that
+    stream's own time. Then iteration stops cleanly with a warning; every frame yielded before
+    stays yielded. Frame indices and timestamps keep increasing across reconnects (the outage
+    time is added). `close()` ends a backoff wait at once.
     """
 
     def __init__(
@@ -480,7 +507,8 @@ class StreamSource(FrameSource):
         self._sampler, self._policy = sampler, policy
         self._timeout = (open_timeout_s, read_timeout_s)
         self._eof_is_end = url.split("?")[0].lower().endswith(".m3u8")
-        self._failed_tries = 0  # consecutive reconnect tries that brought no frame
+        self._failed_tries = 0  # consecutive reconnect tries that brought no new frame
+        self._stopped = threading.Event()  # set by close(): ends a backoff wait at once
         container = self._connect(self._policy.max_attempts + 1)
         if container is None:
             raise SourceError(
@@ -507,8 +535,8 @@ class StreamSource(FrameSource):
     def _connect(self, attempts: int) -> av.container.InputContainer | None:
         self._last_error = ""
         for attempt in range(attempts):
-            if attempt:
-                time.sleep(self._policy.delay(attempt - 1))
+            if attempt and self._stopped.wait(self._policy.delay(attempt - 1)):
+                return None
             if self._closed:
                 return None
             options = {"rtsp_transport": "tcp"} if self.url.startswith("rtsp") else {}
@@ -526,42 +554,57 @@ class StreamSource(FrameSource):
         return None
 
     def _generate(self) -> Iterator[Frame]:
-        index, offset, last_t = 0, 0.0, None
+        index, last_t = 0, None
         interval = 1.0 / self.info.fps if self.info.fps else 0.04
+        seen = _SeenFrames()
+        timeline: tuple[int, float] | None = None  # (raw pts, stream time) of the current connection's first frame
         container: av.container.InputContainer | None = self._container
+        dropped_at: float | None = None
         while container is not None:
-            first_pts, got_frame, ended_cleanly = None, False, False
+            new_frames, ended_cleanly, replay = False, False, False
+            connection_timeline = None
             try:
                 for frame in _decode_packets(container, self.url, self.report):
-                    if frame is not None and frame.pts is not None:
-                        if first_pts is None:
-                            first_pts = frame.pts
-                        timestamp = offset + float((frame.pts - first_pts) * frame.time_base)
-                        got_frame = True
-                        if last_t is None or timestamp > last_t:
-                            if self._sampler.keep(index, timestamp):
-                                yield Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.url)
-                            last_t = timestamp
+                    if frame is None or frame.pts is None:
+                        index += 1
+                        continue
+                    digest = seen.digest(frame)
+                    if seen.get(frame.pts) == digest:  # a reconnect sent frames already read: not progress
+                        replay = True
+                        continue
+                    if connection_timeline is None:  # a replay continues its stream's own time
+                        connection_timeline = timeline if (replay and timeline) else (
+                            frame.pts, 0.0 if last_t is None else last_t + interval + time.monotonic() - (dropped_at or 0))
+                        timeline = connection_timeline
+                    first_pts, start_t = connection_timeline
+                    timestamp = start_t + float((frame.pts - first_pts) * frame.time_base)
+                    seen.add(frame.pts, digest)
+                    new_frames = True
+                    if last_t is None or timestamp > last_t:
+                        if self._sampler.keep(index, timestamp):
+                            yield Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.url)
+                        last_t = timestamp
                     index += 1
                 ended_cleanly = True
             except (av.error.FFmpegError, OSError) as error:
                 logger.info("%s: stream dropped after frame %d: %s", self.url, index - 1, error)
             finally:
                 container.close()
+            if replay and not new_frames:
+                logger.info("%s: the connection only sent frames already read", self.url)
             if self._closed or (ended_cleanly and self._eof_is_end):
                 break
             dropped_at = time.monotonic()
-            container = self._reconnect(had_frames=got_frame)
-            if container is not None:
-                offset = (last_t if last_t is not None else 0.0) + interval + (time.monotonic() - dropped_at)
+            container = self._reconnect(had_frames=new_frames)
         _summarise_skips(self.url, self.report, "Frames are lost at drops or on a bad network.")
 
     def _reconnect(self, had_frames: bool) -> av.container.InputContainer | None:
-        """Reconnect; the tries of connections that brought no frame add up."""
+        """Reconnect; the tries of connections that brought no new frame add up."""
         if had_frames:
             self._failed_tries = 0
         while self._failed_tries < self._policy.max_attempts:
-            time.sleep(self._policy.delay(self._failed_tries))
+            if self._stopped.wait(self._policy.delay(self._failed_tries)):
+                return None
             self._failed_tries += 1
             container = self._connect(1)
             if container is not None:
@@ -569,12 +612,14 @@ class StreamSource(FrameSource):
                 logger.info("%s: reconnected (%d)", self.url, self.report.reconnects)
                 return container
         self.report.warn(
-            f"{self.url}: stream ended: no frames after {self._policy.max_attempts} reconnect tries "
-            f"({self._last_error or 'no data'}); {self.report.frames_yielded} frames were read and kept."
+            f"{self.url}: stream ended: no new frames after {self._policy.max_attempts} reconnect tries "
+            f"({self._last_error or 'no data, or only frames already read'}); "
+            f"{self.report.frames_yielded} frames were read and kept."
         )
         return None
 
     def close(self) -> None:
+        self._stopped.set()
         super().close()
         self._container.close()
 

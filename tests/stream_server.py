@@ -6,6 +6,8 @@ and closes the connection at the end. Options simulate trouble:
 - drop_after_bytes: the first `drops` connections are cut after that many bytes.
 - plays: how many connections get the stream; later ones get 404 (the feed is over), so a
   reconnecting client eventually gives up.
+- stall_after_bytes: every connection gets that many bytes, then silence (the connection stays
+  open until the client gives up): a stalled feed.
 
 Use `serve_stream(...)` as a context manager (the server thread stops on exit, also when the
 test fails); `server.url` is the address, `server.connections` counts GETs.
@@ -35,10 +37,12 @@ def serve_stream(
     drop_after_bytes: int | None = None,
     drops: int = 1,
     plays: int | None = None,
+    stall_after_bytes: int | None = None,
 ) -> Iterator[StreamServer]:
     """Serve `data` (an MPEG-TS byte string) at http://127.0.0.1:<free port>/stream.ts."""
     state = StreamServer(url="")
     lock = threading.Lock()
+    stopping = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"  # body ends when the connection closes
@@ -54,6 +58,7 @@ def serve_stream(
                 self.send_error(404, "stream over")
                 return
             limit = drop_after_bytes if (drop_after_bytes is not None and number <= drops) else len(data)
+            limit = min(limit, stall_after_bytes) if stall_after_bytes is not None else limit
             self.send_response(200)
             self.send_header("Content-Type", "video/mp2t")
             self.end_headers()
@@ -63,6 +68,8 @@ def serve_stream(
                     self.wfile.flush()
                     if chunk_delay_s:
                         time.sleep(chunk_delay_s)
+                if stall_after_bytes is not None:
+                    stopping.wait()  # silence, the connection open, until the server stops
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
@@ -74,6 +81,7 @@ def serve_stream(
     try:
         yield state
     finally:
+        stopping.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
