@@ -279,7 +279,7 @@ def test_live_stream_that_drops_midway(data, dev_engine, tmp_path):
     assert run.mode == "streaming" and run.status in ("done", "partial")
     assert any("stream ended" in w for w in run.warnings)
     rows = sorted(read_results(tmp_path / "out").to_pylist(), key=lambda r: r["frame_index"])
-    assert 12 < len(rows) < 24 and report.frames == len(rows)  # part of the first play, then a full one
+    assert 10 <= len(rows) <= 12 and report.frames == len(rows)  # each frame once: the replayed start is skipped
     times = [r["timestamp"] for r in rows]
     assert all(b > a for a, b in zip(times, times[1:]))  # time goes on across the reconnect
     assert report.exit_code == (1 if run.status == "partial" else 0)
