@@ -1,4 +1,5 @@
-"""Where state and results live: the FAISS consensus store and the Parquet results."""
+"""Where state and results live: the FAISS consensus store, the Parquet results and events, and
+where a run's files lie (``RunLayout``)."""
 
 from .consensus_store import ConsensusStore, GroupState, UnknownGroupError
 from .events import (
@@ -9,6 +10,7 @@ from .events import (
     read_events,
     write_events,
 )
+from .layout import RunLayout
 from .masks import decode_mask, decode_prob_png, encode_mask, encode_prob_png, mask_bbox, mask_stats
 from .results import FrameResult, ResultWriter, read_results
 from .schema import EVENT_SCHEMA, RESULT_SCHEMA, SCHEMA_VERSION
@@ -22,6 +24,7 @@ __all__ = [
     "FrameResult",
     "GroupState",
     "ResultWriter",
+    "RunLayout",
     "UnknownGroupError",
     "decode_mask",
     "decode_prob_png",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .parquet_files import read_files, write_by_source
 from .schema import EVENT_SCHEMA
@@ -142,13 +143,13 @@ def events_from_results(
 
 
 def write_events(root: Path, events: pa.Table) -> list[Path]:
-    """Append ``events`` (``EVENT_SCHEMA``) to ``root/events``, one new file per source."""
-    if events.num_rows == 0:
-        return []
+    """Append ``events`` (``EVENT_SCHEMA``) to ``root/events``: one new file per run and source,
+    named ``<run_id>.events-<hex>.parquet`` (``storage.layout.RunLayout`` finds a run's files by name)."""
     events = events.cast(EVENT_SCHEMA)
-    return write_by_source(
-        Path(root) / EVENTS_DIR, events, f"events-{uuid.uuid4().hex[:16]}.parquet"
-    )
+    name = f"events-{uuid.uuid4().hex[:16]}.parquet"
+    return [path for run_id in pc.unique(events["run_id"]).to_pylist()
+            for path in write_by_source(Path(root) / EVENTS_DIR, events.filter(pc.equal(events["run_id"], run_id)),
+                                        f"{run_id}.{name}")]
 
 
 def read_events(root: Path) -> pa.Table:

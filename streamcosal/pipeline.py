@@ -20,7 +20,7 @@ a thread, `Prefetcher`) -> consensus (a `consensus.ConsensusStrategy`) -> segmen
   from it). This costs one more classifier pass over the new frames.
 - "auto" is global when every source of the group is finite, else streaming.
 
-Outputs under `out` (a second run appends, never overwrites):
+Outputs under `out` (a second run appends, never overwrites; paths spelled by storage.RunLayout):
     frames/...                    per-frame results, Parquet by source (storage.ResultWriter)
     events/...                    intervals in which the object is present (storage.write_events)
     consensus.npz                 the consensus store (or `config.store_path`)
@@ -75,6 +75,7 @@ from .sink import Member, ResultSink, owners
 from .sources import FrameSource, ReconnectPolicy, SourceError, StreamSource, VideoInfo, open_source
 from .storage import ConsensusStore, ResultWriter
 from .storage.files import atomic_write
+from .storage.layout import RunLayout
 from .windows import Window, global_windows, interleave, streaming_windows
 
 logger = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ def run_pipeline(
         raise ValueError("run_pipeline needs at least one source")
     out = Path(out)
     run_id = config.run_id or new_run_id()
+    layout = RunLayout(out, run_id)
     jobs = [(group, list(sources))] if group is not None else [(group_name(s), [s]) for s in sources]
     report = RunReport(run_id=run_id, out=str(out), model=f"{engine.name} {engine.version}",
                        started=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -217,7 +219,7 @@ def run_pipeline(
     start = time.perf_counter()
     with metrics.serving(config.metrics_port, config.metrics_host), _sigterm_raises(), \
             _progress(config.show_progress) as progress:
-        sink = ResultSink(writer, config, report, (engine.name, engine.version), out / "overlays" / run_id)
+        sink = ResultSink(writer, config, report, (engine.name, engine.version), layout.overlays)
         job = _Job(engine, config, store, sink, report, progress, metrics)
         try:
             runs = iter(report.sources)
@@ -235,7 +237,7 @@ def run_pipeline(
             _final_write(report, "the consensus store", store.save)
             report.events = _final_write(report, "the events", lambda: sink.write_events(out)) or 0
             report.seconds = time.perf_counter() - start
-            _final_write(report, "the run report", lambda: report.save(out / "runs" / f"{run_id}.json"))
+            _final_write(report, "the run report", lambda: report.save(layout.report))
     return report
 
 

@@ -176,8 +176,8 @@ def test_multi_source_group(data, dev_engine, tmp_path):
 
 def test_overlays_and_events(data, dev_engine, tmp_path):
     path, _ = davis_video(data, tmp_path, "goat", n=8)
-    config = PipelineConfig(mode="global", window=4, consensus_frames=4, overlay=True, threshold=0.0,
-                            event_min_duration=0.2)  # threshold 0: every pixel in the mask, so one event
+    config = PipelineConfig(mode="global", window=4, consensus_frames=4, overlay=True, threshold=1e-6,
+                            event_min_duration=0.2)  # threshold ~0: every pixel in the mask, so one event
     report = run_pipeline([path], tmp_path / "out", dev_engine, config)
     overlay = Path(report.sources[0].overlay)
     with av.open(str(overlay)) as container:
