@@ -7,7 +7,7 @@ plain values, never code.
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,9 @@ def save_checkpoint(model: GICD, path: str | os.PathLike, *, input_size: int, ve
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file beside ``path``, then os.replace: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies (mkstemp: 0600)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
         os.replace(tmp, path)
@@ -70,8 +71,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"cannot read checkpoint {path} ({err.__class__.__name__}): the file is corrupted "
                            "or not a torch file") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        hint = " It looks like the authors' gicd_ginet.pth: use from_official_checkpoint." if (
-            isinstance(state, dict) and "toplayer.0.weight" in state) else ""
+        hint = ""
+        if isinstance(state, dict) and "toplayer.0.weight" in state:
+            hint = " It looks like the authors' gicd_ginet.pth: use from_official_checkpoint."
+        elif isinstance(state, dict) and "optimizer" in state and "decoder" in state:
+            hint = f" It is a training state (for --resume): the trained model is {path.parent / 'best.pt'}."
         raise WeightsError(f"{path} is not a streamcosal GICD checkpoint.{hint}")
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise WeightsError(f"{path} has checkpoint format {state['format_version']}; this streamcosal reads "

@@ -189,6 +189,14 @@ def group_name(spec: str | Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
+def default_groups(sources: Sequence[str | Path]) -> list[tuple[str, list[str | Path]]]:
+    """One group per source, named by `group_name`; sources of one name (two `clip.mp4` in
+    different folders) are named by their path as given instead, so they stay apart."""
+    names = [group_name(s) for s in sources]
+    paths = {n: {str(s) for m, s in zip(names, sources) if m == n} for n in names}
+    return [(str(s) if len(paths[n]) > 1 else n, [s]) for n, s in zip(names, sources)]
+
+
 def run_pipeline(
     sources: Sequence[str | Path],
     out: str | Path,
@@ -208,7 +216,7 @@ def run_pipeline(
     out = Path(out)
     run_id = config.run_id or new_run_id()
     layout = RunLayout(out, run_id)
-    jobs = [(group, list(sources))] if group is not None else [(group_name(s), [s]) for s in sources]
+    jobs = [(group, list(sources))] if group is not None else default_groups(sources)
     report = RunReport(run_id=run_id, out=str(out), model=f"{engine.name} {engine.version}",
                        started=datetime.now(UTC).isoformat(timespec="seconds"),
                        precision=engine.precision, device=str(engine.device))

@@ -648,8 +648,12 @@ class ImageGroupSource(FrameSource):
         if not self.paths:
             raise SourceError(f"{name}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
         missing = [str(p) for p in self.paths if not p.is_file()]
-        if missing:
+        if len(missing) == len(self.paths):
             raise SourceError(f"{name}: image file(s) not found: {', '.join(missing[:5])}. Check the paths.")
+        for path in missing:  # e.g. a broken symbolic link in a folder: skipped, said, the group partial
+            self.report.unreadable_files.append(path)
+            self.report.warn(f"{path}: not found (a broken symbolic link?); skipped.")
+        self.paths = [p for p in self.paths if p.is_file()]
         first = None
         for path in self.paths:
             with contextlib.suppress(ImageReadError):

@@ -382,3 +382,48 @@ def test_a_threshold_outside_0_1_is_refused_before_any_work(tmp_path, threshold)
     assert result.exit_code == 2, result.output
     assert "threshold" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_training_state_given_as_weights_points_at_best_pt(data, tmp_path):
+    torch.save({"decoder": {}, "optimizer": {}, "epoch": 1}, tmp_path / "state.pt")
+    photos(data, tmp_path / "in", n=1)
+    result = images(tmp_path / "in", tmp_path / "out", tmp_path / "state.pt")
+    assert result.exit_code == 2
+    assert f"It is a training state (for --resume): the trained model is {tmp_path / 'best.pt'}" in result.output
+
+
+def test_checkpoints_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(GICD(build_backbone("efficientnet_lite0")), tmp_path / "best.pt", input_size=64, version="t")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "best.pt").stat().st_mode) == 0o644
+
+
+def test_two_videos_of_one_name_in_different_folders_stay_two_groups(tmp_path, checkpoint):
+    from video_fixtures import davis_frames, encode_video
+
+    from streamcosal.storage import ConsensusStore
+
+    for folder, video in (("a", "blackswan"), ("b", "goat")):
+        (tmp_path / folder).mkdir()
+        encode_video(davis_frames(video, n=4), tmp_path / folder / "clip.mp4", fps=10)
+    clips = [str(tmp_path / "a" / "clip.mp4"), str(tmp_path / "b" / "clip.mp4")]
+    result = runner.invoke(app, ["video", *clips, "--out", str(tmp_path / "out"), "--weights", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    assert sorted(ConsensusStore.open(tmp_path / "out" / "consensus.npz").groups()) == sorted(clips)
+
+
+def test_a_broken_link_in_an_image_folder_video_is_skipped_and_said(data, tmp_path, checkpoint):
+    inp = tmp_path / "g"
+    photos(data, inp, n=2)
+    (inp / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    result = runner.invoke(app, ["video", str(inp), "--out", str(tmp_path / "out"), "--weights", str(checkpoint)])
+    assert result.exit_code == 1, result.output  # partial: one image is missing
+    assert "partial" in result.output and "2 frames" in result.output
+    import json
+
+    (report,) = (tmp_path / "out" / "runs").glob("*.json")
+    (run,) = json.loads(report.read_text())["sources"]
+    assert any("gone.jpg: not found (a broken symbolic link?)" in w for w in run["warnings"])  # also logged on stderr
