@@ -90,6 +90,7 @@ class ConsensusStore:
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._next_id = 0
         self._changed: set[str] = set()  # groups updated or put since open/save
+        self._sources: dict[str, str] = {}  # group -> what its consensus was computed from, where known
         self._lock = threading.RLock()
 
     @classmethod
@@ -176,9 +177,10 @@ class ConsensusStore:
                 )
             return self._set(state)
 
-    def put(self, group: str, sums: np.ndarray, n: float, t: float) -> np.ndarray:
+    def put(self, group: str, sums: np.ndarray, n: float, t: float, source: str | None = None) -> np.ndarray:
         """Set ``group``'s state to a running sum ``sums`` [C] of ``n`` images at time ``t``
-        (e.g. copied from another store); returns its consensus [C]."""
+        (e.g. copied from another store); returns its consensus [C]. ``source``: what it was
+        computed from (e.g. the video's resolved path), kept for ``source``."""
         sums = np.asarray(sums, dtype=np.float64)
         if sums.shape != (self.dim,) or not np.all(np.isfinite(sums)):
             raise ValueError(f"put({group!r}) needs finite sums of shape [{self.dim}], got {sums.shape}")
@@ -190,7 +192,14 @@ class ConsensusStore:
                 self._next_id += 1
             else:
                 state = GroupState(group, old.id, sums.copy(), float(n), t, old.created, now)
+            if source is not None:
+                self._sources[group] = source
             return self._set(state)
+
+    def source(self, group: str) -> str | None:
+        """What ``group``'s consensus was last computed from (``put(..., source=)``), if known."""
+        with self._lock:
+            return self._sources.get(group)
 
     def _set(self, state: GroupState) -> np.ndarray:
         """Store ``state`` and re-index its consensus (the lock is held)."""
@@ -288,6 +297,8 @@ class ConsensusStore:
             used.add(state.id)
             states[group] = state
         self._states = states
+        self._sources = {g: src for g in states
+                         if (src := (self._sources if g in self._changed or g not in saved._states else saved._sources).get(g))}
         self._next_id = max(next_id, max(used, default=-1) + 1)
         self._index.reset()
         if states:
@@ -307,6 +318,7 @@ class ConsensusStore:
             "t": np.array([s.t for s in states], dtype=np.float64),
             "created": np.array([s.created for s in states], dtype=np.float64),
             "updated": np.array([s.updated for s in states], dtype=np.float64),
+            "sources": np.array([self._sources.get(s.group, "") for s in states], dtype=str),
         }
         with atomic_write(self.path) as f:
             np.savez(f, **arrays)
@@ -366,6 +378,8 @@ class ConsensusStore:
                 float(arrays["created"][i]),
                 float(arrays["updated"][i]),
             )
+        if "sources" in arrays:  # stores written before sources were kept have none
+            self._sources = {g: src for g, src in zip(arrays["groups"].tolist(), arrays["sources"].tolist()) if src}
         if len(ids):
             vectors = np.stack([_unit(self._consensus(row, n)) for row, n in zip(sums, arrays["n"])])
             self._index.add_with_ids(vectors, ids)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -41,6 +42,17 @@ class ConsensusStrategy(Protocol):
     """Gives the consensus [1,C] for a window whose prepared frames are x [N,3,S,S]."""
 
     def __call__(self, window: Window, x: Tensor) -> Tensor: ...
+
+
+def source_identity(sources: Sequence[FrameSource]) -> str:
+    """What a group's consensus is computed from: its sources' resolved paths or URLs, one a line."""
+    return "\n".join(sorted(source_identity_of(s.name) for s in sources))
+
+
+def source_identity_of(spec: str | Path) -> str:
+    """A source's resolved path (files, folders) or its URL as it is."""
+    text = str(spec)
+    return text if "://" in text or text.startswith("/dev/video") else str(Path(text).resolve())
 
 
 class GlobalConsensus:
@@ -68,7 +80,8 @@ class GlobalConsensus:
         values = logits(torch.stack([prepare(f) for f in sampled]))
         times = [f.timestamp for f in sampled if math.isfinite(f.timestamp)]
         # The group's consensus is these sources' (a re-run replaces it; it never counts them twice).
-        store.put(group, values.numpy().astype("float64").sum(0), n=len(values), t=max(times, default=0.0))
+        store.put(group, values.numpy().astype("float64").sum(0), n=len(values), t=max(times, default=0.0),
+                  source=source_identity(sources))
         return cls(consensus_from_logits(values))
 
     def __call__(self, window: Window, x: Tensor) -> Tensor:

@@ -65,7 +65,7 @@ from rich.progress import (
 from rich.text import Text
 from torch import Tensor
 
-from .consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus
+from .consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity_of
 from .engine import CoSalEngine
 from .live import DropPolicy, LiveReader, live_windows
 from .metrics import LiveMetrics, LiveSummary
@@ -189,12 +189,18 @@ def group_name(spec: str | Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
-def default_groups(sources: Sequence[str | Path]) -> list[tuple[str, list[str | Path]]]:
-    """One group per source, named by `group_name`; sources of one name (two `clip.mp4` in
-    different folders) are named by their path as given instead, so they stay apart."""
+def default_groups(sources: Sequence[str | Path], store: ConsensusStore | None = None) -> list[tuple[str, list[str | Path]]]:
+    """One group per source, named by `group_name`; a source is named by its path as given instead
+    when another source of the run has its name (two `clip.mp4` in different folders) or when the
+    store holds that name computed from another source (an earlier run's other `clip.mp4`)."""
     names = [group_name(s) for s in sources]
     paths = {n: {str(s) for m, s in zip(names, sources) if m == n} for n in names}
-    return [(str(s) if len(paths[n]) > 1 else n, [s]) for n, s in zip(names, sources)]
+
+    def taken(name: str, spec: str | Path) -> bool:
+        known = store.source(name) if store is not None and name in store else None
+        return known is not None and known != source_identity_of(spec)
+
+    return [(str(s) if len(paths[n]) > 1 or taken(n, s) else n, [s]) for n, s in zip(names, sources)]
 
 
 def run_pipeline(
@@ -216,12 +222,12 @@ def run_pipeline(
     out = Path(out)
     run_id = config.run_id or new_run_id()
     layout = RunLayout(out, run_id)
-    jobs = [(group, list(sources))] if group is not None else default_groups(sources)
+    store = ConsensusStore.open(config.store_path or out / STORE_FILE, group_size=config.consensus_frames)
+    jobs = [(group, list(sources))] if group is not None else default_groups(sources, store)
     report = RunReport(run_id=run_id, out=str(out), model=f"{engine.name} {engine.version}",
                        started=datetime.now(UTC).isoformat(timespec="seconds"),
                        precision=engine.precision, device=str(engine.device))
     report.sources = [SourceRun(str(spec), name) for name, specs in jobs for spec in specs]
-    store = ConsensusStore.open(config.store_path or out / STORE_FILE, group_size=config.consensus_frames)
     writer = ResultWriter(out, run_id, flush_every=config.flush_every, model=engine.model_metadata())
     metrics = LiveMetrics()
     start = time.perf_counter()
