@@ -80,7 +80,7 @@ def _decode_upright(path: Path, max_side: int | None) -> tuple[Image.Image, tupl
 def _to_rgb8(img: Image.Image) -> np.ndarray:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        top = 65535.0 if a.max() > 255 else 255.0  # 16-bit files holding 8-bit values (0/1 label masks) keep them
         gray = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if img.mode == "F":

@@ -339,8 +339,9 @@ def test_eval_with_label_masks_in_0_1_scales_them_and_says_so(data, tmp_path):
     from test_eval_cli import subset
 
     root = subset(data, tmp_path / "voc")
-    for mask in (root / "masks").rglob("*.png"):  # 0/255 -> 0/1, as many datasets in the wild store them
-        cv2.imwrite(str(mask), (cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 128).astype(np.uint8))
+    for i, mask in enumerate(sorted((root / "masks").rglob("*.png"))):  # 0/255 -> 0/1, as datasets in the wild store them
+        labels = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 128
+        cv2.imwrite(str(mask), labels.astype(np.uint16 if i % 2 else np.uint8))  # 8- and 16-bit files
     oracle = tmp_path / "oracle"
     shutil.copytree(data / "pascal_coseg" / "masks", oracle, ignore=lambda d, names: [
         n for n in names if (Path(d) / n).is_file() and not (root / "masks" / Path(d).name / n).exists()])
