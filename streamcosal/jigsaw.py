@@ -30,30 +30,36 @@ non-binary mask is binarised at ``> 128``; an unreadable file is an error naming
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from .copypaste import CutOut, CutOutError, copy_paste, cut_out
 from .datasets import load_dataset
 from .imagefile import read_gray, read_image, resize
 from .model import Backbone, build_backbone
+from .storage.parquet_files import write_atomic
 
 MANIFEST_SCHEMA = pa.schema([
     ("image", pa.string()), ("mask", pa.string()), ("group", pa.string()),
     ("class", pa.int32()), ("confidence", pa.float32()),
 ])
 """Parquet columns of a manifest; ``class`` is -1 and ``confidence`` NaN for given groups."""
+MANIFEST_KEY = "streamcosal.built_from"
+"""Parquet metadata key of :attr:`Manifest.built_from` (JSON)."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +83,15 @@ class ManifestItem:
 
 @dataclass
 class Manifest:
-    """Samples in groups, in a fixed order; ``warnings`` lists what was dropped and why."""
+    """Samples in groups, in a fixed order; ``warnings`` lists what was dropped and why.
+
+    ``built_from``: what the manifest was made of (training sets, regrouped sets, grouping rule),
+    kept in the Parquet file's metadata so that a config asking for other data is refused.
+    """
 
     items: list[ManifestItem]
     warnings: list[str]
+    built_from: dict[str, Any] = field(default_factory=dict)
 
     def groups(self) -> dict[str, list[ManifestItem]]:
         """Group name -> its items, in manifest order."""
@@ -101,11 +112,8 @@ class Manifest:
             "mask": [os.path.relpath(i.mask.absolute(), folder) for i in self.items],
             "group": [i.group for i in self.items], "class": [i.cls for i in self.items],
             "confidence": [i.confidence for i in self.items],
-        }, schema=MANIFEST_SCHEMA)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(path)
+        }, schema=MANIFEST_SCHEMA.with_metadata({MANIFEST_KEY: json.dumps(self.built_from, sort_keys=True)}))
+        write_atomic(table, path)
         return path
 
     @classmethod
@@ -126,6 +134,7 @@ class Manifest:
 
         def where(name: str) -> Path:
             return Path(os.path.normpath(folder / name))
+        built_from = json.loads((table.schema.metadata or {}).get(MANIFEST_KEY.encode(), b"{}"))
         items = [ManifestItem(where(im), where(ma), g, int(c), float(cf)) for im, ma, g, c, cf in
                  zip(cols["image"], cols["mask"], cols["group"], cols["class"], cols["confidence"])]
         missing = [p for i in items for p in (i.image, i.mask) if not p.is_file()]
@@ -133,7 +142,7 @@ class Manifest:
             raise FileNotFoundError(
                 f"manifest {path} lists {len(missing)} file(s) that do not exist, e.g. {missing[0]}: the data "
                 "moved or is missing. Put it back, or delete the manifest to group the data again.")
-        return cls(items, [])
+        return cls(items, [], built_from)
 
     def __add__(self, other: "Manifest") -> "Manifest":
         return Manifest(self.items + other.items, self.warnings + other.warnings)
@@ -141,7 +150,8 @@ class Manifest:
 
 def file_hash(path: Path) -> str:
     """SHA-1 of a file's bytes: finds the same photo filed under two groups."""
-    return hashlib.sha1(path.read_bytes()).hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def load_pair(image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -261,8 +271,7 @@ def jigsaw(target: np.ndarray, target_mask: np.ndarray, partner: np.ndarray, siz
     return np.concatenate(imgs, axis=axis), np.concatenate(masks, axis=axis)
 
 
-@dataclass(frozen=True)
-class Augmentation:
+class Augmentation(BaseModel):
     """Per-sample augmentation of training images (jigsaws, flips, scale/crop, colour).
 
     copy_paste_prob: probability of a copy-paste composite (:mod:`streamcosal.copypaste`: the object
@@ -272,11 +281,13 @@ class Augmentation:
     colour: strength c of brightness, contrast and saturation factors drawn in [1-c, 1+c] (0 = none).
     """
 
-    jigsaw_prob: float = 0.75
-    copy_paste_prob: float = 0.0
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    jigsaw_prob: float = Field(0.75, ge=0.0, le=1.0)
+    copy_paste_prob: float = Field(0.0, ge=0.0, le=1.0)
     hflip: bool = True
-    crop_scale: float = 0.6
-    colour: float = 0.25
+    crop_scale: float = Field(0.6, gt=0.0, le=1.0)
+    colour: float = Field(0.25, ge=0.0, lt=1.0)
 
 
 def random_crop(rgb: np.ndarray, mask: np.ndarray, min_scale: float,

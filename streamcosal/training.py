@@ -32,9 +32,9 @@ from typing import Any, Callable
 import numpy as np
 import py_sod_metrics as sod
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
@@ -46,8 +46,9 @@ from .jigsaw import (GroupingRule, GroupSampler, Manifest, ManifestItem, build_m
                      resize)
 from .model import GICD, WeightsError, build_backbone, gicd_loss, save_checkpoint
 from .model.checkpoint import atomic_torch_save, read_checkpoint
-from .precision import autocast, resolve_precision
-from .trainconfig import TrainConfig, load_config
+from .precision import ResolvedPrecision, autocast, resolve_precision
+from .storage.parquet_files import write_atomic
+from .trainconfig import ConfigError, TrainConfig, load_config
 
 console = Console(stderr=True)
 VAL_KINDS = ("groups", "composites", "frames")
@@ -97,13 +98,15 @@ def evenly(items: list[Any], n: int) -> list[Any]:
 def held_out_samples(config: TrainConfig, key: str) -> list[tuple[Path, Path]]:
     """(image, mask) of a held-out ``"<set>/<group>"``, sorted; an error naming what is missing."""
     set_name, group = key.split("/", 1)
+    if not (config.data.root / set_name).is_dir():
+        raise ConfigError(f"{config.source}: [validation] {key!r}: no set {set_name!r} under {config.data.root}")
     dataset = load_dataset(config.data.root / set_name, layout="ours")
     if group not in dataset.groups:
-        raise ValueError(f"{config.source}: validation group {key!r} not found in {dataset.root} "
-                         f"(groups: {', '.join(dataset.groups)})")
+        raise ConfigError(f"{config.source}: [validation] group {key!r} not found in {dataset.root} "
+                          f"(groups: {', '.join(dataset.groups)})")
     samples = [(s.image, s.mask) for s in dataset.groups[group] if s.mask is not None]
     if not samples:
-        raise ValueError(f"{config.source}: validation group {key!r} has no image with a mask")
+        raise ConfigError(f"{config.source}: [validation] group {key!r} has no image with a mask")
     return samples  # type: ignore[return-value]
 
 
@@ -117,14 +120,22 @@ def training_groups(config: TrainConfig, backbone: Any) -> tuple[dict[str, list[
     jigsaw partner, distractor or background for the groups, never a group of its own.
     """
     data = config.data
+    wanted = {"train_sets": sorted(data.train_sets), "regroup_sets": sorted(set(data.regroup_sets) & set(data.train_sets)),
+              "min_confidence": data.min_confidence, "min_group_size": data.min_group_size}
     if data.manifest.is_file():
         manifest = Manifest.read(data.manifest)
+        if manifest.built_from != wanted:
+            raise ConfigError(
+                f"{config.source}: the manifest {data.manifest} was built from "
+                f"{manifest.built_from or 'unrecorded data (an older streamcosal)'}, but [data] asks for {wanted}: "
+                "delete the manifest to group the data again, or set [data] manifest to another file")
     else:
         rule = GroupingRule(data.min_confidence, data.min_group_size)
         manifest = Manifest([], [])
         for set_name in data.train_sets:
             manifest = manifest + build_manifest(data.root / set_name, regroup=set_name in data.regroup_sets,
                                                  rule=rule, backbone=backbone)
+        manifest.built_from = wanted
         manifest.write(data.manifest)
     held = set(config.validation.groups) | set(config.validation.videos)
     held_hashes = {file_hash(image) for key in held for image, _ in held_out_samples(config, key)}
@@ -271,6 +282,20 @@ def build_model(config: TrainConfig) -> GICD:
     return model
 
 
+def check_inputs(config: TrainConfig) -> None:
+    """What can be checked before any work: the data sets, the held-out groups, the output folder."""
+    missing = [name for name in config.data.train_sets if not (config.data.root / name).is_dir()]
+    if missing:
+        raise ConfigError(f"{config.source}: [data] train_sets: {', '.join(map(repr, missing))} not found under "
+                          f"{config.data.root} (sets there: {', '.join(sorted(p.name for p in config.data.root.iterdir() if p.is_dir())) if config.data.root.is_dir() else 'none, the folder does not exist'})")
+    for key in (*config.validation.groups, *config.validation.videos):
+        held_out_samples(config, key)
+    out = config.train.out_dir
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{config.source}: [train] out_dir {out} is a file, not a folder: "
+                          "set out_dir to a folder (it is created if missing)")
+
+
 def set_train_mode(model: GICD) -> None:
     """The decoder in train mode, the frozen backbone in eval mode (its BatchNorms must not update)."""
     model.train()
@@ -284,6 +309,7 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
     for time-boxed runs and tests).
     """
     config = load_config(Path(config_path))
+    check_inputs(config)
     t = config.train
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -300,7 +326,7 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
     model = build_model(config).to(device)
     groups, extra, notes = training_groups(config, model.backbone)
     for note in notes:
-        console.print(f"[yellow]data:[/yellow] {note}")
+        console.print(f"[yellow]data:[/yellow] {escape(note)}")
     sampler = GroupSampler(groups, size=config.model.input_size, max_images=t.max_images,
                            augment=config.augment, seed=t.seed, extra=extra)
     val = validation_set(config)
@@ -311,15 +337,15 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
     start, best_score, best_epoch, history = 0, -math.inf, 0, []
     if resume and state_path.exists():
         start, best_score, best_epoch, history = _restore(state_path, config, model, optimizer)
-        console.print(f"resuming {config.name} after epoch {start} (best {best_score:.4f} at epoch {best_epoch})")
+        console.print(f"resuming {escape(config.name)} after epoch {start} (best {best_score:.4f} at epoch {best_epoch})")
     elif resume:
-        console.print(f"[yellow]nothing to resume in {out}: starting from scratch[/yellow]")
-    console.print(f"{config.name}: {len(groups)} training groups, {sum(map(len, groups.values()))} images; "
+        console.print(f"[yellow]nothing to resume in {escape(str(out))}: starting from scratch[/yellow]")
+    console.print(f"{escape(config.name)}: {len(groups)} training groups, {sum(map(len, groups.values()))} images; "
                   f"{t.epochs} epochs x {steps} steps; validation: {len(val)} groups")
     end = t.epochs if stop_after is None else min(t.epochs, start + stop_after)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:
-        task = progress.add_task(config.name, total=t.epochs * steps, completed=start * steps)
+        task = progress.add_task(escape(config.name), total=t.epochs * steps, completed=start * steps)
         for epoch in range(start, end):
             set_train_mode(model)
             losses, images, seconds = [], 0, 0.0
@@ -330,22 +356,17 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
                     g["lr"] = lr
                 tic = time.perf_counter()
                 x, y = sampler.batch(group, epoch, step)
-                x, y = model.backbone.preprocess(x.to(device)), y.to(device)
-                with autocast(precision, device):
-                    loss = gicd_loss(model(x).side_maps, y)
-                if not torch.isfinite(loss):
+                loss = train_step(model, optimizer, x, y, precision)
+                if not math.isfinite(loss):
                     raise TrainingError(
-                        f"{config.source}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                        f"{config.source}: loss is {loss} at epoch {epoch + 1}, step {step + 1} "
                         f"(global step {global_step + 1}), group {group!r}: check that group's images and "
                         f"masks or lower [optim] lr; the last good state is {state_path}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
                 seconds += time.perf_counter() - tic
-                losses.append(loss.item() / x.shape[0])
+                losses.append(loss / x.shape[0])
                 images += x.shape[0]
                 speed = images / seconds
-                progress.update(task, advance=1, description=f"{config.name} e{epoch + 1} loss {losses[-1]:.3f} "
+                progress.update(task, advance=1, description=f"{escape(config.name)} e{epoch + 1} loss {losses[-1]:.3f} "
                                                              f"{speed:.2f} img/s")
                 if (global_step + 1) % t.log_every == 0 and not console.is_terminal:
                     recent = np.mean(losses[-t.log_every:])
@@ -357,6 +378,9 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
             row = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "loss": float(np.mean(losses)), "lr": lr,
                    "images_per_s": images / seconds, "val_seconds": time.perf_counter() - tic, **metrics}
             history.append(row)
+            if math.isnan(metrics["score"]) and val:
+                console.print(f"[yellow]epoch {epoch + 1}: the validation score is NaN (the maps hold NaN or a "
+                              "held-out part is empty): this epoch cannot be ranked and is not kept as best[/yellow]")
             improved = not val or metrics["score"] > best_score
             if improved:
                 best_score, best_epoch = metrics["score"], epoch + 1
@@ -368,9 +392,74 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
             _write_metrics(metrics_path, history)
             console.print(f"epoch {epoch + 1}/{t.epochs}: loss/img {row['loss']:.4f}, {row['images_per_s']:.2f} img/s, "
                           + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + (" (best)" if improved else ""))
+    if not best_path.is_file():
+        raise TrainingError(f"{config.source}: no epoch had a finite validation score, so no best checkpoint "
+                            f"was written; the run's last state is {state_path} and its metrics {metrics_path}")
     best_metrics = next((r for r in history if r["epoch"] == best_epoch), {})
     return TrainResult(config.name, best_path, state_path, metrics_path, end, end * steps, best_epoch,
                        best_score, {k: v for k, v in best_metrics.items() if k in _metric_keys()}, history)
+
+
+def train_step(model: GICD, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
+               precision: ResolvedPrecision) -> float:
+    """One step on one group: x [N,3,S,S] in [0,1], y [N,1,S,S] {0,1} (any device: moved to the
+    model's). Returns the summed loss; the optimizer steps only when it is finite."""
+    device = model.backbone.pixel_mean.device
+    x, y = model.backbone.preprocess(x.to(device)), y.to(device)
+    with autocast(precision, device):
+        loss = gicd_loss(model(x).side_maps, y)
+    value = loss.item()
+    if math.isfinite(value):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return value
+
+
+@dataclass
+class BenchmarkRow:
+    """Training speed of one precision on this machine: images/s over ``steps`` steps of ``group`` images."""
+
+    precision: str
+    images_per_s: float
+    steps: int
+    group: int
+
+
+def benchmark(config_path: Path, steps: int = 3) -> tuple[list[BenchmarkRow], str]:
+    """Training images/s of a config on this machine for each precision it can run, data loading
+    included; returns the rows and the precision ``auto`` would use. Writes nothing.
+
+    fp32 and bf16 on a CPU (bf16 is emulated, and slow, without AVX512-BF16/AMX), plus fp16 on a GPU.
+    One warm-up step per precision is not timed.
+    """
+    config = load_config(Path(config_path))
+    check_inputs(config)
+    t = config.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = resolve_device(t.device)
+    torch.manual_seed(t.seed)
+    model = build_model(config).to(device)
+    groups, extra, _ = training_groups(config, model.backbone)
+    sampler = GroupSampler(groups, size=config.model.input_size, max_images=t.max_images,
+                           augment=config.augment, seed=t.seed, extra=extra)
+    names = sampler.epoch_groups(0, steps + 1)
+    rows = []
+    candidates: list[ResolvedPrecision] = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
+    for precision in candidates:
+        set_train_mode(model)
+        optimizer = torch.optim.Adam(model.decoder.parameters(), lr=config.optim.lr)
+        images, seconds = 0, 0.0
+        for step, group in enumerate(names):
+            tic = time.perf_counter()
+            x, y = sampler.batch(group, 0, step)
+            train_step(model, optimizer, x, y, precision)
+            if step > 0:
+                seconds += time.perf_counter() - tic
+                images += x.shape[0]
+        rows.append(BenchmarkRow(precision, images / seconds, steps, t.max_images))
+    return rows, resolve_precision(t.precision, device)
 
 
 def _metric_keys() -> set[str]:
@@ -405,7 +494,4 @@ def _restore(path: Path, config: TrainConfig, model: GICD,
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     """One row per epoch (epoch, step, loss, lr, images_per_s, val_seconds, val metrics), atomically."""
     keys = list(dict.fromkeys(k for row in history for k in row))
-    table = pa.table({k: [row.get(k) for row in history] for k in keys})
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    write_atomic(pa.table({k: [row.get(k) for row in history] for k in keys}), path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from streamcosal import training
-from streamcosal.jigsaw import Augmentation, GroupSampler, build_manifest
+from streamcosal.jigsaw import Augmentation, GroupSampler, Manifest, build_manifest
 from streamcosal.model import gicd_loss
 from streamcosal.trainconfig import ConfigError, load_config
 from streamcosal.training import TrainingError, build_model, set_train_mode, train
@@ -65,13 +66,43 @@ threads = 2
 
 def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path, tiny: Path) -> None:
     cfg = write_config(tmp_path / "a.toml", tiny, extra="learning_rate = 1.0")
-    with pytest.raises(ConfigError, match=r"a\.toml: unknown key\(s\) \['learning_rate'\] in \[train\]"):
+    with pytest.raises(ConfigError, match=r"a\.toml: unknown key 'learning_rate' in \[train\]"):
         load_config(cfg)
     cfg = write_config(tmp_path / "b.toml", tiny, extra='precision = "fp8"')
-    with pytest.raises(ConfigError, match=r"\[train\] precision must be one of"):
+    with pytest.raises(ConfigError, match=r"\[train\] precision: Input should be 'auto', 'fp32', 'bf16' or 'fp16' \(got 'fp8'\)"):
+        load_config(cfg)
+    cfg = write_config(tmp_path / "b2.toml", tiny, extra="seed = 1.5")
+    with pytest.raises(ConfigError, match=r"\[train\] seed: Input should be a valid integer"):
         load_config(cfg)
     config = load_config(write_config(tmp_path / "c.toml", tiny))
     assert config.train.out_dir == tmp_path / "run" and config.augment.jigsaw_prob == 0.75
+
+
+def test_impossible_values_and_missing_inputs_are_refused_before_any_work(tmp_path: Path, tiny: Path) -> None:
+    from typer.testing import CliRunner
+
+    from streamcosal.cli import app
+
+    text = write_config(tmp_path / "c.toml", tiny).read_text()
+    (tmp_path / "file").write_text("not a folder")
+    cases = {
+        "lr": (text.replace("lr = 1e-3", "lr = -1"), r"lr\.toml: \[optim\] lr: Input should be greater than 0 \(got -1\)"),
+        "bb": (text.replace("input_size = 64", 'input_size = 64\nbackbone = "resnet9"'),
+               r"\[model\] backbone: unknown backbone 'resnet9'; known: vgg16, efficientnet_lite0"),
+        "key": (text.replace("threads = 2", "sead = 2"), r"key\.toml: unknown key 'sead' in \[train\]"),
+        "group": (text.replace("tiny/Sofa", "tiny/Sofas"), r"\[validation\] group 'tiny/Sofas' not found"),
+        "set": (text.replace('train_sets = ["tiny"]', 'train_sets = ["tiny", "voc"]'), r"\[data\] train_sets: 'voc' not found under"),
+        "out": (text.replace('out_dir = "run"', 'out_dir = "file"'), r"\[train\] out_dir .*file is a file, not a folder"),
+    }
+    for name, (body, match) in cases.items():
+        path = tmp_path / f"{name}.toml"
+        path.write_text(body)
+        with pytest.raises(ConfigError, match=match):
+            train(path)
+        result = CliRunner().invoke(app, ["train", str(path)])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert re.search(match, " ".join(result.output.split())), result.output  # table names survive rich
+    assert not (tmp_path / "manifest.parquet").exists(), "nothing is built before the checks"
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")),
@@ -153,3 +184,28 @@ def test_nan_loss_stops_naming_epoch_step_group(tmp_path: Path, tiny: Path, monk
     monkeypatch.setattr(training, "gicd_loss", lambda side, target: side[-1].sum() * float("nan"))
     with pytest.raises(TrainingError, match=r"loss is nan at epoch 1, step 1 \(global step 1\), group 'tiny/"):
         train(cfg)
+
+
+def test_nan_validation_never_claims_a_best_checkpoint(tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write_config(tmp_path / "c.toml", tiny, epochs=1)
+    monkeypatch.setattr(training, "score", lambda predict, val: {"score": float("nan")})
+    with pytest.raises(TrainingError, match=r"no epoch had a finite validation score, so no best checkpoint"):
+        train(cfg)
+    assert not (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "state.pt").is_file()
+    assert not list((tmp_path / "run").glob(".*tmp")), "no temporary file is left behind"
+
+
+def test_a_manifest_of_other_data_is_refused(tmp_path: Path, tiny: Path) -> None:
+    text = write_config(tmp_path / "c.toml", tiny).read_text()
+    config = load_config(tmp_path / "c.toml")
+    groups, _, _ = training.training_groups(config, backbone=None)
+    assert groups and (tmp_path / "manifest.parquet").is_file()
+    other = tmp_path / "other.toml"
+    other.write_text(text.replace("[data]", "[data]\nmin_group_size = 3"))
+    with pytest.raises(ConfigError, match=r"manifest .*manifest\.parquet was built from .*'min_group_size': 4.* asks for .*'min_group_size': 3"):
+        training.training_groups(load_config(other), backbone=None)
+    legacy = Manifest.read(tmp_path / "manifest.parquet")
+    legacy.built_from = {}
+    legacy.write(tmp_path / "manifest.parquet")
+    with pytest.raises(ConfigError, match=r"built from unrecorded data .*delete the manifest"):
+        training.training_groups(config, backbone=None)
