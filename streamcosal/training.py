@@ -302,18 +302,33 @@ def set_train_mode(model: GICD) -> None:
     model.backbone.eval()
 
 
+def _prepare(config_path: Path) -> tuple[TrainConfig, torch.device]:
+    """The checked config and its device; torch's threads set as the config says."""
+    config = load_config(Path(config_path))
+    check_inputs(config)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    return config, resolve_device(config.train.device)
+
+
+def _model_and_data(config: TrainConfig, device: torch.device) -> tuple[GICD, GroupSampler, list[str]]:
+    """The seeded model on ``device``, the sampler of its training groups, and the data notes."""
+    torch.manual_seed(config.train.seed)
+    model = build_model(config).to(device)
+    groups, extra, notes = training_groups(config, model.backbone)
+    sampler = GroupSampler(groups, size=config.model.input_size, max_images=config.train.max_images,
+                           augment=config.augment, seed=config.train.seed, extra=extra)
+    return model, sampler, notes
+
+
 def train(config_path: Path, resume: bool = False, *, stop_after: int | None = None) -> TrainResult:
     """Train the decoder of one config; ``resume`` continues from ``<out_dir>/state.pt``.
 
     ``stop_after``: leave after this many epochs of this call (as if killed after a checkpoint;
     for time-boxed runs and tests).
     """
-    config = load_config(Path(config_path))
-    check_inputs(config)
+    config, device = _prepare(config_path)
     t = config.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
     precision = resolve_precision(t.precision, device)
     console.print(f"precision: {precision} (asked: {t.precision})")
     out = t.out_dir
@@ -322,13 +337,10 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
         raise TrainingError(f"{out} already holds a run ({state_path}): pass --resume to continue it, "
                             "or set [train] out_dir to another folder")
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(t.seed)
-    model = build_model(config).to(device)
-    groups, extra, notes = training_groups(config, model.backbone)
+    model, sampler, notes = _model_and_data(config, device)
+    groups = sampler.groups
     for note in notes:
         console.print(f"[yellow]data:[/yellow] {escape(note)}")
-    sampler = GroupSampler(groups, size=config.model.input_size, max_images=t.max_images,
-                           augment=config.augment, seed=t.seed, extra=extra)
     val = validation_set(config)
     steps = t.steps_per_epoch or len(groups)
     drop_step = round(config.optim.lr_drop_at * t.epochs * steps)
@@ -433,17 +445,9 @@ def benchmark(config_path: Path, steps: int = 3) -> tuple[list[BenchmarkRow], st
     fp32 and bf16 on a CPU (bf16 is emulated, and slow, without AVX512-BF16/AMX), plus fp16 on a GPU.
     One warm-up step per precision is not timed.
     """
-    config = load_config(Path(config_path))
-    check_inputs(config)
+    config, device = _prepare(config_path)
     t = config.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
-    torch.manual_seed(t.seed)
-    model = build_model(config).to(device)
-    groups, extra, _ = training_groups(config, model.backbone)
-    sampler = GroupSampler(groups, size=config.model.input_size, max_images=t.max_images,
-                           augment=config.augment, seed=t.seed, extra=extra)
+    model, sampler, _ = _model_and_data(config, device)
     names = sampler.epoch_groups(0, steps + 1)
     rows = []
     candidates: list[ResolvedPrecision] = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])

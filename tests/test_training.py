@@ -209,3 +209,19 @@ def test_a_manifest_of_other_data_is_refused(tmp_path: Path, tiny: Path) -> None
     legacy.write(tmp_path / "manifest.parquet")
     with pytest.raises(ConfigError, match=r"built from unrecorded data .*delete the manifest"):
         training.training_groups(config, backbone=None)
+
+
+def test_benchmark_measures_each_precision_and_writes_nothing(tmp_path: Path, tiny: Path) -> None:
+    from typer.testing import CliRunner
+
+    from streamcosal.cli import app
+    from streamcosal.precision import cpu_has_native_bf16
+
+    cfg = write_config(tmp_path / "c.toml", tiny, extra="max_images = 2".replace("max_images", "log_every"))
+    result = CliRunner().invoke(app, ["train", str(cfg), "--benchmark"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") >= 3}
+    assert {"fp32", "bf16"} <= {name.split()[0] for name in rows if name}, result.output
+    chosen = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert f'auto" trains with {chosen}' in result.output
+    assert not (tmp_path / "run").exists(), "a benchmark trains nothing and writes no run"
