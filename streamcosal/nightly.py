@@ -17,7 +17,6 @@ killed night leaves nothing half-written), one row per (night, dataset) with the
 from __future__ import annotations
 
 import math
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,7 +29,7 @@ import pyarrow.parquet as pq
 
 from .evaluation import METRICS, EvalResult
 from .params import EngineSpec
-from .report import predict_and_evaluate
+from .report import predict_and_evaluate, safe_name
 from .storage.parquet_files import write_atomic
 
 LOWER_IS_BETTER = frozenset({"MAE"})
@@ -129,13 +128,13 @@ def evaluate_dataset(dataset: str | Path, out: str | Path, *, engine: EngineSpec
     """Segment a dataset with the model (``engine``; default the embedded one) and evaluate it:
     maps, reports and PR/F plots under ``out/<dataset folder name>/`` (see ``predict_and_evaluate``)."""
     model = (engine or EngineSpec()).build()
-    folder = Path(out) / _safe(Path(dataset).name)
+    folder = Path(out) / safe_name(Path(dataset).name, "dataset")
     return predict_and_evaluate(model, dataset, folder, name=name or model.name, groups=groups)
 
 
 def plot_paths(result: EvalResult, out: str | Path) -> list[Path]:
     """The PR and F-measure plots ``evaluate_dataset`` wrote for ``result``."""
-    folder = Path(out) / _safe(Path(result.gt_root).name)
+    folder = Path(out) / safe_name(Path(result.gt_root).name, "dataset")
     return sorted(p for p in folder.rglob("*_curve.png") if "maps" not in p.relative_to(folder).parts)
 
 
@@ -154,7 +153,7 @@ def append_history(history: str | Path, rows: pa.Table) -> Path:
     if rows.num_rows == 0:
         raise ValueError("no rows to append to the evaluation history")
     run_id = rows["run_id"][0].as_py()
-    path = Path(history) / f"{_safe(run_id)}.parquet"
+    path = Path(history) / f"{safe_name(run_id, 'night')}.parquet"
     if path.exists():
         raise FileExistsError(f"the history already holds run {run_id!r} ({path}); use a new run id")
     write_atomic(rows.cast(HISTORY_SCHEMA), path)
@@ -321,7 +320,3 @@ def _finite_or_none(value: float | None) -> float | None:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "dataset"

@@ -157,9 +157,9 @@ def predict_and_evaluate(engine: CoSalEngine, data: Path | str, out_dir: Path | 
     return result
 
 
-def safe_name(name: str) -> str:
-    """``name`` usable as a folder name."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "method"
+def safe_name(name: str, fallback: str = "method") -> str:
+    """``name`` usable as a file or folder name (``fallback`` when nothing of it is)."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or fallback
 
 
 def fmt(value: float) -> str:
