@@ -161,9 +161,12 @@ class FrameSource:
         return frame
 
     def close(self) -> None:
+        """Stop reading. From another thread than the one iterating (a prefetcher inside a read),
+        the reader stops at its next frame and closes what it opened itself."""
         self._closed = True
         if self._frames is not None:
-            self._frames.close()
+            with contextlib.suppress(ValueError):  # "generator already executing": it is in another thread
+                self._frames.close()
 
     def __enter__(self) -> FrameSource:
         return self
@@ -620,8 +623,9 @@ class StreamSource(FrameSource):
 
     def close(self) -> None:
         self._stopped.set()
-        super().close()
-        self._container.close()
+        if self._frames is None:  # never read: the first connection is still ours to close
+            self._container.close()
+        super().close()  # else the reader closes its connection (never closed under a running read)
 
 
 def _without_password(url: str) -> str:

@@ -303,3 +303,18 @@ def test_unreachable_url_fails_after_bounded_tries():
         with pytest.raises(SourceError, match=r"unreachable after 3 tries .*404"):
             open_source(server.url, reconnect=FAST_RETRY)
         assert server.connections == 3
+
+
+def test_closing_a_stream_while_another_thread_reads_it(ts_bytes):
+    """Ctrl-C: the run closes the source while the prefetch thread is inside a (stalled) read."""
+    with serve_stream(ts_bytes, stall_after_bytes=len(ts_bytes) // 2) as server:
+        source = open_source(server.url, reconnect=FAST_RETRY, read_timeout_s=1.0)
+        frames = iter(source)
+        next(frames)
+        read = []
+        reader = threading.Thread(target=lambda: read.extend(frames), daemon=True)
+        reader.start()
+        time.sleep(0.5)  # the reader is blocked in the stalled read
+        source.close()  # raised ValueError: generator already executing
+        reader.join(5)
+        assert not reader.is_alive() and len(read) < N
