@@ -22,8 +22,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_engine import group_of_8  # noqa: E402
-from benchmarks.profile_engine import vgg16_gicd  # noqa: E402
+from benchmarks.bench_engine import group_of_8, vgg16_gicd  # noqa: E402
 from benchmarks.reference_gicd import ReferenceGICD, official_backbone_as_torchvision  # noqa: E402
 from benchmarks.results_file import write_results  # noqa: E402
 from streamcosal.engine import CoSalEngine  # noqa: E402

@@ -20,6 +20,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +48,31 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+STARTUP = """
+import time
+start = time.perf_counter()
+import torch
+from streamcosal.engine import CoSalEngine
+from streamcosal.pipeline import run_pipeline
+imported = time.perf_counter()
+engine = CoSalEngine.{build}
+loaded = time.perf_counter()
+engine.segment(torch.rand(8, 3, engine.input_size, engine.input_size))
+done = time.perf_counter()
+print(imported - start, loaded - imported, done - loaded, engine.precision)
+"""
+
+
+def startup(weights: Path | None) -> dict[str, object]:
+    """Seconds of a fresh process: import (torch, streamcosal), model load, first batch of 8."""
+    build = f"from_checkpoint({str(weights)!r})" if weights else "from_pretrained()"
+    out = subprocess.run([sys.executable, "-c", STARTUP.format(build=build)], capture_output=True, text=True, check=True)
+    imported, loaded, first, precision = out.stdout.split()
+    result = {"import": float(imported), "load": float(loaded), "first_batch": float(first), "precision": precision}
+    print(result, flush=True)
+    return result
 
 
 def engine_alone(engine: CoSalEngine, video: Path, config: PipelineConfig) -> tuple[float, float, int]:
@@ -188,6 +214,7 @@ def main() -> None:
         video = scratch / "davis480p.mp4"
         frames = load_frames(DAVIS_IMAGES / "goat", max_frames=args.frames)  # 854x480
         encode_video(frames, video, fps=24)
+        start = startup(args.weights)
         engine = build()
         load_before = os.getloadavg()
         rows = speed(engine, video, args.runs, scratch)
@@ -201,7 +228,7 @@ def main() -> None:
         "# Video pipeline on the CPU: end to end against the engine alone, and memory",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, fp32. Model: {engine.name} {engine.version} at {engine.input_size} px"
+        f"{torch.get_num_threads()} threads, precision {engine.precision} (auto). Model: {engine.name} {engine.version} at {engine.input_size} px"
         f"{' (' + str(args.weights.name) + ')' if args.weights else ''}.",
         f"Load average before/after the speed runs: {load_before[0]:.1f} / {load_after[0]:.1f} "
         "(the machine is shared; medians of alternating runs).",
@@ -218,6 +245,9 @@ def main() -> None:
                      f"{r['engine_cpu_ms']:.0f} | {r['e2e_cpu_ms']:.0f} | {r['engine_cpu_ms'] / r['e2e_cpu_ms']:.0%} | "
                      f"{r['engine_share']:.0%} |")
     lines += [
+        "",
+        f"Start-up of a fresh process (not in the frames/s above): import {start['import']:.1f} s, model load "
+        f"{start['load']:.1f} s, first batch of 8 {start['first_batch']:.1f} s.",
         "",
         "CPU ms per frame of the other steps, each timed alone (single thread): "
         + ", ".join(f"{k} {v:.1f}" for k, v in steps.items())

@@ -28,24 +28,15 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_engine import group_of_8  # noqa: E402
+from benchmarks.bench_engine import group_of_8, vgg16_gicd  # noqa: E402
 from benchmarks.results_file import write_results  # noqa: E402
 from streamcosal.engine import CoSalEngine  # noqa: E402
-from streamcosal.model import GICD, VGG16Backbone, build_backbone  # noqa: E402
+from streamcosal.model import GICD  # noqa: E402
 from streamcosal.model import gicd as gicd_module  # noqa: E402
-from streamcosal.model.backbones import vgg16_weight_path  # noqa: E402
 from streamcosal.precision import cpu_has_native_bf16  # noqa: E402
 
 SEGMENT = "segment (all)"
 REST = "rest: side outputs' upsampling to 224, dtype/layout conversions, engine"
-
-
-def vgg16_gicd() -> tuple[GICD, str]:
-    """VGG-16 GICD: torchvision's ImageNet weights from the hub cache, or random ones."""
-    if vgg16_weight_path(None).is_file():
-        return GICD(build_backbone("vgg16")), "torchvision weights, random decoder"
-    torch.manual_seed(0)
-    return GICD(VGG16Backbone()), "random weights (none in the hub cache)"
 
 
 def _labelled(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:

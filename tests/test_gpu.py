@@ -90,7 +90,8 @@ def test_faiss_gpu_store_round_trip(tmp_path: Path) -> None:
     names = reopened.groups()
     vectors = np.stack([reopened.consensus(g) for g in names]).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    gpu_index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, faiss.IndexFlatIP(1000))
+    resources = faiss.StandardGpuResources()  # must outlive the GPU index
+    gpu_index = faiss.index_cpu_to_gpu(resources, 0, faiss.IndexFlatIP(1000))
     gpu_index.add(vectors)
     _, ids = gpu_index.search(vectors[:1], 6)
     expected = [names[i] for i in ids[0] if names[i] != names[0]][:5]
