@@ -12,6 +12,11 @@ holds a foreign salient object) put them in one scene:
 - when less than half of the pasted target would stay visible, the target is pasted last, on top
   (a co-salient object must be seen to be learnt).
 
+The other way round (:func:`paste_distractors`): the group's object stays in its own photo and only
+the foreign objects are pasted over it, as in a video with a foreign object spliced into every
+frame. With ``[augment] copy_paste_native = 0.5`` the training data uses both ways, half each, so
+that looking pasted says nothing about being the common object: only the consensus does.
+
 Objects are pasted with their hard masks, so the composite's pixels under the label are exactly the
 target's. Every random choice comes from the numpy Generator passed in: the same seed gives the same
 composites.
@@ -102,4 +107,27 @@ def copy_paste(target: CutOut, distractors: list[CutOut], background: np.ndarray
         visible = visible | footprint if i == 0 else visible & ~footprint
     if visible.sum() < MIN_VISIBLE * target_area:
         visible = paste(canvas, objects[0], *places[0])
+    return canvas, visible.astype(np.uint8)
+
+
+def paste_distractors(photo: np.ndarray, mask: np.ndarray, distractors: list[CutOut], size: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The group's object in its own photo with foreign objects pasted over it.
+
+    photo: [H,W,3] uint8, mask: [H,W] {0,1} of the group's object (not empty); distractors pasted at
+    random scales and places. Returns ([S,S,3] uint8, [S,S] {0,1} mask of the object's visible
+    pixels); when less than half of it would stay visible, its own pixels are put back on top.
+    """
+    canvas = resize(np.ascontiguousarray(photo), size, size)
+    target = resize(np.ascontiguousarray(mask), size, size, nearest=True).astype(bool)
+    original = canvas.copy()
+    visible = target.copy()
+    for obj in distractors:
+        o = _scaled(obj, max(1, round(size * rng.uniform(*DISTRACTOR_SCALE))))
+        x = int(rng.integers(0, size - o.mask.shape[1] + 1))
+        y = int(rng.integers(0, size - o.mask.shape[0] + 1))
+        visible &= ~paste(canvas, o, x, y)
+    if visible.sum() < MIN_VISIBLE * target.sum():
+        canvas[target] = original[target]
+        visible = target
     return canvas, visible.astype(np.uint8)

@@ -47,7 +47,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from .copypaste import CutOut, CutOutError, copy_paste, cut_out
+from .copypaste import CutOut, CutOutError, copy_paste, cut_out, paste_distractors
 from .datasets import load_dataset
 from .imagefile import read_gray, read_image, resize
 from .model import Backbone, build_backbone
@@ -276,7 +276,9 @@ class Augmentation(BaseModel):
 
     copy_paste_prob: probability of a copy-paste composite (:mod:`streamcosal.copypaste`: the object
     and one or two foreign objects pasted onto a photo; 0 = none); jigsaw_prob: probability of a
-    jigsaw for the other samples (0 = none); hflip: random horizontal flips;
+    jigsaw for the other samples (0 = none); copy_paste_native: the share of copy-paste composites
+    that keep the object in its own photo and paste only the distractors over it (0.5: being pasted
+    says nothing about being the common object); hflip: random horizontal flips;
     crop_scale: smallest area fraction of a random crop (1 = no crop), aspect in [3/4, 4/3];
     colour: strength c of brightness, contrast and saturation factors drawn in [1-c, 1+c] (0 = none).
     """
@@ -285,6 +287,7 @@ class Augmentation(BaseModel):
 
     jigsaw_prob: float = Field(0.75, ge=0.0, le=1.0)
     copy_paste_prob: float = Field(0.0, ge=0.0, le=1.0)
+    copy_paste_native: float = Field(0.0, ge=0.0, le=1.0)
     hflip: bool = True
     crop_scale: float = Field(0.6, gt=0.0, le=1.0)
     colour: float = Field(0.25, ge=0.0, lt=1.0)
@@ -388,11 +391,16 @@ class GroupSampler:
 
     def _copy_paste(self, rgb: np.ndarray, mask: np.ndarray, item: ManifestItem, others: np.ndarray,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A copy-paste composite of ``item``'s object, one or two distractors and a background photo,
-        all drawn from ``others`` (items of other groups)."""
+        """A copy-paste composite of ``item``'s object and one or two distractors from ``others``
+        (items of other groups): the object pasted onto another group's photo or, with probability
+        ``copy_paste_native``, the distractors pasted over the object's own photo."""
         target = cut_out(rgb, mask, str(item.mask))
+        native = self.augment.copy_paste_native > 0 and bool(rng.random() < self.augment.copy_paste_native)
+        if native:
+            cropped = random_crop(rgb, mask, self.augment.crop_scale, rng)
+            rgb, mask = cropped if cropped[1].any() else (rgb, mask)  # a crop that misses the object: the whole photo
         if self.augment.hflip and rng.random() < 0.5:
-            target = CutOut(target.rgb[:, ::-1], target.mask[:, ::-1])
+            target, rgb, mask = CutOut(target.rgb[:, ::-1], target.mask[:, ::-1]), rgb[:, ::-1], mask[:, ::-1]
         distractors: list[CutOut] = []
         for _ in range(int(rng.integers(1, 3))):
             for _attempt in range(MAX_DRAWS):
@@ -402,6 +410,8 @@ class GroupSampler:
                     break
                 except CutOutError:
                     continue
+        if native:
+            return paste_distractors(rgb, mask, distractors, self.size, rng)
         background, _ = read_image(self._items[int(rng.choice(others))].image)
         return copy_paste(target, distractors, background, self.size, rng)
 

@@ -8,7 +8,7 @@ table and the key. Relative paths are relative to the TOML file's folder.
     [data]       root, train_sets, regroup_sets, min_confidence, min_group_size, manifest,
                  all_masks_as_distractors
     [validation] groups, videos, max_images, max_frames
-    [augment]    jigsaw_prob, copy_paste_prob, hflip, crop_scale, colour
+    [augment]    jigsaw_prob, copy_paste_prob, copy_paste_native, hflip, crop_scale, colour
     [optim]      lr, beta1, beta2, lr_drop_at, lr_drop_factor
     [train]      seed, epochs, steps_per_epoch, max_images, threads, device, precision, out_dir, log_every
 """
@@ -136,7 +136,7 @@ class TrainConfig(_Section):
     augment: Augmentation = Augmentation()
     optim: OptimConfig = OptimConfig()
     train: RunConfig
-    source: Path
+    source: Annotated[Path, Field(strict=False)]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (paths as strings) for checkpoints and reports."""

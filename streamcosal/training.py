@@ -484,7 +484,8 @@ def _restore(path: Path, config: TrainConfig, model: GICD,
              optimizer: torch.optim.Optimizer) -> tuple[int, float, int, list[dict[str, Any]]]:
     """Load a training state; the config must be the one the run started with."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    saved, now = state["config"], config.to_dict()
+    # through the model: keys added since (at their defaults) do not stop a resume
+    saved, now = TrainConfig.model_validate(state["config"]).to_dict(), config.to_dict()
     changed = sorted(k for k in now if k != "source" and saved.get(k) != now[k])
     if changed:
         raise TrainingError(f"cannot resume {path}: the config's [{'], ['.join(changed)}] differ from the run's; "

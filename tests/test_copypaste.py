@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import DATA
 
-from streamcosal.copypaste import CutOut, CutOutError, copy_paste, cut_out
+from streamcosal.copypaste import CutOut, CutOutError, copy_paste, cut_out, paste_distractors
+from streamcosal.imagefile import resize
 from streamcosal.jigsaw import Augmentation, GroupSampler, ManifestItem
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
@@ -41,6 +42,20 @@ def test_mask_is_exactly_the_visible_target_pixels_and_occlusion_removes_them() 
     assert occluded > 0, "no seed pasted a distractor over the target: occlusion was never exercised"
 
 
+def test_distractors_pasted_over_the_objects_own_photo_leave_exactly_its_visible_pixels() -> None:
+    _, distractors = objects()
+    mask = disc(96, 96)  # the canvas size: resizing the photo does not blend its edge
+    photo = np.where(mask[..., None] == 1, np.array(RED, np.uint8), np.uint8(0))
+    occluded = 0
+    for seed in range(30):
+        rgb, label = paste_distractors(photo, mask, distractors, 96, np.random.default_rng(seed))
+        red = np.all(rgb == RED, axis=-1)
+        assert np.array_equal(label.astype(bool), red), f"seed {seed}: mask differs from the visible object"
+        assert label.sum() >= 0.5 * resize(mask, 96, 96, nearest=True).sum()
+        occluded += int(label.sum() < resize(mask, 96, 96, nearest=True).sum())
+    assert occluded > 0, "no distractor ever covered the object"
+
+
 def test_the_same_seed_gives_the_same_composite() -> None:
     target, distractors = objects()
     background = solid((10, 20, 30), 64, 80)
@@ -69,7 +84,7 @@ def real_items(set_name: str, group: str, n: int) -> list[ManifestItem]:
 def test_sampler_mixes_copy_paste_composites_of_real_objects_seeded() -> None:
     groups = {"cat": real_items("pascal_coseg", "Cat", 3), "horse": real_items("pascal_coseg", "Horse", 3)}
     extra = real_items("sod", "sod", 3)
-    aug = Augmentation(jigsaw_prob=0.0, copy_paste_prob=1.0, hflip=False, crop_scale=1.0, colour=0.0)
+    aug = Augmentation(jigsaw_prob=0.0, copy_paste_prob=1.0, copy_paste_native=0.5, hflip=False, crop_scale=1.0, colour=0.0)
     sampler = GroupSampler(groups, size=96, max_images=3, augment=aug, seed=5, extra=extra)
     x, y = sampler.batch("cat", 0, 0)
     x2, y2 = sampler.batch("cat", 0, 0)

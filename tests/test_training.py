@@ -150,6 +150,10 @@ def test_resume_equals_uninterrupted(tmp_path: Path, tiny: Path) -> None:
     assert first.epochs_done == 1
     with pytest.raises(TrainingError, match="--resume"):
         train(cfg)
+    # a state written before a config key existed (here: copy_paste_native) still resumes at its default
+    state = torch.load(first.state, weights_only=True)
+    del state["config"]["augment"]["copy_paste_native"]
+    torch.save(state, first.state)
     resumed = train(cfg, resume=True)
     assert resumed.epochs_done == 2
     a, b = decoder_of(whole.state), decoder_of(resumed.state)
