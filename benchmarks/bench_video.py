@@ -54,6 +54,7 @@ STARTUP = """
 import time
 start = time.perf_counter()
 import torch
+torch.set_num_threads({threads})
 from streamcosal.engine import CoSalEngine
 from streamcosal.pipeline import run_pipeline
 imported = time.perf_counter()
@@ -65,10 +66,10 @@ print(imported - start, loaded - imported, done - loaded, engine.precision)
 """
 
 
-def startup(weights: Path | None) -> dict[str, object]:
+def startup(weights: Path | None, threads: int) -> dict[str, object]:
     """Seconds of a fresh process: import (torch, streamcosal), model load, first batch of 8."""
     build = f"from_checkpoint({str(weights)!r})" if weights else "from_pretrained()"
-    out = subprocess.run([sys.executable, "-c", STARTUP.format(build=build)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", STARTUP.format(build=build, threads=threads)], capture_output=True, text=True, check=True)
     imported, loaded, first, precision = out.stdout.split()
     result = {"import": float(imported), "load": float(loaded), "first_batch": float(first), "precision": precision}
     print(result, flush=True)
@@ -203,8 +204,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--memory-frames", type=int, default=3000)
     parser.add_argument("--memory-input-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (two on two shared, loaded cores made every call about 3x slower here)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # after the imports: tests' conftest (via video_fixtures) sets its own
 
     def build(**kwargs: object) -> CoSalEngine:
         return CoSalEngine.from_checkpoint(args.weights, **kwargs) if args.weights else CoSalEngine.from_pretrained(**kwargs)
@@ -214,7 +218,7 @@ def main() -> None:
         video = scratch / "davis480p.mp4"
         frames = load_frames(DAVIS_IMAGES / "goat", max_frames=args.frames)  # 854x480
         encode_video(frames, video, fps=24)
-        start = startup(args.weights)
+        start = startup(args.weights, args.threads)
         engine = build()
         load_before = os.getloadavg()
         rows = speed(engine, video, args.runs, scratch)
