@@ -28,7 +28,10 @@ from . import __version__
 from .model import GICD, WeightsError, consensus_from_logits, load_checkpoint, load_official
 from .precision import Precision, auto_reason, autocast, resolve_precision
 
-DEFAULT_WEIGHTS = "gicd_lite0.pt"
+PRETRAINED = {"efficientnet_lite2": "gicd_lite2.pt", "efficientnet_lite0": "gicd_lite0.pt"}
+"""The embedded checkpoints by backbone; the first is the default (chosen on the validation split:
+reports/training/ablation_table.md)."""
+DEFAULT_BACKBONE = "efficientnet_lite2"
 
 
 @dataclass
@@ -102,9 +105,10 @@ class CoSalEngine:
         return cls(model, **kwargs)  # type: ignore[arg-type]
 
     @classmethod
-    def from_pretrained(cls, **kwargs: object) -> "CoSalEngine":
-        """The embedded default model (GICD on EfficientNet-Lite0); nothing is downloaded."""
-        return cls.from_checkpoint(default_weights_path(), **kwargs)
+    def from_pretrained(cls, backbone: str = DEFAULT_BACKBONE, **kwargs: object) -> "CoSalEngine":
+        """An embedded model: GICD on EfficientNet-Lite2 (the default) or ``"efficientnet_lite0"``
+        (the previous default); nothing is downloaded."""
+        return cls.from_checkpoint(default_weights_path(backbone), **kwargs)
 
     @classmethod
     def from_official_checkpoint(cls, gicd_path: str | os.PathLike, vgg16_path: str | os.PathLike | None = None,
@@ -244,13 +248,15 @@ def to_uint8(saliency: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(saliency * 255.0), 0, 255).astype(np.uint8)
 
 
-def default_weights_path() -> Path:
-    """The embedded default checkpoint; a clear error when it is not shipped."""
-    path = Path(str(resources.files("streamcosal") / "weights" / DEFAULT_WEIGHTS))
+def default_weights_path(backbone: str = DEFAULT_BACKBONE) -> Path:
+    """The embedded checkpoint of ``backbone`` (the default model's by default); clear errors."""
+    if backbone not in PRETRAINED:
+        raise WeightsError(f"no embedded model for backbone {backbone!r}; embedded: {', '.join(PRETRAINED)}")
+    path = Path(str(resources.files("streamcosal") / "weights" / PRETRAINED[backbone]))
     if not path.is_file():
         raise WeightsError(
-            f"the default model's trained decoder weights ({path}) are not in this installation. "
-            "Train them with `streamcosal train configs/lite0.toml` or pass a checkpoint: "
-            "CoSalEngine.from_checkpoint(PATH)."
+            f"the embedded model's trained decoder weights ({path}) are not in this installation. "
+            f"Train them with `streamcosal train configs/{'lite2_cp' if backbone.endswith('2') else 'lite0'}.toml` "
+            "or pass a checkpoint: CoSalEngine.from_checkpoint(PATH)."
         )
     return path

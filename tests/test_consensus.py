@@ -15,14 +15,14 @@ from streamcosal.sources import Frame, open_source
 from streamcosal.storage import ConsensusStore
 from streamcosal.windows import Window
 
-# breakdance: the default model's classifier splits its 32 frames between two classes (0.66 / 0.34),
+# breakdance: EfficientNet-Lite0's classifier splits its 32 frames between two classes (0.66 / 0.34),
 # so a consensus too sharp shows; most DAVIS videos give one class with probability ~1 either way.
 VIDEO, FRAMES = "breakdance", 32
 
 
 @pytest.fixture(scope="module")
 def engine() -> CoSalEngine:
-    return CoSalEngine.from_pretrained()
+    return CoSalEngine.from_pretrained("efficientnet_lite0")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from PIL import Image
 
 from streamcosal.engine import CoSalEngine, resize_map
 from streamcosal.precision import cpu_has_native_bf16
-from streamcosal.model import GICD, build_backbone
+from streamcosal.model import GICD, WeightsError, build_backbone
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,10 @@ def test_auto_precision_follows_the_hardware(data: Path) -> None:
     fp32 = CoSalEngine.from_pretrained(device="cpu", precision="fp32").predict_group(images)
     diff = np.mean([np.abs(a - b).mean() for a, b in zip(fp32, auto.predict_group(images))])
     assert diff < 0.01, f"mean abs difference auto ({auto.precision}) vs fp32: {diff:.4f}"
+
+
+def test_both_embedded_models_load_and_the_default_is_lite2() -> None:
+    assert CoSalEngine.from_pretrained(device="cpu").name == "gicd-efficientnet_lite2"
+    assert CoSalEngine.from_pretrained("efficientnet_lite0", device="cpu").name == "gicd-efficientnet_lite0"
+    with pytest.raises(WeightsError, match="no embedded model for backbone 'vgg16'; embedded: efficientnet_lite2, efficientnet_lite0"):
+        CoSalEngine.from_pretrained("vgg16")
