@@ -32,3 +32,14 @@ def data() -> Path:
 def group_images(data: Path, dataset: str, group: str, n: int) -> list[Path]:
     """The first n images of a group of a shared dataset (sorted by name)."""
     return sorted((data / dataset / "images" / group).glob("*.jpg"))[:n]
+
+
+def untrained_checkpoint(folder: Path, input_size: int, name: str = "dev.pt", version: str = "dev") -> Path:
+    """A checkpoint of GICD-Lite0 with a seeded, untrained decoder: for CLI tests that need a model
+    file but no trained maps."""
+    from streamcosal.model import GICD, build_backbone, save_checkpoint
+
+    torch.manual_seed(0)
+    path = folder / name
+    save_checkpoint(GICD(build_backbone("efficientnet_lite0")), path, input_size=input_size, version=version)
+    return path

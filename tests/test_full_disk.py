@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import untrained_checkpoint
 from test_user_mistakes import photos
 from video_fixtures import davis_frames, encode_video
 
-from streamcosal.model import GICD, build_backbone, save_checkpoint
 from streamcosal.overlay import VideoSink
 
 CLI = [sys.executable, "-c", "from streamcosal.cli import app; app()"]
@@ -39,10 +38,7 @@ def small_disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]
 
 @pytest.fixture(scope="module")
 def dev_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ck") / "dev.pt"
-    save_checkpoint(GICD(build_backbone("efficientnet_lite0")), path, input_size=64, version="dev")
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("ck"), 64, "dev.pt")
 
 
 @pytest.fixture(scope="module")

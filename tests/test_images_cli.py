@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import group_images
+from conftest import group_images, untrained_checkpoint
 from PIL import Image
 from typer.testing import CliRunner
 
 from streamcosal.cli import app
 from streamcosal.imagefile import ImageReadError, read_image
 from streamcosal.images import find_groups
-from streamcosal.model import GICD, VGG16Backbone, build_backbone, save_checkpoint
+from streamcosal.model import VGG16Backbone
 from streamcosal.precision import cpu_has_native_bf16
 
 runner = CliRunner()
@@ -24,10 +24,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ck") / "lite0.pt"
-    save_checkpoint(GICD(build_backbone("efficientnet_lite0")), path, input_size=224, version="test")
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("ck"), 224, "lite0.pt", "test")
 
 
 def copy_group(data: Path, dataset: str, group: str, n: int, dest: Path) -> list[Path]:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import group_images
+from conftest import group_images, untrained_checkpoint
 from typer.testing import CliRunner
 
 from streamcosal.cli import app
@@ -31,10 +31,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ck") / "dev.pt"
-    save_checkpoint(GICD(build_backbone("efficientnet_lite0")), path, input_size=64, version="dev")
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("ck"), 64, "dev.pt")
 
 
 def photos(data: Path, dest: Path, n: int = 2, suffix: str = ".jpg", group: str = "Horse") -> list[Path]:
