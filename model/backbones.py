@@ -139,6 +139,9 @@ class EfficientNetLiteBackbone(Backbone):
     """
 
     timm_name: str
+    strides = (2, 4, 8, 16, 32)
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
 
     def __init__(self) -> None:
         import timm
@@ -180,9 +183,6 @@ class EfficientNetLite0Backbone(EfficientNetLiteBackbone):
     name = "efficientnet_lite0"
     timm_name = "tf_efficientnet_lite0"
     channels = (16, 24, 40, 112, 320)
-    strides = (2, 4, 8, 16, 32)
-    mean = (0.5, 0.5, 0.5)
-    std = (0.5, 0.5, 0.5)
 
 
 class EfficientNetLite2Backbone(EfficientNetLiteBackbone):
@@ -191,9 +191,6 @@ class EfficientNetLite2Backbone(EfficientNetLiteBackbone):
     name = "efficientnet_lite2"
     timm_name = "tf_efficientnet_lite2"
     channels = (16, 24, 48, 120, 352)
-    strides = (2, 4, 8, 16, 32)
-    mean = (0.5, 0.5, 0.5)
-    std = (0.5, 0.5, 0.5)
 
 
 def lukemelas_to_timm(state: dict[str, Tensor], net: nn.Module) -> dict[str, Tensor]:
