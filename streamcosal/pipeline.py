@@ -39,8 +39,6 @@ import contextlib
 import json
 import logging
 import math
-import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -67,6 +65,7 @@ from torch import Tensor
 
 from .consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity_of
 from .engine import CoSalEngine
+from .interrupts import Terminated, stop_signals
 from .live import DropPolicy, LiveReader, live_windows
 from .metrics import LiveMetrics, LiveSummary
 from .params import RunParams
@@ -172,10 +171,6 @@ class RunReport:
             json.dump(data, f, indent=2, default=str)
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived; raised in the main thread so the run stops the way Ctrl-C stops it."""
-
-
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
@@ -231,7 +226,7 @@ def run_pipeline(
     writer = ResultWriter(out, run_id, flush_every=config.flush_every, model=engine.model_metadata())
     metrics = LiveMetrics()
     start = time.perf_counter()
-    with metrics.serving(config.metrics_port, config.metrics_host), _sigterm_raises(), \
+    with metrics.serving(config.metrics_port, config.metrics_host), stop_signals(), \
             _progress(config.show_progress) as progress:
         sink = ResultSink(writer, config, report, (engine.name, engine.version), layout.overlays)
         job = _Job(engine, config, store, sink, report, progress, metrics)
@@ -264,25 +259,6 @@ def _final_write(report: RunReport, what: str, write: Callable[[], T]) -> T | No
         report.errors.append(f"{what} not saved: cannot write{where}: {error.strerror or error}")
         logger.warning("%s", report.errors[-1])
         return None
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While inside, SIGTERM raises `Terminated` in the main thread (once: a second one is ignored
-    so the cleanup can finish)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class _RateColumn(ProgressColumn):

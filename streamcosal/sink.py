@@ -26,8 +26,9 @@ import numpy as np
 import pyarrow as pa
 
 from .engine import GroupPrediction, resize_map
+from .interrupts import atomic
 from .overlay import ImageOverlaySink, VideoSink, highlight
-from .sources import FrameSource, ImageGroupSource
+from .sources import Frame, FrameSource, ImageGroupSource
 from .storage import FrameResult, ResultWriter, detect_events, events_table, write_events
 from .storage.parquet_files import source_key
 from .windows import Window
@@ -90,46 +91,51 @@ class ResultSink:
     def write(self, group: str, window: Window, prediction: GroupPrediction, owner: dict[str, Member]) -> None:
         """Results (and overlays) of the window's emitted frames, at each frame's own size.
 
-        prediction.maps: [N,1,S,S] (or [N,S,S]) for the window's N frames; similarity [N].
+        prediction.maps: [N,S,S] for the window's N frames; similarity [N].
         """
-        cfg = self.config
         for i, (frame, emit) in enumerate(zip(window.frames, window.emit)):
-            if not emit:
-                continue
-            prob = resize_map(prediction.maps[i], frame.image.shape[:2])
-            latency = time.time() - frame.captured if frame.captured is not None else None
-            result = FrameResult.from_prob(
-                source=frame.source, group=group, window=window.index, frame_index=frame.index,
-                timestamp=frame.timestamp, prob=prob, similarity=float(prediction.similarity[i]),
-                model_name=self.model_name, model_version=self.model_version, threshold=cfg.threshold,
-                keep_prob_png=cfg.keep_prob_png, latency_s=latency,
-            )
-            self.writer.write(result)
-            member = owner[frame.source]
-            if latency is not None and member.live is not None:
-                member.live.record(latency)
-            run = member.run
-            run.frames += 1
-            self.report.frames += 1
-            if run.first_timestamp is None:
-                run.first_timestamp = frame.timestamp
-            run.last_timestamp, run.last_frame_index = frame.timestamp, frame.index
-            series = self.series.setdefault((frame.source, group), Series())
-            series.timestamps.append(frame.timestamp)
-            series.frame_indices.append(frame.index)
-            series.area_fractions.append(float(result.mask.mean()))
-            if cfg.overlay:
-                rate = cfg.fps or (member.source.info.fps / cfg.stride) or 10.0
-                member.overlay(highlight(frame.image, result.mask), frame.source, frame.timestamp,
-                               self.overlays, rate)
-        if time.monotonic() - self.last_flush > cfg.flush_every_s:
+            if emit:
+                with atomic():  # its row and its overlay frame, or neither (Ctrl-C, SIGTERM)
+                    self._write_frame(group, window.index, frame, prediction.maps[i],
+                                      float(prediction.similarity[i]), owner[frame.source])
+        if time.monotonic() - self.last_flush > self.config.flush_every_s:
             self.writer.flush()
             self.last_flush = time.monotonic()
+
+    def _write_frame(self, group: str, window: int, frame: Frame, prob_map: np.ndarray,
+                     similarity: float, member: Member) -> None:
+        """One frame's row, counters, series point and overlay frame. prob_map: [S,S]."""
+        cfg = self.config
+        prob = resize_map(prob_map, frame.image.shape[:2])
+        latency = time.time() - frame.captured if frame.captured is not None else None
+        result = FrameResult.from_prob(
+            source=frame.source, group=group, window=window, frame_index=frame.index,
+            timestamp=frame.timestamp, prob=prob, similarity=similarity,
+            model_name=self.model_name, model_version=self.model_version, threshold=cfg.threshold,
+            keep_prob_png=cfg.keep_prob_png, latency_s=latency,
+        )
+        self.writer.write(result)
+        if latency is not None and member.live is not None:
+            member.live.record(latency)
+        run = member.run
+        run.frames += 1
+        self.report.frames += 1
+        if run.first_timestamp is None:
+            run.first_timestamp = frame.timestamp
+        run.last_timestamp, run.last_frame_index = frame.timestamp, frame.index
+        series = self.series.setdefault((frame.source, group), Series())
+        series.timestamps.append(frame.timestamp)
+        series.frame_indices.append(frame.index)
+        series.area_fractions.append(float(result.mask.mean()))
+        if cfg.overlay:
+            rate = cfg.fps or (member.source.info.fps / cfg.stride) or 10.0
+            member.overlay(highlight(frame.image, result.mask), frame.source, frame.timestamp, self.overlays, rate)
 
     def close_member(self, member: Member) -> None:
         """Finish the member's overlay; its path goes to the member's run record."""
         if member.overlay_sink is not None:
-            closed = member.overlay_sink.close()
+            with atomic():  # a stop signal waits for the file to be complete
+                closed = member.overlay_sink.close()
             member.run.overlay = str(closed) if closed else None
 
     def write_events(self, out: Path) -> int:

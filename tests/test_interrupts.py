@@ -1,0 +1,50 @@
+"""Stop signals are held while a frame's outputs are written, raised at once elsewhere."""
+
+import os
+import signal
+
+import pytest
+
+from streamcosal.interrupts import Terminated, atomic, stop_signals
+
+
+@pytest.mark.parametrize(("signum", "stop"), [(signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)])
+def test_signal_inside_atomic_waits_for_the_block(signum, stop):
+    done = []
+    with stop_signals():
+        with pytest.raises(stop):
+            with atomic():
+                with atomic():  # nested: held until the outermost block ends
+                    os.kill(os.getpid(), signum)
+                    done.append("inner")
+                done.append("outer")
+        assert done == ["inner", "outer"]
+
+
+@pytest.mark.parametrize(("signum", "stop"), [(signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)])
+def test_signal_outside_atomic_stops_at_once(signum, stop):
+    done = []
+    with stop_signals():
+        with pytest.raises(stop):
+            os.kill(os.getpid(), signum)
+            done.append("after")
+        with atomic():  # nothing pending from before
+            done.append("next block")
+    assert done == ["next block"]
+
+
+def test_handlers_restored_and_second_sigterm_ignored():
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with stop_signals():
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # the cleanup is not cut by a second one
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_error_of_the_block_goes_first():
+    with stop_signals():
+        with pytest.raises(OSError):
+            with atomic():
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise OSError(28, "No space left on device")
