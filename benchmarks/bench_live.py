@@ -1,6 +1,7 @@
 """Live cameras: a 25 fps 1280x720 RTSP camera (GStreamer's RTSP server on 127.0.0.1) for a fixed
 time through `run_pipeline` with the default engine; processed frames/s, drop rate, latency and
-memory, per drop policy, and with two cameras in one group.
+memory, per drop policy, with and without a latency target (`--max-latency`: windows sized to
+fit it), and with two cameras in one group.
 
 The cameras are tests/rtsp_server.py (Debian's /usr/bin/python3 with GStreamer's RTSP server; see
 the README's Tests section) looping 2 s of DAVIS frames scaled to 1280x720. Latency is each
@@ -32,6 +33,7 @@ from rtsp_camera import make_clip, rtsp_camera  # noqa: E402
 from results_file import write_results  # noqa: E402
 
 SIZE, FPS = (1280, 720), 25
+NO_TARGET = 3600.0  # a --max-latency that never shrinks a window: the fixed windows of before
 
 
 def rss_mb() -> float:
@@ -42,25 +44,31 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def measure(engine: CoSalEngine, clips: list[Path], policy: str, seconds: float, window: int, folder: Path) -> str:
+def measure(engine: CoSalEngine, clips: list[Path], policy: str, seconds: float, window: int, max_latency: float,
+            folder: Path) -> str:
     """One configuration: a Markdown table row."""
     mounts = {f"/cam{i}": clip for i, clip in enumerate(clips)}
-    out = folder / f"{policy}-{len(clips)}-{window}"
+    out = folder / f"{policy}-{len(clips)}-{window}-{max_latency:g}"
     with rtsp_camera(mounts) as camera:
-        config = PipelineConfig(window=window, drop_policy=policy, duration=seconds)  # type: ignore[arg-type]
+        config = PipelineConfig(window=window, drop_policy=policy, duration=seconds,  # type: ignore[arg-type]
+                                max_latency=max_latency)
         before = rss_mb()
         start = time.monotonic()
         report = run_pipeline([camera.url(m) for m in mounts], out, engine, config,
                               group="lobby" if len(clips) > 1 else None)
         wall = time.monotonic() - start
         grown = rss_mb() - before
-    latency = np.array(read_results(out)["latency_s"].to_pylist())
+    table = read_results(out)
+    latency = np.array(table["latency_s"].to_pylist())
+    per_window = len(table) / len(set(table["window"].to_pylist()))  # frames per window, all cameras
     runs = report.sources
     received = sum(r.live.received for r in runs)
     dropped = sum(r.live.dropped for r in runs)
     behind = max(wall - (r.last_timestamp or 0.0) for r in runs)
     p50, p95 = np.percentile(latency, [50, 95])
-    return (f"| {len(clips)} | {engine.precision} | {policy} | {window} | {seconds:.0f} | {report.frames / wall:.2f} | "
+    target = "none" if max_latency >= NO_TARGET else f"{max_latency:g}"
+    return (f"| {len(clips)} | {engine.precision} | {policy} | {window} | {target} | {per_window:.1f} | {seconds:.0f} | "
+            f"{report.frames / wall:.2f} | "
             f"{dropped / max(received, 1):.1%} | {p50:.2f} | {p95:.2f} | {latency.max():.2f} | {behind:.1f} | {grown:+.0f} |")
 
 
@@ -76,10 +84,10 @@ def main() -> None:
         engine = CoSalEngine.from_pretrained(precision="fp32")
         load = os.getloadavg()[0]
         rows = [
-            measure(engine, clips[:1], "latest", args.seconds, 8, folder),
-            measure(engine, clips[:1], "latest", args.seconds, 4, folder),
-            measure(engine, clips[:1], "all", args.seconds / 2, 8, folder),
-            measure(engine, clips, "latest", args.seconds, 8, folder),
+            measure(engine, clips[:1], "latest", args.seconds, 8, 1.0, folder),
+            measure(engine, clips[:1], "latest", args.seconds, 8, NO_TARGET, folder),
+            measure(engine, clips[:1], "all", args.seconds / 2, 8, 1.0, folder),
+            measure(engine, clips, "latest", args.seconds, 8, 1.0, folder),
         ]
         load = (load + os.getloadavg()[0]) / 2
     text = "\n".join([
@@ -89,9 +97,9 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
         f"load average about {load:.1f} (other jobs share this machine), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        "| cameras | precision | policy | window | seconds | processed frames/s | dropped | latency p50 s | p95 s | max s "
-        "| behind at end s | RSS growth MiB |",
-        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| cameras | precision | policy | window | max latency s | mean window | seconds | processed frames/s | dropped "
+        "| latency p50 s | p95 s | max s | behind at end s | RSS growth MiB |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows,
         "",
     ])

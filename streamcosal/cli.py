@@ -282,6 +282,7 @@ def video(
     store: Annotated[Optional[Path], typer.Option("--store", help="Consensus store file (default OUT/consensus.npz).")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of this run's files (default: UTC time + random suffix).")] = None,
     drop_policy: Annotated[DropPolicy, _option(PipelineConfig, "drop_policy")] = LIVE.drop_policy,
+    max_latency: Annotated[float, _option(PipelineConfig, "max_latency")] = LIVE.max_latency,
     metrics_port: Annotated[Optional[int], _option(PipelineConfig, "metrics_port")] = LIVE.metrics_port,
     metrics_host: Annotated[str, _option(PipelineConfig, "metrics_host")] = LIVE.metrics_host,
     duration: Annotated[Optional[float], _option(PipelineConfig, "duration")] = LIVE.duration,
@@ -302,8 +303,8 @@ def video(
         config = PipelineConfig(mode=mode, window=window, step=step, stride=stride, fps=fps,
                                 consensus_frames=consensus_frames, half_life=half_life, threshold=threshold,
                                 overlay=overlay, store_path=store, run_id=run_id, show_progress=True,
-                                drop_policy=drop_policy, metrics_port=metrics_port, metrics_host=metrics_host,
-                                duration=duration)
+                                drop_policy=drop_policy, max_latency=max_latency, metrics_port=metrics_port,
+                                metrics_host=metrics_host, duration=duration)
         writable_folder(out)
     except ValidationError as e:
         fail(explain(e), 2)

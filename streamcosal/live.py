@@ -24,6 +24,18 @@ Whatever is dropped is counted per source (`LiveCounters`); frame indices and ti
 source's own. Several cameras in one group: `live_windows` takes the newest frames of each camera
 for a window and waits at most `stall_s` for a camera that has none, so a camera that stalls or
 reconnects does not hold the others back.
+
+Bounded latency (`latest` and `stride`): a frame's latency is at most the wait for its window's
+frames plus the window's processing, so `live_windows` sizes each window from the measured engine
+time (`WindowSize`): with t the moving average of the engine's seconds per frame (everything
+between handing a window out and being asked for the next, divided by its frames), c cameras and
+a camera interval d = 1 / fps, a window takes n = floor(max_latency_s / (c t + d)) frames of each
+camera, at least 1 and at most the configured window. The first window has one frame (nothing
+is measured yet); a slow engine shrinks the windows, a faster one grows them back. Streaming mode
+segments every frame against the group's running consensus, so a small window costs speed (a
+fixed cost per window), not accuracy. The floor is one frame: an engine that needs more than
+max_latency_s for one frame gives that frame's time. `all` keeps the configured window (every
+frame is processed anyway; its latency grows as said above).
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ logger = logging.getLogger(__name__)
 DropPolicy = Literal["latest", "stride", "all"]
 DROP_POLICIES: tuple[DropPolicy, ...] = ("latest", "stride", "all")
 STRIDE_HEADROOM = 1.2  # stride: keep 1/1.2 of what the engine could take, so a backlog drains
+SMOOTHING = 0.3  # weight of the newest window in the engine's measured rate and time per frame
 
 
 @dataclass
@@ -55,6 +68,35 @@ class LiveCounters:
     dropped: int = 0  # frames the policy dropped (never processed)
     taken: int = 0  # frames handed to the engine
     last_captured: float | None = None  # wall clock of the last frame received
+
+
+@dataclass
+class WindowSize:
+    """Frames per camera of the next live window, so that one window's wait and processing stay
+    within `max_latency_s` (see the module): n = floor(max_latency_s / (cameras x t + interval_s)),
+    clamped to 1..`largest`, t the moving average of the engine's seconds per frame.
+    `max_latency_s` None: always `largest`."""
+
+    largest: int  # frames per camera of a configured window
+    max_latency_s: float | None
+    cameras: int = 1
+    interval_s: float = 0.0  # the slowest camera's seconds between frames (0: unknown)
+    per_frame_s: float | None = None  # the engine's seconds per frame, moving average
+
+    @property
+    def frames(self) -> int:
+        if self.max_latency_s is None:
+            return self.largest
+        if self.per_frame_s is None:
+            return 1
+        fit = math.floor(self.max_latency_s / (self.cameras * self.per_frame_s + self.interval_s))
+        return max(1, min(self.largest, fit))
+
+    def measured(self, frames: int, seconds: float) -> None:
+        """The engine took `seconds` for a window of `frames` frames (all cameras, context included)."""
+        if frames > 0 and seconds > 0:
+            t = seconds / frames
+            self.per_frame_s = t if self.per_frame_s is None else (1 - SMOOTHING) * self.per_frame_s + SMOOTHING * t
 
 
 class LiveReader:
@@ -68,6 +110,7 @@ class LiveReader:
         self.source, self.policy, self.capacity = source, policy, capacity
         self.counters = LiveCounters()
         self.stride = 1  # policy stride: keep every stride-th frame received
+        self.window = 0  # frames of this source in the latest window (set by `live_windows`)
         self.error: BaseException | None = None  # what ended the reading, if not the source's end
         self._buffer: collections.deque[Frame] = collections.deque()
         self._cond = threading.Condition()
@@ -201,48 +244,60 @@ class LiveReader:
 
 
 def live_windows(readers: Sequence[LiveReader], window: int, step: int | None = None,
-                 stall_s: float = 2.0, until: float | None = None, warn_after_s: float = 30.0) -> Iterator[Window]:
+                 stall_s: float = 2.0, until: float | None = None, warn_after_s: float = 30.0,
+                 max_latency_s: float | None = None) -> Iterator[Window]:
     """Windows of the readers' frames, taken when the engine asks for the next one.
 
-    One reader: windows of `window` frames, each with `step` new frames (default `window`; fewer
-    overlap, the older ones then being context, emit False). Several: `window // len(readers)`
-    new frames of each camera per window (no overlap), ordered by capture time; a camera with
-    none after `stall_s` seconds is left out of that window (one that has had none for that long is
-    not waited for). A camera without frames for `warn_after_s` gets a warning (once per stall).
-    Ends when every reader has finished, or at time.monotonic() `until`.
+    One reader: windows of up to `window` frames, each with up to `step` new frames (default
+    `window`; fewer overlap, the older ones then being context, emit False). Several: up to
+    `window // len(readers)` new frames of each camera per window (no overlap), ordered by capture
+    time; a camera with none after `stall_s` seconds is left out of that window (one that has had
+    none for that long is not waited for). A camera without frames for `warn_after_s` gets a
+    warning (once per stall). Ends when every reader has finished, or at time.monotonic() `until`.
+    With `max_latency_s` (ignored under policy `all`) each window has `WindowSize.frames` frames
+    per camera, so that its wait and processing fit in it (see the module).
     The time between windows (the engine's) sets each `stride` reader's rate (`LiveReader.adapt`).
     """
     step = window if step is None else step
     if not 1 <= step <= window:
         raise ValueError(f"step must be in 1..window ({window}), got {step}")
-    per = window if len(readers) == 1 else max(1, window // len(readers))
-    if len(readers) > 1:
-        step = per
-    context: collections.deque[Frame] = collections.deque(maxlen=window - step if len(readers) == 1 else 0)
-    rate: float | None = None  # frames/s the consumer processes, smoothed
+    one = len(readers) == 1
+    fps = [r.source.info.fps for r in readers if r.source.info.fps > 0]
+    bounded = max_latency_s is not None and all(r.policy != "all" for r in readers)
+    size = WindowSize(window if one else max(1, window // len(readers)), max_latency_s if bounded else None,
+                      len(readers), 1 / min(fps) if fps else 0.0)
+    context: collections.deque[Frame] = collections.deque(maxlen=window - 1)
+    rate: float | None = None  # new frames/s the consumer processes, smoothed
     index, first = 0, True
     while until is None or time.monotonic() < until:
-        want = per if first or len(readers) > 1 else step
+        per = size.frames
+        want = per if first or not one else min(step, per)
         deadline = time.monotonic() + stall_s if until is None else min(time.monotonic() + stall_s, until)
         reading = [r for r in readers if not r.finished_reading]
         waiting = [r for r in reading if not r.stalled(stall_s)] or reading  # not for a stalled camera
         ready = [r.wait(want, deadline) for r in waiting]
         for reader in readers:
             reader.warn_if_stalled(warn_after_s)
-        if len(readers) == 1 and not all(ready) and not readers[0].finished_reading:
+        if one and not all(ready) and not readers[0].finished_reading:
             continue  # one camera: wait for a whole window
-        new = sorted((f for r in readers for f in r.take(want)), key=lambda f: f.captured or 0.0)
+        taken = [r.take(want) for r in readers]
+        for reader, frames in zip(readers, taken):
+            reader.window = len(frames)
+        new = sorted((f for frames in taken for f in frames), key=lambda f: f.captured or 0.0)
         if not new:
             if all(r.finished for r in readers):
                 return
             continue
-        frames = [*context, *new]
+        old = list(context)[-(per - len(new)):] if one and per > len(new) else []
+        frames = [*old, *new]
         yielded = time.monotonic()
-        yield Window(index=index, frames=frames, emit=[False] * len(context) + [True] * len(new))
+        yield Window(index=index, frames=frames, emit=[False] * len(old) + [True] * len(new))
         busy = time.monotonic() - yielded
+        size.measured(len(frames), busy)
         if busy > 0:
-            rate = len(new) / busy if rate is None else 0.7 * rate + 0.3 * len(new) / busy
+            rate = len(new) / busy if rate is None else (1 - SMOOTHING) * rate + SMOOTHING * len(new) / busy
             for reader in readers:
                 reader.adapt(rate / len(readers))
-        context.extend(new)
+        if one:
+            context.extend(new)
         index, first = index + 1, False

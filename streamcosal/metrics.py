@@ -9,6 +9,7 @@
 
 Exported (labels source and group): streamcosal_frames_received_total, _processed_total,
 _dropped_total, streamcosal_reconnects_total, streamcosal_buffer_frames,
+streamcosal_window_frames (the source's frames in the latest window, sized for the latency target),
 streamcosal_processing_fps (results per second over the last 10 s),
 streamcosal_latency_seconds{quantile="0.5"|"0.95"} (capture to result, over the last 512
 results) and streamcosal_last_frame_timestamp_seconds (Unix time the last frame arrived).
@@ -134,6 +135,8 @@ class LiveMetrics(Collector):
             "dropped": CounterMetricFamily("streamcosal_frames_dropped", "Frames dropped by the drop policy.", labels=labels),
             "reconnects": CounterMetricFamily("streamcosal_reconnects", "Reconnections after a drop.", labels=labels),
             "buffer": GaugeMetricFamily("streamcosal_buffer_frames", "Frames waiting in the reader's buffer.", labels=labels),
+            "window": GaugeMetricFamily("streamcosal_window_frames", "Frames of the source in the latest window.",
+                                        labels=labels),
             "fps": GaugeMetricFamily("streamcosal_processing_fps", "Results per second, recent.", labels=labels),
             "latency": GaugeMetricFamily("streamcosal_latency_seconds", "Capture to result, recent results.",
                                          labels=[*labels, "quantile"]),
@@ -148,6 +151,7 @@ class LiveMetrics(Collector):
             families["dropped"].add_metric(key, c.dropped)
             families["reconnects"].add_metric(key, s.reader.source.report.reconnects)
             families["buffer"].add_metric(key, s.reader.depth)
+            families["window"].add_metric(key, s.reader.window)
             families["fps"].add_metric(key, s.fps)
             q = s.quantiles()
             if q is not None:
@@ -162,12 +166,12 @@ class LiveMetrics(Collector):
         logger.info("live: %s", self.log_line())
 
     def log_line(self) -> str:
-        """One part per live source: counts, rate, latency, buffer, reconnects."""
+        """One part per live source: counts, rate, latency, window, buffer, reconnects."""
         lines = []
         for s in self.stats:
             c, q = s.reader.counters, s.quantiles()
             latency = f"latency p50 {q[0]:.2f} s p95 {q[1]:.2f} s" if q else "no result yet"
             lines.append(f"{s.reader.name}: {c.received} received, {s.run.frames} processed, {c.dropped} dropped "
-                         f"({s.reader.policy}), {s.fps:.1f} frames/s, {latency}, buffer {s.reader.depth}, "
-                         f"{s.reader.source.report.reconnects} reconnects")
+                         f"({s.reader.policy}), {s.fps:.1f} frames/s, {latency}, window {s.reader.window}, "
+                         f"buffer {s.reader.depth}, {s.reader.source.report.reconnects} reconnects")
         return "; ".join(lines)

@@ -94,7 +94,11 @@ class PipelineConfig(RunParams):
     prefetch_windows: int = Field(2, ge=1)  # windows decoded ahead of the engine (files)
     drop_policy: DropPolicy = Field("latest", description=(
         "Live sources: latest (newest frames, older ones dropped; bounded latency), stride (every k-th frame, k "
-        "adapted to the engine's rate) or all (no drop: latency grows while the engine is slower than the camera)."))
+        "adapted to the engine's rate) or all (no drop, windows of --window frames: latency grows by 1 - engine rate / "
+        "camera fps seconds every second while the engine is slower than the camera)."))
+    max_latency: float = Field(1.0, gt=0, description=(
+        "Live sources, policies latest and stride: seconds a frame may wait and be processed; each window takes "
+        "as many frames (1..window) as the measured engine time allows."))
     live_buffer: int = Field(32, ge=1)  # live sources: frames a reader keeps for the engine
     metrics_port: int | None = Field(None, ge=0, le=65535, description=(
         "Serve live metrics (Prometheus text format) at http://HOST:PORT/metrics (HOST: --metrics-host)."))
@@ -379,7 +383,8 @@ class _Job:
         for m, reader in zip(members, readers):
             m.live = self.metrics.add(reader, m.run)
         try:
-            windows = live_windows(readers, cfg.window, cfg.step, until=until, warn_after_s=cfg.stall_warning_s)
+            windows = live_windows(readers, cfg.window, cfg.step, until=until, warn_after_s=cfg.stall_warning_s,
+                                   max_latency_s=cfg.max_latency)
             yield _prepared(windows, self.engine)
         finally:
             for m, reader in zip(members, readers):

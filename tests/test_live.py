@@ -84,6 +84,37 @@ def test_drop_policies_with_an_engine_slower_than_the_camera(policy):
         assert gaps == {reader.stride}  # evenly spaced: every k-th frame
 
 
+def test_windows_are_sized_for_the_latency_target():
+    """A 25 fps camera and an engine needing 0.2 s per frame for 5 s, then 0.01 s: windows of 8 would
+    take 1.6 s; with max_latency_s 1 they shrink to floor(1 / (0.2 + 0.04)) = 4 frames and every
+    frame's wait and processing stay within 1 s (plus a margin for the machine), then they grow back
+    to 8 when the engine is fast."""
+    reader = LiveReader(PacedSource(250, fps=25.0))
+    slow_until = time.monotonic() + 5.0
+    sizes: list[tuple[bool, int]] = []
+    latencies: list[tuple[bool, float]] = []
+    for window in live_windows([reader], 8, max_latency_s=1.0):
+        slow = time.monotonic() < slow_until
+        time.sleep((0.2 if slow else 0.01) * len(window.frames))
+        done = time.time()
+        sizes.append((slow, len(window.frames)))
+        latencies += [(slow, done - f.captured) for f in window.emitted]
+    assert sizes[0] == (True, 1)  # nothing measured yet
+    slow_sizes = [n for slow, n in sizes[1:] if slow]
+    assert len(slow_sizes) >= 3 and max(slow_sizes) <= 4 and slow_sizes[-1] >= 3
+    assert max(t for slow, t in latencies if slow) < 1.0 + 0.25
+    fast_sizes = [n for slow, n in sizes if not slow]
+    assert fast_sizes[-4:-1] == [8, 8, 8]  # grown back (the last may be the source's partial end)
+    assert reader.counters.dropped > 0
+
+
+def test_policy_all_keeps_the_configured_window():
+    """`all` processes every frame anyway: its windows keep their size whatever the latency target."""
+    reader = LiveReader(PacedSource(40, fps=200.0), policy="all")
+    assert [len(w.frames) for w in live_windows([reader], 8, max_latency_s=0.01)] == [8] * 5
+    assert reader.counters.dropped == 0
+
+
 def test_frames_arrive_and_are_segmented_over_rtsp(clips, dev_engine, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="streamcosal.metrics")
     with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
@@ -102,6 +133,7 @@ def test_frames_arrive_and_are_segmented_over_rtsp(clips, dev_engine, tmp_path, 
     saved = json.loads((tmp_path / "out" / "runs" / f"{report.run_id}.json").read_text())
     assert saved["sources"][0]["live"]["processed"] == run.frames
     assert f"live: {camera.url('/cam')}: " in caplog.text and "dropped (latest)" in caplog.text  # the status line
+    assert ", window " in caplog.text
 
 
 @pytest.mark.parametrize("policy", ["latest", "stride"])
@@ -125,6 +157,32 @@ def test_slow_engine_keeps_latency_bounded_and_counts_drops(clips, dev_engine, t
     late = latencies[len(latencies) // 2 :]
     assert late.max() < 3.0  # bounded: with no drop it would grow by ~1.2 s every second (36/4.8)
     assert late.mean() <= latencies[: len(latencies) // 2].mean() + 0.5  # not growing
+
+
+def test_slow_engine_over_rtsp_shrinks_the_window_within_the_latency_target(clips, dev_engine, tmp_path, monkeypatch):
+    """The engine needs 0.2 s per frame for the first 5 s, then its own (fast) time: the windows
+    (default max_latency 1 s, --window 8) shrink to fit, the latency of what is processed meanwhile
+    stays within 1 s plus a margin, and the windows grow back to 8."""
+    segment, slow_until, calls = dev_engine.segment, time.monotonic() + 5.0, []
+
+    def slow_segment(x, consensus=None):
+        slow = time.monotonic() < slow_until
+        calls.append((slow, x.shape[0]))
+        time.sleep(0.2 * x.shape[0] if slow else 0.0)
+        return segment(x, consensus)
+
+    monkeypatch.setattr(dev_engine, "segment", slow_segment)
+    with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
+        report = run_pipeline([camera.url("/cam")], tmp_path / "out", dev_engine,
+                              PipelineConfig(window=8, duration=9.0), group="door")
+    table = read_results(tmp_path / "out").select(["window", "latency_s"]).to_pylist()
+    slow_windows = {i for i, (slow, _) in enumerate(calls) if slow and i > 0}  # window i is the i-th call
+    slow_sizes = [n for i, (_, n) in enumerate(calls) if i in slow_windows]
+    assert slow_sizes and max(slow_sizes) <= 4  # floor(1 / (0.2 + 0.04)), less the engine's own time
+    latencies = np.array([r["latency_s"] for r in table if r["window"] in slow_windows])
+    assert latencies.max() < 1.0 + 0.5
+    assert [n for _, n in calls[-3:]] == [8, 8, 8]  # grown back
+    assert report.sources[0].live.dropped > 0
 
 
 def test_camera_killed_and_restarted_midstream(clips, dev_engine, tmp_path):
@@ -207,9 +265,10 @@ def test_metrics_endpoint_scraped_while_running(clips, dev_engine, tmp_path):
     key = {"source": camera.url("/cam"), "group": "door"}
     for name in ("streamcosal_frames_received_total", "streamcosal_frames_processed_total",
                  "streamcosal_frames_dropped_total", "streamcosal_reconnects_total", "streamcosal_buffer_frames",
-                 "streamcosal_processing_fps", "streamcosal_last_frame_timestamp_seconds"):
+                 "streamcosal_window_frames", "streamcosal_processing_fps", "streamcosal_last_frame_timestamp_seconds"):
         assert samples[(name, None)].labels == key
     assert samples[("streamcosal_frames_processed_total", None)].value > 0
+    assert 1 <= samples[("streamcosal_window_frames", None)].value <= 4
     assert 0 < samples[("streamcosal_latency_seconds", "0.5")].value <= samples[("streamcosal_latency_seconds", "0.95")].value
     with pytest.raises(OSError):  # the server is gone with the run
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
