@@ -139,6 +139,7 @@ def test_failures_are_recorded_and_the_others_finish(tmp_path: Path, assets: dic
         archive.run_archive([str(broken), str(assets["a"])], out, spec(assets), PARAMS)
     summary = failed.value.summary
     assert [r.status for r in summary.records] == ["failed", "done"]
+    assert archive.Manifest(out).get(summary.records[1].key).precision == "fp32"  # what the done unit ran at
     record = archive.Manifest(out).get(summary.records[0].key)
     assert record.status == "failed" and record.attempts == 1 and str(broken) in str(failed.value)
     assert record.error and "broken.mp4" in record.error

@@ -75,7 +75,7 @@ def run_unit(unit: Unit, out: str | Path, engine: Any, config: PipelineConfig | 
         _fail(manifest, record, error)
         raise UnitFailed(unit.video, error, transient=source.transient)
     record.status, record.frames, record.error = source.status, source.frames, None
-    record.overlay, record.finished = source.overlay, now()
+    record.overlay, record.finished, record.precision = source.overlay, now(), report.precision
     manifest.write(record)  # the commit: from here on the unit is done
     return record
 

@@ -66,6 +66,7 @@ class UnitRecord:
     overlay: str | None = None
     finished: str = ""
     skipped: bool = False
+    precision: str | None = None  # what the unit ran at (fp32, bf16...): not part of its key, see docs
 
     @property
     def committed(self) -> bool:
