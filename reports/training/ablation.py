@@ -42,6 +42,14 @@ VARIANTS = [(label + suffix, run.format(name), gim, arm, jig, before)
             for suffix, run, before in STAGES for label, name, gim, arm, jig in ABLATIONS]
 VARIANTS += [  # issue 10's recipe: EfficientNet-Lite2, copy-paste composites, all masks as distractors, groups of 8
     ("GICD on EfficientNet-Lite2, copy-paste + jigsaw, groups of 8 (session 3, 1 thread)", "lite2_cp", True, True, True, 0),
+    ("the same, fine-tuned with copy-paste both ways (lite2_ft)", "lite2_ft", True, True, True, 1200),
+]
+VARIANTS += [  # the ablation on EfficientNet-Lite2, every row 200 steps of 8 images (configs/lite2_abl*.toml)
+    ("Lite2 200 steps: GICD (copy-paste + jigsaw)", "lite2_abl", True, True, True, 0),
+    ("Lite2 200 steps: no GIM", "lite2_abl_nogim", False, True, True, 0),
+    ("Lite2 200 steps: no ARM", "lite2_abl_noarm", True, False, True, 0),
+    ("Lite2 200 steps: no jigsaw, no copy-paste", "lite2_abl_nojigsaw", True, True, False, 0),
+    ("Lite2 200 steps: old data recipe (jigsaw only)", "lite2_abl_norecipe", True, True, True, 0),
 ]
 COLUMNS = [f"{kind}_{m}" for kind in ("groups", "composites", "frames") for m in ("maxF", "S", "MAE")]
 
