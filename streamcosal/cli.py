@@ -17,8 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .engine import CoSalEngine
 from .imagefile import IMAGE_SUFFIXES
 from .model import WeightsError
-from .live import DropPolicy
-from .params import EngineSpec, Mode, RunParams, explain
+from .params import DropPolicy, EngineSpec, Mode, RunParams, explain
 from .pipeline import PipelineConfig
 from .precision import Precision
 
@@ -65,7 +64,7 @@ def _option(model: type[BaseModel], name: str) -> Any:
     return typer.Option("--" + name.replace("_", "-"), help=model.model_fields[name].description)
 
 
-ENGINE, RUN, LIVE = EngineSpec(), RunParams(), PipelineConfig()
+ENGINE, RUN = EngineSpec(), RunParams()
 WeightsOpt = Annotated[Optional[Path], _option(EngineSpec, "weights")]
 OfficialOpt = Annotated[Optional[Path], _option(EngineSpec, "official")]
 Vgg16Opt = Annotated[Optional[Path], _option(EngineSpec, "vgg16")]
@@ -281,11 +280,11 @@ def video(
     overlay: Annotated[bool, _option(RunParams, "overlay")] = RUN.overlay,
     store: Annotated[Optional[Path], typer.Option("--store", help="Consensus store file (default OUT/consensus.npz).")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of this run's files (default: UTC time + random suffix).")] = None,
-    drop_policy: Annotated[DropPolicy, _option(PipelineConfig, "drop_policy")] = LIVE.drop_policy,
-    max_latency: Annotated[float, _option(PipelineConfig, "max_latency")] = LIVE.max_latency,
-    metrics_port: Annotated[Optional[int], _option(PipelineConfig, "metrics_port")] = LIVE.metrics_port,
-    metrics_host: Annotated[str, _option(PipelineConfig, "metrics_host")] = LIVE.metrics_host,
-    duration: Annotated[Optional[float], _option(PipelineConfig, "duration")] = LIVE.duration,
+    drop_policy: Annotated[DropPolicy, _option(RunParams, "drop_policy")] = RUN.drop_policy,
+    max_latency: Annotated[float, _option(RunParams, "max_latency")] = RUN.max_latency,
+    metrics_port: Annotated[Optional[int], _option(RunParams, "metrics_port")] = RUN.metrics_port,
+    metrics_host: Annotated[str, _option(RunParams, "metrics_host")] = RUN.metrics_host,
+    duration: Annotated[Optional[float], _option(RunParams, "duration")] = RUN.duration,
     weights: WeightsOpt = ENGINE.weights,
     official: OfficialOpt = ENGINE.official,
     vgg16: Vgg16Opt = ENGINE.vgg16,

@@ -47,15 +47,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
+from .params import DropPolicy
 from .sources import Frame, FrameSource
 from .windows import Window
 
 logger = logging.getLogger(__name__)
 
-DropPolicy = Literal["latest", "stride", "all"]
-DROP_POLICIES: tuple[DropPolicy, ...] = ("latest", "stride", "all")
+DROP_POLICIES: tuple[DropPolicy, ...] = get_args(DropPolicy)
 STRIDE_HEADROOM = 1.2  # stride: keep 1/1.2 of what the engine could take, so a backlog drains
 SMOOTHING = 0.3  # weight of the newest window in the engine's measured rate and time per frame
 

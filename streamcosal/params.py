@@ -24,12 +24,16 @@ if TYPE_CHECKING:
     from .engine import CoSalEngine
 
 Mode = Literal["auto", "global", "streaming"]
+DropPolicy = Literal["latest", "stride", "all"]
+LIVE_ONLY = frozenset({"drop_policy", "max_latency", "duration", "metrics_port", "metrics_host"})
 
 
 class RunParams(BaseModel):
     """The parameters of a video/stream run that a user, a job or a flow sets; the defaults are usable.
 
-    Every one of them changes the results except ``flush_every`` (see :meth:`result_params`).
+    Every one of them changes the results except ``flush_every``; the live settings (``LIVE_ONLY``:
+    drop policy, latency target, duration, metrics endpoint) apply to live sources only (see
+    :meth:`result_params`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -54,6 +58,19 @@ class RunParams(BaseModel):
     event_min_duration: float = Field(0.5, ge=0, description="Events: shorter intervals (seconds) are dropped.")
     event_max_gap: float = Field(0.5, ge=0, description="Events: absences up to this long (seconds) are bridged.")
     flush_every: int = Field(256, ge=1, description="Result rows per Parquet file.")
+    drop_policy: DropPolicy = Field("latest", description=(
+        "Live sources: latest (newest frames, older ones dropped; bounded latency), stride (every k-th frame, k "
+        "adapted to the engine's rate) or all (no drop, windows of --window frames: latency grows by 1 - engine rate / "
+        "camera fps seconds every second while the engine is slower than the camera)."))
+    max_latency: float = Field(1.0, gt=0, description=(
+        "Live sources, policies latest and stride: seconds a frame may wait and be processed; each window takes "
+        "as many frames (1..window) as the measured engine time allows."))
+    duration: float | None = Field(None, gt=0, description=(
+        "Live sources: stop after this many seconds (default: until they end, or Ctrl-C)."))
+    metrics_port: int | None = Field(None, ge=0, le=65535, description=(
+        "Serve live metrics (Prometheus text format) at http://HOST:PORT/metrics (HOST: --metrics-host)."))
+    metrics_host: str = Field("127.0.0.1", description=(
+        "Address the metrics are served on: 127.0.0.1 (this machine only), or e.g. 0.0.0.0 for every interface."))
 
     @model_validator(mode="after")
     def _consistent(self) -> RunParams:
@@ -64,8 +81,9 @@ class RunParams(BaseModel):
         return self
 
     def result_params(self) -> dict[str, object]:
-        """The parameters that change the results (what a resumable archive unit is keyed by)."""
-        return self.model_dump(exclude={"flush_every"})
+        """The parameters that change the results of files (what a resumable archive unit is keyed by):
+        not ``flush_every``, nor the live settings."""
+        return self.model_dump(exclude={"flush_every", *LIVE_ONLY})
 
 
 class EngineSpec(BaseModel):

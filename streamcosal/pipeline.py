@@ -66,7 +66,7 @@ from torch import Tensor
 from .consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity_of
 from .engine import CoSalEngine
 from .interrupts import Terminated, stop_signals
-from .live import DropPolicy, LiveReader, live_windows
+from .live import LiveReader, live_windows
 from .metrics import LiveMetrics, LiveSummary
 from .params import RunParams
 from .prefetch import Prefetcher
@@ -92,21 +92,8 @@ class PipelineConfig(RunParams):
     store_path: Path | None = None  # default: out/consensus.npz
     flush_every_s: float = Field(10.0, gt=0)  # flush sooner than flush_every rows, so readers see a slow stream's results
     prefetch_windows: int = Field(2, ge=1)  # windows decoded ahead of the engine (files)
-    drop_policy: DropPolicy = Field("latest", description=(
-        "Live sources: latest (newest frames, older ones dropped; bounded latency), stride (every k-th frame, k "
-        "adapted to the engine's rate) or all (no drop, windows of --window frames: latency grows by 1 - engine rate / "
-        "camera fps seconds every second while the engine is slower than the camera)."))
-    max_latency: float = Field(1.0, gt=0, description=(
-        "Live sources, policies latest and stride: seconds a frame may wait and be processed; each window takes "
-        "as many frames (1..window) as the measured engine time allows."))
     live_buffer: int = Field(32, ge=1)  # live sources: frames a reader keeps for the engine
-    metrics_port: int | None = Field(None, ge=0, le=65535, description=(
-        "Serve live metrics (Prometheus text format) at http://HOST:PORT/metrics (HOST: --metrics-host)."))
-    metrics_host: str = Field("127.0.0.1", description=(
-        "Address the metrics are served on: 127.0.0.1 (this machine only), or e.g. 0.0.0.0 for every interface."))
     log_every_s: float = Field(30.0, gt=0)  # live sources: a status line (counts, rate, latency) this often
-    duration: float | None = Field(None, gt=0, description=(
-        "Live sources: stop after this many seconds (default: until they end, or Ctrl-C)."))
     stall_warning_s: float = Field(30.0, gt=0)  # live sources: warn when a camera sends no frame for this long
     reconnect: ReconnectPolicy | None = None  # live streams (default ReconnectPolicy())
     run_id: str | None = None  # default: UTC time + random suffix

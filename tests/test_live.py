@@ -185,6 +185,21 @@ def test_slow_engine_over_rtsp_shrinks_the_window_within_the_latency_target(clip
     assert report.sources[0].live.dropped > 0
 
 
+def test_a_camera_through_the_video_job_takes_the_live_settings(clips, dev_checkpoint, tmp_path):  # noqa: F811
+    """What the cosal-video flow runs (`jobs.run_video`), with the live settings in its RunParams."""
+    from streamcosal.jobs import run_video
+    from streamcosal.params import EngineSpec, RunParams
+
+    params = RunParams(window=4, drop_policy="stride", max_latency=0.5, duration=3.0)
+    with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
+        start = time.monotonic()
+        report = run_video(camera.url("/cam"), tmp_path / "out", engine=EngineSpec(weights=dev_checkpoint, device="cpu"),
+                           params=params, group="door")
+        took = time.monotonic() - start
+    run = report.sources[0]
+    assert run.status == "done" and run.frames > 0 and run.live.policy == "stride" and took < 30
+
+
 def test_camera_killed_and_restarted_midstream(clips, dev_engine, tmp_path):
     """The RTSP server dies mid-stream and comes back: the run reconnects and goes on."""
     with rtsp_camera({"/cam": clips["blackswan"]}) as camera:

@@ -9,7 +9,7 @@ import typer.main
 from pydantic import ValidationError
 
 from streamcosal.cli import app
-from streamcosal.params import EngineSpec, RunParams, explain
+from streamcosal.params import LIVE_ONLY, EngineSpec, RunParams, explain
 from streamcosal.pipeline import PipelineConfig
 
 
@@ -25,6 +25,7 @@ def test_the_cli_defaults_are_the_models(command: str) -> None:
     if command == "video":  # the run parameters, and the live settings a run's caller sets (PipelineConfig)
         shared = {name: defaults[name] for name in PipelineConfig.model_fields if name in defaults}
         assert len(shared) >= 12 and shared == {name: getattr(PipelineConfig(), name) for name in shared}
+        assert LIVE_ONLY <= set(shared) and LIVE_ONLY <= set(RunParams.model_fields)  # flows set them too
         assert defaults["overlay"] is False and defaults["precision"] == "auto"
 
 
@@ -45,7 +46,19 @@ def test_a_pipeline_config_is_the_run_parameters_plus_the_runs_own() -> None:
     params = RunParams(window=4, mode="global")
     config = PipelineConfig(**params.model_dump(), run_id="r1")
     assert config.window == 4 and config.run_id == "r1" and isinstance(config, RunParams)
-    assert set(params.result_params()) == set(RunParams.model_fields) - {"flush_every"}
+    assert set(params.result_params()) == set(RunParams.model_fields) - {"flush_every"} - LIVE_ONLY
+
+
+def test_the_live_settings_are_run_parameters() -> None:
+    """A camera run through a flow or job (``params``) sets its drop policy, latency target, duration and
+    metrics endpoint; they do not change the key of an archive's files."""
+    from streamcosal.jobs import pipeline_config
+
+    live = {"drop_policy": "stride", "max_latency": 0.5, "duration": 60.0, "metrics_port": 9108, "metrics_host": "0.0.0.0"}
+    assert set(live) == LIVE_ONLY
+    config = pipeline_config(RunParams(**live), run_id="r1")
+    assert {name: getattr(config, name) for name in live} == live
+    assert RunParams(**live).result_params() == RunParams().result_params()
 
 
 @pytest.mark.parametrize(("values", "message"), [
@@ -54,6 +67,8 @@ def test_a_pipeline_config_is_the_run_parameters_plus_the_runs_own() -> None:
     ({"fps": 5.0, "stride": 2}, "give either fps or stride, not both"),
     ({"mode": "live"}, "mode: Input should be 'auto', 'global' or 'streaming' (got 'live')"),
     ({"windows": 4}, "windows: Extra inputs are not permitted (got 4)"),
+    ({"drop_policy": "newest"}, "drop_policy: Input should be 'latest', 'stride' or 'all' (got 'newest')"),
+    ({"max_latency": 0}, "max_latency: Input should be greater than 0 (got 0)"),
 ])
 def test_bad_run_parameters_are_refused_in_one_line(values: dict, message: str) -> None:
     with pytest.raises(ValidationError) as refused:
