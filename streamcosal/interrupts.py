@@ -72,8 +72,8 @@ def stop_signals() -> Iterator[None]:
 
 @contextlib.contextmanager
 def atomic() -> Iterator[None]:
-    """A block a stop signal does not cut in two: one held until the block ends is raised then
-    (unless the block raised an error of its own, which goes first)."""
+    """A block a stop signal does not cut in two: one held until the block ends is raised then,
+    also when the block raised an error of its own (the stop wins; the error is its context)."""
     global _depth, _pending
     if not _in_main_thread():
         yield
@@ -83,6 +83,6 @@ def atomic() -> Iterator[None]:
         yield
     finally:
         _depth -= 1
-    if _depth == 0 and _pending is not None:
-        stop, _pending = _pending, None
-        raise stop
+        if _depth == 0 and _pending is not None:
+            stop, _pending = _pending, None
+            raise stop

@@ -23,8 +23,10 @@ class VideoJobError(RuntimeError):
         failed = [s for s in report.sources if s.status == "failed"]
         lines = "\n".join(f"  {s.source}: {s.error}" for s in failed)
         stopped = f"run {report.run_id} stopped by {report.interrupted}; " if report.interrupted else ""
+        unsaved = "".join(f"\n  {e}" for e in report.errors)  # e.g. the last results, on a full disk
         super().__init__(f"{stopped}{len(failed)} of {len(report.sources)} source(s) failed in run "
-                         f"{report.run_id}" + (f":\n{lines}" if lines else ""))
+                         f"{report.run_id}" + (f":\n{lines}" if lines else "")
+                         + (f"\nnot saved:{unsaved}" if unsaved else ""))
 
     def __reduce__(self) -> tuple:  # picklable (Ray sends task exceptions between processes)
         return (type(self), (self.report,))
@@ -61,8 +63,9 @@ def pipeline_config(params: RunParams, **run: Any) -> PipelineConfig:
 
 
 def raise_for_failures(report: RunReport) -> None:
-    """Raise :class:`VideoJobError` when a source of the run failed or the run was stopped."""
-    if report.interrupted or any(s.status == "failed" for s in report.sources):
+    """Raise :class:`VideoJobError` when a source of the run failed, the run was stopped or some of
+    its results could not be saved (``report.errors``: the CLI exits 1 then too)."""
+    if report.interrupted or report.errors or any(s.status == "failed" for s in report.sources):
         raise VideoJobError(report)
 
 
@@ -87,6 +90,8 @@ def report_markdown(report: RunReport) -> str:
                      f"{'`' + s.overlay + '`' if s.overlay else ''} | {error} |")
     if report.interrupted:
         lines += ["", f"Stopped by {report.interrupted}: the results done so far are kept."]
+    if report.errors:
+        lines += ["", "Not saved:", *(f"- {e}" for e in report.errors)]
     return "\n".join(lines) + "\n"
 
 

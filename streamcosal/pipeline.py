@@ -65,7 +65,7 @@ from torch import Tensor
 
 from .consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity_of
 from .engine import CoSalEngine
-from .interrupts import Terminated, stop_signals
+from .interrupts import Terminated, atomic, stop_signals
 from .live import LiveReader, live_windows
 from .metrics import LiveMetrics, LiveSummary
 from .params import RunParams
@@ -322,17 +322,18 @@ class _Job:
                 lost = bad.truncated or bad.bad_packets or bad.corrupt_frames or bad.unreadable_files
                 m.run.status = "partial" if lost else "done"
         finally:
-            for m in members:
-                m.run.warnings = list(m.source.report.warnings)
-                try:
-                    self.sink.close_member(m)
-                except OSError as error:  # the overlay video could not be finished (a full disk)
-                    m.run.status = "failed" if m.run.status == "failed" else "partial"
-                    m.run.error = m.run.error or str(error)
-                if m.live is None:  # a live reader closes its own source
-                    m.source.close()
-            with contextlib.suppress(OSError):  # the end of the run saves it again and reports a failure
-                self.store.save()
+            with atomic():  # a stop signal waits until every member is closed and the store saved
+                for m in members:
+                    m.run.warnings = list(m.source.report.warnings)
+                    try:
+                        self.sink.close_member(m)
+                    except OSError as error:  # the overlay video could not be finished (a full disk)
+                        m.run.status = "failed" if m.run.status == "failed" else "partial"
+                        m.run.error = m.run.error or str(error)
+                    if m.live is None:  # a live reader closes its own source
+                        m.source.close()
+                with contextlib.suppress(OSError):  # the end of the run saves it again and reports a failure
+                    self.store.save()
 
     def _segment_group(self, group: str, members: list[Member]) -> None:
         """The loop: prefetch -> consensus -> segment -> sink."""

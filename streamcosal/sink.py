@@ -134,8 +134,7 @@ class ResultSink:
     def close_member(self, member: Member) -> None:
         """Finish the member's overlay; its path goes to the member's run record."""
         if member.overlay_sink is not None:
-            with atomic():  # a stop signal waits for the file to be complete
-                closed = member.overlay_sink.close()
+            closed = member.overlay_sink.close()
             member.run.overlay = str(closed) if closed else None
 
     def write_events(self, out: Path) -> int:

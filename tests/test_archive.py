@@ -175,6 +175,24 @@ def test_out_of_memory_or_a_full_disk_inside_a_group_is_transient(tmp_path: Path
     assert archive.Manifest(out).get(unit.key).status == "failed" and archive.run_files(out, unit.run_id) == []
 
 
+def test_a_full_disk_at_the_units_last_write_fails_it_as_transient(tmp_path: Path, assets: dict[str, Path], engine,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline records a failed final write in its report instead of raising: the unit must not be
+    committed without its last rows."""
+    def close(self):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.directory))
+
+    monkeypatch.setattr(ResultWriter, "close", close)
+    out = tmp_path / "out"
+    unit = archive.plan_units([str(assets["a"])], "m", {})[0][0]
+    with pytest.raises(archive.UnitFailed) as failed:
+        archive.run_unit(unit, out, engine, jobs.pipeline_config(PARAMS))
+    assert failed.value.transient and "No space left on device" in failed.value.error
+    assert archive.Manifest(out).get(unit.key).status == "failed" and archive.run_files(out, unit.run_id) == []
+    monkeypatch.undo()
+    assert archive.run_unit(unit, out, engine, jobs.pipeline_config(PARAMS)).status == "done"  # retried: done
+
+
 KILLED_RUN = textwrap.dedent("""
     import os, sys, time
     from streamcosal import archive

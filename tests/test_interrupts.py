@@ -42,9 +42,12 @@ def test_handlers_restored_and_second_sigterm_ignored():
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
-def test_error_of_the_block_goes_first():
+def test_a_held_stop_wins_over_an_error_of_the_block():
     with stop_signals():
-        with pytest.raises(OSError):
+        with pytest.raises(Terminated) as stop:
             with atomic():
                 os.kill(os.getpid(), signal.SIGTERM)
                 raise OSError(28, "No space left on device")
+        assert isinstance(stop.value.__context__, OSError)  # the error is kept as its context
+        with atomic():  # nothing left pending to go off later
+            pass

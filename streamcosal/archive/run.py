@@ -69,6 +69,11 @@ def run_unit(unit: Unit, out: str | Path, engine: Any, config: PipelineConfig | 
     if report.interrupted:
         discard_run(out, unit.run_id)
         raise UnitFailed(unit.video, f"stopped by {report.interrupted}; its files were deleted", transient=True)
+    if report.errors:  # the last rows, the events or the store could not be written (a full disk)
+        discard_run(out, unit.run_id)
+        error = "; ".join(report.errors)
+        _fail(manifest, record, error)
+        raise UnitFailed(unit.video, error, transient=True)
     if source.status not in COMMITTED:
         discard_run(out, unit.run_id)
         error = source.error or f"the pipeline ended with status {source.status!r}"
