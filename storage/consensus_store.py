@@ -126,7 +126,7 @@ class ConsensusStore:
             return GroupState(s.group, s.id, s.sums.copy(), s.n, s.t, s.created, s.updated)
 
     def update(
-        self, group: str, logits: np.ndarray, t: float, half_life: float | None = None
+        self, group: str, logits: np.ndarray, t: float, half_life: float | None = None, source: str | None = None
     ) -> np.ndarray:
         """Add a batch of images' logits to ``group``'s running sum; returns the new consensus.
 
@@ -136,6 +136,7 @@ class ConsensusStore:
             t: stream time of the batch, seconds; with a half_life it must not go back in time
                 for a group (without one, the group keeps the latest t it has seen).
             half_life: seconds after which old evidence weighs half; None for no decay.
+            source: what the frames come from (e.g. the video's resolved path), kept for ``source``.
 
         Returns:
             [C] float32 consensus of the group after the update.
@@ -175,6 +176,8 @@ class ConsensusStore:
                     old.created,
                     now,
                 )
+            if source is not None:
+                self._sources[group] = source
             return self._set(state)
 
     def put(self, group: str, sums: np.ndarray, n: float, t: float, source: str | None = None) -> np.ndarray:
@@ -197,7 +200,7 @@ class ConsensusStore:
             return self._set(state)
 
     def source(self, group: str) -> str | None:
-        """What ``group``'s consensus was last computed from (``put(..., source=)``), if known."""
+        """What ``group``'s consensus was last computed from (``put``/``update(..., source=)``), if known."""
         with self._lock:
             return self._sources.get(group)
 
@@ -255,9 +258,10 @@ class ConsensusStore:
             ]
             return hits[:k]
 
-    def save(self) -> None:
+    def save(self, replace: bool = False) -> None:
         """Persist the store to ``path`` atomically (the old file stays valid until then), merged
-        with what other processes saved there since (see the module's docstring).
+        with what other processes saved there since (see the module's docstring); with ``replace``
+        the file holds exactly this store's groups instead (a store rebuilt from its sources).
 
         Raises:
             OSError: the file cannot be written, or another process held its lock for
@@ -268,7 +272,7 @@ class ConsensusStore:
             lock = FileLock(self.path.with_name(f"{self.path.name}.lock"), timeout=LOCK_TIMEOUT_S)
             try:
                 with lock:
-                    if self.path.exists():
+                    if self.path.exists() and not replace:
                         self._merge(ConsensusStore.open(self.path, self.dim, self.group_size))
                     self._write()
             except Timeout as e:

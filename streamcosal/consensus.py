@@ -92,8 +92,9 @@ class StreamingConsensus:
     """The group's running consensus in the store, updated with each window's new frames."""
 
     def __init__(self, group: str, store: ConsensusStore, half_life: float, logits: Logits,
-                 save_every_s: float = 30.0):
-        self.group, self.store, self.half_life = group, store, half_life
+                 save_every_s: float = 30.0, source: str | None = None):
+        """source: what the group's frames come from (`source_identity`), kept in the store."""
+        self.group, self.store, self.half_life, self.source = group, store, half_life, source
         self.logits, self.save_every_s = logits, save_every_s
         self.base_t = store.state(group).t if group in store else 0.0
         self.last_t = self.base_t
@@ -105,9 +106,10 @@ class StreamingConsensus:
         times = [f.timestamp for f in window.frames if math.isfinite(f.timestamp)]
         if times:
             self.last_t = max(self.last_t, self.base_t + max(times))
-            running = self.store.update(self.group, values, t=self.last_t, half_life=self.half_life)
+            running = self.store.update(self.group, values, t=self.last_t, half_life=self.half_life,
+                                        source=self.source)
         else:  # no time (images): no decay
-            running = self.store.update(self.group, values, t=self.last_t)
+            running = self.store.update(self.group, values, t=self.last_t, source=self.source)
         if time.monotonic() - self.last_save > self.save_every_s:
             self.store.save()
             self.last_save = time.monotonic()

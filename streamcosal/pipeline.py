@@ -63,7 +63,7 @@ from rich.progress import (
 from rich.text import Text
 from torch import Tensor
 
-from .consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity_of
+from .consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity, source_identity_of
 from .engine import CoSalEngine
 from .interrupts import Terminated, atomic, stop_signals
 from .live import LiveReader, live_windows
@@ -401,7 +401,8 @@ class _Job:
         if mode == "global":
             return GlobalConsensus.sample(group, sources, self.config.consensus_frames,
                                           lambda f: engine.prepare(f.image), logits, self.store)
-        return StreamingConsensus(group, self.store, self.config.half_life, logits, STORE_SAVE_EVERY_S)
+        return StreamingConsensus(group, self.store, self.config.half_life, logits, STORE_SAVE_EVERY_S,
+                                  source=source_identity(sources))
 
     def _timed(self, fn: Callable[..., T], *args: object) -> T:
         start = time.perf_counter()

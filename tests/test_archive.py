@@ -259,6 +259,23 @@ def test_a_killed_run_resumed_gives_the_rows_of_an_uninterrupted_run(tmp_path: P
     assert stores["resumed"].nearest(stores["reference"].consensus(videos[1]), k=1)[0][0] == videos[1]
 
 
+def test_the_archive_store_is_rebuilt_from_committed_units_only_the_latest_unit_per_video(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stale = ConsensusStore(out / "archive" / "consensus.npz")
+    stale.put("gone.mp4", np.ones(stale.dim), 4, 0.0)  # a video of an earlier run, no longer committed
+    stale.save()
+    manifest = archive.Manifest(out)
+    for key, finished, value in (("b", "2026-11-28T10:00:00", 2.0), ("a", "2026-11-28T11:00:00", 3.0)):
+        unit = ConsensusStore(out / "archive" / "stores" / f"{key}.npz")
+        unit.put("clip", np.full(unit.dim, value), 4, 0.0)
+        unit.save()
+        manifest.write(archive.UnitRecord(key, "clip.mp4", "h", f"model {key}", {}, "done", f"arc-{key}",
+                                          finished=finished))
+    store = ConsensusStore.open(archive.rebuild_archive_store(out))
+    assert store.groups() == ["clip.mp4"]  # "gone.mp4" is not kept
+    assert np.allclose(store.state("clip.mp4").sums, 3.0)  # unit "a" finished last (its key sorts first)
+
+
 # -- nightly history ---------------------------------------------------------------------------------
 
 

@@ -422,6 +422,14 @@ def test_two_videos_of_one_name_in_different_folders_stay_two_groups(tmp_path, c
     result = runner.invoke(app, ["video", clips[0], "--out", str(tmp_path / "out2"), "--weights", str(checkpoint)])
     assert sorted(ConsensusStore.open(tmp_path / "out2" / "consensus.npz").groups()) == sorted(["clip", clips[1]])
 
+    # a group made in streaming mode says where it came from too
+    for clip in clips:
+        result = runner.invoke(app, ["video", clip, "--out", str(tmp_path / "out3"), "--weights", str(checkpoint),
+                                     "--mode", "streaming"])
+        assert result.exit_code == 0, result.output
+    store = ConsensusStore.open(tmp_path / "out3" / "consensus.npz")
+    assert sorted(store.groups()) == sorted(["clip", clips[1]]) and store.source("clip") == clips[0]
+
 
 def test_a_broken_link_in_an_image_folder_video_is_skipped_and_said(data, tmp_path, checkpoint):
     inp = tmp_path / "g"

@@ -102,11 +102,13 @@ def rebuild_archive_store(out: str | Path) -> Path | None:
     per video (named by its path), so ``streamcosal search QUERY --store out/archive/consensus.npz``
     finds the archived videos that share a query's common object.
 
-    Rebuilt from scratch each time (never double-counted); returns None when no unit has a store.
+    Rebuilt from scratch each time (never double-counted, no group of a video no longer committed);
+    a video processed by several units (other models or parameters) gets its latest unit's
+    consensus. Returns None when no unit has a store.
     """
     out = Path(out)
     merged = ConsensusStore(out / ARCHIVE_DIR / "consensus.npz")
-    for record in Manifest(out).records():
+    for record in sorted(Manifest(out).records(), key=lambda r: r.finished):  # the latest put wins
         path = out / ARCHIVE_DIR / "stores" / f"{record.key}.npz"
         if not record.committed or not path.exists():
             continue
@@ -116,7 +118,7 @@ def rebuild_archive_store(out: str | Path) -> Path | None:
             merged.put(record.video, state.sums, state.n, state.t)
     if not len(merged):
         return None
-    merged.save()
+    merged.save(replace=True)
     return merged.path
 
 
