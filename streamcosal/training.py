@@ -346,6 +346,7 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
     drop_step = round(config.optim.lr_drop_at * t.epochs * steps)
     o = config.optim
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
+    scaler = grad_scaler(precision, device)
     start, best_score, best_epoch, history = 0, -math.inf, 0, []
     if resume and state_path.exists():
         start, best_score, best_epoch, history = _restore(state_path, config, model, optimizer)
@@ -368,7 +369,7 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
                     g["lr"] = lr
                 tic = time.perf_counter()
                 x, y = sampler.batch(group, epoch, step)
-                loss = train_step(model, optimizer, x, y, precision)
+                loss = train_step(model, optimizer, x, y, precision, scaler)
                 if not math.isfinite(loss):
                     raise TrainingError(
                         f"{config.source}: loss is {loss} at epoch {epoch + 1}, step {step + 1} "
@@ -413,9 +414,10 @@ def train(config_path: Path, resume: bool = False, *, stop_after: int | None = N
 
 
 def train_step(model: GICD, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
-               precision: ResolvedPrecision) -> float:
+               precision: ResolvedPrecision, scaler: torch.amp.GradScaler) -> float:
     """One step on one group: x [N,3,S,S] in [0,1], y [N,1,S,S] {0,1} (any device: moved to the
-    model's). Returns the summed loss; the optimizer steps only when it is finite."""
+    model's). Returns the summed loss; the optimizer steps only when it is finite (and, in fp16,
+    when ``scaler`` finds the gradients finite). ``scaler``: see :func:`grad_scaler`."""
     device = model.backbone.pixel_mean.device
     x, y = model.backbone.preprocess(x.to(device)), y.to(device)
     with autocast(precision, device):
@@ -423,9 +425,15 @@ def train_step(model: GICD, optimizer: torch.optim.Optimizer, x: Tensor, y: Tens
     value = loss.item()
     if math.isfinite(value):
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return value
+
+
+def grad_scaler(precision: ResolvedPrecision, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 (its gradients underflow without it); a pass-through otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 @dataclass
@@ -454,11 +462,12 @@ def benchmark(config_path: Path, steps: int = 3) -> tuple[list[BenchmarkRow], st
     for precision in candidates:
         set_train_mode(model)
         optimizer = torch.optim.Adam(model.decoder.parameters(), lr=config.optim.lr)
+        scaler = grad_scaler(precision, device)
         images, seconds = 0, 0.0
         for step, group in enumerate(names):
             tic = time.perf_counter()
             x, y = sampler.batch(group, 0, step)
-            train_step(model, optimizer, x, y, precision)
+            train_step(model, optimizer, x, y, precision, scaler)
             if step > 0:
                 seconds += time.perf_counter() - tic
                 images += x.shape[0]
