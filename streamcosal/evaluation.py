@@ -280,7 +280,7 @@ def evaluate(
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"prediction folder {pred_dir} of method {name!r} does not exist")
-    selected = _select_groups(dataset, groups)
+    selected = select_groups(dataset, groups)
 
     summaries: dict[str, _Summary] = {}
     found = _Findings()
@@ -375,7 +375,7 @@ def evaluate(
     )
 
 
-def _select_groups(dataset: CoSODDataset, groups: Sequence[str] | None) -> list[str]:
+def select_groups(dataset: CoSODDataset, groups: Sequence[str] | None) -> list[str]:
     """The groups to evaluate, in dataset order; unknown names are an error."""
     if groups is None:
         return list(dataset.groups)

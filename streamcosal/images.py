@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,9 +149,10 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def segment_folders(input_dir: Path, out_dir: Path, engine: CoSalEngine, *, show_progress: bool = True) -> FolderReport:
-    """Segment every group of ``input_dir`` and write 8-bit maps to ``out_dir/<group>/<name>.png``
-    (``name`` from ``map_names``).
+def segment_folders(input_dir: Path, out_dir: Path, engine: CoSalEngine, *, show_progress: bool = True,
+                    groups: Collection[str] | None = None) -> FolderReport:
+    """Segment every group of ``input_dir`` (or only those named in ``groups``) and write 8-bit maps
+    to ``out_dir/<group>/<name>.png`` (``name`` from ``map_names``).
 
     A bad image is reported and left out of its group; the rest of the group and the other groups
     are still processed. A write error (full disk) or Ctrl-C stops the run; the maps written are
@@ -160,15 +161,16 @@ def segment_folders(input_dir: Path, out_dir: Path, engine: CoSalEngine, *, show
     Raises:
         OutputError: ``out_dir`` would overwrite the input (checked before any work).
     """
-    groups = find_groups(input_dir)
-    check_outputs(input_dir, out_dir, groups)
+    found = find_groups(input_dir)
+    selected = {g: paths for g, paths in found.items() if groups is None or g in groups}
+    check_outputs(input_dir, out_dir, selected)
     report = FolderReport(out_dir)
-    total = sum(len(v) for v in groups.values())
+    total = sum(len(v) for v in selected.values())
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not show_progress) as progress:
         task = progress.add_task("images", total=total)
         try:
-            for group, paths in groups.items():
+            for group, paths in selected.items():
                 progress.update(task, description=f"group {escape(group)}")
                 _segment_group(input_dir, out_dir, group, paths, engine, report, lambda: progress.advance(task))
         except OutputError as err:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from streamcosal.datasets import load_dataset
-from streamcosal.evaluation import EvalResult, evaluate
+from streamcosal.evaluation import EvalResult, evaluate, select_groups
 from streamcosal.storage.files import atomic_write
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def run_eval(
 
 def predict_and_evaluate(engine: CoSalEngine, data: Path | str, out_dir: Path | str, *, name: str,
                          groups: Sequence[str] | None = None, track: Tracker | None = None) -> EvalResult:
-    """What ``streamcosal eval --data DIR`` does: segment every group of the dataset with ``engine``
+    """What ``streamcosal eval --data DIR`` does: segment every group of the dataset (or ``groups``) with ``engine``
     (maps to ``<out_dir>/<name>/maps/<group>/<stem>.png``), then evaluate them like :func:`run_eval`.
 
     Raises:
@@ -144,8 +144,9 @@ def predict_and_evaluate(engine: CoSalEngine, data: Path | str, out_dir: Path | 
     from streamcosal.images import OutputError, segment_folders
 
     dataset = load_dataset(data)
+    selected = select_groups(dataset, groups)  # unknown names fail before any work
     maps_dir = Path(out_dir) / safe_name(name) / "maps"
-    folder = segment_folders(dataset.image_dir, maps_dir, engine, show_progress=track is not None)
+    folder = segment_folders(dataset.image_dir, maps_dir, engine, show_progress=track is not None, groups=selected)
     if folder.interrupted:
         raise KeyboardInterrupt
     if folder.stopped:

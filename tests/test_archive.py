@@ -324,3 +324,19 @@ def test_a_failed_dataset_does_not_stop_the_others_rows(tmp_path: Path, assets: 
     assert report.plots and "FAILED: 1 dataset(s) could not be evaluated" in report.markdown()
     with pytest.raises(nightly.NightFailed, match="1 dataset\\(s\\) failed:\n  .*not-there"):
         nightly.raise_for_night(report)
+
+
+def test_an_evaluation_of_some_groups_segments_only_those(tmp_path: Path, assets: dict[str, Path], data: Path,
+                                                          engine) -> None:
+    from prefect_fixtures import tiny_dataset
+
+    from streamcosal.report import predict_and_evaluate
+
+    dataset = tiny_dataset(data, tmp_path)
+    (dataset / "images" / "Dog" / "broken.jpg").write_bytes(b"not a jpeg")  # in the group left out
+    result = predict_and_evaluate(engine, dataset, tmp_path / "out", name="gicd", groups=["Cat"])
+    assert list(result.groups) == ["Cat"] and result.counts.evaluated == 2
+    assert [p.name for p in (tmp_path / "out" / "gicd" / "maps").iterdir()] == ["Cat"]
+    with pytest.raises(ValueError, match="no group\\(s\\) \\['Horse'\\]"):  # before any work
+        predict_and_evaluate(engine, dataset, tmp_path / "out2", name="gicd", groups=["Horse"])
+    assert not (tmp_path / "out2").exists()
