@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .model import consensus_from_logits
-from .sources import Frame, FrameSource, SourceError
+from .sources import Frame, FrameSource, SourceError, redact
 from .storage import ConsensusStore
 from .windows import Window, sample_consensus_frames
 
@@ -50,9 +50,10 @@ def source_identity(sources: Sequence[FrameSource]) -> str:
 
 
 def source_identity_of(spec: str | Path) -> str:
-    """A source's resolved path (files, folders) or its URL as it is."""
+    """A source's resolved path (files, folders) or its URL without its password (`redact`: the
+    identity is stored, and a changed password is the same camera)."""
     text = str(spec)
-    return text if "://" in text or text.startswith("/dev/video") else str(Path(text).resolve())
+    return redact(text) if "://" in text or text.startswith("/dev/video") else str(Path(text).resolve())
 
 
 class GlobalConsensus:

@@ -71,7 +71,7 @@ from .metrics import LiveMetrics, LiveSummary
 from .params import RunParams
 from .prefetch import Prefetcher
 from .sink import Member, ResultSink, owners
-from .sources import FrameSource, ReconnectPolicy, SourceError, StreamSource, VideoInfo, open_source
+from .sources import FrameSource, ReconnectPolicy, SourceError, StreamSource, VideoInfo, open_source, redact
 from .storage import ConsensusStore, ResultWriter
 from .storage.files import atomic_write
 from .storage.layout import RunLayout
@@ -167,10 +167,11 @@ def new_run_id() -> str:
 
 
 def group_name(spec: str | Path) -> str:
-    """The default group of a source: a file's stem, a folder's name, a URL as it is."""
+    """The default group of a source: a file's stem, a folder's name, a URL as it is (its password
+    replaced by ***: `redact`)."""
     text = str(spec)
     if "://" in text or text.startswith("/dev/video"):
-        return text
+        return redact(text)
     path = Path(text)
     return path.name if path.is_dir() else path.stem
 
@@ -186,7 +187,7 @@ def default_groups(sources: Sequence[str | Path], store: ConsensusStore | None =
         known = store.source(name) if store is not None and name in store else None
         return known is not None and known != source_identity_of(spec)
 
-    return [(str(s) if len(paths[n]) > 1 or taken(n, s) else n, [s]) for n, s in zip(names, sources)]
+    return [(redact(str(s)) if len(paths[n]) > 1 or taken(n, s) else n, [s]) for n, s in zip(names, sources)]
 
 
 def run_pipeline(
@@ -213,7 +214,7 @@ def run_pipeline(
     report = RunReport(run_id=run_id, out=str(out), model=f"{engine.name} {engine.version}",
                        started=datetime.now(UTC).isoformat(timespec="seconds"),
                        precision=engine.precision, device=str(engine.device))
-    report.sources = [SourceRun(str(spec), name) for name, specs in jobs for spec in specs]
+    report.sources = [SourceRun(redact(str(spec)), name) for name, specs in jobs for spec in specs]
     writer = ResultWriter(out, run_id, flush_every=config.flush_every, model=engine.model_metadata())
     metrics = LiveMetrics()
     start = time.perf_counter()

@@ -506,7 +506,7 @@ class StreamSource(FrameSource):
         read_timeout_s: float = 10.0,
     ):
         super().__init__()
-        self.url = self.name = url
+        self.url, self.name = url, redact(url)  # the real URL only connects
         self._sampler, self._policy = sampler, policy
         self._timeout = (open_timeout_s, read_timeout_s)
         self._eof_is_end = url.split("?")[0].lower().endswith(".m3u8")
@@ -515,12 +515,12 @@ class StreamSource(FrameSource):
         container = self._connect(self._policy.max_attempts + 1)
         if container is None:
             raise SourceError(
-                f"{url}: unreachable after {self._policy.max_attempts + 1} tries "
+                f"{self.name}: unreachable after {self._policy.max_attempts + 1} tries "
                 f"({self._last_error}). Check the URL, the network and that the stream is running."
             )
         self._container = container
         try:
-            stream = _check_video_stream(container, url)
+            stream = _check_video_stream(container, self.name)
         except SourceError:
             container.close()
             raise
@@ -548,12 +548,12 @@ class StreamSource(FrameSource):
                 return av.open(self.url, mode="r", format=fmt, options=options, timeout=self._timeout)
             except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError) as error:
                 raise SourceError(
-                    f"{_without_password(self.url)}: the camera refused the login ({error.strerror}); give its user "
+                    f"{self.name}: the camera refused the login ({error.strerror}); give its user "
                     "and password in the URL (rtsp://USER:PASSWORD@HOST/PATH). Not retried."
                 ) from error
             except (av.error.FFmpegError, OSError) as error:
-                self._last_error = str(error)
-                logger.info("%s: connection try %d/%d failed: %s", self.url, attempt + 1, attempts, error)
+                self._last_error = redact(str(error))
+                logger.info("%s: connection try %d/%d failed: %s", self.name, attempt + 1, attempts, self._last_error)
         return None
 
     def _generate(self) -> Iterator[Frame]:
@@ -567,7 +567,7 @@ class StreamSource(FrameSource):
             new_frames, ended_cleanly, replay = False, False, False
             connection_timeline = None
             try:
-                for frame in _decode_packets(container, self.url, self.report):
+                for frame in _decode_packets(container, self.name, self.report):
                     if frame is None or frame.pts is None:
                         index += 1
                         continue
@@ -585,21 +585,21 @@ class StreamSource(FrameSource):
                     new_frames = True
                     if last_t is None or timestamp > last_t:
                         if self._sampler.keep(index, timestamp):
-                            yield Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.url)
+                            yield Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name)
                         last_t = timestamp
                     index += 1
                 ended_cleanly = True
             except (av.error.FFmpegError, OSError) as error:
-                logger.info("%s: stream dropped after frame %d: %s", self.url, index - 1, error)
+                logger.info("%s: stream dropped after frame %d: %s", self.name, index - 1, redact(str(error)))
             finally:
                 container.close()
             if replay and not new_frames:
-                logger.info("%s: the connection only sent frames already read", self.url)
+                logger.info("%s: the connection only sent frames already read", self.name)
             if self._closed or (ended_cleanly and self._eof_is_end):
                 break
             dropped_at = time.monotonic()
             container = self._reconnect(had_frames=new_frames)
-        _summarise_skips(self.url, self.report, "Frames are lost at drops or on a bad network.")
+        _summarise_skips(self.name, self.report, "Frames are lost at drops or on a bad network.")
 
     def _reconnect(self, had_frames: bool) -> av.container.InputContainer | None:
         """Reconnect; the tries of connections that brought no new frame add up."""
@@ -612,10 +612,10 @@ class StreamSource(FrameSource):
             container = self._connect(1)
             if container is not None:
                 self.report.reconnects += 1
-                logger.info("%s: reconnected (%d)", self.url, self.report.reconnects)
+                logger.info("%s: reconnected (%d)", self.name, self.report.reconnects)
                 return container
         self.report.warn(
-            f"{self.url}: stream ended: no new frames after {self._policy.max_attempts} reconnect tries "
+            f"{self.name}: stream ended: no new frames after {self._policy.max_attempts} reconnect tries "
             f"({self._last_error or 'no data, or only frames already read'}); "
             f"{self.report.frames_yielded} frames were read and kept."
         )
@@ -628,9 +628,16 @@ class StreamSource(FrameSource):
         super().close()  # else the reader closes its connection (never closed under a running read)
 
 
-def _without_password(url: str) -> str:
-    """The URL with a password in it replaced by ***, for messages."""
-    return re.sub(r"(://[^/:@]+):[^/@]*@", r"\1:***@", url)
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@'\"]*):[^\s/@'\"]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd|pass)=)[^&\s'\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` (a URL, or a message quoting one) with each password of a URL replaced by ***:
+    rtsp://user:***@host/path, http://host/video?user=u&pwd=***. A stream is named this way in
+    everything stored or shown (result rows, reports, metric labels, messages, logs); only the
+    connection uses the real URL."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
 
 
 # ----------------------------------------------------------------------------- image groups

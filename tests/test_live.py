@@ -28,9 +28,9 @@ from rtsp_camera import make_clip, rtsp_camera
 from test_pipeline import dev_checkpoint, dev_engine  # noqa: F401  (fixtures)
 
 from streamcosal.live import LiveReader, live_windows
-from streamcosal.pipeline import PipelineConfig, RunReport, run_pipeline
+from streamcosal.pipeline import PipelineConfig, RunReport, default_groups, run_pipeline
 from streamcosal.sources import Frame, FrameSource, ReconnectPolicy, VideoInfo
-from streamcosal.storage import read_results
+from streamcosal.storage import ConsensusStore, read_events, read_results
 
 QUICK_RECONNECT = ReconnectPolicy(max_attempts=20, backoff_s=0.1, max_backoff_s=0.5)
 
@@ -251,9 +251,9 @@ def test_two_cameras_in_one_group_and_one_stalls(clips, dev_engine, tmp_path):
     assert len(b_times) == run_b.frames
 
 
-def test_metrics_endpoint_scraped_while_running(clips, dev_engine, tmp_path):
-    port = free_port()
-    scraped: list[str] = []
+def scraper(port: int, scraped: list[str]) -> threading.Thread:
+    """A started thread that scrapes http://127.0.0.1:port/metrics until the text has a latency
+    (appended to `scraped`), for at most 20 s."""
 
     def scrape() -> None:
         deadline = time.monotonic() + 20
@@ -269,12 +269,19 @@ def test_metrics_endpoint_scraped_while_running(clips, dev_engine, tmp_path):
                 return
             time.sleep(0.2)
 
+    thread = threading.Thread(target=scrape, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_metrics_endpoint_scraped_while_running(clips, dev_engine, tmp_path):
+    port = free_port()
+    scraped: list[str] = []
     with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
-        scraper = threading.Thread(target=scrape, daemon=True)
-        scraper.start()
+        scraping = scraper(port, scraped)
         config = PipelineConfig(window=4, duration=5.0, metrics_port=port)
         report = run_pipeline([camera.url("/cam")], tmp_path / "out", dev_engine, config, group="door")
-        scraper.join(timeout=30)
+        scraping.join(timeout=30)
     assert scraped, "no metrics with a latency were served during the run"
     samples = {(s.name, s.labels.get("quantile")): s for f in text_string_to_metric_families(scraped[0]) for s in f.samples}
     key = {"source": camera.url("/cam"), "group": "door"}
@@ -353,6 +360,33 @@ def test_camera_that_wants_a_login(clips, dev_engine, tmp_path, caplog):
         good = run_pipeline([camera.url("/cam", "viewer:s3cret")], tmp_path / "out", dev_engine,
                             PipelineConfig(window=4, duration=2.0))
     assert good.sources[0].status == "done" and good.sources[0].frames > 0
+
+
+def test_a_password_in_the_url_is_stored_nowhere(clips, dev_engine, tmp_path, caplog):
+    """A camera URL with user:password: the run connects with it, but the rows, events, report,
+    store, file names, metrics and log say rtsp://viewer:***@...; a changed password is the same
+    camera (its group and source identity in the store)."""
+    caplog.set_level(logging.INFO)
+    port, scraped, out = free_port(), [], tmp_path / "out"
+    with rtsp_camera({"/cam": clips["blackswan"]}, auth="viewer:s3cret") as camera:
+        scraping = scraper(port, scraped)
+        config = PipelineConfig(window=4, duration=4.0, metrics_port=port, overlay=True,
+                                event_min_duration=0.0, event_threshold=0.0)
+        report = run_pipeline([camera.url("/cam", "viewer:s3cret")], out, dev_engine, config)
+        scraping.join(timeout=30)
+        shown = camera.url("/cam", "viewer:***")
+    assert report.sources[0].status == "done" and report.frames > 0 and scraped
+    rows = read_results(out).to_pylist()
+    assert {(r["source"], r["group"]) for r in rows} == {(shown, shown)}
+    events = read_events(out).to_pylist()
+    assert events and {e["source"] for e in events} == {shown}
+    store = ConsensusStore.open(out / "consensus.npz")
+    assert store.groups() == [shown] and store.source(shown) == shown
+    texts = [repr(rows), repr(events), scraped[0], caplog.text,
+             *(f.read_text() for f in out.rglob("*.json")), *(str(f) for f in out.rglob("*"))]
+    assert not [t for t in texts if "s3cret" in t]
+    assert shown in scraped[0] and shown in (out / "runs" / f"{report.run_id}.json").read_text()
+    assert default_groups([camera.url("/cam", "viewer:changed")], store) == [(shown, [camera.url("/cam", "viewer:changed")])]
 
 
 def test_resolution_change_midway(data, dev_engine, tmp_path):

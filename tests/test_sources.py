@@ -27,7 +27,7 @@ from video_fixtures import (  # noqa: E402
     truncate_file,
 )
 
-from streamcosal.sources import ReconnectPolicy, SourceError, open_source  # noqa: E402
+from streamcosal.sources import ReconnectPolicy, SourceError, open_source, redact  # noqa: E402
 
 N = 48  # frames per test video: 2 s at 24 fps, 160x96
 
@@ -318,3 +318,15 @@ def test_closing_a_stream_while_another_thread_reads_it(ts_bytes):
         source.close()  # raised ValueError: generator already executing
         reader.join(5)
         assert not reader.is_alive() and len(read) < N
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("rtsp://viewer:s3cret@10.0.0.5:554/live", "rtsp://viewer:***@10.0.0.5:554/live"),
+    ("rtsp://:s3cret@cam/live", "rtsp://:***@cam/live"),
+    ("http://cam/video.cgi?user=admin&pwd=s3cret&res=1", "http://cam/video.cgi?user=admin&pwd=***&res=1"),
+    ("Connection refused: 'rtsp://u:s3cret@cam:1/c'", "Connection refused: 'rtsp://u:***@cam:1/c'"),
+    ("rtsp://viewer@cam/live", "rtsp://viewer@cam/live"),
+    ("/dev/video0", "/dev/video0"),
+])
+def test_redact_hides_the_password_of_a_url(text, shown):
+    assert redact(text) == shown
