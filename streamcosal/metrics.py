@@ -13,7 +13,8 @@ streamcosal_window_frames (the source's frames in the latest window, sized for t
 streamcosal_processing_fps (results per second over the last 10 s),
 streamcosal_latency_seconds{quantile="0.5"|"0.95"} (capture to result, over the last 512
 results) and streamcosal_last_frame_timestamp_seconds (Unix time the last frame arrived).
-The numbers are read from the readers and runs when scraped: nothing is counted twice.
+The numbers are read from the readers and runs when scraped: nothing is counted twice. The run
+report's latency p50/p95/max cover the whole run in bounded memory (`LatencyHistogram`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import time
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -57,24 +58,60 @@ class LiveSummary:
     latency_max_s: float | None
 
 
+class LatencyHistogram:
+    """Latencies of a whole run in bounded memory: counts in log-spaced buckets, each 2% wider than
+    the one before, from 1 ms to a day (923 buckets, plus one below and one above), and the exact
+    maximum. A quantile is its bucket's geometric middle: within 1% of the exact one (Prometheus'
+    histograms work the same way, with fewer buckets)."""
+
+    LOW_S, HIGH_S, GROWTH = 1e-3, 86400.0, 1.02
+    EDGES = LOW_S * GROWTH ** np.arange(math.ceil(math.log(HIGH_S / LOW_S, GROWTH)) + 1)
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(len(self.EDGES) + 1, np.int64)  # [< LOW_S, buckets, >= the last edge]
+        self.max = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.counts[np.searchsorted(self.EDGES, seconds, side="right")] += 1
+        self.max = max(self.max, seconds)
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile (0 < q <= 1) of what was added; not before the first."""
+        bucket = int(np.searchsorted(np.cumsum(self.counts), q * self.count))
+        if bucket == 0:
+            return min(self.LOW_S, self.max)
+        if bucket == len(self.EDGES):
+            return self.max
+        return min(math.sqrt(self.EDGES[bucket - 1] * self.EDGES[bucket]), self.max)
+
+
 @dataclass
 class LiveStats:
-    """One live source: its reader, its run record, the latency of each of its results."""
+    """One live source: its reader, its run record, the latencies of its results (the recent ones,
+    and the whole run's in a `LatencyHistogram`)."""
 
     reader: LiveReader
     run: SourceRun
-    latencies: array = field(default_factory=lambda: array("f"))
+    latencies: LatencyHistogram = field(default_factory=LatencyHistogram)
     recent: collections.deque[tuple[float, float]] = field(default_factory=lambda: collections.deque(maxlen=RECENT))
     started: float = field(default_factory=time.monotonic)
 
     def record(self, latency_s: float) -> None:
         """A result of this source was written `latency_s` seconds after its frame arrived."""
-        self.latencies.append(latency_s)
+        self.latencies.add(latency_s)
         self.recent.append((time.monotonic(), latency_s))
 
     def quantiles(self, recent: bool = True) -> tuple[float, float, float] | None:
-        """(p50, p95, max) latency of the recent results (or of all), None before the first."""
-        values = np.array([v for _, v in self.recent]) if recent else np.frombuffer(self.latencies, np.float32)
+        """(p50, p95, max) latency of the recent results (exact) or of all (`LatencyHistogram`: within
+        1%), None before the first."""
+        if not recent:
+            whole = self.latencies
+            return (whole.quantile(0.5), whole.quantile(0.95), whole.max) if whole.count else None
+        values = np.array([v for _, v in self.recent])
         if not len(values):
             return None
         p50, p95 = np.percentile(values, [50, 95])
