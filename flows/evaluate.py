@@ -26,9 +26,8 @@ def evaluate_dataset(dataset: str, out: str, engine: EngineSpec, groups: Optiona
 @task(name="record-night", cache_policy=NO_CACHE, persist_result=False)
 def record(results: list[EvalResult], history: str, run_id: str, model: str, floors: dict[str, float],
            tolerance: float, night: str, failures: list[nightly.DatasetFailure]) -> nightly.NightlyReport:
-    plots = [p for r in results for p in nightly.plot_paths(r, night)]
     return nightly.record_night(results, history, run_id=run_id, model=model, floors=floors, tolerance=tolerance,
-                                plots=plots, failures=failures)
+                                night=night, failures=failures)
 
 
 @task(name="publish-report", cache_policy=NO_CACHE, persist_result=False)

@@ -3,7 +3,7 @@
 Layout on disk (``root`` is what the user passes to the writers and readers)::
 
     root/frames/source_key=<slug>-<hash>/<run_id>.<seq>.parquet   one row per processed frame
-    root/events/source_key=<slug>-<hash>/events-<uuid>.parquet     one row per detected event
+    root/events/source_key=<slug>-<hash>/<run_id>.events-<hex>.parquet   one row per detected event
 
 Every file carries ``SCHEMA_VERSION`` in its Arrow schema metadata; frames files also carry the
 model that made them (``MODEL_KEY``: JSON with name, version, precision and device). Change a schema here, bump

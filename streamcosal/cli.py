@@ -58,6 +58,7 @@ def writable_folder(folder: Path) -> None:
 def _root() -> None:
     """Co-saliency detection (GICD) for image groups, videos and camera streams."""
 
+
 def _option(model: type[BaseModel], name: str) -> Any:
     """The option of a model's field: flag ``--field-name``, help the field's description (its
     default is the model's: ``= ENGINE.name`` / ``= RUN.name`` below)."""
@@ -245,8 +246,6 @@ def serve(
     """Serve the Prefect deployments (cosal-video/default, cosal-archive/nightly, cosal-eval/nightly,
     cosal-train/default) until Ctrl-C. Needs PREFECT_API_URL (e.g. a local `prefect server start`).
     Other settings: STREAMCOSAL_* variables, see docs/orchestration.md."""
-    import os
-
     for name, value in (("TASK_RUNNER", task_runner), ("MAX_WORKERS", max_workers), ("RAY_ADDRESS", ray_address),
                         ("TIMEZONE", timezone)):
         if value is not None:
@@ -258,8 +257,6 @@ def serve(
     try:
         serve_deployments(OrchestrationSettings.from_env())
     except (ValueError, NoPrefectAPI, MissingExtra) as e:
-        from rich.markup import escape
-
         err.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from e
 
@@ -312,7 +309,7 @@ def video(
     engine = load_engine(weights, official, vgg16, precision, device)
     try:
         report = run_pipeline(sources, out, engine, config, group=group)
-    except (ValueError, FileExistsError, OSError) as e:  # a bad run id, a damaged store, the metrics port in use
+    except (ValueError, OSError) as e:  # a bad run id, a damaged store, the metrics port in use
         fail(str(e), 2)
     for run in report.sources:
         line = f"{run.status:>11}  {run.source}  group {run.group!r}: {run.frames} frames"

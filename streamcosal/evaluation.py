@@ -45,8 +45,6 @@ from streamcosal.imagefile import read_gray
 METRICS: tuple[str, ...] = ("S", "maxF", "meanF", "adpF", "maxE", "meanE", "adpE", "MAE", "wF")
 """Metric names, in the order of tables and Parquet columns."""
 
-N_THRESHOLDS = 256
-"""Points of every curve: index ``i`` is the threshold ``map >= i / 255`` (after normalisation)."""
 
 ALL_GROUPS = "ALL"
 """The ``group`` value of the whole-dataset row in tables."""

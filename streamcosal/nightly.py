@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -265,11 +265,12 @@ class NightlyReport:
 
 
 def record_night(results: Sequence[EvalResult], history: str | Path, *, run_id: str, model: str,
-                 floors: dict[str, float] | None = None, tolerance: float = 0.0, plots: Sequence[Path] = (),
+                 floors: dict[str, float] | None = None, tolerance: float = 0.0, night: str | Path | None = None,
                  keep_recent: int = 5, run_at: datetime | None = None,
                  failures: Sequence[DatasetFailure] = ()) -> NightlyReport:
     """Append the night's rows (the datasets that were evaluated) to the history, compare with the
-    previous night, check the floors; ``failures``: the datasets that could not be evaluated.
+    previous night, check the floors; ``failures``: the datasets that could not be evaluated;
+    ``night``: the folder the results' reports were written to (the report lists their plots).
 
     Never raises for a missed floor or a failed dataset: call :func:`raise_for_night` (after publishing).
     """
@@ -279,8 +280,9 @@ def record_night(results: Sequence[EvalResult], history: str | Path, *, run_id: 
     table = read_history(history)
     runs = list(dict.fromkeys(table["run_id"].to_pylist()))[-keep_recent:]
     recent = table.filter(pc.is_in(table["run_id"], value_set=pa.array(runs, pa.string())))
+    plots = [p for r in results for p in plot_paths(r, night)] if night is not None else []
     return NightlyReport(run_id, rows, path, find_drops(table, run_id, tolerance), check_floors(rows, floors),
-                         list(plots), floors, recent, list(failures))
+                         plots, floors, recent, list(failures))
 
 
 def raise_for_night(report: NightlyReport) -> None:
@@ -296,8 +298,7 @@ def failure(dataset: str | Path, error: BaseException) -> DatasetFailure:
 
 def run_nightly(datasets: Sequence[str | Path], out: str | Path, history: str | Path | None = None, *,
                 engine: EngineSpec | None = None, floors: dict[str, float] | None = None,
-                groups: Sequence[str] | None = None, tolerance: float = 0.0, run_id: str | None = None,
-                **kwargs: Any) -> NightlyReport:
+                groups: Sequence[str] | None = None, tolerance: float = 0.0, run_id: str | None = None) -> NightlyReport:
     """The whole night without a scheduler (the ``cosal-eval`` flow runs datasets as tasks)."""
     engine = engine or EngineSpec()
     floors = check_floors_config(floors)
@@ -309,9 +310,8 @@ def run_nightly(datasets: Sequence[str | Path], out: str | Path, history: str | 
             results.append(evaluate_dataset(dataset, night, engine=engine, groups=groups))
         except Exception as error:  # the others go on; the night fails after its report (raise_for_night)
             failures.append(failure(dataset, error))
-    plots = [p for r in results for p in plot_paths(r, night)]
     return record_night(results, history or Path(out) / "history", run_id=run_id, model=engine.identity(),
-                        floors=floors, tolerance=tolerance, plots=plots, failures=failures, **kwargs)
+                        floors=floors, tolerance=tolerance, night=night, failures=failures)
 
 
 def _finite_or_none(value: float | None) -> float | None:
