@@ -193,6 +193,19 @@ def test_a_full_disk_at_the_units_last_write_fails_it_as_transient(tmp_path: Pat
     assert archive.run_unit(unit, out, engine, jobs.pipeline_config(PARAMS)).status == "done"  # retried: done
 
 
+def test_units_serve_no_live_metrics(tmp_path: Path, assets: dict[str, Path], engine) -> None:
+    """The live settings are run parameters an archive flow can be given too: a metrics port (taken
+    here, as by a unit running beside) must not fail a unit of video files, which has no live source."""
+    import socket
+
+    unit = archive.plan_units([str(assets["a"])], "m", {})[0][0]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        params = PARAMS.model_copy(update={"metrics_port": taken.getsockname()[1]})
+        assert archive.run_unit(unit, tmp_path / "out", engine, jobs.pipeline_config(params)).status == "done"
+
+
 KILLED_RUN = textwrap.dedent("""
     import os, sys, time
     from streamcosal import archive
