@@ -1,7 +1,7 @@
 """Live sources read at their own pace: a reader thread per camera, a small buffer, a drop policy.
 
     readers = [LiveReader(source, policy="latest") for source in cameras]
-    for window in live_windows(readers, window=8, step=8):
+    for window in live_windows(readers, window=8, step=8, max_latency_s=1.0):
         ...                                  # segment; the cameras keep being read meanwhile
     for r in readers: r.close()
 
@@ -12,7 +12,8 @@ always at the source's pace, stamps every frame with the wall-clock time it arri
 policy's:
 
 - `latest` (default for live): each window takes the newest frames; older frames not processed
-  yet are dropped. Latency stays about one window's engine time, whatever the engine's rate.
+  yet are dropped. Latency stays about one window's engine time, whatever the engine's rate,
+  and with `max_latency_s` the windows are sized to keep it within that (below).
 - `stride`: keep every k-th frame, k = ceil(1.2 x source fps / measured engine rate), adapted as
   the engine's rate changes; frames are processed in order, evenly spaced in time. A backlog of
   more than two windows (the engine slowed down) is dropped, oldest first.
