@@ -263,7 +263,7 @@ def serve(
 
 @app.command()
 def video(
-    sources: Annotated[list[str], typer.Argument(help="Video files, stream URLs (rtsp://, http(s)://, udp://...), /dev/videoN or image folders.")],
+    sources: Annotated[list[str], typer.Argument(help="Video files, stream URLs (rtsp://, http(s)://, udp://...), /dev/videoN, pipes (/dev/stdin, a FIFO) or image folders.")],
     out: Annotated[Path, typer.Option("--out", help="Results folder: Parquet frames/ and events/, consensus.npz, overlays/, runs/.")],
     group: Annotated[Optional[str], typer.Option("--group", help="One group for every SOURCE (cameras seeing the same object); default one group per source.")] = None,
     mode: Annotated[Mode, _option(RunParams, "mode")] = RUN.mode,
@@ -277,6 +277,7 @@ def video(
     overlay: Annotated[bool, _option(RunParams, "overlay")] = RUN.overlay,
     store: Annotated[Optional[Path], typer.Option("--store", help="Consensus store file (default OUT/consensus.npz).")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of this run's files (default: UTC time + random suffix).")] = None,
+    live: Annotated[bool, _option(RunParams, "live")] = RUN.live,
     drop_policy: Annotated[DropPolicy, _option(RunParams, "drop_policy")] = RUN.drop_policy,
     max_latency: Annotated[float, _option(RunParams, "max_latency")] = RUN.max_latency,
     metrics_port: Annotated[Optional[int], _option(RunParams, "metrics_port")] = RUN.metrics_port,
@@ -299,7 +300,7 @@ def video(
         config = PipelineConfig(mode=mode, window=window, step=step, stride=stride, fps=fps,
                                 consensus_frames=consensus_frames, half_life=half_life, threshold=threshold,
                                 overlay=overlay, store_path=store, run_id=run_id, show_progress=True,
-                                drop_policy=drop_policy, max_latency=max_latency, metrics_port=metrics_port,
+                                live=live, drop_policy=drop_policy, max_latency=max_latency, metrics_port=metrics_port,
                                 metrics_host=metrics_host, duration=duration)
         writable_folder(out)
     except ValidationError as e:

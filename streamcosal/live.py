@@ -6,10 +6,10 @@
     for r in readers: r.close()
 
 A camera sends its frames whether or not the engine keeps up. Each `LiveReader` reads one live
-source (`StreamSource`: RTSP, HTTP, UDP, /dev/video; it reconnects by itself) in its own thread,
-always at the source's pace, stamps every frame with the wall-clock time it arrived
-(`Frame.captured`) and keeps it in a buffer of `capacity` frames. What the engine gets is the
-policy's:
+source (`StreamSource`: RTSP, HTTP, UDP, /dev/video, which reconnects by itself; with `--live`
+any video file or pipe too) in its own thread, always at the source's pace, stamps every frame
+with the wall-clock time it arrived (`Frame.captured`) and keeps it in a buffer of `capacity`
+frames. What the engine gets is the policy's:
 
 - `latest` (default for live): each window takes the newest frames; older frames not processed
   yet are dropped. Latency stays about one window's engine time, whatever the engine's rate,
@@ -20,6 +20,11 @@ policy's:
 - `all`: never drop. When the buffer is full the reader waits for the engine, so the camera backs
   up in the network and decoder and latency grows for as long as the engine is slower than the
   camera (by 1 - engine rate / camera fps seconds every second). For recorded streams.
+
+A recorded source read live (`paced`: a video file with `--live`) is released like a camera
+replaying it: a frame enters the buffer when the wall time since the first frame's reaches its
+timestamp (decoded a little ahead; a frame decoded late enters at once). A pipe read live is paced
+by its writer, like a stream.
 
 Whatever is dropped is counted per source (`LiveCounters`); frame indices and timestamps stay the
 source's own. Several cameras in one group: `live_windows` takes the newest frames of each camera
@@ -101,14 +106,16 @@ class WindowSize:
 
 
 class LiveReader:
-    """Reads `source` in a daemon thread into a buffer of at most `capacity` frames (see module)."""
+    """Reads `source` in a daemon thread into a buffer of at most `capacity` frames (see module);
+    `paced`: each frame enters the buffer at its own timestamp after the first (a file read live)."""
 
-    def __init__(self, source: FrameSource, policy: DropPolicy = "latest", capacity: int = 32):
+    def __init__(self, source: FrameSource, policy: DropPolicy = "latest", capacity: int = 32, paced: bool = False):
         if policy not in DROP_POLICIES:
             raise ValueError(f"drop policy must be one of {', '.join(DROP_POLICIES)}, got {policy!r}")
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1 frame, got {capacity}")
-        self.source, self.policy, self.capacity = source, policy, capacity
+        self.source, self.policy, self.capacity, self.paced = source, policy, capacity, paced
+        self._clock: float | None = None  # paced: time.monotonic() at which the timestamp 0 is released
         self.counters = LiveCounters()
         self.stride = 1  # policy stride: keep every stride-th frame received
         self.window = 0  # frames of this source in the latest window (set by `live_windows`)
@@ -145,6 +152,8 @@ class LiveReader:
     def _read(self) -> None:
         try:
             for frame in self.source:
+                if self.paced and not self._released(frame.timestamp):
+                    return
                 frame.captured = time.time()
                 self._check_size(frame)
                 with self._cond:
@@ -172,6 +181,19 @@ class LiveReader:
                 self._ended = True
                 self._cond.notify_all()
             self.source.close()
+
+    def _released(self, timestamp: float) -> bool:
+        """Wait until the wall time since the first frame reaches `timestamp` (less the first
+        frame's); False when closed meanwhile."""
+        if self._clock is None:
+            self._clock = time.monotonic() - timestamp
+        with self._cond:
+            while not self._stop:
+                left = self._clock + timestamp - time.monotonic()
+                if left <= 0:
+                    return True
+                self._cond.wait(left)
+            return False
 
     def _check_size(self, frame: Frame) -> None:
         size = frame.image.shape[:2]

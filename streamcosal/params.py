@@ -25,15 +25,15 @@ if TYPE_CHECKING:
 
 Mode = Literal["auto", "global", "streaming"]
 DropPolicy = Literal["latest", "stride", "all"]
-LIVE_ONLY = frozenset({"drop_policy", "max_latency", "duration", "metrics_port", "metrics_host"})
+LIVE_ONLY = frozenset({"live", "drop_policy", "max_latency", "duration", "metrics_port", "metrics_host"})
 
 
 class RunParams(BaseModel):
     """The parameters of a video/stream run that a user, a job or a flow sets; the defaults are usable.
 
     Every one of them changes the results except ``flush_every``; the live settings (``LIVE_ONLY``:
-    drop policy, latency target, duration, metrics endpoint) apply to live sources only (see
-    :meth:`result_params`).
+    reading every source live, drop policy, latency target, duration, metrics endpoint) apply to live
+    sources only, never to an archive's files (see :meth:`result_params`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,6 +58,11 @@ class RunParams(BaseModel):
     event_min_duration: float = Field(0.5, ge=0, description="Events: shorter intervals (seconds) are dropped.")
     event_max_gap: float = Field(0.5, ge=0, description="Events: absences up to this long (seconds) are bridged.")
     flush_every: int = Field(256, ge=1, description="Result rows per Parquet file.")
+    live: bool = Field(False, description=(
+        "Read every source live, by its own thread at its own pace, with --drop-policy and --max-latency like a "
+        "camera (streaming mode): a video file is released by its timestamps (a camera replaying the recording), "
+        "a pipe (/dev/stdin, a FIFO) as its writer writes. Without it a file or pipe gives every frame, at the "
+        "engine's pace."))
     drop_policy: DropPolicy = Field("latest", description=(
         "Live sources: latest (newest frames, older ones dropped; bounded latency), stride (every k-th frame, k "
         "adapted to the engine's rate) or all (no drop, windows of --window frames: latency grows by 1 - engine rate / "
@@ -78,6 +83,9 @@ class RunParams(BaseModel):
             raise ValueError(f"step must be in 1..window ({self.window}), got {self.step}")
         if self.fps is not None and self.stride != 1:
             raise ValueError("give either fps or stride, not both")
+        if self.live and self.mode == "global":
+            raise ValueError("live sources are segmented as they come, against a running consensus: "
+                             "live takes mode streaming (or auto), not global")
         return self
 
     def result_params(self) -> dict[str, object]:

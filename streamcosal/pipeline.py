@@ -20,6 +20,10 @@ a thread, `Prefetcher`) -> consensus (a `consensus.ConsensusStrategy`) -> segmen
   from it). This costs one more classifier pass over the new frames.
 - "auto" is global when every source of the group is finite, else streaming.
 
+Live sources (streams and cameras; with `live` every source: a video file is then released by its
+timestamps, a pipe as its writer writes) are read by a `LiveReader` each, in streaming mode, with
+the drop policy; other sources give every frame, at the engine's pace.
+
 Outputs under `out` (a second run appends, never overwrites; paths spelled by storage.RunLayout):
     frames/...                    per-frame results, Parquet by source (storage.ResultWriter)
     events/...                    intervals in which the object is present (storage.write_events)
@@ -71,7 +75,8 @@ from .metrics import LiveMetrics, LiveSummary
 from .params import RunParams
 from .prefetch import Prefetcher
 from .sink import Member, ResultSink, owners
-from .sources import FrameSource, ReconnectPolicy, SourceError, StreamSource, VideoInfo, open_source, redact
+from .sources import (FrameSource, ImageGroupSource, ReconnectPolicy, SourceError, StreamSource, VideoFileSource,
+                      VideoInfo, open_source, redact)
 from .storage import ConsensusStore, ResultWriter
 from .storage.files import atomic_write
 from .storage.layout import RunLayout
@@ -344,10 +349,10 @@ class _Job:
         for m in members:
             m.run.mode = mode
         owner = owners(members)
-        totals = [estimated_frames(s.info, cfg.stride, cfg.fps) for s in sources]
+        live = cfg.live or (mode == "streaming" and all(isinstance(s, StreamSource) for s in sources))
+        totals = [None if live else estimated_frames(s.info, cfg.stride, cfg.fps) for s in sources]
         task = self.progress.add_task(escape(f"{group} ({mode})"), total=None if None in totals else sum(totals))
         consensus = self._consensus(mode, group, sources)
-        live = mode == "streaming" and all(isinstance(s, StreamSource) for s in sources)
         with self._prefetch(mode, members, live) as prepared:
             for window, x in prepared:
                 prediction = self._timed(engine.segment, x, consensus(window, x))
@@ -368,7 +373,8 @@ class _Job:
                 yield prepared
             return
         until = time.monotonic() + cfg.duration if cfg.duration is not None else None
-        readers = [LiveReader(m.source, cfg.drop_policy, cfg.live_buffer) for m in members]
+        readers = [LiveReader(m.source, cfg.drop_policy, cfg.live_buffer, paced=isinstance(m.source, VideoFileSource))
+                   for m in members]
         for m, reader in zip(members, readers):
             m.live = self.metrics.add(reader, m.run)
         try:
@@ -384,7 +390,12 @@ class _Job:
             raise SourceError(f"{failed.name}: reading stopped: {failed.error}")
 
     def _mode(self, sources: list[FrameSource]) -> str:
-        """The configured mode; "auto" is global when every source is finite."""
+        """The configured mode; "auto" is global when every source is finite; `live` is streaming."""
+        if self.config.live:
+            images = next((s.name for s in sources if isinstance(s, ImageGroupSource)), None)
+            if images is not None:
+                raise SourceError(f"{images}: images have no timestamps to be read live by; leave out --live")
+            return "streaming"
         finite = all(s.info.frame_count for s in sources)
         mode = self.config.mode if self.config.mode != "auto" else ("global" if finite else "streaming")
         if mode == "global" and not finite:

@@ -12,6 +12,9 @@
   `(pts - stream.start_time) * time_base`, so variable frame rate is right in both.
 - `rtsp://`, `rtmp://`, `http(s)://`, `udp://`, `tcp://`, `srt://`, `/dev/video*` ->
   `StreamSource` (PyAV), which reconnects with exponential backoff after a drop.
+- a pipe or FIFO (`/dev/stdin` fed by `ffmpeg ... -f mpegts -`, a named pipe) -> `PipeSource`
+  (PyAV, one pass at the writer's pace, no length: read in streaming mode; ends when the writer
+  closes it).
 - a folder of images (sorted by name) or a list of image files -> `ImageGroupSource`.
 
 Every source counts what it skipped in `source.report` (`SourceReport`) and logs a warning
@@ -25,6 +28,7 @@ import hashlib
 import logging
 import math
 import re
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -445,6 +449,71 @@ class VideoFileSource(FrameSource):
         return frames
 
 
+# ----------------------------------------------------------------------------- pipes
+
+
+class PipeSource(FrameSource):
+    """A pipe or FIFO (`/dev/stdin`, a named pipe an `ffmpeg` writes to), read once, front to back,
+    with PyAV as the writer writes: no length and no random access, so it is read in streaming
+    mode (every frame, at the engine's pace: a full pipe holds the writer back; or, with `--live`,
+    by a live reader at the writer's pace). It ends when the writer closes the pipe. A stream PyAV
+    can read without seeking: MPEG-TS, Matroska, raw H.264, fragmented MP4.
+    """
+
+    def __init__(self, path: Path, sampler: Sampler):
+        super().__init__()
+        self.path, self.name = path, str(path)
+        self._sampler = sampler
+        self._container = _open_container(self.name, self.name)  # waits for a writer to open a FIFO
+        try:
+            stream = _check_video_stream(self._container, self.name)
+        except SourceError:
+            self._container.close()
+            raise
+        rate = stream.average_rate or stream.guessed_rate
+        self.info = VideoInfo(
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=float(rate) if rate else 0.0,
+            frame_count=None,
+            duration=None,
+            rotation=0,
+            codec=stream.codec_context.name,
+        )
+
+    def _generate(self) -> Iterator[Frame]:
+        index = 0
+        timeline = _Timeline(self.name, self.info, self.report)
+        start_pts = self._container.streams.video[0].start_time or 0
+        try:
+            for frame in _decode_packets(self._container, self.name, self.report):
+                if frame is not None and frame.pts is not None:
+                    timestamp = timeline(index, float((frame.pts - start_pts) * frame.time_base), frame)
+                    if self._sampler.keep(index, timestamp):
+                        yield Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name)
+                index += 1
+        except (av.error.FFmpegError, OSError) as error:
+            self.report.truncated = True
+            self.report.warn(f"{self.name}: the pipe stopped being readable after frame {index - 1} ({error}); "
+                             "the frames before it were read. Check the program writing to it.")
+        finally:
+            self._container.close()
+        _summarise_skips(self.name, self.report, "The writer sent damaged data.")
+
+    def close(self) -> None:
+        if self._frames is None:  # never read: the container is still ours to close
+            self._container.close()
+        super().close()
+
+
+def is_pipe(path: Path) -> bool:
+    """A FIFO or an anonymous pipe (`/dev/stdin` of `... | streamcosal video /dev/stdin`)."""
+    try:
+        return stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        return False
+
+
 # ----------------------------------------------------------------------------- live streams
 
 
@@ -712,7 +781,7 @@ def open_source(
     open_timeout_s: float = 10.0,
     read_timeout_s: float = 10.0,
 ) -> FrameSource:
-    """Open a video file, live stream/camera, image folder or list of images.
+    """Open a video file, live stream/camera, pipe, image folder or list of images.
 
     fps: keep about this many frames per second (by timestamp); stride: keep every stride-th frame.
     reader: for video files, "auto" (decord, PyAV fallback), "decord" or "pyav".
@@ -727,6 +796,8 @@ def open_source(
     if text.lower().startswith(STREAM_PREFIXES) or text.startswith("/dev/video"):
         return StreamSource(text, sampler, reconnect or ReconnectPolicy(), open_timeout_s, read_timeout_s)
     path = Path(spec)
+    if is_pipe(path):
+        return PipeSource(path, sampler)
     if path.is_dir():
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         return ImageGroupSource(images, name=str(path), sampler=sampler)

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
-from prefect_fixtures import DEV_THRESHOLD, Processes, clip, dev_checkpoint, wait_for
+from prefect_fixtures import CLIP_FRAMES, DEV_THRESHOLD, Processes, clip, dev_checkpoint, wait_for
 from streamcosal import archive, jobs, nightly
 from streamcosal.evaluation import METRICS
 from streamcosal.params import EngineSpec, RunParams
@@ -195,15 +195,18 @@ def test_a_full_disk_at_the_units_last_write_fails_it_as_transient(tmp_path: Pat
 
 def test_units_serve_no_live_metrics(tmp_path: Path, assets: dict[str, Path], engine) -> None:
     """The live settings are run parameters an archive flow can be given too: a metrics port (taken
-    here, as by a unit running beside) must not fail a unit of video files, which has no live source."""
+    here, as by a unit running beside) must not fail a unit of video files, which has no live source,
+    and `live` does not make its files live (every frame, in global mode, no latency)."""
     import socket
 
     unit = archive.plan_units([str(assets["a"])], "m", {})[0][0]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        params = PARAMS.model_copy(update={"metrics_port": taken.getsockname()[1]})
+        params = PARAMS.model_copy(update={"metrics_port": taken.getsockname()[1], "live": True})
         assert archive.run_unit(unit, tmp_path / "out", engine, jobs.pipeline_config(params)).status == "done"
+    rows = read_results(tmp_path / "out").to_pylist()
+    assert len(rows) == CLIP_FRAMES and all(r["latency_s"] is None for r in rows)
 
 
 KILLED_RUN = textwrap.dedent("""

@@ -8,8 +8,10 @@ an engine slower than the camera makes its `segment` sleep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import threading
 import time
 import tracemalloc
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -437,3 +440,164 @@ def test_resolution_change_midway(data, dev_engine, tmp_path):
     rows = read_results(tmp_path / "out").to_pylist()
     sizes = {(r["width"], r["height"]) for r in rows}
     assert sizes == {(160, 96), (320, 192)} and run.live.dropped == 0
+
+
+# ----------------------------------------------------------------------------- --live: files and pipes
+
+
+@pytest.fixture(scope="module")
+def recording(data, tmp_path_factory) -> tuple[Path, Path]:
+    """75 DAVIS frames (3 s at 25 fps) as an MP4 and as an MPEG-TS (what an ffmpeg writes to a pipe)."""
+    from video_fixtures import davis_frames, encode_video
+
+    folder = tmp_path_factory.mktemp("recording")
+    frames = davis_frames("goat", 75)
+    encode_video(frames, folder / "goat.mp4", fps=25)
+    encode_video(frames, folder / "goat.ts", fps=25, container_format="mpegts")
+    return folder / "goat.mp4", folder / "goat.ts"
+
+
+def slow_engine(engine, monkeypatch, seconds_per_window: float) -> None:
+    segment = engine.segment
+
+    def slow_segment(x, consensus=None):
+        time.sleep(seconds_per_window)
+        return segment(x, consensus)
+
+    monkeypatch.setattr(engine, "segment", slow_segment)
+
+
+def test_a_file_read_live_is_released_by_its_timestamps(recording):
+    """A recording read live behaves like a camera replaying it: each frame enters the buffer when the
+    wall time since the first frame reaches its timestamp."""
+    from streamcosal.sources import open_source
+
+    reader = LiveReader(open_source(recording[0]), policy="all", paced=True)
+    try:
+        frames = [f for window in live_windows([reader], 8) for f in window.emitted]
+    finally:
+        reader.close()
+    assert [f.index for f in frames] == list(range(75))
+    late = [(f.captured - frames[0].captured) - f.timestamp for f in frames]
+    assert min(late) > -0.01 and max(late) < 0.25  # never early; late only by the machine's load
+    assert frames[-1].timestamp == pytest.approx(2.96, abs=0.001)
+
+
+@pytest.mark.parametrize("policy", ["latest", "all"])
+def test_a_file_read_live_with_a_slow_engine(recording, dev_engine, tmp_path, monkeypatch, policy):
+    """--live on a DAVIS clip and an engine slower than its 25 fps (0.25 s per window of 4: 16 frames/s):
+    latest drops frames and keeps latency bounded, all processes every frame; every result keeps the
+    file's own frame index and timestamp."""
+    from streamcosal.sources import open_source
+
+    with open_source(recording[0]) as source:
+        own = {f.index: f.timestamp for f in source}
+    slow_engine(dev_engine, monkeypatch, 0.25)
+    start = time.monotonic()
+    report = run_pipeline([recording[0]], tmp_path / "out", dev_engine,
+                          PipelineConfig(live=True, window=4, drop_policy=policy), group="replay")
+    took = time.monotonic() - start
+    run = report.sources[0]
+    assert run.status == "done" and run.mode == "streaming" and run.live.policy == policy
+    assert run.live.received == 75 and run.live.received == run.frames + run.live.dropped
+    rows = read_results(tmp_path / "out").to_pylist()
+    assert len(rows) == run.frames and all(own[r["frame_index"]] == pytest.approx(r["timestamp"], abs=1e-6) for r in rows)
+    indices = [r["frame_index"] for r in rows]
+    assert indices == sorted(indices)
+    latencies = np.array([r["latency_s"] for r in rows])
+    if policy == "all":
+        assert indices == list(range(75)) and run.live.dropped == 0
+        assert latencies[-1] > latencies[0] + 0.5  # every frame, so the latency grows: 25 fps in, 16 out
+    else:
+        assert run.live.dropped > 0 and took < 3.0 + 3.0  # the recording's time, plus the last windows
+        assert latencies.max() < 1.0 + 0.5 and latencies.mean() < 1.0
+    assert took > 2.9  # paced: a 3-s recording takes 3 s
+
+
+@contextlib.contextmanager
+def fifo_writer(fifo: Path, data: bytes, seconds: float) -> Iterator[threading.Thread]:
+    """A thread that writes `data` into the named pipe `fifo` in 30 pieces spread over `seconds` (like
+    `ffmpeg -re ... -f mpegts FIFO`), once a reader has opened it; stopped and joined on exit."""
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():  # a FIFO opens for writing only once it has a reader
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                time.sleep(0.02)
+        else:
+            return
+        os.set_blocking(fd, True)
+        try:
+            for piece in np.array_split(np.frombuffer(data, np.uint8), 30):
+                if stop.wait(seconds / 30):
+                    return
+                os.write(fd, piece.tobytes())
+        except BrokenPipeError:  # the reader went away
+            pass
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=write, name="fifo writer", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive(), "the FIFO writer did not stop"
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "not live"])
+def test_a_fifo_fed_by_a_writer(recording, dev_engine, tmp_path, live):
+    """A named pipe an MPEG-TS is written into over 3 s: with --live it is read by a live reader at the
+    writer's pace (results, counts, latency); without, every frame is processed at the engine's pace
+    (the writer waits on a full pipe), in streaming mode (a pipe has no length)."""
+    fifo = tmp_path / "camera.ts"
+    os.mkfifo(fifo)
+    with fifo_writer(fifo, recording[1].read_bytes(), 3.0):
+        report = run_pipeline([fifo], tmp_path / "out", dev_engine, PipelineConfig(live=live, window=4), group="pipe")
+    run = report.sources[0]
+    assert run.status == "done" and run.mode == "streaming" and run.frames > 0, run
+    rows = read_results(tmp_path / "out").to_pylist()
+    indices = [r["frame_index"] for r in rows]
+    assert indices == sorted(indices)
+    assert all(r["timestamp"] == pytest.approx(r["frame_index"] / 25, abs=1e-3) for r in rows)  # the stream's own
+    if live:
+        assert run.live.received == 75 and run.live.received == run.frames + run.live.dropped
+        assert all(0 < r["latency_s"] < 5 for r in rows)
+    else:
+        assert run.live is None and indices == list(range(75)) and all(r["latency_s"] is None for r in rows)
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_the_live_flag_of_the_cli(recording, dev_checkpoint, tmp_path, source):  # noqa: F811
+    """`streamcosal video CLIP --live` and `... | streamcosal video /dev/stdin --live`: results with their
+    latency and the live summary in the run report."""
+    out = tmp_path / "out"
+    spec, feed = (str(recording[0]), None) if source == "file" else ("/dev/stdin", recording[1].read_bytes())
+    cmd = [sys.executable, "-c", "from streamcosal.cli import app; app()", "video", spec, "--live",
+           "--out", str(out), "--weights", str(dev_checkpoint), "--window", "4", "--group", "replay"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        stdout, stderr = proc.communicate(feed, timeout=120)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert proc.returncode == 0, stderr.decode()
+    assert b"done" in stdout
+    rows = read_results(out).to_pylist()
+    assert rows and all(r["latency_s"] is not None for r in rows)
+    report = json.loads(next(out.glob("runs/*.json")).read_text())
+    live = report["sources"][0]["live"]
+    assert report["sources"][0]["mode"] == "streaming" and live["received"] == 75 and live["processed"] == len(rows)
+
+
+def test_images_are_not_read_live(data, dev_engine, tmp_path):
+    """An image folder has no time to release its frames by: --live refuses it, naming it."""
+    folder = data / "davis2016" / "images" / "blackswan"
+    report = run_pipeline([folder], tmp_path / "out", dev_engine, PipelineConfig(live=True))
+    run = report.sources[0]
+    assert run.status == "failed" and f"{folder}: images have no timestamps to be read live by" in run.error

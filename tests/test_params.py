@@ -51,10 +51,11 @@ def test_a_pipeline_config_is_the_run_parameters_plus_the_runs_own() -> None:
 
 def test_the_live_settings_are_run_parameters() -> None:
     """A camera run through a flow or job (``params``) sets its drop policy, latency target, duration and
-    metrics endpoint; they do not change the key of an archive's files."""
+    metrics endpoint, and any run whether its sources are read live; they do not change the key of an
+    archive's files (which are never read live)."""
     from streamcosal.jobs import pipeline_config
 
-    live = {"drop_policy": "stride", "max_latency": 0.5, "duration": 60.0, "metrics_port": 9108, "metrics_host": "0.0.0.0"}
+    live = {"live": True, "drop_policy": "stride", "max_latency": 0.5, "duration": 60.0, "metrics_port": 9108, "metrics_host": "0.0.0.0"}
     assert set(live) == LIVE_ONLY
     config = pipeline_config(RunParams(**live), run_id="r1")
     assert {name: getattr(config, name) for name in live} == live
@@ -69,6 +70,8 @@ def test_the_live_settings_are_run_parameters() -> None:
     ({"windows": 4}, "windows: Extra inputs are not permitted (got 4)"),
     ({"drop_policy": "newest"}, "drop_policy: Input should be 'latest', 'stride' or 'all' (got 'newest')"),
     ({"max_latency": 0}, "max_latency: Input should be greater than 0 (got 0)"),
+    ({"live": True, "mode": "global"}, "live sources are segmented as they come, against a running consensus: "
+                                       "live takes mode streaming (or auto), not global"),
 ])
 def test_bad_run_parameters_are_refused_in_one_line(values: dict, message: str) -> None:
     with pytest.raises(ValidationError) as refused:

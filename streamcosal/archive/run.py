@@ -55,7 +55,8 @@ def run_unit(unit: Unit, out: str | Path, engine: Any, config: PipelineConfig | 
     discard_run(out, unit.run_id)  # an earlier attempt that was killed or failed
     config = (config or PipelineConfig()).model_copy(update=dict(
         run_id=unit.run_id, show_progress=False, store_path=out / ARCHIVE_DIR / "stores" / f"{unit.key}.npz",
-        metrics_port=None))  # a video file has no live metrics, and units running at once would share the port
+        metrics_port=None, live=False))  # an archive's files are read whole, never live (no live metrics: units
+    # running at once would share the port)
     start = time.perf_counter()
     try:
         report = run_pipeline([unit.video], out, engine, config, group=group_name(unit.video))
