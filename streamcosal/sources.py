@@ -456,8 +456,8 @@ class PipeSource(FrameSource):
     """A pipe or FIFO (`/dev/stdin`, a named pipe an `ffmpeg` writes to), read once, front to back,
     with PyAV as the writer writes: no length and no random access, so it is read in streaming
     mode (every frame, at the engine's pace: a full pipe holds the writer back; or, with `--live`,
-    by a live reader at the writer's pace). It ends when the writer closes the pipe. A stream PyAV
-    can read without seeking: MPEG-TS, Matroska, raw H.264, fragmented MP4.
+    by a live reader at the writer's pace). It ends when the writer closes the pipe. Its format must
+    be readable without seeking (e.g. MPEG-TS; not a plain MP4).
     """
 
     def __init__(self, path: Path, sampler: Sampler):
