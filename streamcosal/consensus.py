@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .model import consensus_from_logits
-from .sources import Frame, FrameSource, SourceError, redact
+from .sources import Frame, FrameSource, SourceError, is_pipe, redact
 from .storage import ConsensusStore
 from .windows import Window, sample_consensus_frames
 
@@ -50,10 +50,14 @@ def source_identity(sources: Sequence[FrameSource]) -> str:
 
 
 def source_identity_of(spec: str | Path) -> str:
-    """A source's resolved path (files, folders) or its URL without its password (`redact`: the
-    identity is stored, and a changed password is the same camera)."""
+    """A source's resolved path (files, folders), a pipe's path as given (`/dev/stdin` resolves to
+    another /proc/PID/fd/pipe:[N] every run) or a URL without its password (`redact`: the identity is
+    stored, and a changed password is the same camera)."""
     text = str(spec)
-    return redact(text) if "://" in text or text.startswith("/dev/video") else str(Path(text).resolve())
+    if "://" in text or text.startswith("/dev/video"):
+        return redact(text)
+    path = Path(text)
+    return str(path.absolute() if is_pipe(path) else path.resolve())
 
 
 class GlobalConsensus:

@@ -601,3 +601,13 @@ def test_images_are_not_read_live(data, dev_engine, tmp_path):
     report = run_pipeline([folder], tmp_path / "out", dev_engine, PipelineConfig(live=True))
     run = report.sources[0]
     assert run.status == "failed" and f"{folder}: images have no timestamps to be read live by" in run.error
+
+
+def test_stdin_is_the_same_source_from_run_to_run():
+    """`/dev/stdin` resolves to this process's pipe (/proc/PID/fd/pipe:[N]), another every run: a pipe is
+    known by its path as given, so a second `... | streamcosal video /dev/stdin` run continues the
+    group `stdin` and its consensus instead of starting a group of its own."""
+    code = "from streamcosal.consensus import source_identity_of; print(source_identity_of('/dev/stdin'))"
+    seen = {subprocess.run([sys.executable, "-c", code], stdin=subprocess.PIPE, capture_output=True, text=True,
+                           timeout=60, check=True).stdout.strip() for _ in range(2)}
+    assert seen == {"/dev/stdin"}
