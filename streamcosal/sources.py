@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import re
 import stat
 import threading
@@ -464,7 +465,14 @@ class PipeSource(FrameSource):
         super().__init__()
         self.path, self.name = path, str(path)
         self._sampler = sampler
-        self._container = _open_container(self.name, self.name)  # waits for a writer to open a FIFO
+        try:
+            waiting = os.open(path, os.O_RDONLY)  # waits for a FIFO's writer here, where a stop signal ends the wait
+        except OSError as error:
+            raise SourceError(f"{self.name}: cannot open the pipe ({error.strerror}); check its permissions.") from error
+        try:
+            self._container = _open_container(self.name, self.name)
+        finally:
+            os.close(waiting)
         try:
             stream = _check_video_stream(self._container, self.name)
         except SourceError:

@@ -611,3 +611,23 @@ def test_stdin_is_the_same_source_from_run_to_run():
     seen = {subprocess.run([sys.executable, "-c", code], stdin=subprocess.PIPE, capture_output=True, text=True,
                            timeout=60, check=True).stdout.strip() for _ in range(2)}
     assert seen == {"/dev/stdin"}
+
+
+def test_sigterm_while_waiting_for_a_fifos_writer(dev_checkpoint, tmp_path):  # noqa: F811
+    """A FIFO nobody writes to yet: the run waits for its writer, and SIGTERM stops that wait like any
+    other (exit 143, "stopped by SIGTERM"; was exit 1 and "cannot open as a video (Interrupted system call)")."""
+    fifo, out = tmp_path / "camera.ts", tmp_path / "out"
+    os.mkfifo(fifo)
+    cmd = [sys.executable, "-c", "from streamcosal.cli import app; app()", "video", str(fifo), "--live",
+           "--out", str(out), "--weights", str(dev_checkpoint)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        waiting = Path(f"/proc/{proc.pid}/wchan")  # where the main thread sleeps in the kernel
+        wait_for("the run to wait for the writer", lambda: waiting.read_text() == "wait_for_partner", 60,
+                 interval_s=0.1, alive=proc)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert proc.returncode == 143 and "stopped by SIGTERM" in stderr, stderr
