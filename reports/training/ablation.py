@@ -1,6 +1,6 @@
 """The ablation table (like the paper's Table 2) on the validation split of configs/lite0.toml.
 
-    python reports/training/ablation.py [RUN ...]
+    python reports/training/ablation.py [RUN ...]      # ABLATION_THREADS=1: one torch thread (default 2)
 
 With RUN names (``lite0``, ``center``, ...; ``none`` to only rewrite the table) only those rows
 are scored again; the others keep their scores from ablation.parquet (written after every row), so
@@ -15,6 +15,7 @@ Checkpoints were selected on a smaller subsample of the same split
 alike.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -55,7 +56,7 @@ COLUMNS = [f"{kind}_{m}" for kind in ("groups", "composites", "frames") for m in
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("ABLATION_THREADS", "2")))
     config = load_config(HERE.parents[1] / "configs" / "lite0.toml")
     val = validation_set(config, max_images=0, max_frames=24)
     wanted = set(sys.argv[1:]) or {"center", *(v[1] for v in VARIANTS)}
