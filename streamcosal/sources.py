@@ -257,6 +257,26 @@ def _check_video_stream(container: av.container.InputContainer, name: str) -> av
     return stream
 
 
+def _unbounded_info(container: av.container.InputContainer, name: str) -> VideoInfo:
+    """The VideoInfo of a stream without known length (a network stream, a pipe); the container is
+    closed when it holds no readable video stream (SourceError)."""
+    try:
+        stream = _check_video_stream(container, name)
+    except SourceError:
+        container.close()
+        raise
+    rate = stream.average_rate or stream.guessed_rate
+    return VideoInfo(
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        fps=float(rate) if rate else 0.0,
+        frame_count=None,
+        duration=None,
+        rotation=0,
+        codec=stream.codec_context.name,
+    )
+
+
 def _summarise_skips(name: str, report: SourceReport, advice: str) -> None:
     if report.bad_packets or report.corrupt_frames:
         report.warn(
@@ -473,21 +493,7 @@ class PipeSource(FrameSource):
             self._container = _open_container(self.name, self.name)
         finally:
             os.close(waiting)
-        try:
-            stream = _check_video_stream(self._container, self.name)
-        except SourceError:
-            self._container.close()
-            raise
-        rate = stream.average_rate or stream.guessed_rate
-        self.info = VideoInfo(
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
-            fps=float(rate) if rate else 0.0,
-            frame_count=None,
-            duration=None,
-            rotation=0,
-            codec=stream.codec_context.name,
-        )
+        self.info = _unbounded_info(self._container, self.name)
 
     def _generate(self) -> Iterator[Frame]:
         index = 0
@@ -596,21 +602,7 @@ class StreamSource(FrameSource):
                 f"({self._last_error}). Check the URL, the network and that the stream is running."
             )
         self._container = container
-        try:
-            stream = _check_video_stream(container, self.name)
-        except SourceError:
-            container.close()
-            raise
-        rate = stream.average_rate or stream.guessed_rate
-        self.info = VideoInfo(
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
-            fps=float(rate) if rate else 0.0,
-            frame_count=None,
-            duration=None,
-            rotation=0,
-            codec=stream.codec_context.name,
-        )
+        self.info = _unbounded_info(container, self.name)
 
     def _connect(self, attempts: int) -> av.container.InputContainer | None:
         self._last_error = ""
