@@ -44,6 +44,8 @@ VARIANTS = [(label + suffix, run.format(name), gim, arm, jig, before)
 VARIANTS += [  # issue 10's recipe: EfficientNet-Lite2, copy-paste composites, all masks as distractors, groups of 8
     ("GICD on EfficientNet-Lite2, copy-paste + jigsaw, groups of 8 (session 3, 1 thread)", "lite2_cp", True, True, True, 0),
     ("the same, fine-tuned with copy-paste both ways (lite2_ft)", "lite2_ft", True, True, True, 1200),
+    ("lite2_ft's schedule with the validation groups as training data (lite2_all: NOT held out)", "lite2_all",
+     True, True, True, 1200),
 ]
 VARIANTS += [  # the ablation on EfficientNet-Lite2, every row 200 steps of 8 images (configs/lite2_abl*.toml)
     ("Lite2 200 steps: GICD (copy-paste + jigsaw)", "lite2_abl", True, True, True, 0),
