@@ -71,15 +71,17 @@ OfficialOpt = Annotated[Optional[Path], _option(EngineSpec, "official")]
 Vgg16Opt = Annotated[Optional[Path], _option(EngineSpec, "vgg16")]
 PrecisionOpt = Annotated[Precision, _option(EngineSpec, "precision")]
 DeviceOpt = Annotated[str, _option(EngineSpec, "device")]
+InputSizeOpt = Annotated[Optional[int], _option(EngineSpec, "input_size")]
+FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help=EngineSpec.model_fields["flip"].description)]
 
 
 def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None, precision: Precision,
-                device: str) -> CoSalEngine:
+                device: str, input_size: int | None, flip: bool) -> CoSalEngine:
     """The engine the options ask for (:meth:`EngineSpec.build`), or exit 2 with the reason; prints
     what runs (model, device, precision) as the run's first line."""
     try:
         engine = EngineSpec(weights=weights, official=official, vgg16=vgg16, precision=precision,
-                            device=device).build()
+                            device=device, input_size=input_size, flip=flip).build()
     except (WeightsError, ValueError) as e:
         fail(explain(e) if isinstance(e, ValidationError) else str(e), 2)
     err.print(engine.describe(), markup=False, highlight=False)
@@ -95,6 +97,8 @@ def images(
     vgg16: Vgg16Opt = ENGINE.vgg16,
     precision: PrecisionOpt = ENGINE.precision,
     device: DeviceOpt = ENGINE.device,
+    input_size: InputSizeOpt = ENGINE.input_size,
+    flip: FlipOpt = ENGINE.flip,
 ) -> None:
     """Segment the common object of every image group; 8-bit maps at each image's original size."""
     from .images import OutputError, check_outputs, find_groups, segment_folders
@@ -109,7 +113,7 @@ def images(
         writable_folder(out)
     except (OutputError, ValueError) as e:
         fail(str(e), 2)
-    engine = load_engine(weights, official, vgg16, precision, device)
+    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip)
     report = segment_folders(input, out, engine)
     typer.echo(f"wrote {report.maps} maps in {len(report.written)} groups to {out}")
     for note in report.notes:
@@ -171,6 +175,8 @@ def eval_(
     vgg16: Vgg16Opt = ENGINE.vgg16,
     precision: PrecisionOpt = ENGINE.precision,
     device: DeviceOpt = ENGINE.device,
+    input_size: InputSizeOpt = ENGINE.input_size,
+    flip: FlipOpt = ENGINE.flip,
 ) -> None:
     """Co-SOD metrics (pysodmetrics): S, max/mean/adaptive F and E, MAE, wF, PR and F curves; overall and per group.
 
@@ -190,7 +196,7 @@ def eval_(
     try:
         with _progress_bars() as track:
             if data is not None:
-                engine = load_engine(weights, official, vgg16, precision, device)
+                engine = load_engine(weights, official, vgg16, precision, device, input_size, flip)
                 method = (name or [engine.name])[0]
                 results = [predict_and_evaluate(engine, data, out, name=method, track=track)]
             else:
@@ -288,6 +294,8 @@ def video(
     vgg16: Vgg16Opt = ENGINE.vgg16,
     precision: PrecisionOpt = ENGINE.precision,
     device: DeviceOpt = ENGINE.device,
+    input_size: InputSizeOpt = ENGINE.input_size,
+    flip: FlipOpt = ENGINE.flip,
 ) -> None:
     """Segment the object common to the frames of videos, streams or cameras; results to Parquet."""
     import logging
@@ -307,7 +315,7 @@ def video(
         fail(explain(e), 2)
     except ValueError as e:
         fail(str(e), 2)
-    engine = load_engine(weights, official, vgg16, precision, device)
+    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip)
     try:
         report = run_pipeline(sources, out, engine, config, group=group)
     except (ValueError, OSError) as e:  # a bad run id, a damaged store, the metrics port in use
@@ -339,6 +347,8 @@ def search(
     vgg16: Vgg16Opt = ENGINE.vgg16,
     precision: PrecisionOpt = ENGINE.precision,
     device: DeviceOpt = ENGINE.device,
+    input_size: InputSizeOpt = ENGINE.input_size,
+    flip: FlipOpt = ENGINE.flip,
 ) -> None:
     """The groups/videos whose consensus is nearest to the query's: they share its common object."""
     from .search import search as nearest
@@ -351,7 +361,7 @@ def search(
     try:
         consensus_store = ConsensusStore.open(path)
         in_store = query in consensus_store and not Path(query).exists()
-        engine = None if in_store else load_engine(weights, official, vgg16, precision, device)
+        engine = None if in_store else load_engine(weights, official, vgg16, precision, device, input_size, flip)
         hits = nearest(consensus_store, query, engine, k=k, frames=frames)
     except (SourceError, ValueError) as e:
         fail(str(e), 2)

@@ -106,6 +106,11 @@ class EngineSpec(BaseModel):
     precision: Precision = Field("auto", description="auto (bf16 where the CPU/GPU has it natively, else fp32 "
                                                      "on CPUs, fp16 on GPUs), fp32, bf16 or fp16 (GPUs).")
     device: str = Field("auto", description="auto, cpu or cuda.")
+    input_size: int | None = Field(None, ge=32, le=1024, multiple_of=32, description=(
+        "Frames are resized to SxS for the network (default: the checkpoint's, 224 for the embedded models; "
+        "larger sizes were erratic: README, Accuracy)."))
+    flip: bool = Field(False, description="Also segment each group mirrored and average each map with its mirrored "
+                                          "twin's (test-time flip): twice the compute for slightly better maps.")
 
     def build(self) -> CoSalEngine:
         """The engine, one per spec and process: a worker that runs many units loads the model once;
@@ -123,7 +128,9 @@ class EngineSpec(BaseModel):
     def _load(self) -> CoSalEngine:
         from .engine import CoSalEngine
 
-        options = {"precision": self.precision, "device": self.device}
+        options: dict[str, object] = {"precision": self.precision, "device": self.device, "flip": self.flip}
+        if self.input_size is not None:
+            options["input_size"] = self.input_size
         if self.official is not None:
             return CoSalEngine.from_official_checkpoint(self.official, self.vgg16, **options)
         if self.weights is not None:
@@ -131,17 +138,22 @@ class EngineSpec(BaseModel):
         return CoSalEngine.from_pretrained(**options)
 
     def identity(self) -> str:
-        """What results depend on in the model: backbone, version and the checkpoint's hash (two
-        untrained "dev" checkpoints differ). Archive units and the nightly history are keyed by it;
-        precision and device are not part of it."""
+        """What results depend on in the model: backbone, version, the checkpoint's hash (two
+        untrained "dev" checkpoints differ), and an input size other than the checkpoint's and the
+        test-time flip when asked for (so that the default's identity is as before they existed).
+        Archive units and the nightly history are keyed by it; precision and device are not part of it."""
         from .engine import default_weights_path
         from .model.checkpoint import read_checkpoint
 
         if self.official is not None:
-            return f"gicd-vgg16-official {hash_file(self.official)[:12]}"
+            return f"gicd-vgg16-official {hash_file(self.official)[:12]}{self._inference_suffix(224)}"
         path = self.weights if self.weights is not None else default_weights_path()
         meta = read_checkpoint(path)
-        return f"gicd-{meta['backbone']} {meta['version']} {hash_file(path)[:12]}"
+        return f"gicd-{meta['backbone']} {meta['version']} {hash_file(path)[:12]}{self._inference_suffix(meta['input_size'])}"
+
+    def _inference_suffix(self, native_size: int) -> str:
+        size = f" {self.input_size}px" if self.input_size not in (None, native_size) else ""
+        return size + (" flip" if self.flip else "")
 
 
 _engines: dict[EngineSpec, CoSalEngine] = {}

@@ -241,12 +241,17 @@ def score(predict: Callable[[Tensor], np.ndarray], val: list[ValGroup]) -> dict[
     return out
 
 
-def model_predictor(model: GICD, device: torch.device) -> Callable[[Tensor], np.ndarray]:
-    """predict() for :func:`score`: the model in eval mode, one forward per group, fp32."""
+def model_predictor(model: GICD, device: torch.device, flip: bool = False) -> Callable[[Tensor], np.ndarray]:
+    """predict() for :func:`score`: the model in eval mode, one forward per group, fp32; with
+    ``flip`` also the mirrored group against the same consensus, the maps averaged (as the engine)."""
     @torch.no_grad()
     def predict(images: Tensor) -> np.ndarray:
         x = model.backbone.preprocess(images.to(device).float() / 255.0)
-        return model(x).maps[:, 0].float().cpu().numpy()
+        out = model(x, side_outputs=False)
+        maps = out.maps[:, 0]
+        if flip:
+            maps = (maps + model(x.flip(-1), out.consensus, side_outputs=False).maps[:, 0].flip(-1)) / 2
+        return maps.float().cpu().numpy()
     return predict
 
 

@@ -50,6 +50,19 @@ def test_batch_norms_are_folded_with_the_same_maps_and_the_given_model_untouched
     np.testing.assert_allclose(folded.similarity, unfolded.similarity.numpy(), rtol=1e-4)
 
 
+def test_flip_averages_each_map_with_its_mirrored_frames_map_against_the_same_consensus(untrained: GICD,
+                                                                                         data: Path) -> None:
+    plain = CoSalEngine(untrained, device="cpu", flip=False)
+    x = torch.stack([plain.prepare(im) for im in load(group_images(data, "pascal_coseg", "Dog", 4))])
+    one = plain.segment(x)
+    mirrored = plain.segment(x.flip(-1), consensus=torch.from_numpy(one.consensus)[None])
+    flipped = CoSalEngine(untrained, device="cpu", flip=True).segment(x)
+    np.testing.assert_allclose(flipped.maps, (one.maps + mirrored.maps[..., ::-1]) / 2, atol=1e-5)
+    np.testing.assert_allclose(flipped.consensus, one.consensus, rtol=1e-5)
+    np.testing.assert_allclose(flipped.similarity, one.similarity, rtol=1e-5)
+    assert np.abs(flipped.maps - one.maps).max() > 1e-3  # the mirrored pass changed the maps
+
+
 def test_predict_group_returns_maps_at_each_original_size(untrained: GICD, data: Path) -> None:
     images = load(group_images(data, "pascal_coseg", "Cat", 3))
     maps = CoSalEngine(untrained, device="cpu").predict_group(images)

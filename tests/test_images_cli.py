@@ -43,10 +43,21 @@ def test_images_end_to_end_on_real_groups(data: Path, tmp_path: Path, checkpoint
     assert "wrote 5 maps in 2 groups" in result.output
     first = result.output.splitlines()[0]  # what runs, said first
     if torch.cuda.is_available():
-        assert first.startswith("model gicd-efficientnet_lite0 test on cuda, precision ") and "(auto: this GPU" in first
+        assert first.startswith("model gicd-efficientnet_lite0 test on cuda, 224 px, precision ") and "(auto: this GPU" in first
     else:
         auto = "bf16 (auto: this CPU has native bf16)" if cpu_has_native_bf16() else "fp32 (auto: this CPU has no native bf16)"
-        assert first == f"model gicd-efficientnet_lite0 test on cpu, precision {auto}"
+        assert first == f"model gicd-efficientnet_lite0 test on cpu, 224 px, precision {auto}"
+
+
+def test_input_size_and_flip_options_reach_the_engine(tmp_path: Path, checkpoint: Path, data: Path) -> None:
+    inp = tmp_path / "in"
+    copy_group(data, "pascal_coseg", "Horse", 2, inp / "Horse")
+    args = ["images", str(inp), "--out", str(tmp_path / "out"), "--weights", str(checkpoint)]
+    result = runner.invoke(app, [*args, "--input-size", "128", "--flip"])
+    assert result.exit_code == 0, result.output
+    assert ", 128 px, flip, precision " in result.output.splitlines()[0]
+    bad = runner.invoke(app, [*args, "--input-size", "100"])
+    assert bad.exit_code == 2 and "input_size: Input should be a multiple of 32 (got 100)" in bad.output
 
 
 def test_impossible_device_or_precision_is_a_clear_error(tmp_path: Path, checkpoint: Path, data: Path) -> None:

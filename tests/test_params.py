@@ -84,3 +84,13 @@ def test_bad_run_parameters_are_refused_in_one_line(values: dict, message: str) 
 def test_an_impossible_precision_is_refused() -> None:
     with pytest.raises(ValidationError, match="precision"):
         EngineSpec(precision="int8")
+
+
+def test_identity_names_a_non_default_input_size_and_flip(tmp_path) -> None:
+    from conftest import untrained_checkpoint
+
+    ck = untrained_checkpoint(tmp_path, 224)
+    plain = EngineSpec(weights=ck).identity()
+    assert plain.startswith("gicd-efficientnet_lite0 dev ") and len(plain.split()) == 3  # as before the options
+    assert EngineSpec(weights=ck, input_size=224).identity() == plain  # the checkpoint's own size
+    assert EngineSpec(weights=ck, input_size=320, flip=True).identity() == plain + " 320px flip"

@@ -6,7 +6,8 @@ With RUN names (``lite0``, ``center``, ...; ``none`` to only rewrite the table) 
 are scored again; the others keep their scores from ablation.parquet (written after every row), so
 finished runs can be scored while others still train.
 
-Scores each variant's best checkpoint (reports/training/<run>/best.pt) and a center-prior
+Scores each variant's best checkpoint (reports/training/<run>/best.pt) at its input size
+(``<run>+320px``: at 320; ``+flip``: with test-time flip, ``CoSalEngine(flip=True)``), and a center-prior
 floor on the held-out PASCAL groups (all images), the held-out DAVIS videos' jigsaw composites and
 their plain frames (24 evenly spaced frames per video), and writes ablation.parquet and
 ablation_table.md. ``steps``: the training steps behind the kept checkpoint, a stage 2's included.
@@ -47,6 +48,13 @@ VARIANTS += [  # issue 10's recipe: EfficientNet-Lite2, copy-paste composites, a
     ("lite2_ft's schedule with the validation groups as training data (lite2_all: NOT held out)", "lite2_all",
      True, True, True, 1200),
 ]
+VARIANTS += [  # session 5: inference options ("+320px": run at 320 px, "+flip": test-time flip), a fine-tuning at 320
+    ("lite2_ft with test-time flip", "lite2_ft+flip", True, True, True, 1200),
+    ("lite2_ft run at 320 px", "lite2_ft+320px", True, True, True, 1200),
+    ("lite2_ft at 320 px with flip", "lite2_ft+320px+flip", True, True, True, 1200),
+    ("lite2_ft fine-tuned at 320 px (lite2_ft320, epoch chosen on the subsample)", "lite2_ft320", True, True, True, 1800),
+    ("lite2_all at 320 px with flip (NOT held out)", "lite2_all+320px+flip", True, True, True, 1200),
+]
 VARIANTS += [  # the ablation on EfficientNet-Lite2, every row 200 steps of 8 images (configs/lite2_abl*.toml)
     ("Lite2 200 steps: GICD (copy-paste + jigsaw)", "lite2_abl", True, True, True, 0),
     ("Lite2 200 steps: no GIM", "lite2_abl_nogim", False, True, True, 0),
@@ -60,7 +68,14 @@ COLUMNS = [f"{kind}_{m}" for kind in ("groups", "composites", "frames") for m in
 def main() -> None:
     torch.set_num_threads(int(os.environ.get("ABLATION_THREADS", "2")))
     config = load_config(HERE.parents[1] / "configs" / "lite0.toml")
-    val = validation_set(config, max_images=0, max_frames=24)
+    vals = {224: validation_set(config, max_images=0, max_frames=24)}  # by input size (composites made at it)
+
+    def val_at(size: int) -> list:
+        if size not in vals:
+            at = config.model_copy(update={"model": config.model.model_copy(update={"input_size": size})})
+            vals[size] = validation_set(at, max_images=0, max_frames=24)
+        return vals[size]
+    val = vals[224]
     wanted = set(sys.argv[1:]) or {"center", *(v[1] for v in VARIANTS)}
     store = HERE / "ablation.parquet"
     kept = {r["run"]: r for r in pq.read_table(store).to_pylist()} if store.is_file() else {}
@@ -78,7 +93,8 @@ def main() -> None:
     elif "center" in kept:
         kept["center"] = {**center, **{k: kept["center"][k] for k in COLUMNS}}
     for label, run, gim, arm, jig, before in VARIANTS:
-        path = HERE / run / "best.pt"
+        name, *options = run.split("+")
+        path = HERE / name / "best.pt"
         if run not in wanted:  # keep its row as scored before (checkpoints are not in git)
             continue
         if not path.is_file():
@@ -88,7 +104,8 @@ def main() -> None:
         row = {"variant": label, "run": run, "gim": "x" if gim else "", "arm": "x" if arm else "",
                "jigsaw": "x" if jig else "", "steps": str(before + meta["extra"]["step"]),
                "epoch": str(meta["extra"]["epoch"])}
-        row.update(score(model_predictor(model, torch.device("cpu")), val))
+        size = next((int(o.removesuffix("px")) for o in options if o.endswith("px")), meta["input_size"])
+        row.update(score(model_predictor(model, torch.device("cpu"), flip="flip" in options), val_at(size)))
         print(label, {k: round(row[k], 4) for k in COLUMNS})
         kept[run] = row
         save()
