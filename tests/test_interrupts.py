@@ -8,6 +8,15 @@ import pytest
 from streamcosal.interrupts import Terminated, atomic, stop_signals
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Python's own SIGINT handler, as an interactive run has: a test runner started in the background
+    ignores SIGINT, and stop_signals() then rightly leaves it ignored (the last test)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize(("signum", "stop"), [(signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)])
 def test_signal_inside_atomic_waits_for_the_block(signum, stop):
     done = []
@@ -51,3 +60,13 @@ def test_a_held_stop_wins_over_an_error_of_the_block():
         assert isinstance(stop.value.__context__, OSError)  # the error is kept as its context
         with atomic():  # nothing left pending to go off later
             pass
+
+
+def test_an_ignored_sigint_stays_ignored():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a process started in the background
+    with stop_signals():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)  # ignored: no KeyboardInterrupt
+        with atomic():
+            pass
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
