@@ -317,6 +317,26 @@ class _Timeline:
         return self.last
 
 
+class _TimedFrames:
+    """Iterates (index, timestamp, frame) over the decodable frames of a container's first video
+    stream, timestamps on a :class:`_Timeline`. Indices count lost frames too, so they stay right;
+    ``count`` is the number of frames met so far, lost ones included (where a damaged file stopped).
+    Demuxer errors propagate, as from :func:`_decode_packets`."""
+
+    def __init__(self, container: av.container.InputContainer, name: str, info: VideoInfo, report: SourceReport):
+        self.container, self.name, self.report = container, name, report
+        self.timeline = _Timeline(name, info, report)
+        self.count = 0
+
+    def __iter__(self) -> Iterator[tuple[int, float, av.VideoFrame]]:
+        start_pts = self.container.streams.video[0].start_time or 0
+        for frame in _decode_packets(self.container, self.name, self.report):
+            index = self.count
+            self.count += 1
+            if frame is not None and frame.pts is not None:
+                yield index, self.timeline(index, float((frame.pts - start_pts) * frame.time_base), frame), frame
+
+
 class VideoFileSource(FrameSource):
     """A video file, decoded with decord (PyAV when decord cannot); see the module docstring."""
 
@@ -412,20 +432,15 @@ class VideoFileSource(FrameSource):
     def _pyav_frames(self, start_index: int) -> Iterator[Frame]:
         """Decode with PyAV, yielding sampled frames with index >= start_index."""
         sampler = Sampler(self._sampler.fps, self._sampler.stride)
-        index, last_good = 0, None
-        timeline = _Timeline(self.name, self.info, self.report)
+        last_good = None
         with _open_container(self.name, self.name) as container:
-            stream = container.streams.video[0]
-            start_pts = stream.start_time or 0
+            decoded = _TimedFrames(container, self.name, self.info, self.report)
             try:
-                for frame in _decode_packets(container, self.name, self.report):
-                    if frame is not None and frame.pts is not None:
-                        timestamp = timeline(index, float((frame.pts - start_pts) * frame.time_base), frame)
-                        if sampler.keep(index, timestamp) and index >= start_index:
-                            yield Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name)
-                        last_good = (index, timestamp)
-                    index += 1
-                truncated = self.info.frame_count is not None and index < self.info.frame_count
+                for index, timestamp, frame in decoded:
+                    if sampler.keep(index, timestamp) and index >= start_index:
+                        yield Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name)
+                    last_good = (index, timestamp)
+                truncated = self.info.frame_count is not None and decoded.count < self.info.frame_count
             except av.error.FFmpegError as error:
                 logger.debug("%s: demuxer stopped: %s", self.name, error)
                 truncated = True
@@ -434,7 +449,7 @@ class VideoFileSource(FrameSource):
             where = f"frame {last_good[0]} at {last_good[1]:.3f} s" if last_good else "none"
             expected = f" of {self.info.frame_count} announced" if self.info.frame_count else ""
             self.report.warn(
-                f"{self.name}: file is truncated: read {index}{expected} frames, last good {where}. "
+                f"{self.name}: file is truncated: read {decoded.count}{expected} frames, last good {where}. "
                 "The frames before it were read; re-copy or re-record the file to get the rest."
             )
         _summarise_skips(self.name, self.report, "The file is damaged; re-copy or re-encode it.")
@@ -452,21 +467,17 @@ class VideoFileSource(FrameSource):
                 ]
             except Exception as error:
                 logger.info("%s: decord random access failed (%s); using PyAV", self.name, str(error).splitlines()[0])
-        wanted_set, frames, index = set(wanted), [], 0
-        timeline = _Timeline(self.name, self.info, SourceReport())
+        wanted_set, frames = set(wanted), []
         with _open_container(self.name, self.name) as container:
-            start_pts = container.streams.video[0].start_time or 0
+            decoded = _TimedFrames(container, self.name, self.info, SourceReport())
             try:
-                for frame in _decode_packets(container, self.name, SourceReport()):
-                    if frame is not None and frame.pts is not None:
-                        timestamp = timeline(index, float((frame.pts - start_pts) * frame.time_base), frame)
-                        if index in wanted_set:
-                            frames.append(Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name))
-                    index += 1
-                    if index > wanted[-1]:
+                for index, timestamp, frame in decoded:
+                    if index in wanted_set:
+                        frames.append(Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name))
+                    if index >= wanted[-1]:
                         break
             except av.error.FFmpegError as error:
-                logger.warning("%s: stopped reading at frame %d: %s", self.name, index, error)
+                logger.warning("%s: stopped reading at frame %d: %s", self.name, decoded.count, error)
         return frames
 
 
@@ -496,19 +507,14 @@ class PipeSource(FrameSource):
         self.info = _unbounded_info(self._container, self.name)
 
     def _generate(self) -> Iterator[Frame]:
-        index = 0
-        timeline = _Timeline(self.name, self.info, self.report)
-        start_pts = self._container.streams.video[0].start_time or 0
+        decoded = _TimedFrames(self._container, self.name, self.info, self.report)
         try:
-            for frame in _decode_packets(self._container, self.name, self.report):
-                if frame is not None and frame.pts is not None:
-                    timestamp = timeline(index, float((frame.pts - start_pts) * frame.time_base), frame)
-                    if self._sampler.keep(index, timestamp):
-                        yield Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name)
-                index += 1
+            for index, timestamp, frame in decoded:
+                if self._sampler.keep(index, timestamp):
+                    yield Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name)
         except (av.error.FFmpegError, OSError) as error:
             self.report.truncated = True
-            self.report.warn(f"{self.name}: the pipe stopped being readable after frame {index - 1} ({error}); "
+            self.report.warn(f"{self.name}: the pipe stopped being readable after frame {decoded.count - 1} ({error}); "
                              "the frames before it were read. Check the program writing to it.")
         finally:
             self._container.close()
