@@ -87,3 +87,9 @@ class GICD(nn.Module):
         ]
         return GICDOutput(maps=side_maps[-1], side_maps=side_maps if side_outputs else [], consensus=consensus,
                           similarity=similarity, weights=weights)
+
+    def flip_averaged(self, x: Tensor, out: GICDOutput) -> Tensor:
+        """Test-time flip: ``out``'s maps [N,1,H,W] (``out`` = this network on x) averaged with the
+        maps of x mirrored left-right, segmented against out's consensus and mirrored back; fp32."""
+        mirrored = self(x.flip(-1), out.consensus, side_outputs=False)
+        return (out.maps.float() + mirrored.maps.float().flip(-1)) / 2

@@ -168,13 +168,9 @@ class CoSalEngine:
         for chunk in self._chunks(x):
             with autocast(self.precision, self.device):
                 out = self.model(chunk, None if consensus is None else consensus.to(self.device), side_outputs=False)
-                consensus = out.consensus if consensus is None else consensus
-                prob = out.maps[:, 0].float()
-                if self.flip:  # the mirrored chunk against the same consensus; its maps mirrored back
-                    mirrored = self.model(chunk.flip(-1), None if consensus is None else consensus.to(self.device),
-                                          side_outputs=False)
-                    prob = (prob + mirrored.maps[:, 0].float().flip(-1)) / 2
-            maps.append(prob.cpu())
+                prob = self.model.flip_averaged(chunk, out) if self.flip else out.maps
+            consensus = out.consensus if consensus is None else consensus
+            maps.append(prob[:, 0].float().cpu())
             sims.append(out.similarity.cpu() if out.similarity is not None else torch.full((chunk.shape[0],), float("nan")))
         return GroupPrediction(
             maps=torch.cat(maps).numpy(),

@@ -248,10 +248,8 @@ def model_predictor(model: GICD, device: torch.device, flip: bool = False) -> Ca
     def predict(images: Tensor) -> np.ndarray:
         x = model.backbone.preprocess(images.to(device).float() / 255.0)
         out = model(x, side_outputs=False)
-        maps = out.maps[:, 0]
-        if flip:
-            maps = (maps + model(x.flip(-1), out.consensus, side_outputs=False).maps[:, 0].flip(-1)) / 2
-        return maps.float().cpu().numpy()
+        maps = model.flip_averaged(x, out) if flip else out.maps
+        return maps[:, 0].float().cpu().numpy()
     return predict
 
 

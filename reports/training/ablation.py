@@ -68,14 +68,14 @@ COLUMNS = [f"{kind}_{m}" for kind in ("groups", "composites", "frames") for m in
 def main() -> None:
     torch.set_num_threads(int(os.environ.get("ABLATION_THREADS", "2")))
     config = load_config(HERE.parents[1] / "configs" / "lite0.toml")
-    vals = {224: validation_set(config, max_images=0, max_frames=24)}  # by input size (composites made at it)
+    vals: dict[int, list] = {}  # by input size (the composites are made at it)
 
     def val_at(size: int) -> list:
         if size not in vals:
             at = config.model_copy(update={"model": config.model.model_copy(update={"input_size": size})})
             vals[size] = validation_set(at, max_images=0, max_frames=24)
         return vals[size]
-    val = vals[224]
+    val = val_at(config.model.input_size)
     wanted = set(sys.argv[1:]) or {"center", *(v[1] for v in VARIANTS)}
     store = HERE / "ablation.parquet"
     kept = {r["run"]: r for r in pq.read_table(store).to_pylist()} if store.is_file() else {}
