@@ -3,7 +3,8 @@
 Same process, same group of 8 real photos at 224: GICD-VGG16 through the reference (per image:
 consensus pass, backbone pass, full .backward(), decoder; batch 1) and through the engine (one
 batch, one backbone pass, GIM's gradient through the head only), then the default
-EfficientNet-Lite0 engine, with and without its BatchNorms folded (the engine folds them; the
+engine (``CoSalEngine.from_pretrained()``: EfficientNet-Lite2 since 0.1.0+lite2; the committed
+tables name the model they measured), with and without its BatchNorms folded (the engine folds them; the
 unfolded row is the engine before that change). Each path: best of ``--runs`` after a warm-up.
 Each figure also as achieved GFLOP/s (the model's FLOPs per frame, counted by
 torch.profiler, times frames/s) and as a share of this machine's measured convolution
@@ -57,6 +58,11 @@ def vgg16_gicd() -> tuple[GICD, str]:
         return GICD(build_backbone("vgg16")), "torchvision's weights, random decoder"
     torch.manual_seed(0)
     return GICD(VGG16Backbone()), "random weights (none in the hub cache)"
+
+
+def default_title(engine: CoSalEngine) -> str:
+    """The table title of the default model, e.g. "GICD-Lite2 (default)" for gicd-efficientnet_lite2."""
+    return f"GICD-{engine.name.removeprefix('gicd-efficientnet_').title()} (default)"
 
 
 def unfolded_default_engine() -> CoSalEngine:
@@ -151,21 +157,22 @@ def main() -> None:
         paths.append(TimedPath("GICD-VGG16", "engine, one batch", precision, lambda eng=eng: eng.segment(x), vgg_gflop, note))
 
     lite = CoSalEngine.from_pretrained(device="cpu", precision="fp32")
+    default = default_title(lite)
     lite_gflop = gflop_per_frame(lite, x)
     before = unfolded_default_engine()
     diff = np.abs(before.segment(x).maps - lite.segment(x).maps)
-    paths.append(TimedPath("GICD-Lite0 (default)", "engine before: BatchNorms not folded", "fp32", lambda: before.segment(x),
+    paths.append(TimedPath(default, "engine before: BatchNorms not folded", "fp32", lambda: before.segment(x),
                        lite_gflop, f"maps vs folded: mean abs diff {diff.mean():.1e}, max {diff.max():.1e}"))
     for precision in precisions:
         eng = CoSalEngine.from_pretrained(device="cpu", precision=precision)  # type: ignore[arg-type]
         label = f"{precision} (auto)" if precision == auto else precision
-        paths.append(TimedPath("GICD-Lite0 (default)", "engine, one batch", label, lambda eng=eng: eng.segment(x), lite_gflop))
+        paths.append(TimedPath(default, "engine, one batch", label, lambda eng=eng: eng.segment(x), lite_gflop))
     time_interleaved(paths, args.runs)
 
     if keep_freed_memory():  # last: it cannot be undone in this process
         after_malloc = [TimedPath(title, f"engine, glibc malloc keeping freed memory (`{MALLOC_ENV}`)", "fp32",
                               lambda eng=eng: eng.segment(x), gflop)
-                        for title, eng, gflop in (("GICD-VGG16", fp32, vgg_gflop), ("GICD-Lite0 (default)", lite, lite_gflop))]
+                        for title, eng, gflop in (("GICD-VGG16", fp32, vgg_gflop), (default, lite, lite_gflop))]
         time_interleaved(after_malloc, args.runs)
         paths += after_malloc
 

@@ -1,7 +1,7 @@
 """The engine on a CUDA GPU: frames/s and peak memory by model, precision and group size.
 
 GICD-VGG16 (torchvision's weights from the hub cache, random otherwise: speed does not depend on
-the values) and the shipped default (EfficientNet-Lite0), fp32/bf16/fp16, groups of 8/32/64 at
+the values) and the shipped default (``CoSalEngine.from_pretrained()``), fp32/bf16/fp16, groups of 8/32/64 at
 224 (a group is one batch: ``chunk_size`` = the group), plus the per-image reference of the
 authors' inference for VGG-16 in the same process. Frames already on the GPU's host side,
 prepared; timings are best of ``--runs`` after a warm-up, with the GPU synchronised. Writes a
@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_engine import group_of_8, vgg16_gicd  # noqa: E402
+from benchmarks.bench_engine import default_title, group_of_8, vgg16_gicd  # noqa: E402
 from benchmarks.reference_gicd import ReferenceGICD, official_backbone_as_torchvision  # noqa: E402
 from benchmarks.results_file import write_results  # noqa: E402
 from streamcosal.engine import CoSalEngine  # noqa: E402
@@ -53,7 +53,8 @@ def main() -> None:
         raise SystemExit("bench_gpu.py needs a CUDA GPU")
     warnings.simplefilter("ignore")
     vgg, vgg_weights = vgg16_gicd()
-    lite: GICD = CoSalEngine.from_pretrained(device="cpu").model
+    default = CoSalEngine.from_pretrained(device="cpu")
+    lite: GICD = default.model
     eight = group_of_8(CoSalEngine(lite, device="cpu", precision="fp32"))
     rows = []
 
@@ -66,7 +67,7 @@ def main() -> None:
     t_ref = best_seconds(lambda: reference(xn), args.runs)
     rows.append(f"| GICD-VGG16 | authors' reference (batch 1) | fp32 | 8 | {8 / t_ref:.0f} | | 1x |")
 
-    for title, model in (("GICD-VGG16", vgg), ("GICD-Lite0 (default)", lite)):
+    for title, model in (("GICD-VGG16", vgg), (default_title(default), lite)):
         for precision in PRECISIONS:
             for n in GROUPS:
                 engine = CoSalEngine(model, device="cuda", precision=precision, chunk_size=n)  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 
 A group of 8 real photos at 224, fp32 (or ``--precision``), for GICD-VGG16 (torchvision's weights
 when they are in torch's hub cache, random otherwise: speed does not depend on the values) and
-the shipped default (EfficientNet-Lite0). Two tables per model, from the best of ``--runs``
+the shipped default (``CoSalEngine.from_pretrained()``). Two tables per model, from the best of ``--runs``
 profiled calls: time by stage of the network (backbone, consensus head, GIM, each decoder level,
 the side outputs' upsampling; labels put on by hooks in this script, the model is not changed)
 and by operator (self time). Writes Markdown.
@@ -28,7 +28,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_engine import group_of_8, vgg16_gicd  # noqa: E402
+from benchmarks.bench_engine import default_title, group_of_8, vgg16_gicd  # noqa: E402
 from benchmarks.results_file import write_results  # noqa: E402
 from streamcosal.engine import CoSalEngine  # noqa: E402
 from streamcosal.model import GICD  # noqa: E402
@@ -125,8 +125,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     vgg, vgg_weights = vgg16_gicd()
-    models = [("GICD-VGG16", vgg, vgg_weights), ("GICD-Lite0 (default)", CoSalEngine.from_pretrained(device="cpu").model,
-                                                 "shipped weights")]
+    default = CoSalEngine.from_pretrained(device="cpu")
+    models = [("GICD-VGG16", vgg, vgg_weights), (default_title(default), default.model, "shipped weights")]
     load_before = os.getloadavg()[0]
     lines = []
     for title, model, weights in models:
