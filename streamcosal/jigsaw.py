@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 
 from .copypaste import CutOut, CutOutError, copy_paste, cut_out, paste_distractors
@@ -280,7 +280,10 @@ class Augmentation(BaseModel):
     that keep the object in its own photo and paste only the distractors over it (0.5: being pasted
     says nothing about being the common object); hflip: random horizontal flips;
     crop_scale: smallest area fraction of a random crop (1 = no crop), aspect in [3/4, 4/3];
-    colour: strength c of brightness, contrast and saturation factors drawn in [1-c, 1+c] (0 = none).
+    colour: strength c of brightness, contrast and saturation factors drawn in [1-c, 1+c] (0 = none);
+    sizes: multi-scale training, each step's group at one of these sizes (drawn per step; multiples of
+    32, as the engine's input sizes), so the decoder learns more than one scale of the same scene
+    (empty = the model's input size).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -291,6 +294,15 @@ class Augmentation(BaseModel):
     hflip: bool = True
     crop_scale: float = Field(0.6, gt=0.0, le=1.0)
     colour: float = Field(0.25, ge=0.0, lt=1.0)
+    sizes: list[int] = Field(default_factory=list)
+
+    @field_validator("sizes")
+    @classmethod
+    def _multiples_of_32(cls, sizes: list[int]) -> list[int]:
+        bad = [s for s in sizes if s < 32 or s % 32]
+        if bad:
+            raise ValueError(f"sizes {bad} are not multiples of 32 (the backbone's stride): use e.g. 224, 256, 288")
+        return sizes
 
 
 def random_crop(rgb: np.ndarray, mask: np.ndarray, min_scale: float,
@@ -354,25 +366,28 @@ class GroupSampler:
         return order[:steps]
 
     def batch(self, group: str, epoch: int, step: int) -> tuple[Tensor, Tensor]:
-        """Images [N,3,S,S] float in [0,1] and masks [N,1,S,S] float {0,1}, N = min(max_images, |group|)."""
+        """Images [N,3,S,S] float in [0,1] and masks [N,1,S,S] float {0,1}, N = min(max_images, |group|);
+        S is the sampler's size, or the step's draw from ``augment.sizes``."""
         items = self.groups[group]
         rng = np.random.default_rng([self.seed, epoch, step])
         chosen = rng.choice(len(items), size=min(self.max_images, len(items)), replace=False)
+        size = int(rng.choice(self.augment.sizes)) if self.augment.sizes else self.size
         others = np.flatnonzero(self._owner != self.names.index(group))
-        pairs = [self.sample(items[i], others, np.random.default_rng([self.seed, epoch, step, k]))
+        pairs = [self.sample(items[i], others, np.random.default_rng([self.seed, epoch, step, k]), size)
                  for k, i in enumerate(chosen)]
         x = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).float().div_(255.0)
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None].float()
         return x, y
 
-    def sample(self, item: ManifestItem, others: np.ndarray,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One augmented sample: ([S,S,3] uint8, [S,S] {0,1}); partners come from ``others``."""
-        aug, s = self.augment, self.size
+    def sample(self, item: ManifestItem, others: np.ndarray, rng: np.random.Generator,
+               size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented sample: ([S,S,3] uint8, [S,S] {0,1}), S = ``size`` or the sampler's; partners
+        come from ``others``."""
+        aug, s = self.augment, size or self.size
         rgb, mask = load_pair(item.image, item.mask)
         if aug.copy_paste_prob > 0 and rng.random() < aug.copy_paste_prob:
             try:
-                composite, label = self._copy_paste(rgb, mask, item, others, rng)
+                composite, label = self._copy_paste(rgb, mask, item, others, rng, s)
                 return colour_jitter(composite, aug.colour, rng), label
             except CutOutError as err:
                 warnings.warn(f"{err}: a jigsaw or plain sample instead of a copy-paste composite", stacklevel=2)
@@ -390,7 +405,7 @@ class GroupSampler:
         return colour_jitter(rgb, aug.colour, rng), mask
 
     def _copy_paste(self, rgb: np.ndarray, mask: np.ndarray, item: ManifestItem, others: np.ndarray,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                    rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
         """A copy-paste composite of ``item``'s object and one or two distractors from ``others``
         (items of other groups): the object pasted onto another group's photo or, with probability
         ``copy_paste_native``, the distractors pasted over the object's own photo."""
@@ -411,9 +426,9 @@ class GroupSampler:
                 except CutOutError:
                     continue
         if native:
-            return paste_distractors(rgb, mask, distractors, self.size, rng)
+            return paste_distractors(rgb, mask, distractors, size, rng)
         background, _ = read_image(self._items[int(rng.choice(others))].image)
-        return copy_paste(target, distractors, background, self.size, rng)
+        return copy_paste(target, distractors, background, size, rng)
 
 
 MAX_DRAWS = 5

@@ -96,6 +96,22 @@ def test_sampler_mixes_copy_paste_composites_of_real_objects_seeded() -> None:
     assert float(x[0][:, y[0, 0] == 0].std()) > 0.05
 
 
+def test_multi_scale_draws_one_size_per_step_seeded() -> None:
+    groups = {"cat": real_items("pascal_coseg", "Cat", 3), "horse": real_items("pascal_coseg", "Horse", 3)}
+    aug = Augmentation(jigsaw_prob=0.5, copy_paste_prob=0.5, sizes=[64, 96, 128])
+    sampler = GroupSampler(groups, size=224, max_images=2, augment=aug, seed=3)
+    sizes = []
+    for step in range(12):
+        x, y = sampler.batch("cat", 0, step)
+        assert x.shape[2] == x.shape[3] and y.shape[2:] == x.shape[2:] and y.any()
+        sizes.append(x.shape[2])
+        x2, _ = sampler.batch("cat", 0, step)
+        assert np.array_equal(x.numpy(), x2.numpy())
+    assert set(sizes) == {64, 96, 128}  # every size drawn, never the sampler's own 224
+    with pytest.raises(ValueError, match=r"sizes \[100\] are not multiples of 32"):
+        Augmentation(sizes=[64, 100])
+
+
 def test_a_target_with_an_empty_mask_falls_back_with_a_warning(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from PIL import Image
 
