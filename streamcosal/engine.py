@@ -67,6 +67,10 @@ class CoSalEngine:
     def __init__(self, model: GICD, *, device: str = "auto", precision: Precision = "auto",
                  input_size: int = 224, flip: bool = False, chunk_size: int = 32, channels_last: bool = True,
                  name: str = "gicd", version: str = __version__) -> None:
+        if input_size < 32 or input_size % 32:
+            raise ValueError(f"input_size {input_size} is not a multiple of 32 (the backbone's stride): the decoder's "
+                             "levels would not align and the maps degrade (Lite2's native 260 loses to 256 "
+                             "everywhere); use e.g. 224, 256 or 288")
         self.device = resolve_device(device)
         self.requested_precision = precision
         self.precision = resolve_precision(precision, self.device)

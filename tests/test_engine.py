@@ -100,6 +100,8 @@ def test_device_and_precision_choices(untrained: GICD) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             CoSalEngine(untrained, device="cuda")
+    with pytest.raises(ValueError, match="input_size 260 is not a multiple of 32"):
+        CoSalEngine(untrained, device="cpu", input_size=260)
 
 
 def test_bf16_is_close_to_fp32_with_the_shipped_model(data: Path) -> None:
