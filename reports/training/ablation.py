@@ -7,7 +7,8 @@ are scored again; the others keep their scores from ablation.parquet (written af
 finished runs can be scored while others still train.
 
 Scores each variant's best checkpoint (reports/training/<run>/best.pt) at its input size
-(``<run>+320px``: at 320; ``+flip``: with test-time flip, ``CoSalEngine(flip=True)``), and a center-prior
+(``<run>+320px``: at 320; ``+flip``: with test-time flip, ``CoSalEngine(flip=True)``; ``+last``: the
+run's last epoch, from its state.pt, instead of its best), and a center-prior
 floor on the held-out PASCAL groups (all images), the held-out DAVIS videos' jigsaw composites and
 their plain frames (24 evenly spaced frames per video), and writes ablation.parquet and
 ablation_table.md. ``steps``: the training steps behind the kept checkpoint, a stage 2's included.
@@ -55,6 +56,12 @@ VARIANTS += [  # session 5: inference options ("+320px": run at 320 px, "+flip":
     ("lite2_ft fine-tuned at 320 px (lite2_ft320, epoch chosen on the subsample)", "lite2_ft320", True, True, True, 1800),
     ("lite2_all at 320 px with flip (NOT held out)", "lite2_all+320px+flip", True, True, True, 1200),
 ]
+VARIANTS += [  # session 6: multi-scale fine-tuning (each step at 224, 256 or 288 px), 800 steps from lite2_ft / lite2_all
+    ("lite2_ft fine-tuned multi-scale (lite2_ms), last epoch: the default's held-out twin", "lite2_ms+last+224px",
+     True, True, True, 1800),
+    ("lite2_ms, last epoch, run at 256 px", "lite2_ms+last", True, True, True, 1800),
+    ("lite2_all fine-tuned multi-scale (lite2_all_ms: the default, NOT held out)", "lite2_all_ms", True, True, True, 1800),
+]
 VARIANTS += [  # the ablation on EfficientNet-Lite2, every row 200 steps of 8 images (configs/lite2_abl*.toml)
     ("Lite2 200 steps: GICD (copy-paste + jigsaw)", "lite2_abl", True, True, True, 0),
     ("Lite2 200 steps: no GIM", "lite2_abl_nogim", False, True, True, 0),
@@ -101,9 +108,13 @@ def main() -> None:
             print(f"skipped {run}: {path} not found")
             continue
         model, meta = load_checkpoint(path)
+        epoch, step = meta["extra"]["epoch"], meta["extra"]["step"]
+        if "last" in options:
+            state = torch.load(HERE / name / "state.pt", map_location="cpu", weights_only=True)
+            model.decoder.load_state_dict(state["decoder"])
+            epoch, step = state["epoch"], state["history"][-1]["step"]
         row = {"variant": label, "run": run, "gim": "x" if gim else "", "arm": "x" if arm else "",
-               "jigsaw": "x" if jig else "", "steps": str(before + meta["extra"]["step"]),
-               "epoch": str(meta["extra"]["epoch"])}
+               "jigsaw": "x" if jig else "", "steps": str(before + step), "epoch": str(epoch)}
         size = next((int(o.removesuffix("px")) for o in options if o.endswith("px")), meta["input_size"])
         row.update(score(model_predictor(model, torch.device("cpu"), flip="flip" in options), val_at(size)))
         print(label, {k: round(row[k], 4) for k in COLUMNS})
