@@ -88,6 +88,12 @@ def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None,
     return engine
 
 
+def print_consensus(consensus: dict[str, list[tuple[str, float]]]) -> None:
+    """One line per group: its consensus's most probable ImageNet classes (what was taken as common)."""
+    for name, classes in consensus.items():
+        typer.echo(f"consensus of group {name!r}: " + ", ".join(f"{label} {p:.2f}" for label, p in classes))
+
+
 @app.command()
 def images(
     input: Annotated[Path, typer.Argument(help="A folder of groups (INPUT/<group>/<image>) or one folder of images.")],
@@ -116,6 +122,7 @@ def images(
     engine = load_engine(weights, official, vgg16, precision, device, input_size, flip)
     report = segment_folders(input, out, engine)
     typer.echo(f"wrote {report.maps} maps in {len(report.written)} groups to {out}")
+    print_consensus(report.consensus)
     for note in report.notes:
         err.print(escape(note))
     for failure in report.failures:
@@ -325,6 +332,7 @@ def video(
         typer.echo(line + (f", overlay {run.overlay}" if run.overlay else ""))
         if run.error:
             err.print(f"[red]error:[/red] {escape(run.error)}")
+    print_consensus(report.consensus)
     typer.echo(f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_s:.1f} frames/s), "
                f"{report.events} events; results in {out} (run {report.run_id})")
     for error in report.errors:

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .engine import CoSalEngine, resize_map, to_uint8
 from .imagefile import IMAGE_SUFFIXES, ImageReadError, read_image
+from .imagenet import top_classes
 from .storage.files import atomic_write
 
 
@@ -111,6 +112,8 @@ class FolderReport:
     written: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # group -> the 3 most probable ImageNet classes of its consensus (what the model took as common)
+    consensus: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     stopped: str | None = None
     interrupted: bool = False
 
@@ -205,6 +208,8 @@ def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path]
         report.notes.append(f"group {group!r}: images share a stem, so their maps keep the suffix: "
                             + ", ".join(f"{n}.png" for n in renamed))
     pred = engine.segment(torch.stack(batch))
+    if pred.consensus is not None:
+        report.consensus[group] = top_classes(pred.consensus)
     report.written[group] = 0
     for path, size, saliency in zip(kept, sizes, pred.maps):
         write_png(out_dir / group / f"{names[path]}.png", to_uint8(resize_map(saliency, size)))

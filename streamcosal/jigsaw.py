@@ -50,6 +50,7 @@ from torch import Tensor
 from .copypaste import CutOut, CutOutError, copy_paste, cut_out, paste_distractors
 from .datasets import load_dataset
 from .imagefile import read_gray, read_image, resize
+from .imagenet import imagenet_label
 from .model import Backbone, build_backbone
 from .storage.parquet_files import write_atomic
 
@@ -189,9 +190,7 @@ def classify_images(paths: Sequence[Path], backbone: Backbone, *, batch_size: in
 
 def class_group_name(cls: int) -> str:
     """Group name of an ImageNet class: ``"207_golden_retriever"``."""
-    from timm.data import ImageNetInfo
-
-    label = ImageNetInfo().index_to_description(cls).split(",")[0]
+    label = imagenet_label(cls)
     return f"{cls:03d}_{re.sub(r'[^0-9A-Za-z]+', '_', label).strip('_').lower()}"
 
 

@@ -69,6 +69,7 @@ from torch import Tensor
 
 from .consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity, source_identity_of
 from .engine import CoSalEngine
+from .imagenet import top_classes
 from .interrupts import Terminated, atomic, stop_signals
 from .live import LiveReader, live_windows
 from .metrics import LiveMetrics, LiveSummary
@@ -147,6 +148,9 @@ class RunReport:
     interrupted: str | None = None  # "SIGINT" or "SIGTERM" when the run was stopped
     sources: list[SourceRun] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # what could not be saved at the end (a full disk)
+    # group -> the 3 most probable ImageNet classes of its consensus at the end, (name, probability):
+    # the object the model took as the group's common one (none for a model without GIM)
+    consensus: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
 
     @property
     def frames_per_s(self) -> float:
@@ -241,6 +245,7 @@ def run_pipeline(
             _final_write(report, f"the last results (the {len(writer.files)} files before them in "
                                  f"{writer.directory} are complete)", writer.close)
             _final_write(report, "the consensus store", store.save)
+            report.consensus = {name: top_classes(store.consensus(name)) for name, _ in jobs if name in store}
             report.events = _final_write(report, "the events", lambda: sink.write_events(out)) or 0
             report.seconds = time.perf_counter() - start
             _final_write(report, "the run report", lambda: report.save(layout.report))

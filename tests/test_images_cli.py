@@ -41,6 +41,8 @@ def test_images_end_to_end_on_real_groups(data: Path, tmp_path: Path, checkpoint
         written = cv2.imread(str(out / src.parent.name / f"{src.stem}.png"), cv2.IMREAD_UNCHANGED)
         assert written.dtype == np.uint8 and written.shape == Image.open(src).size[::-1]
     assert "wrote 5 maps in 2 groups" in result.output
+    # each group's consensus named: the horses' most probable ImageNet class is "sorrel", the only horse class
+    assert "consensus of group 'Horse': sorrel " in result.output and "consensus of group 'Bengal': " in result.output
     first = result.output.splitlines()[0]  # what runs, said first
     if torch.cuda.is_available():
         assert first.startswith("model gicd-efficientnet_lite0 test on cuda, 224 px, precision ") and "(auto: this GPU" in first

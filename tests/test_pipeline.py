@@ -114,6 +114,9 @@ def test_global_results_match_the_source(archive):
             assert math.isfinite(r["similarity"]) and r["model_name"] == "gicd-efficientnet_lite0"
     saved = json.loads((out / "runs" / f"{report.run_id}.json").read_text())
     assert saved["frames"] == 24 and saved["exit_code"] == 0
+    # what each group's consensus is about: its 3 most probable ImageNet classes, best first
+    assert set(saved["consensus"]) == set(videos)
+    assert all(len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1] for top in saved["consensus"].values())
     assert (saved["precision"], saved["device"]) == ("bf16" if cpu_has_native_bf16() else "fp32", "cpu")  # auto, resolved
     model = json.loads(pq.read_schema(next(out.glob("frames/*/*.parquet"))).metadata[MODEL_KEY])
     assert model == {"name": "gicd-efficientnet_lite0", "version": "dev", "precision": saved["precision"], "device": "cpu"}
@@ -295,6 +298,7 @@ def test_default_model_masks_match_davis(data, tmp_path):
         out = tmp_path / mode
         report = run_pipeline(paths, out, engine, PipelineConfig(mode=mode, window=4, consensus_frames=8))
         assert report.exit_code == 0
+        assert report.consensus["blackswan"][0][0] == "black swan", report.consensus  # the object it took as common
         rows = read_results(out).to_pylist()
         assert len(rows) == 24
         assert mean_iou(rows, data) >= MIN_MEAN_IOU_DEFAULT_MODEL, mode

@@ -87,6 +87,7 @@ def test_image_group_overlays_sharing_a_stem_keep_both(data, tmp_path, checkpoin
     cv2.imwrite(str(inp / f"{jpg[0].stem}.png"), cv2.imread(str(jpg[1])))
     result = runner.invoke(app, ["video", str(inp), "--out", str(out), "--overlay", "--weights", str(checkpoint)])
     assert result.exit_code == 0, result.output
+    assert "consensus of group 'g': " in result.output  # the group's most probable ImageNet classes
     (folder,) = (out / "overlays").glob("*/*")
     assert len([p for p in folder.iterdir() if p.name != "contact_sheet.png"]) == 3
 
