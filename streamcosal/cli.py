@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .engine import CoSalEngine
 from .imagefile import IMAGE_SUFFIXES
+from .imagenet import describe_classes
 from .model import WeightsError
 from .params import DropPolicy, EngineSpec, Mode, RunParams, explain
 from .pipeline import PipelineConfig
@@ -91,7 +92,7 @@ def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None,
 def print_consensus(consensus: dict[str, list[tuple[str, float]]]) -> None:
     """One line per group: its consensus's most probable ImageNet classes (what was taken as common)."""
     for name, classes in consensus.items():
-        typer.echo(f"consensus of group {name!r}: " + ", ".join(f"{label} {p:.2f}" for label, p in classes))
+        typer.echo(f"consensus of group {name!r}: {describe_classes(classes)}")
 
 
 @app.command()

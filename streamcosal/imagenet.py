@@ -34,3 +34,8 @@ def top_classes(probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
         raise ValueError(f"top_classes needs the {len(_descriptions())} ImageNet-1k probabilities, got {probs.size} values")
     best = np.argsort(-probs, kind="stable")[:k]
     return [(imagenet_label(int(i)), float(probs[i])) for i in best]
+
+
+def describe_classes(classes: list[tuple[str, float]]) -> str:
+    """``top_classes``'s result as one line: ``"tabby 0.62, tiger cat 0.20, Egyptian cat 0.15"``."""
+    return ", ".join(f"{label} {p:.2f}" for label, p in classes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from .imagenet import describe_classes
 from .params import EngineSpec, RunParams
 from .pipeline import PipelineConfig, RunReport, run_pipeline
 
@@ -88,6 +89,9 @@ def report_markdown(report: RunReport) -> str:
         error = (s.error or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{s.source}` | {s.group} | {s.status} | {s.mode} | {s.frames} | "
                      f"{'`' + s.overlay + '`' if s.overlay else ''} | {error} |")
+    if report.consensus:
+        lines += ["", "What each group's consensus is about (its most probable ImageNet classes):",
+                  *(f"- {group}: {describe_classes(classes)}" for group, classes in report.consensus.items())]
     if report.interrupted:
         lines += ["", f"Stopped by {report.interrupted}: the results done so far are kept."]
     if report.errors:

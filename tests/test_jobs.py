@@ -36,3 +36,9 @@ def test_a_failed_source_or_a_stop_fails_the_job():
                                            SourceRun("b.mp4", "b", status="failed", error="cannot open b.mp4")]))
     with pytest.raises(VideoJobError, match="stopped by SIGTERM"):
         raise_for_failures(report(interrupted="SIGTERM"))
+
+
+def test_the_markdown_names_each_groups_consensus():
+    run = report(consensus={"a": [("tabby", 0.62), ("tiger cat", 0.2), ("Egyptian cat", 0.15)]})
+    assert "- a: tabby 0.62, tiger cat 0.20, Egyptian cat 0.15" in report_markdown(run)
+    assert "consensus" not in report_markdown(report())  # a model without GIM has none
