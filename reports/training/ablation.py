@@ -62,6 +62,13 @@ VARIANTS += [  # session 6: multi-scale fine-tuning (each step at 224, 256 or 28
     ("lite2_ms, last epoch, run at 256 px", "lite2_ms+last", True, True, True, 1800),
     ("lite2_all fine-tuned multi-scale (lite2_all_ms: the default, NOT held out)", "lite2_all_ms", True, True, True, 1800),
 ]
+VARIANTS += [  # session 7: 1,200 more multi-scale steps (new draws) from lite2_ms / lite2_all_ms's last epochs
+    ("lite2_ms trained 1,200 more steps (lite2_ms2), last epoch: held out, worse than lite2_ms, not shipped", "lite2_ms2+last+224px",
+     True, True, True, 2600),
+    ("lite2_ms2, last epoch, run at 256 px", "lite2_ms2+last", True, True, True, 2600),
+    ("lite2_all_ms trained 1,200 more steps (lite2_all_ms2: NOT held out, not shipped)", "lite2_all_ms2",
+     True, True, True, 2600),
+]
 VARIANTS += [  # the ablation on EfficientNet-Lite2, every row 200 steps of 8 images (configs/lite2_abl*.toml)
     ("Lite2 200 steps: GICD (copy-paste + jigsaw)", "lite2_abl", True, True, True, 0),
     ("Lite2 200 steps: no GIM", "lite2_abl_nogim", False, True, True, 0),
@@ -102,7 +109,9 @@ def main() -> None:
     for label, run, gim, arm, jig, before in VARIANTS:
         name, *options = run.split("+")
         path = HERE / name / "best.pt"
-        if run not in wanted:  # keep its row as scored before (checkpoints are not in git)
+        if run not in wanted:  # keep its row as scored before (checkpoints are not in git), under today's label
+            if run in kept:
+                kept[run]["variant"] = label
             continue
         if not path.is_file():
             print(f"skipped {run}: {path} not found")
