@@ -110,8 +110,8 @@ def test_impossible_values_and_missing_inputs_are_refused_before_any_work(tmp_pa
 def test_committed_configs_load(path: Path) -> None:
     config = load_config(path)
     assert config.name and config.train.out_dir.name == config.name
-    if config.model.init is not None:  # a second stage starts from the first stage's best checkpoint
-        assert config.model.init.name == "best.pt" and config.model.init.parent != config.train.out_dir
+    if config.model.init is not None:  # a later stage starts from an earlier run's best or last epoch
+        assert config.model.init.name in ("best.pt", "last.pt") and config.model.init.parent != config.train.out_dir
 
 
 def test_few_steps_lower_the_loss_and_keep_the_backbone_frozen(tmp_path: Path, tiny: Path) -> None:
@@ -160,6 +160,8 @@ def test_resume_equals_uninterrupted(tmp_path: Path, tiny: Path) -> None:
     for k in a:
         assert torch.equal(a[k], b[k]), f"decoder tensor {k} differs after resume"
     assert [r["loss"] for r in whole.history] == [r["loss"] for r in resumed.history]
+    last = torch.load(resumed.state.parent / "last.pt", weights_only=True)  # the last epoch, as a checkpoint
+    assert last["extra"]["epoch"] == 2 and all(torch.equal(last["decoder"][k], b[k]) for k in b)
     import pyarrow.parquet as pq
     table = pq.read_table(resumed.metrics).to_pydict()
     assert table["epoch"] == [1, 2] and {"groups_maxF", "composites_S", "frames_MAE", "images_per_s"} <= set(table)
