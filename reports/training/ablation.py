@@ -8,7 +8,8 @@ finished runs can be scored while others still train.
 
 Scores each variant's best checkpoint (reports/training/<run>/best.pt) at its input size
 (``<run>+320px``: at 320; ``+flip``: with test-time flip, ``CoSalEngine(flip=True)``; ``+last``: the
-run's last epoch, from its state.pt, instead of its best), and a center-prior
+run's last epoch, its last.pt, instead of its best; runs from before training wrote last.pt got one
+written from their state.pt), and a center-prior
 floor on the held-out PASCAL groups (all images), the held-out DAVIS videos' jigsaw composites and
 their plain frames (24 evenly spaced frames per video), and writes ablation.parquet and
 ablation_table.md. ``steps``: the training steps behind the kept checkpoint, a stage 2's included.
@@ -108,7 +109,7 @@ def main() -> None:
         kept["center"] = {**center, **{k: kept["center"][k] for k in COLUMNS}}
     for label, run, gim, arm, jig, before in VARIANTS:
         name, *options = run.split("+")
-        path = HERE / name / "best.pt"
+        path = HERE / name / ("last.pt" if "last" in options else "best.pt")
         if run not in wanted:  # keep its row as scored before (checkpoints are not in git), under today's label
             if run in kept:
                 kept[run]["variant"] = label
@@ -118,10 +119,6 @@ def main() -> None:
             continue
         model, meta = load_checkpoint(path)
         epoch, step = meta["extra"]["epoch"], meta["extra"]["step"]
-        if "last" in options:
-            state = torch.load(HERE / name / "state.pt", map_location="cpu", weights_only=True)
-            model.decoder.load_state_dict(state["decoder"])
-            epoch, step = state["epoch"], state["history"][-1]["step"]
         row = {"variant": label, "run": run, "gim": "x" if gim else "", "arm": "x" if arm else "",
                "jigsaw": "x" if jig else "", "steps": str(before + step), "epoch": str(epoch)}
         size = next((int(o.removesuffix("px")) for o in options if o.endswith("px")), meta["input_size"])
