@@ -28,7 +28,7 @@ class Backbone(nn.Module):
     """Feature extractor and classifier head used by GICD.
 
     Subclasses set ``channels`` (C1..C5 of F1..F5), ``strides``, ``mean``/``std`` (normalisation of
-    an RGB image in [0, 1]) and ``name``, and implement :meth:`features` and :meth:`head`.
+    an RGB image in [0, 1]) and ``name``, and implement :meth:`features`, :meth:`embed` and :meth:`classify_embedding`.
     """
 
     name: str
@@ -51,9 +51,17 @@ class Backbone(nn.Module):
         """x: [N,3,H,W] normalised -> [F1..F5], F_k: [N,C_k,H/s_k,W/s_k]."""
         raise NotImplementedError
 
+    def embed(self, f5: Tensor) -> Tensor:
+        """The classifier's input (pooled, before the last linear layer): [N,C5,h,w] -> [N,D]."""
+        raise NotImplementedError
+
+    def classify_embedding(self, embedding: Tensor) -> Tensor:
+        """The classifier's last linear layer: [N,D] -> [N,1000]."""
+        raise NotImplementedError
+
     def head(self, f5: Tensor) -> Tensor:
         """Differentiable classifier on F5 used by GIM for each image's own logits: [N,C5,h,w] -> [N,1000]."""
-        raise NotImplementedError
+        return self.classify_embedding(self.embed(f5))
 
     def classify(self, f5: Tensor) -> Tensor:
         """The ImageNet classifier as the weights were trained to run it (consensus logits): [N,1000]."""
@@ -107,9 +115,12 @@ class VGG16Backbone(Backbone):
             feats.append(x)
         return feats
 
-    def head(self, f5: Tensor) -> Tensor:
-        """Own logits: AdaptiveAvgPool2d(7) of F5 (2x2 averages at 224 input), then the classifier."""
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(f5, 7), 1))
+    def embed(self, f5: Tensor) -> Tensor:
+        """fc7 (after its ReLU) of AdaptiveAvgPool2d(7) of F5 (2x2 averages at 224 input): [N,4096]."""
+        return self.classifier[:5](torch.flatten(F.adaptive_avg_pool2d(f5, 7), 1))
+
+    def classify_embedding(self, embedding: Tensor) -> Tensor:
+        return self.classifier[5:](embedding)
 
     def classify(self, f5: Tensor) -> Tensor:
         """torchvision's VGG-16 path: pool5 (max 2x2), AdaptiveAvgPool2d(7), classifier."""
@@ -165,8 +176,12 @@ class EfficientNetLiteBackbone(Backbone):
                 feats.append(x)
         return feats
 
-    def head(self, f5: Tensor) -> Tensor:
-        return self.net.forward_head(self.net.bn2(self.net.conv_head(f5)))
+    def embed(self, f5: Tensor) -> Tensor:
+        """conv_head -> bn2 (ReLU6) -> global average pool: [N,1280]."""
+        return self.net.forward_head(self.net.bn2(self.net.conv_head(f5)), pre_logits=True)
+
+    def classify_embedding(self, embedding: Tensor) -> Tensor:
+        return self.net.classifier(embedding)
 
     def load_lukemelas(self, state: dict[str, Tensor], source: str = "state dict") -> None:
         """Load a lukemelas-style EfficientNet-Lite state dict (``_conv_stem``, ``_blocks.N._bn0``...)."""

@@ -36,15 +36,29 @@ class GICD(nn.Module):
     ``use_gim=False`` gives the paper's plain-FPN ablation (F5 not induced, no consensus);
     ``use_arm=False`` removes the prediction-gated skip features. ``consensus_net`` is a separate
     classifier for the consensus, used only when its weights differ from the backbone's.
+    ``embedding_share`` mixes GIM's class-consensus weights with embedding-consensus weights (see
+    :func:`gradient_induced_weights`; 0, the default, is the paper's GIM). It has no parameters: a
+    trained decoder runs with any share, and checkpoints record the one they were chosen with.
     """
 
     def __init__(self, backbone: Backbone, *, use_gim: bool = True, use_arm: bool = True,
-                 consensus_net: Backbone | None = None) -> None:
+                 consensus_net: Backbone | None = None, embedding_share: float = 0.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.decoder = ARMDecoder(backbone.channels, use_arm=use_arm)
         self.consensus_net = consensus_net
         self.use_gim = use_gim
+        self.embedding_share = embedding_share
+
+    @property
+    def embedding_share(self) -> float:
+        return self._embedding_share
+
+    @embedding_share.setter
+    def embedding_share(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"embedding_share must be in [0, 1] (0: the paper's GIM), got {value}")
+        self._embedding_share = float(value)
 
     @property
     def use_arm(self) -> bool:
@@ -73,7 +87,7 @@ class GICD(nn.Module):
         if self.use_gim:
             if consensus is None:
                 consensus = consensus_from_logits(self.consensus_logits(x, f5))
-            gim = gradient_induced_weights(self.backbone, f5, consensus)
+            gim = gradient_induced_weights(self.backbone, f5, consensus, self.embedding_share)
             induced, weights, similarity = gim.induced, gim.weights, gim.similarity
         else:
             consensus, similarity = None, None

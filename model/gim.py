@@ -27,13 +27,21 @@ class GIMOutput:
     similarity: Tensor
 
 
-def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor) -> GIMOutput:
+def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor,
+                             embedding_share: float = 0.0) -> GIMOutput:
     """Channel weights from d(consensus . own logits)/dF5, through the classifier head only.
 
     f5: [N,C5,h,w] (any dtype; used in fp32), consensus: [1,1000] (no gradient).
     w = ReLU(spatial mean of the gradient), min-max normalised over each image's C5 values.
     No parameter receives a gradient: ``torch.autograd.grad`` is taken with respect to F5 alone,
     and the head's images do not interact, so one call gives every image's own gradient.
+
+    ``embedding_share`` > 0 (not in the paper; 0 is GICD's GIM) mixes in the same weights for the
+    embedding consensus: d(e_mean . own e)/dF5, e the classifier's input (:meth:`Backbone.embed`,
+    [N,D]) and e_mean its mean over the N images given (the group, window or chunk). A consensus
+    class names one of ImageNet's 1,000; the embedding also holds what a group of mixed classes
+    (75 dogs of many breeds, a dog classified as a swing) shares. w = normalised((1 - share) w_class +
+    share w_embedding).
     """
     with torch.inference_mode(False), torch.enable_grad():
         leaf = f5.detach().float()
@@ -41,15 +49,25 @@ def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor) 
             leaf = leaf.clone()
         leaf.requires_grad_(True)
         with torch.autocast(leaf.device.type, enabled=False):
-            logits = backbone.head(leaf)
-            similarity = (consensus.detach().float() * logits.float()).sum(1)
-        (grad,) = torch.autograd.grad(similarity.sum(), leaf)
-    w = torch.relu(grad.mean(dim=(2, 3)))
-    w_min = w.min(dim=1, keepdim=True).values
-    w_max = w.max(dim=1, keepdim=True).values
-    w = (w - w_min) / (w_max - w_min + 1e-20)
+            embedding = backbone.embed(leaf).float()
+            logits = backbone.classify_embedding(embedding).float()
+            similarity = (consensus.detach().float() * logits).sum(1)
+        (grad,) = torch.autograd.grad(similarity.sum(), leaf, retain_graph=embedding_share > 0)
+        w = _min_max(torch.relu(grad.mean(dim=(2, 3))))
+        if embedding_share > 0:
+            shared = (embedding.detach().mean(0, keepdim=True) * embedding).sum(1)
+            (grad,) = torch.autograd.grad(shared.sum(), leaf)
+            w_embedding = _min_max(torch.relu(grad.mean(dim=(2, 3))))
+            w = _min_max((1 - embedding_share) * w + embedding_share * w_embedding)
     induced = f5.float() * w[:, :, None, None]
     return GIMOutput(induced=induced, weights=w, similarity=similarity.detach())
+
+
+def _min_max(w: Tensor) -> Tensor:
+    """[N,C] -> [N,C], min-max normalised over each image's C values."""
+    w_min = w.min(dim=1, keepdim=True).values
+    w_max = w.max(dim=1, keepdim=True).values
+    return (w - w_min) / (w_max - w_min + 1e-20)
 
 
 def class_activation_map(induced: Tensor) -> Tensor:

@@ -91,22 +91,28 @@ class CoSalEngine:
 
     def describe(self) -> str:
         """One line for the start of a run: model, device, input size, flip and the precision that runs (and why)."""
+        share = self.model.embedding_share
         line = (f"model {self.name} {self.version} on {self.device}, {self.input_size} px"
-                f"{', flip' if self.flip else ''}, precision {self.precision}")
+                f"{', flip' if self.flip else ''}{f', GIM embedding share {share:g}' if share else ''}, "
+                f"precision {self.precision}")
         if self.requested_precision == "auto":
             line += f" (auto: {auto_reason(self.device)})"
         return line
 
     def model_metadata(self) -> dict[str, str]:
         """What the results record about the model that made them."""
-        return {"name": self.name, "version": self.version, "precision": self.precision, "device": str(self.device)}
+        return {"name": self.name, "version": self.version, "precision": self.precision, "device": str(self.device),
+                "embedding_share": f"{self.model.embedding_share:g}"}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, backbone_weights: str | os.PathLike | None = None,
-                        **kwargs: object) -> "CoSalEngine":
-        """An engine from a checkpoint of ours (decoder weights + metadata)."""
+                        embedding_share: float | None = None, **kwargs: object) -> "CoSalEngine":
+        """An engine from a checkpoint of ours (decoder weights + metadata); ``embedding_share``
+        overrides the checkpoint's (0: the paper's GIM; :func:`model.gim.gradient_induced_weights`)."""
         model, meta = load_checkpoint(path, backbone_weights)
+        if embedding_share is not None:
+            model.embedding_share = embedding_share
         kwargs.setdefault("input_size", meta["input_size"])
         kwargs.setdefault("name", f"gicd-{meta['backbone']}")
         kwargs.setdefault("version", str(meta["version"]))

@@ -44,12 +44,15 @@ class ModelConfig(_Section):
 
     ``init``: start the decoder from this checkpoint of ours (fine-tuning, or a second stage of a
     schedule) instead of from scratch; its backbone, use_gim and use_arm must be the config's.
+    ``embedding_share``: GIM's share of embedding-consensus weights (0 = the paper's GIM; see
+    ``model.gim.gradient_induced_weights``), used in training and validation and kept in the checkpoints.
     """
 
     backbone: str = "efficientnet_lite0"
     use_gim: bool = True
     use_arm: bool = True
     input_size: int = Field(224, ge=32, le=1024, multiple_of=32)
+    embedding_share: float = Field(0.0, ge=0.0, le=1.0)
     init: ConfigPath | None = None
 
     @field_validator("backbone")

@@ -110,6 +110,38 @@ def test_gim_weights_match_an_independent_per_image_computation(lite0: GICD, dat
     assert all(p.grad is None for p in backbone.parameters())
 
 
+def test_embedding_share_mixes_in_the_mean_embeddings_gradient(lite0: GICD, data: Path) -> None:
+    """share 1: the weights of d(mean e . own e)/dF5, computed per image by hand, and blind to the
+    class consensus; share s: the min-max normalised mix of the two; the mean is over the images given."""
+    x = batch(lite0, group_images(data, "davis2016", "blackswan", 3) + group_images(data, "davis2016", "goat", 2))
+    backbone = lite0.backbone
+    with torch.no_grad():
+        f5 = backbone.features(x)[4]
+        consensus = consensus_from_logits(backbone.classify(f5))
+        e_mean = backbone.embed(f5).mean(0, keepdim=True)
+    paper = gradient_induced_weights(backbone, f5, consensus).weights
+    embedding_only = gradient_induced_weights(backbone, f5, consensus, embedding_share=1.0).weights
+    for i in range(x.shape[0]):
+        leaf = f5[i:i + 1].clone().requires_grad_(True)
+        (e_mean * backbone.embed(leaf)).sum().backward()
+        w = np.maximum(leaf.grad.double().numpy()[0].mean(axis=(1, 2)), 0)
+        np.testing.assert_allclose(embedding_only[i].double().numpy(), (w - w.min()) / (w.max() - w.min()), atol=1e-5)
+    other_class = torch.softmax(torch.randn(1, 1000) * 10, dim=1)
+    torch.testing.assert_close(gradient_induced_weights(backbone, f5, other_class, embedding_share=1.0).weights,
+                               embedding_only)
+    assert (gradient_induced_weights(backbone, f5, other_class).weights - paper).abs().max() > 0.05
+    mixed = gradient_induced_weights(backbone, f5, consensus, embedding_share=0.3).weights
+    expected = 0.7 * paper + 0.3 * embedding_only
+    expected = (expected - expected.min(1, keepdim=True).values) / (
+        expected.max(1, keepdim=True).values - expected.min(1, keepdim=True).values)
+    torch.testing.assert_close(mixed, expected, atol=1e-5, rtol=1e-4)
+    # the same blackswan frame among goats only: another mean embedding, other weights
+    among_goats = gradient_induced_weights(backbone, f5[[0, 3, 4]], consensus, embedding_share=1.0).weights
+    assert (among_goats[0] - embedding_only[0]).abs().max() > 0.05
+    with pytest.raises(ValueError, match=r"embedding_share must be in \[0, 1\]"):
+        GICD(backbone, embedding_share=1.5)
+
+
 def test_consensus_is_softmax_of_summed_logits() -> None:
     logits = torch.randn(6, 1000) * 5
     expected = torch.exp(logits.sum(0)) / torch.exp(logits.sum(0)).sum()
