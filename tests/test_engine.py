@@ -130,3 +130,25 @@ def test_both_embedded_models_load_and_the_default_is_lite2() -> None:
     assert CoSalEngine.from_pretrained("efficientnet_lite0", device="cpu").name == "gicd-efficientnet_lite0"
     with pytest.raises(WeightsError, match="no embedded model for backbone 'vgg16'; embedded: efficientnet_lite2, efficientnet_lite0"):
         CoSalEngine.from_pretrained("vgg16")
+
+
+def test_the_defaults_embedding_share_finds_more_of_a_group_of_mixed_breeds(data: Path) -> None:
+    """16 PASCAL dogs of many breeds, whose consensus names one breed. The default runs GIM with
+    embedding share 0.4; against the paper's GIM (share 0) its 0.5-masks' mean IoU measured 0.668
+    against 0.570 (on 16 PASCAL cats, where one class fits, 0.604 against 0.620)."""
+    paths = group_images(data, "pascal_coseg", "Dog", 16)
+    images = load(paths)
+    truth = [np.asarray(Image.open(data / "pascal_coseg" / "masks" / "Dog" / f"{p.stem}.png").convert("L")) > 128
+             for p in paths]
+
+    def mean_iou(engine: CoSalEngine) -> float:
+        masks = [m >= 0.5 for m in engine.predict_group(images)]
+        return float(np.mean([(m & t).sum() / max((m | t).sum(), 1) for m, t in zip(masks, truth)]))
+
+    default = CoSalEngine.from_pretrained(device="cpu")
+    assert default.model.embedding_share == 0.4 and "GIM embedding share 0.4" in default.describe()
+    paper = CoSalEngine.from_pretrained(device="cpu", embedding_share=0.0)
+    assert "embedding share" not in paper.describe()
+    assert mean_iou(default) >= mean_iou(paper) + 0.05
+    with pytest.raises(ValueError, match=r"embedding_share must be in \[0, 1\]"):
+        CoSalEngine.from_pretrained(embedding_share=-0.1)
