@@ -9,7 +9,8 @@ finished runs can be scored while others still train.
 Scores each variant's best checkpoint (reports/training/<run>/best.pt) at its input size
 (``<run>+320px``: at 320; ``+flip``: with test-time flip, ``CoSalEngine(flip=True)``; ``+last``: the
 run's last epoch, its last.pt, instead of its best; runs from before training wrote last.pt got one
-written from their state.pt), and a center-prior
+written from their state.pt; ``+emb0.4``: GIM with that embedding share instead of the checkpoint's,
+``model.gim.gradient_induced_weights``), and a center-prior
 floor on the held-out PASCAL groups (all images), the held-out DAVIS videos' jigsaw composites and
 their plain frames (24 evenly spaced frames per video), and writes ablation.parquet and
 ablation_table.md. ``steps``: the training steps behind the kept checkpoint, a stage 2's included.
@@ -70,6 +71,15 @@ VARIANTS += [  # session 7: 1,200 more multi-scale steps (new draws) from lite2_
     ("lite2_all_ms trained 1,200 more steps (lite2_all_ms2: NOT held out, not shipped)", "lite2_all_ms2",
      True, True, True, 2600),
 ]
+VARIANTS += [  # session 8: GIM's embedding consensus mixed in (embedding_share), at test time, then trained with
+    ("lite2_ms, last epoch, GIM embedding share 0.4 (test time only)", "lite2_ms+last+224px+emb0.4",
+     True, True, True, 1800),
+    ("lite2_ms, last epoch, GIM of the embedding consensus only (share 1, test time)", "lite2_ms+last+224px+emb1",
+     True, True, True, 1800),
+    ("lite2_ms fine-tuned with share 0.4 (lite2_emb), last epoch: held out", "lite2_emb+last", True, True, True, 2600),
+    ("lite2_all_ms with share 0.4 (test time; NOT held out)", "lite2_all_ms+emb0.4", True, True, True, 1800),
+    ("lite2_all_ms fine-tuned with share 0.4 (lite2_all_emb: NOT held out)", "lite2_all_emb", True, True, True, 2600),
+]
 VARIANTS += [  # the ablation on EfficientNet-Lite2, every row 200 steps of 8 images (configs/lite2_abl*.toml)
     ("Lite2 200 steps: GICD (copy-paste + jigsaw)", "lite2_abl", True, True, True, 0),
     ("Lite2 200 steps: no GIM", "lite2_abl_nogim", False, True, True, 0),
@@ -118,6 +128,8 @@ def main() -> None:
             print(f"skipped {run}: {path} not found")
             continue
         model, meta = load_checkpoint(path)
+        model.embedding_share = next((float(o.removeprefix("emb")) for o in options if o.startswith("emb")),
+                                     model.embedding_share)
         epoch, step = meta["extra"]["epoch"], meta["extra"]["step"]
         row = {"variant": label, "run": run, "gim": "x" if gim else "", "arm": "x" if arm else "",
                "jigsaw": "x" if jig else "", "steps": str(before + step), "epoch": str(epoch)}
