@@ -74,15 +74,16 @@ PrecisionOpt = Annotated[Precision, _option(EngineSpec, "precision")]
 DeviceOpt = Annotated[str, _option(EngineSpec, "device")]
 InputSizeOpt = Annotated[Optional[int], _option(EngineSpec, "input_size")]
 FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help=EngineSpec.model_fields["flip"].description)]
+EmbeddingShareOpt = Annotated[Optional[float], _option(EngineSpec, "embedding_share")]
 
 
 def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None, precision: Precision,
-                device: str, input_size: int | None, flip: bool) -> CoSalEngine:
+                device: str, input_size: int | None, flip: bool, embedding_share: float | None) -> CoSalEngine:
     """The engine the options ask for (:meth:`EngineSpec.build`), or exit 2 with the reason; prints
     what runs (model, device, precision) as the run's first line."""
     try:
         engine = EngineSpec(weights=weights, official=official, vgg16=vgg16, precision=precision,
-                            device=device, input_size=input_size, flip=flip).build()
+                            device=device, input_size=input_size, flip=flip, embedding_share=embedding_share).build()
     except (WeightsError, ValueError) as e:
         fail(explain(e) if isinstance(e, ValidationError) else str(e), 2)
     err.print(engine.describe(), markup=False, highlight=False)
@@ -106,6 +107,7 @@ def images(
     device: DeviceOpt = ENGINE.device,
     input_size: InputSizeOpt = ENGINE.input_size,
     flip: FlipOpt = ENGINE.flip,
+    embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
 ) -> None:
     """Segment the common object of every image group; 8-bit maps at each image's original size."""
     from .images import OutputError, check_outputs, find_groups, segment_folders
@@ -120,7 +122,7 @@ def images(
         writable_folder(out)
     except (OutputError, ValueError) as e:
         fail(str(e), 2)
-    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip)
+    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share)
     report = segment_folders(input, out, engine)
     typer.echo(f"wrote {report.maps} maps in {len(report.written)} groups to {out}")
     print_consensus(report.consensus)
@@ -185,6 +187,7 @@ def eval_(
     device: DeviceOpt = ENGINE.device,
     input_size: InputSizeOpt = ENGINE.input_size,
     flip: FlipOpt = ENGINE.flip,
+    embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
 ) -> None:
     """Co-SOD metrics (pysodmetrics): S, max/mean/adaptive F and E, MAE, wF, PR and F curves; overall and per group.
 
@@ -204,7 +207,7 @@ def eval_(
     try:
         with _progress_bars() as track:
             if data is not None:
-                engine = load_engine(weights, official, vgg16, precision, device, input_size, flip)
+                engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share)
                 method = (name or [engine.name])[0]
                 results = [predict_and_evaluate(engine, data, out, name=method, track=track)]
             else:
@@ -304,6 +307,7 @@ def video(
     device: DeviceOpt = ENGINE.device,
     input_size: InputSizeOpt = ENGINE.input_size,
     flip: FlipOpt = ENGINE.flip,
+    embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
 ) -> None:
     """Segment the object common to the frames of videos, streams or cameras; results to Parquet."""
     import logging
@@ -323,7 +327,7 @@ def video(
         fail(explain(e), 2)
     except ValueError as e:
         fail(str(e), 2)
-    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip)
+    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share)
     try:
         report = run_pipeline(sources, out, engine, config, group=group)
     except (ValueError, OSError) as e:  # a bad run id, a damaged store, the metrics port in use
@@ -358,6 +362,7 @@ def search(
     device: DeviceOpt = ENGINE.device,
     input_size: InputSizeOpt = ENGINE.input_size,
     flip: FlipOpt = ENGINE.flip,
+    embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
 ) -> None:
     """The groups/videos whose consensus is nearest to the query's: they share its common object."""
     from .search import search as nearest
@@ -370,7 +375,7 @@ def search(
     try:
         consensus_store = ConsensusStore.open(path)
         in_store = query in consensus_store and not Path(query).exists()
-        engine = None if in_store else load_engine(weights, official, vgg16, precision, device, input_size, flip)
+        engine = None if in_store else load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share)
         hits = nearest(consensus_store, query, engine, k=k, frames=frames)
     except (SourceError, ValueError) as e:
         fail(str(e), 2)

@@ -126,10 +126,13 @@ class CoSalEngine:
 
     @classmethod
     def from_official_checkpoint(cls, gicd_path: str | os.PathLike, vgg16_path: str | os.PathLike | None = None,
-                                 **kwargs: object) -> "CoSalEngine":
-        """The authors' released GICD (``gicd_ginet.pth``) with torchvision's VGG-16 for the consensus."""
+                                 *, embedding_share: float = 0.0, **kwargs: object) -> "CoSalEngine":
+        """The authors' released GICD (``gicd_ginet.pth``) with torchvision's VGG-16 for the consensus;
+        GIM as in the paper unless ``embedding_share`` says otherwise."""
         kwargs.setdefault("name", "gicd-vgg16-official")
-        return cls(load_official(gicd_path, vgg16_path), **kwargs)  # type: ignore[arg-type]
+        model = load_official(gicd_path, vgg16_path)
+        model.embedding_share = embedding_share
+        return cls(model, **kwargs)  # type: ignore[arg-type]
 
     # -- tensors ------------------------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> Tensor:

@@ -111,6 +111,9 @@ class EngineSpec(BaseModel):
         "larger sizes were erratic: README, Accuracy)."))
     flip: bool = Field(False, description="Also segment each group mirrored and average each map with its mirrored "
                                           "twin's (test-time flip): twice the compute for slightly better maps.")
+    embedding_share: float | None = Field(None, ge=0.0, le=1.0, description=(
+        "GIM's share of the embedding consensus, 0 to 1 (0: GIM as in the paper; default: the checkpoint's, 0.4 "
+        "for the embedded default, 0 for --official; README, What GICD computes)."))
 
     def build(self) -> CoSalEngine:
         """The engine, one per spec and process: a worker that runs many units loads the model once;
@@ -131,6 +134,8 @@ class EngineSpec(BaseModel):
         options: dict[str, object] = {"precision": self.precision, "device": self.device, "flip": self.flip}
         if self.input_size is not None:
             options["input_size"] = self.input_size
+        if self.embedding_share is not None:
+            options["embedding_share"] = self.embedding_share
         if self.official is not None:
             return CoSalEngine.from_official_checkpoint(self.official, self.vgg16, **options)
         if self.weights is not None:
@@ -140,20 +145,23 @@ class EngineSpec(BaseModel):
     def identity(self) -> str:
         """What results depend on in the model: backbone, version, the checkpoint's hash (two
         untrained "dev" checkpoints differ), and an input size other than the checkpoint's and the
-        test-time flip when asked for (so that the default's identity is as before they existed).
+        test-time flip and an embedding share other than the checkpoint's when asked for (so that the
+        default's identity is as before they existed).
         Archive units and the nightly history are keyed by it; precision and device are not part of it."""
         from .engine import default_weights_path
         from .model.checkpoint import read_checkpoint
 
         if self.official is not None:
-            return f"gicd-vgg16-official {hash_file(self.official)[:12]}{self._inference_suffix(224)}"
+            return f"gicd-vgg16-official {hash_file(self.official)[:12]}{self._inference_suffix(224, 0.0)}"
         path = self.weights if self.weights is not None else default_weights_path()
         meta = read_checkpoint(path)
-        return f"gicd-{meta['backbone']} {meta['version']} {hash_file(path)[:12]}{self._inference_suffix(meta['input_size'])}"
+        suffix = self._inference_suffix(meta["input_size"], float(meta.get("embedding_share", 0.0)))
+        return f"gicd-{meta['backbone']} {meta['version']} {hash_file(path)[:12]}{suffix}"
 
-    def _inference_suffix(self, native_size: int) -> str:
+    def _inference_suffix(self, native_size: int, native_share: float) -> str:
         size = f" {self.input_size}px" if self.input_size not in (None, native_size) else ""
-        return size + (" flip" if self.flip else "")
+        share = f" share{self.embedding_share:g}" if self.embedding_share not in (None, native_share) else ""
+        return size + (" flip" if self.flip else "") + share
 
 
 _engines: dict[EngineSpec, CoSalEngine] = {}

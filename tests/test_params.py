@@ -86,7 +86,7 @@ def test_an_impossible_precision_is_refused() -> None:
         EngineSpec(precision="int8")
 
 
-def test_identity_names_a_non_default_input_size_and_flip(tmp_path) -> None:
+def test_identity_names_a_non_default_input_size_flip_and_embedding_share(tmp_path) -> None:
     from conftest import untrained_checkpoint
 
     ck = untrained_checkpoint(tmp_path, 224)
@@ -94,3 +94,16 @@ def test_identity_names_a_non_default_input_size_and_flip(tmp_path) -> None:
     assert plain.startswith("gicd-efficientnet_lite0 dev ") and len(plain.split()) == 3  # as before the options
     assert EngineSpec(weights=ck, input_size=224).identity() == plain  # the checkpoint's own size
     assert EngineSpec(weights=ck, input_size=320, flip=True).identity() == plain + " 320px flip"
+    assert EngineSpec(weights=ck, embedding_share=0).identity() == plain  # the checkpoint's own share
+    assert EngineSpec(weights=ck, embedding_share=0.4).identity() == plain + " share0.4"
+    default = EngineSpec().identity()
+    assert EngineSpec(embedding_share=0.4).identity() == default and EngineSpec(embedding_share=0).identity() == default + " share0"
+
+
+def test_the_embedding_share_option_reaches_the_engine() -> None:
+    paper = EngineSpec(embedding_share=0, device="cpu").build()
+    assert paper.model.embedding_share == 0 and "embedding share" not in paper.describe()
+    assert EngineSpec(device="cpu").build().model.embedding_share == 0.4  # the embedded default's
+    with pytest.raises(ValidationError) as refused:
+        EngineSpec(embedding_share=1.5)
+    assert explain(refused.value) == "embedding_share: Input should be less than or equal to 1 (got 1.5)"
