@@ -89,6 +89,7 @@ VARIANTS += [  # the ablation on EfficientNet-Lite2, every row 200 steps of 8 im
     ("Lite2 200 steps: no ARM", "lite2_abl_noarm", True, False, True, 0),
     ("Lite2 200 steps: no jigsaw, no copy-paste", "lite2_abl_nojigsaw", True, True, False, 0),
     ("Lite2 200 steps: old data recipe (jigsaw only)", "lite2_abl_norecipe", True, True, True, 0),
+    ("Lite2 200 steps: GICD, GIM with embedding share 0.4 (test time)", "lite2_abl+emb0.4", True, True, True, 0),
 ]
 COLUMNS = [f"{kind}_{m}" for kind in ("groups", "composites", "frames") for m in ("maxF", "S", "MAE")]
 
