@@ -60,7 +60,8 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def head(self, f5: Tensor) -> Tensor:
-        """Differentiable classifier on F5 used by GIM for each image's own logits: [N,C5,h,w] -> [N,1000]."""
+        """Differentiable classifier on F5, each image's own logits (GIM runs its two halves, ``embed``
+        and ``classify_embedding``, to reuse the embedding): [N,C5,h,w] -> [N,1000]."""
         return self.classify_embedding(self.embed(f5))
 
     def classify(self, f5: Tensor) -> Tensor:
