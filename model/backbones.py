@@ -55,6 +55,11 @@ class Backbone(nn.Module):
         """The classifier's input (pooled, before the last linear layer): [N,C5,h,w] -> [N,D]."""
         raise NotImplementedError
 
+    def head_features(self, f5: Tensor) -> Tensor:
+        """The classifier's last spatial features, before any pooling: [N,C5,h,w] -> [N,D',h,w].
+        F5 itself unless the head has convolutions of its own."""
+        return f5
+
     def classify_embedding(self, embedding: Tensor) -> Tensor:
         """The classifier's last linear layer: [N,D] -> [N,1000]."""
         raise NotImplementedError
@@ -177,9 +182,13 @@ class EfficientNetLiteBackbone(Backbone):
                 feats.append(x)
         return feats
 
+    def head_features(self, f5: Tensor) -> Tensor:
+        """conv_head -> bn2 (ReLU6): [N,1280,h,w]."""
+        return self.net.bn2(self.net.conv_head(f5))
+
     def embed(self, f5: Tensor) -> Tensor:
-        """conv_head -> bn2 (ReLU6) -> global average pool: [N,1280]."""
-        return self.net.forward_head(self.net.bn2(self.net.conv_head(f5)), pre_logits=True)
+        """head_features -> global average pool: [N,1280]."""
+        return self.net.forward_head(self.head_features(f5), pre_logits=True)
 
     def classify_embedding(self, embedding: Tensor) -> Tensor:
         return self.net.classifier(embedding)

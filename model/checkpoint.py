@@ -40,6 +40,7 @@ def save_checkpoint(model: GICD, path: str | os.PathLike, *, input_size: int, ve
         "use_gim": model.use_gim,
         "use_arm": model.use_arm,
         "embedding_share": float(model.embedding_share),
+        "prototype_gate": float(model.prototype_gate),
         "version": version,
         "decoder": {k: v.detach().cpu().clone() for k, v in model.decoder.state_dict().items()},
         "extra": extra or {},
@@ -88,7 +89,8 @@ def load_checkpoint(path: str | os.PathLike, backbone_weights: str | os.PathLike
     """Build the GICD of a checkpoint of ours: its backbone (ImageNet weights) and its decoder."""
     state = read_checkpoint(path)
     model = GICD(build_backbone(state["backbone"], backbone_weights), use_gim=state["use_gim"], use_arm=state["use_arm"],
-                 embedding_share=float(state.get("embedding_share", 0.0)))
+                 embedding_share=float(state.get("embedding_share", 0.0)),
+                 prototype_gate=float(state.get("prototype_gate", 0.0)))
     try:
         model.decoder.load_state_dict(state["decoder"], strict=True)
     except RuntimeError as err:

@@ -11,14 +11,16 @@ from torch import Tensor, nn
 from .backbones import Backbone
 from .decoder import ARMDecoder
 from .gim import class_activation_map, consensus_from_logits, gradient_induced_weights
+from .prototype import prototype_gate
 
 
 @dataclass
 class GICDOutput:
     """What GICD computes for a group of N images of size HxW.
 
-    maps: [N,1,H,W] final maps (pred_1) in [0,1];
-    side_maps: [CAM, pred_4, pred_3, pred_2, pred_1], each [N,1,H,W] (empty without side outputs);
+    maps: [N,1,H,W] final maps in [0,1] (pred_1, times the object-prototype gate when it is on);
+    side_maps: [CAM, pred_4, pred_3, pred_2, pred_1], the decoder's own, each [N,1,H,W] (empty
+    without side outputs);
     consensus: [1,1000] (None without GIM); similarity: [N] consensus . own logits (None without GIM);
     weights: [N,C5] GIM channel weights (ones without GIM).
     """
@@ -39,16 +41,22 @@ class GICD(nn.Module):
     ``embedding_share`` mixes GIM's class-consensus weights with embedding-consensus weights (see
     :func:`gradient_induced_weights`; 0, the default, is the paper's GIM). It has no parameters: a
     trained decoder runs with any share, and checkpoints record the one they were chosen with.
+    ``prototype_gate`` > 0 (not in the paper; 0, the default, is off) multiplies each final map by
+    its similarity to the group's object prototype to that power (:func:`model.prototype.prototype_gate`,
+    over the head's features and F4); it too has no parameters, and the loss is on the decoder's own
+    side outputs.
     """
 
     def __init__(self, backbone: Backbone, *, use_gim: bool = True, use_arm: bool = True,
-                 consensus_net: Backbone | None = None, embedding_share: float = 0.0) -> None:
+                 consensus_net: Backbone | None = None, embedding_share: float = 0.0,
+                 prototype_gate: float = 0.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.decoder = ARMDecoder(backbone.channels, use_arm=use_arm)
         self.consensus_net = consensus_net
         self.use_gim = use_gim
         self.embedding_share = embedding_share
+        self.prototype_gate = prototype_gate
 
     @property
     def embedding_share(self) -> float:
@@ -56,9 +64,15 @@ class GICD(nn.Module):
 
     @embedding_share.setter
     def embedding_share(self, value: float) -> None:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"embedding_share must be in [0, 1] (0: the paper's GIM), got {value}")
-        self._embedding_share = float(value)
+        self._embedding_share = _unit_interval("embedding_share", value, "the paper's GIM")
+
+    @property
+    def prototype_gate(self) -> float:
+        return self._prototype_gate
+
+    @prototype_gate.setter
+    def prototype_gate(self, value: float) -> None:
+        self._prototype_gate = _unit_interval("prototype_gate", value, "off, as in the paper")
 
     @property
     def use_arm(self) -> bool:
@@ -95,11 +109,12 @@ class GICD(nn.Module):
             weights = torch.ones(f5.shape[:2], device=f5.device)
         cam = class_activation_map(induced)
         preds = self.decoder(feats[:4], induced.to(f5.dtype), cam)
-        side_maps = [
-            F.interpolate(p.float(), size=x.shape[2:], mode="bilinear", align_corners=True)
-            for p in ([cam, *preds] if side_outputs else preds[-1:])
-        ]
-        return GICDOutput(maps=side_maps[-1], side_maps=side_maps if side_outputs else [], consensus=consensus,
+        final = preds[-1]
+        if self.prototype_gate > 0:
+            final = prototype_gate([self.backbone.head_features(f5), feats[3]], final, self.prototype_gate)
+        side_maps = [_upsample(p, x) for p in [cam, *preds]] if side_outputs else []
+        maps = side_maps[-1] if side_outputs and final is preds[-1] else _upsample(final, x)
+        return GICDOutput(maps=maps, side_maps=side_maps, consensus=consensus,
                           similarity=similarity, weights=weights)
 
     def flip_averaged(self, x: Tensor, out: GICDOutput) -> Tensor:
@@ -107,3 +122,15 @@ class GICD(nn.Module):
         maps of x mirrored left-right, segmented against out's consensus and mirrored back; fp32."""
         mirrored = self(x.flip(-1), out.consensus, side_outputs=False)
         return (out.maps.float() + mirrored.maps.float().flip(-1)) / 2
+
+
+def _unit_interval(name: str, value: float, zero: str) -> float:
+    """value as a float, or ValueError naming the setting when it is outside [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1] (0: {zero}), got {value}")
+    return float(value)
+
+
+def _upsample(pred: Tensor, x: Tensor) -> Tensor:
+    """pred [N,1,h,w] -> [N,1,H,W] like x, bilinear, fp32."""
+    return F.interpolate(pred.float(), size=x.shape[2:], mode="bilinear", align_corners=True)

@@ -75,15 +75,18 @@ DeviceOpt = Annotated[str, _option(EngineSpec, "device")]
 InputSizeOpt = Annotated[Optional[int], _option(EngineSpec, "input_size")]
 FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help=EngineSpec.model_fields["flip"].description)]
 EmbeddingShareOpt = Annotated[Optional[float], _option(EngineSpec, "embedding_share")]
+PrototypeGateOpt = Annotated[Optional[float], _option(EngineSpec, "prototype_gate")]
 
 
 def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None, precision: Precision,
-                device: str, input_size: int | None, flip: bool, embedding_share: float | None) -> CoSalEngine:
+                device: str, input_size: int | None, flip: bool, embedding_share: float | None,
+                prototype_gate: float | None) -> CoSalEngine:
     """The engine the options ask for (:meth:`EngineSpec.build`), or exit 2 with the reason; prints
     what runs (model, device, precision) as the run's first line."""
     try:
         engine = EngineSpec(weights=weights, official=official, vgg16=vgg16, precision=precision,
-                            device=device, input_size=input_size, flip=flip, embedding_share=embedding_share).build()
+                            device=device, input_size=input_size, flip=flip, embedding_share=embedding_share,
+                            prototype_gate=prototype_gate).build()
     except (WeightsError, ValueError) as e:
         fail(explain(e) if isinstance(e, ValidationError) else str(e), 2)
     err.print(engine.describe(), markup=False, highlight=False)
@@ -108,6 +111,7 @@ def images(
     input_size: InputSizeOpt = ENGINE.input_size,
     flip: FlipOpt = ENGINE.flip,
     embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
+    prototype_gate: PrototypeGateOpt = ENGINE.prototype_gate,
 ) -> None:
     """Segment the common object of every image group; 8-bit maps at each image's original size."""
     from .images import OutputError, check_outputs, find_groups, segment_folders
@@ -122,7 +126,8 @@ def images(
         writable_folder(out)
     except (OutputError, ValueError) as e:
         fail(str(e), 2)
-    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share)
+    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share,
+                         prototype_gate)
     report = segment_folders(input, out, engine)
     typer.echo(f"wrote {report.maps} maps in {len(report.written)} groups to {out}")
     print_consensus(report.consensus)
@@ -188,6 +193,7 @@ def eval_(
     input_size: InputSizeOpt = ENGINE.input_size,
     flip: FlipOpt = ENGINE.flip,
     embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
+    prototype_gate: PrototypeGateOpt = ENGINE.prototype_gate,
 ) -> None:
     """Co-SOD metrics (pysodmetrics): S, max/mean/adaptive F and E, MAE, wF, PR and F curves; overall and per group.
 
@@ -207,7 +213,8 @@ def eval_(
     try:
         with _progress_bars() as track:
             if data is not None:
-                engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share)
+                engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share,
+                                     prototype_gate)
                 method = (name or [engine.name])[0]
                 results = [predict_and_evaluate(engine, data, out, name=method, track=track)]
             else:
@@ -308,6 +315,7 @@ def video(
     input_size: InputSizeOpt = ENGINE.input_size,
     flip: FlipOpt = ENGINE.flip,
     embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
+    prototype_gate: PrototypeGateOpt = ENGINE.prototype_gate,
 ) -> None:
     """Segment the object common to the frames of videos, streams or cameras; results to Parquet."""
     import logging
@@ -327,7 +335,8 @@ def video(
         fail(explain(e), 2)
     except ValueError as e:
         fail(str(e), 2)
-    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share)
+    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share,
+                         prototype_gate)
     try:
         report = run_pipeline(sources, out, engine, config, group=group)
     except (ValueError, OSError) as e:  # a bad run id, a damaged store, the metrics port in use
@@ -363,6 +372,7 @@ def search(
     input_size: InputSizeOpt = ENGINE.input_size,
     flip: FlipOpt = ENGINE.flip,
     embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
+    prototype_gate: PrototypeGateOpt = ENGINE.prototype_gate,
 ) -> None:
     """The groups/videos whose consensus is nearest to the query's: they share its common object."""
     from .search import search as nearest
@@ -375,7 +385,8 @@ def search(
     try:
         consensus_store = ConsensusStore.open(path)
         in_store = query in consensus_store and not Path(query).exists()
-        engine = None if in_store else load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share)
+        engine = None if in_store else load_engine(weights, official, vgg16, precision, device, input_size, flip,
+                                                   embedding_share, prototype_gate)
         hits = nearest(consensus_store, query, engine, k=k, frames=frames)
     except (SourceError, ValueError) as e:
         fail(str(e), 2)

@@ -90,11 +90,12 @@ class CoSalEngine:
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
 
     def describe(self) -> str:
-        """One line for the start of a run: model, device, input size, flip and the precision that runs (and why)."""
-        share = self.model.embedding_share
+        """One line for the start of a run: model, device, input size, flip, the GIM embedding share and
+        the object-prototype gate when on, and the precision that runs (and why)."""
+        share, gate = self.model.embedding_share, self.model.prototype_gate
         line = (f"model {self.name} {self.version} on {self.device}, {self.input_size} px"
-                f"{', flip' if self.flip else ''}{f', GIM embedding share {share:g}' if share else ''}, "
-                f"precision {self.precision}")
+                f"{', flip' if self.flip else ''}{f', GIM embedding share {share:g}' if share else ''}"
+                f"{f', object-prototype gate {gate:g}' if gate else ''}, precision {self.precision}")
         if self.requested_precision == "auto":
             line += f" (auto: {auto_reason(self.device)})"
         return line
@@ -102,17 +103,21 @@ class CoSalEngine:
     def model_metadata(self) -> dict[str, str]:
         """What the results record about the model that made them."""
         return {"name": self.name, "version": self.version, "precision": self.precision, "device": str(self.device),
-                "embedding_share": f"{self.model.embedding_share:g}"}
+                "embedding_share": f"{self.model.embedding_share:g}", "prototype_gate": f"{self.model.prototype_gate:g}"}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, backbone_weights: str | os.PathLike | None = None,
-                        embedding_share: float | None = None, **kwargs: object) -> "CoSalEngine":
+                        embedding_share: float | None = None, prototype_gate: float | None = None,
+                        **kwargs: object) -> "CoSalEngine":
         """An engine from a checkpoint of ours (decoder weights + metadata); ``embedding_share``
-        overrides the checkpoint's (0: the paper's GIM; :func:`model.gim.gradient_induced_weights`)."""
+        and ``prototype_gate`` override the checkpoint's (0: the paper's GIM, no gate;
+        :func:`model.gim.gradient_induced_weights`, :func:`model.prototype.prototype_gate`)."""
         model, meta = load_checkpoint(path, backbone_weights)
         if embedding_share is not None:
             model.embedding_share = embedding_share
+        if prototype_gate is not None:
+            model.prototype_gate = prototype_gate
         kwargs.setdefault("input_size", meta["input_size"])
         kwargs.setdefault("name", f"gicd-{meta['backbone']}")
         kwargs.setdefault("version", str(meta["version"]))
@@ -126,12 +131,14 @@ class CoSalEngine:
 
     @classmethod
     def from_official_checkpoint(cls, gicd_path: str | os.PathLike, vgg16_path: str | os.PathLike | None = None,
-                                 *, embedding_share: float = 0.0, **kwargs: object) -> "CoSalEngine":
+                                 *, embedding_share: float = 0.0, prototype_gate: float = 0.0,
+                                 **kwargs: object) -> "CoSalEngine":
         """The authors' released GICD (``gicd_ginet.pth``) with torchvision's VGG-16 for the consensus;
-        GIM as in the paper unless ``embedding_share`` says otherwise."""
+        as in the paper unless ``embedding_share`` or ``prototype_gate`` say otherwise."""
         kwargs.setdefault("name", "gicd-vgg16-official")
         model = load_official(gicd_path, vgg16_path)
         model.embedding_share = embedding_share
+        model.prototype_gate = prototype_gate
         return cls(model, **kwargs)  # type: ignore[arg-type]
 
     # -- tensors ------------------------------------------------------------------------------

@@ -114,6 +114,9 @@ class EngineSpec(BaseModel):
     embedding_share: float | None = Field(None, ge=0.0, le=1.0, description=(
         "GIM's share of the embedding consensus, 0 to 1 (0: GIM as in the paper; default: the checkpoint's, 0.4 "
         "for the embedded default, 0 for --official; README, What GICD computes)."))
+    prototype_gate: float | None = Field(None, ge=0.0, le=1.0, description=(
+        "Exponent of the object-prototype gate on each map, 0 to 1 (0: off, as in the paper; default: the "
+        "checkpoint's, 0.5 for the embedded default, 0 for --official; README, What GICD computes)."))
 
     def build(self) -> CoSalEngine:
         """The engine, one per spec and process: a worker that runs many units loads the model once;
@@ -136,6 +139,8 @@ class EngineSpec(BaseModel):
             options["input_size"] = self.input_size
         if self.embedding_share is not None:
             options["embedding_share"] = self.embedding_share
+        if self.prototype_gate is not None:
+            options["prototype_gate"] = self.prototype_gate
         if self.official is not None:
             return CoSalEngine.from_official_checkpoint(self.official, self.vgg16, **options)
         if self.weights is not None:
@@ -145,23 +150,25 @@ class EngineSpec(BaseModel):
     def identity(self) -> str:
         """What results depend on in the model: backbone, version, the checkpoint's hash (two
         untrained "dev" checkpoints differ), and an input size other than the checkpoint's and the
-        test-time flip and an embedding share other than the checkpoint's when asked for (so that the
+        test-time flip and an embedding share or prototype gate other than the checkpoint's when asked for (so that the
         default's identity is as before they existed).
         Archive units and the nightly history are keyed by it; precision and device are not part of it."""
         from .engine import default_weights_path
         from .model.checkpoint import read_checkpoint
 
         if self.official is not None:
-            return f"gicd-vgg16-official {hash_file(self.official)[:12]}{self._inference_suffix(224, 0.0)}"
+            return f"gicd-vgg16-official {hash_file(self.official)[:12]}{self._inference_suffix(224, 0.0, 0.0)}"
         path = self.weights if self.weights is not None else default_weights_path()
         meta = read_checkpoint(path)
-        suffix = self._inference_suffix(meta["input_size"], float(meta.get("embedding_share", 0.0)))
+        suffix = self._inference_suffix(meta["input_size"], float(meta.get("embedding_share", 0.0)),
+                                        float(meta.get("prototype_gate", 0.0)))
         return f"gicd-{meta['backbone']} {meta['version']} {hash_file(path)[:12]}{suffix}"
 
-    def _inference_suffix(self, native_size: int, native_share: float) -> str:
+    def _inference_suffix(self, native_size: int, native_share: float, native_gate: float) -> str:
         size = f" {self.input_size}px" if self.input_size not in (None, native_size) else ""
         share = f" share{self.embedding_share:g}" if self.embedding_share not in (None, native_share) else ""
-        return size + (" flip" if self.flip else "") + share
+        gate = f" gate{self.prototype_gate:g}" if self.prototype_gate not in (None, native_gate) else ""
+        return size + (" flip" if self.flip else "") + share + gate
 
 
 _engines: dict[EngineSpec, CoSalEngine] = {}

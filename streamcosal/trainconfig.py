@@ -46,6 +46,9 @@ class ModelConfig(_Section):
     schedule) instead of from scratch; its backbone, use_gim and use_arm must be the config's.
     ``embedding_share``: GIM's share of embedding-consensus weights (0 = the paper's GIM; see
     ``model.gim.gradient_induced_weights``), used in training and validation and kept in the checkpoints.
+    ``prototype_gate``: the exponent of the object-prototype gate on the final maps (0 = off, as in
+    the paper; see ``model.prototype``), used in validation and kept in the checkpoints; training's
+    loss is on the decoder's own side outputs, which it does not change.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -53,6 +56,7 @@ class ModelConfig(_Section):
     use_arm: bool = True
     input_size: int = Field(224, ge=32, le=1024, multiple_of=32)
     embedding_share: float = Field(0.0, ge=0.0, le=1.0)
+    prototype_gate: float = Field(0.0, ge=0.0, le=1.0)
     init: ConfigPath | None = None
 
     @field_validator("backbone")

@@ -268,7 +268,8 @@ def build_model(config: TrainConfig) -> GICD:
     """GICD with the config's backbone (ImageNet weights, frozen) and a fresh decoder, or the
     decoder of ``[model] init`` when the config names one."""
     m = config.model
-    model = GICD(build_backbone(m.backbone), use_gim=m.use_gim, use_arm=m.use_arm, embedding_share=m.embedding_share)
+    model = GICD(build_backbone(m.backbone), use_gim=m.use_gim, use_arm=m.use_arm, embedding_share=m.embedding_share,
+                 prototype_gate=m.prototype_gate)
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     if m.init is not None:

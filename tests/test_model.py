@@ -22,6 +22,7 @@ from streamcosal.model import (
     gicd_loss,
     gradient_induced_weights,
     load_checkpoint,
+    prototype_gate,
     save_checkpoint,
     soft_iou_loss,
 )
@@ -140,6 +141,57 @@ def test_embedding_share_mixes_in_the_mean_embeddings_gradient(lite0: GICD, data
     assert (among_goats[0] - embedding_only[0]).abs().max() > 0.05
     with pytest.raises(ValueError, match=r"embedding_share must be in \[0, 1\]"):
         GICD(backbone, embedding_share=1.5)
+
+
+def test_prototype_gate_weighs_each_map_by_its_similarity_to_the_groups_object(lite0: GICD, data: Path) -> None:
+    """Against a numpy computation: each image's prototype is its features averaged under its map
+    (pooled to the features' size), the group's the normalised mean of the normalised prototypes;
+    the gate is the per-image min-max of ReLU(cosine), upsampled, multiplied over the levels, to
+    the power given. In GICD it gates the final map only: the side outputs are the decoder's."""
+    x = batch(lite0, group_images(data, "davis2016", "blackswan", 3) + group_images(data, "davis2016", "goat", 1))
+    with torch.no_grad():
+        feats = lite0.backbone.features(x)
+        levels = [lite0.backbone.head_features(feats[4]), feats[3]]
+        pred = lite0(x).side_maps[-1][:, :, ::2, ::2].contiguous()  # [4,1,112,112], any map in [0,1]
+    got = prototype_gate(levels, pred, 0.5)
+    gate = np.ones(pred.shape, np.float64)
+    for level in levels:
+        f, h, w = level.double().numpy(), *level.shape[2:]
+        weight = torch.nn.functional.adaptive_avg_pool2d(pred.double(), (h, w)).numpy()
+        own = (f * weight).sum((2, 3)) / weight.sum((2, 3))
+        own /= np.linalg.norm(own, axis=1, keepdims=True)
+        group = own.mean(0) / np.linalg.norm(own.mean(0))
+        cos = np.maximum(np.einsum("nchw,c->nhw", f, group) / np.linalg.norm(f, axis=1), 0)[:, None]
+        lo, hi = cos.min((2, 3), keepdims=True), cos.max((2, 3), keepdims=True)
+        cos = (cos - lo) / (hi - lo)
+        gate *= torch.nn.functional.interpolate(torch.from_numpy(cos), size=pred.shape[2:], mode="bilinear",
+                                                align_corners=True).numpy()
+    np.testing.assert_allclose(got.double().numpy(), pred.double().numpy() * gate ** 0.5, atol=1e-4)
+    torch.testing.assert_close(prototype_gate(levels, pred, 0.0), pred)
+    # the same goat frame among blackswans and among goats only: another group object, another gate
+    alone = prototype_gate([level[3:] for level in levels], pred[3:], 0.5)
+    assert (alone[0] - got[3]).abs().max() > 0.05
+
+    gated = GICD(lite0.backbone, prototype_gate=0.5).eval()
+    gated.decoder.load_state_dict(lite0.decoder.state_dict())
+    with torch.no_grad():
+        plain, out = lite0(x), gated(x)
+        final = lite0.decoder(feats[:4], *_gim_inputs(lite0, feats))[-1]
+    for a, b in zip(out.side_maps, plain.side_maps):
+        torch.testing.assert_close(a, b)
+    expected = torch.nn.functional.interpolate(prototype_gate(levels, final, 0.5), size=x.shape[2:], mode="bilinear",
+                                               align_corners=True)
+    torch.testing.assert_close(out.maps, expected, atol=1e-5, rtol=1e-4)
+    assert (out.maps - plain.maps).abs().max() > 0.05
+    with pytest.raises(ValueError, match=r"prototype_gate must be in \[0, 1\]"):
+        GICD(lite0.backbone, prototype_gate=-0.5)
+
+
+def _gim_inputs(model: GICD, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """F~5 and the CAM of GICD's forward, for the decoder alone."""
+    f5 = feats[4]
+    gim = gradient_induced_weights(model.backbone, f5, consensus_from_logits(model.backbone.classify(f5)))
+    return gim.induced, class_activation_map(gim.induced)
 
 
 def test_consensus_is_softmax_of_summed_logits() -> None:

@@ -92,6 +92,8 @@ def test_impossible_values_and_missing_inputs_are_refused_before_any_work(tmp_pa
         "key": (text.replace("threads = 2", "sead = 2"), r"key\.toml: unknown key 'sead' in \[train\]"),
         "share": (text.replace("input_size = 64", "input_size = 64\nembedding_share = 1.5"),
                   r"\[model\] embedding_share: Input should be less than or equal to 1 \(got 1\.5\)"),
+        "gate": (text.replace("input_size = 64", "input_size = 64\nprototype_gate = -0.5"),
+                 r"\[model\] prototype_gate: Input should be greater than or equal to 0 \(got -0\.5\)"),
         "group": (text.replace("tiny/Sofa", "tiny/Sofas"), r"\[validation\] group 'tiny/Sofas' not found"),
         "set": (text.replace('train_sets = ["tiny"]', 'train_sets = ["tiny", "voc"]'), r"\[data\] train_sets: 'voc' not found under"),
         "out": (text.replace('out_dir = "run"', 'out_dir = "file"'), r"\[train\] out_dir .*file is a file, not a folder"),
@@ -182,6 +184,8 @@ def test_init_starts_the_decoder_from_a_checkpoint_of_the_same_model(tmp_path: P
     # the embedding share has no parameters: the config's applies to a decoder trained without it
     shared = load_config(write_config(tmp_path / "s.toml", tiny, model=f'embedding_share = 0.4\ninit = "{first.best_checkpoint}"'))
     assert build_model(shared).embedding_share == 0.4 and build_model(config).embedding_share == 0.0
+    gated = load_config(write_config(tmp_path / "g.toml", tiny, model=f'prototype_gate = 0.5\ninit = "{first.best_checkpoint}"'))
+    assert build_model(gated).prototype_gate == 0.5 and build_model(config).prototype_gate == 0.0
     other = load_config(write_config(tmp_path / "d.toml", tiny, model=f'use_gim = false\ninit = "{first.best_checkpoint}"'))
     with pytest.raises(TrainingError, match=r"d\.toml: \[model\] init .*best\.pt was trained with use_gim = True"):
         build_model(other)
