@@ -86,7 +86,7 @@ def test_an_impossible_precision_is_refused() -> None:
         EngineSpec(precision="int8")
 
 
-def test_identity_names_a_non_default_input_size_flip_and_embedding_share(tmp_path) -> None:
+def test_identity_names_a_non_default_input_size_flip_embedding_share_and_gate(tmp_path) -> None:
     from conftest import untrained_checkpoint
 
     ck = untrained_checkpoint(tmp_path, 224)
@@ -98,6 +98,9 @@ def test_identity_names_a_non_default_input_size_flip_and_embedding_share(tmp_pa
     assert EngineSpec(weights=ck, embedding_share=0.4).identity() == plain + " share0.4"
     default = EngineSpec().identity()
     assert EngineSpec(embedding_share=0.4).identity() == default and EngineSpec(embedding_share=0).identity() == default + " share0"
+    assert EngineSpec(weights=ck, prototype_gate=0).identity() == plain
+    assert EngineSpec(weights=ck, prototype_gate=0.5, embedding_share=0.4).identity() == plain + " share0.4 gate0.5"
+    assert EngineSpec(prototype_gate=0.5).identity() == default and EngineSpec(prototype_gate=0).identity() == default + " gate0"
 
 
 def test_the_embedding_share_option_reaches_the_engine() -> None:
@@ -107,3 +110,13 @@ def test_the_embedding_share_option_reaches_the_engine() -> None:
     with pytest.raises(ValidationError) as refused:
         EngineSpec(embedding_share=1.5)
     assert explain(refused.value) == "embedding_share: Input should be less than or equal to 1 (got 1.5)"
+
+
+def test_the_prototype_gate_option_reaches_the_engine() -> None:
+    ungated = EngineSpec(prototype_gate=0, device="cpu").build()
+    assert ungated.model.prototype_gate == 0 and "prototype gate" not in ungated.describe()
+    default = EngineSpec(device="cpu").build()
+    assert default.model.prototype_gate == 0.5 and default.model_metadata()["prototype_gate"] == "0.5"
+    with pytest.raises(ValidationError) as refused:
+        EngineSpec(prototype_gate=-1)
+    assert explain(refused.value) == "prototype_gate: Input should be greater than or equal to 0 (got -1)"

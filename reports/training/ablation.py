@@ -10,7 +10,8 @@ Scores each variant's best checkpoint (reports/training/<run>/best.pt) at its in
 (``<run>+320px``: at 320; ``+flip``: with test-time flip, ``CoSalEngine(flip=True)``; ``+last``: the
 run's last epoch, its last.pt, instead of its best; runs from before training wrote last.pt got one
 written from their state.pt; ``+emb0.4``: GIM with that embedding share instead of the checkpoint's,
-``model.gim.gradient_induced_weights``), and a center-prior
+``model.gim.gradient_induced_weights``; ``+gate0.5``: the object-prototype gate with that exponent instead
+of the checkpoint's, ``model.prototype``), and a center-prior
 floor on the held-out PASCAL groups (all images), the held-out DAVIS videos' jigsaw composites and
 their plain frames (24 evenly spaced frames per video), and writes ablation.parquet and
 ablation_table.md. ``steps``: the training steps behind the kept checkpoint, a stage 2's included.
@@ -91,6 +92,16 @@ VARIANTS += [  # the ablation on EfficientNet-Lite2, every row 200 steps of 8 im
     ("Lite2 200 steps: old data recipe (jigsaw only)", "lite2_abl_norecipe", True, True, True, 0),
     ("Lite2 200 steps: GICD, GIM with embedding share 0.4 (test time)", "lite2_abl+emb0.4", True, True, True, 0),
 ]
+VARIANTS += [  # session 9: the object-prototype gate (test time, no parameters) on the twin, the default, the ablation
+    ("lite2_ms, last epoch, share 0.4, object-prototype gate 0.5 (test time only)", "lite2_ms+last+224px+emb0.4+gate0.5",
+     True, True, True, 1800),
+    ("lite2_ms, last epoch, share 0.4, gate 0.5, with test-time flip", "lite2_ms+last+224px+emb0.4+gate0.5+flip",
+     True, True, True, 1800),
+    ("lite2_all_ms, share 0.4, gate 0.5 (the default since session 9; NOT held out)", "lite2_all_ms+emb0.4+gate0.5",
+     True, True, True, 1800),
+    ("Lite2 200 steps: GICD, gate 0.5 (test time)", "lite2_abl+gate0.5", True, True, True, 0),
+    ("Lite2 200 steps: no GIM, gate 0.5 (test time)", "lite2_abl_nogim+gate0.5", False, True, True, 0),
+]
 COLUMNS = [f"{kind}_{m}" for kind in ("groups", "composites", "frames") for m in ("maxF", "S", "MAE")]
 
 
@@ -134,6 +145,8 @@ def main() -> None:
         model, meta = load_checkpoint(path)
         model.embedding_share = next((float(o.removeprefix("emb")) for o in options if o.startswith("emb")),
                                      model.embedding_share)
+        model.prototype_gate = next((float(o.removeprefix("gate")) for o in options if o.startswith("gate")),
+                                    model.prototype_gate)
         epoch, step = meta["extra"]["epoch"], meta["extra"]["step"]
         row = {"variant": label, "run": run, "gim": "x" if gim else "", "arm": "x" if arm else "",
                "jigsaw": "x" if jig else "", "steps": str(before + step), "epoch": str(epoch)}
