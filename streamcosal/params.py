@@ -116,7 +116,7 @@ class EngineSpec(BaseModel):
         "for the embedded default, 0 for --official; README, What GICD computes)."))
     prototype_gate: float | None = Field(None, ge=0.0, le=1.0, description=(
         "Exponent of the object-prototype gate on each map, 0 to 1 (0: off, as in the paper; default: the "
-        "checkpoint's, 0.5 for the embedded default, 0 for --official; README, What GICD computes)."))
+        "checkpoint's, 0.5 for the embedded models, 0 for --official; README, What GICD computes)."))
 
     def build(self) -> CoSalEngine:
         """The engine, one per spec and process: a worker that runs many units loads the model once;
