@@ -10,12 +10,13 @@ from .decoder import ARMDecoder
 from .gicd import GICD, GICDOutput
 from .gim import class_activation_map, consensus_from_logits, gradient_induced_weights
 from .loss import gicd_loss, soft_iou_loss
-from .prototype import prototype_gate, prototype_similarity
+from .prototype import group_prototypes, object_prototypes, prototype_gate, prototype_similarity
 
 __all__ = [
     "ARMDecoder", "BACKBONES", "Backbone", "EfficientNetLite0Backbone", "EfficientNetLite2Backbone",
     "EfficientNetLiteBackbone", "GICD", "GICDOutput", "VGG16Backbone",
     "WeightsError", "build_backbone", "class_activation_map", "consensus_from_logits", "gicd_loss",
-    "gradient_induced_weights", "load_checkpoint", "load_official", "prototype_gate", "prototype_similarity",
+    "gradient_induced_weights", "group_prototypes", "load_checkpoint", "load_official", "object_prototypes", "prototype_gate",
+    "prototype_similarity",
     "read_checkpoint", "save_checkpoint", "soft_iou_loss",
 ]

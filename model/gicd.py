@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .backbones import Backbone
 from .decoder import ARMDecoder
 from .gim import class_activation_map, consensus_from_logits, gradient_induced_weights
-from .prototype import prototype_gate
+from .prototype import group_prototypes, object_prototypes, prototype_gate
 
 
 @dataclass
@@ -22,7 +22,9 @@ class GICDOutput:
     side_maps: [CAM, pred_4, pred_3, pred_2, pred_1], the decoder's own, each [N,1,H,W] (empty
     without side outputs);
     consensus: [1,1000] (None without GIM); similarity: [N] consensus . own logits (None without GIM);
-    weights: [N,C5] GIM channel weights (ones without GIM).
+    weights: [N,C5] GIM channel weights (ones without GIM);
+    prototypes: each image's object prototype per gate level ([N,C_l], L2-normalised; None without
+    the object-prototype gate), for a running group prototype (the ``prototype_prior`` of later calls).
     """
 
     maps: Tensor
@@ -30,6 +32,7 @@ class GICDOutput:
     consensus: Tensor | None
     similarity: Tensor | None
     weights: Tensor
+    prototypes: list[Tensor] | None = None
 
 
 class GICD(nn.Module):
@@ -89,12 +92,15 @@ class GICD(nn.Module):
         with torch.autocast(f5.device.type, enabled=False):
             return net.classify(f5.float()).float()
 
-    def forward(self, x: Tensor, consensus: Tensor | None = None, side_outputs: bool = True) -> GICDOutput:
+    def forward(self, x: Tensor, consensus: Tensor | None = None, side_outputs: bool = True,
+                prototype_prior: list[Tensor] | None = None) -> GICDOutput:
         """x: [N,3,H,W], one group, normalised for the backbone.
 
         consensus: [1,1000] to segment against a consensus computed elsewhere (a larger group, a
         running stream consensus); by default the consensus of x itself. ``side_outputs=False``
         (inference): only the final map is upsampled to HxW and ``side_maps`` is empty.
+        prototype_prior: per gate level [1,C_l], the summed object prototypes of images segmented
+        before (earlier windows), added to x's own for the group's prototype; ignored without the gate.
         """
         feats = self.backbone.features(x)
         f5 = feats[4]
@@ -109,18 +115,21 @@ class GICD(nn.Module):
             weights = torch.ones(f5.shape[:2], device=f5.device)
         cam = class_activation_map(induced)
         preds = self.decoder(feats[:4], induced.to(f5.dtype), cam)
-        final = preds[-1]
+        final, prototypes = preds[-1], None
         if self.prototype_gate > 0:
-            final = prototype_gate([self.backbone.head_features(f5), feats[3]], final, self.prototype_gate)
+            levels = [self.backbone.head_features(f5), feats[3]]
+            prototypes = object_prototypes(levels, final)
+            final = prototype_gate(levels, group_prototypes(prototypes, prototype_prior), final, self.prototype_gate)
         side_maps = [_upsample(p, x) for p in [cam, *preds]] if side_outputs else []
         maps = side_maps[-1] if side_outputs and final is preds[-1] else _upsample(final, x)
         return GICDOutput(maps=maps, side_maps=side_maps, consensus=consensus,
-                          similarity=similarity, weights=weights)
+                          similarity=similarity, weights=weights, prototypes=prototypes)
 
-    def flip_averaged(self, x: Tensor, out: GICDOutput) -> Tensor:
+    def flip_averaged(self, x: Tensor, out: GICDOutput, prototype_prior: list[Tensor] | None = None) -> Tensor:
         """Test-time flip: ``out``'s maps [N,1,H,W] (``out`` = this network on x) averaged with the
-        maps of x mirrored left-right, segmented against out's consensus and mirrored back; fp32."""
-        mirrored = self(x.flip(-1), out.consensus, side_outputs=False)
+        maps of x mirrored left-right, segmented against out's consensus (and ``prototype_prior``)
+        and mirrored back; fp32."""
+        mirrored = self(x.flip(-1), out.consensus, side_outputs=False, prototype_prior=prototype_prior)
         return (out.maps.float() + mirrored.maps.float().flip(-1)) / 2
 
 

@@ -37,11 +37,14 @@ DEFAULT_BACKBONE = "efficientnet_lite2"
 @dataclass
 class GroupPrediction:
     """Maps at the model's input size for N images. maps: [N,S,S] float32 in [0,1];
-    similarity: [N] (consensus . own logits; NaN without GIM); consensus: [1000] (None without GIM)."""
+    similarity: [N] (consensus . own logits; NaN without GIM); consensus: [1000] (None without GIM);
+    prototypes: each image's object prototype per gate level, [N,C_l] float32 (None without the
+    object-prototype gate; :class:`streamcosal.prototypes.RunningPrototype` sums them over windows)."""
 
     maps: np.ndarray
     similarity: np.ndarray
     consensus: np.ndarray | None
+    prototypes: list[np.ndarray] | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -174,28 +177,41 @@ class CoSalEngine:
         return torch.cat(out)
 
     @torch.no_grad()
-    def segment(self, x: Tensor, consensus: Tensor | None = None) -> GroupPrediction:
+    def segment(self, x: Tensor, consensus: Tensor | None = None,
+                prototype_prior: Sequence[np.ndarray] | None = None) -> GroupPrediction:
         """Segment the common object of one group: x [N,3,S,S] in [0,1] (from :meth:`prepare`).
 
         consensus: [1,1000] from elsewhere (a running stream consensus, a whole video); by default
         the group's own, computed over every chunk before any map when N > chunk_size.
+        prototype_prior: per gate level [C_l], the summed object prototypes of frames segmented
+        before (a video's earlier windows, :class:`streamcosal.prototypes.RunningPrototype`); the
+        object-prototype gate compares each map with them and x's own. Chunks after the first also
+        see the earlier chunks' prototypes. Ignored without the gate.
         """
         if x.shape[0] == 0:
             raise ValueError("cannot segment an empty group")
         if consensus is None and self.model.use_gim and x.shape[0] > self.chunk_size:
             consensus = consensus_from_logits(self.logits(x))
-        maps, sims = [], []
+        prior = None if prototype_prior is None else [torch.as_tensor(p, device=self.device).float()[None]
+                                                      for p in prototype_prior]
+        maps, sims, prototypes = [], [], []
         for chunk in self._chunks(x):
             with autocast(self.precision, self.device):
-                out = self.model(chunk, None if consensus is None else consensus.to(self.device), side_outputs=False)
-                prob = self.model.flip_averaged(chunk, out) if self.flip else out.maps
+                out = self.model(chunk, None if consensus is None else consensus.to(self.device), side_outputs=False,
+                                 prototype_prior=prior)
+                prob = self.model.flip_averaged(chunk, out, prior) if self.flip else out.maps
             consensus = out.consensus if consensus is None else consensus
             maps.append(prob[:, 0].float().cpu())
             sims.append(out.similarity.cpu() if out.similarity is not None else torch.full((chunk.shape[0],), float("nan")))
+            if out.prototypes is not None:
+                prototypes.append([p.float().cpu() for p in out.prototypes])
+                sums = [p.sum(0, keepdim=True) for p in out.prototypes]
+                prior = sums if prior is None else [a + b for a, b in zip(prior, sums)]
         return GroupPrediction(
             maps=torch.cat(maps).numpy(),
             similarity=torch.cat(sims).numpy(),
             consensus=None if consensus is None else consensus[0].float().cpu().numpy(),
+            prototypes=[torch.cat(level).numpy() for level in zip(*prototypes)] if prototypes else None,
         )
 
     # -- images ------------------------------------------------------------------------------

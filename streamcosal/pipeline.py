@@ -75,6 +75,7 @@ from .live import LiveReader, live_windows
 from .metrics import LiveMetrics, LiveSummary
 from .params import RunParams
 from .prefetch import Prefetcher
+from .prototypes import RunningPrototype
 from .sink import Member, ResultSink, owners
 from .sources import (FrameSource, ImageGroupSource, ReconnectPolicy, SourceError, StreamSource, VideoFileSource,
                       VideoInfo, open_source, redact)
@@ -347,7 +348,8 @@ class _Job:
                     self.store.save()
 
     def _segment_group(self, group: str, members: list[Member]) -> None:
-        """The loop: prefetch -> consensus -> segment -> sink."""
+        """The loop: prefetch -> consensus -> segment (against the group's running object
+        prototype) -> sink."""
         cfg, engine = self.config, self.engine
         sources = [m.source for m in members]
         mode = self._mode(sources)
@@ -358,9 +360,11 @@ class _Job:
         totals = [None if live else estimated_frames(s.info, cfg.stride, cfg.fps) for s in sources]
         task = self.progress.add_task(escape(f"{group} ({mode})"), total=None if None in totals else sum(totals))
         consensus = self._consensus(mode, group, sources)
+        prototype = RunningPrototype(cfg.half_life if mode == "streaming" else None)
         with self._prefetch(mode, members, live) as prepared:
             for window, x in prepared:
-                prediction = self._timed(engine.segment, x, consensus(window, x))
+                prediction = self._timed(engine.segment, x, consensus(window, x), prototype.sums)
+                prototype.add(window, prediction)
                 self.sink.write(group, window, prediction, owner)
                 self.progress.advance(task, sum(window.emit))
                 if live and time.monotonic() - self.last_log > cfg.log_every_s:

@@ -21,7 +21,9 @@ from streamcosal.model import (
     consensus_from_logits,
     gicd_loss,
     gradient_induced_weights,
+    group_prototypes,
     load_checkpoint,
+    object_prototypes,
     prototype_gate,
     save_checkpoint,
     soft_iou_loss,
@@ -153,7 +155,8 @@ def test_prototype_gate_weighs_each_map_by_its_similarity_to_the_groups_object(l
         feats = lite0.backbone.features(x)
         levels = [lite0.backbone.head_features(feats[4]), feats[3]]
         pred = lite0(x).side_maps[-1][:, :, ::2, ::2].contiguous()  # [4,1,112,112], any map in [0,1]
-    got = prototype_gate(levels, pred, 0.5)
+    protos = object_prototypes(levels, pred)
+    got = prototype_gate(levels, group_prototypes(protos), pred, 0.5)
     gate = np.ones(pred.shape, np.float64)
     for level in levels:
         f, h, w = level.double().numpy(), *level.shape[2:]
@@ -167,10 +170,14 @@ def test_prototype_gate_weighs_each_map_by_its_similarity_to_the_groups_object(l
         gate *= torch.nn.functional.interpolate(torch.from_numpy(cos), size=pred.shape[2:], mode="bilinear",
                                                 align_corners=True).numpy()
     np.testing.assert_allclose(got.double().numpy(), pred.double().numpy() * gate ** 0.5, atol=1e-4)
-    torch.testing.assert_close(prototype_gate(levels, pred, 0.0), pred)
-    # the same goat frame among blackswans and among goats only: another group object, another gate
-    alone = prototype_gate([level[3:] for level in levels], pred[3:], 0.5)
-    assert (alone[0] - got[3]).abs().max() > 0.05
+    torch.testing.assert_close(prototype_gate(levels, group_prototypes(protos), pred, 0.0), pred)
+    # the goat frame alone: another group object, another gate; with the blackswans' prototypes as
+    # the prior (frames segmented before), the whole group's again
+    alone = [level[3:] for level in levels]
+    assert (prototype_gate(alone, group_prototypes([p[3:] for p in protos]), pred[3:], 0.5)[0] - got[3]).abs().max() > 0.05
+    prior = [p[:3].sum(0, keepdim=True) for p in protos]
+    torch.testing.assert_close(prototype_gate(alone, group_prototypes([p[3:] for p in protos], prior), pred[3:], 0.5),
+                               got[3:])
 
     gated = GICD(lite0.backbone, prototype_gate=0.5).eval()
     gated.decoder.load_state_dict(lite0.decoder.state_dict())
@@ -179,10 +186,14 @@ def test_prototype_gate_weighs_each_map_by_its_similarity_to_the_groups_object(l
         final = lite0.decoder(feats[:4], *_gim_inputs(lite0, feats))[-1]
     for a, b in zip(out.side_maps, plain.side_maps):
         torch.testing.assert_close(a, b)
-    expected = torch.nn.functional.interpolate(prototype_gate(levels, final, 0.5), size=x.shape[2:], mode="bilinear",
-                                               align_corners=True)
+    gate = prototype_gate(levels, group_prototypes(object_prototypes(levels, final)), final, 0.5)
+    expected = torch.nn.functional.interpolate(gate, size=x.shape[2:], mode="bilinear", align_corners=True)
     torch.testing.assert_close(out.maps, expected, atol=1e-5, rtol=1e-4)
     assert (out.maps - plain.maps).abs().max() > 0.05
+    assert [tuple(p.shape) for p in out.prototypes] == [(4, 1280), (4, 112)] and plain.prototypes is None
+    with torch.no_grad():  # the last frame segmented after the others, their prototypes as its prior
+        later = gated(x[3:], out.consensus, prototype_prior=[p[:3].sum(0, keepdim=True) for p in out.prototypes])
+    torch.testing.assert_close(later.maps, out.maps[3:], atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match=r"prototype_gate must be in \[0, 1\]"):
         GICD(lite0.backbone, prototype_gate=-0.5)
 
