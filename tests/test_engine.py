@@ -38,6 +38,23 @@ def test_chunked_group_equals_one_batch(untrained: GICD, data: Path) -> None:
     np.testing.assert_allclose(chunked.maps, one.maps, atol=1e-5)
 
 
+def test_gated_chunks_see_the_earlier_chunks_prototypes(untrained: GICD, data: Path) -> None:
+    """With the object-prototype gate, a group's later chunks are gated against the earlier chunks'
+    prototypes too: as if segmented after them with their prototypes as the prior."""
+    gated = GICD(untrained.backbone, prototype_gate=0.5)
+    gated.decoder.load_state_dict(untrained.decoder.state_dict())
+    images = load(group_images(data, "davis2016", "goat", 4))
+    engine = CoSalEngine(gated, device="cpu", chunk_size=2)
+    x = torch.stack([engine.prepare(im) for im in images])
+    chunked = engine.segment(x)
+    consensus = torch.from_numpy(chunked.consensus)[None]
+    first = engine.segment(x[:2], consensus)
+    second = engine.segment(x[2:], consensus, [level.sum(0) for level in first.prototypes])
+    np.testing.assert_allclose(chunked.maps, np.concatenate([first.maps, second.maps]), atol=1e-5)
+    assert [p.shape for p in chunked.prototypes] == [(4, 1280), (4, 112)]
+    assert np.abs(engine.segment(x[2:], consensus).maps - second.maps).max() > 0.01  # the prior counts
+
+
 def test_batch_norms_are_folded_with_the_same_maps_and_the_given_model_untouched(untrained: GICD, data: Path) -> None:
     engine = CoSalEngine(untrained, device="cpu", precision="fp32")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in engine.model.modules())
