@@ -148,9 +148,9 @@ def test_slow_engine_keeps_latency_bounded_and_counts_drops(clips, dev_engine, t
     stays about one window's time."""
     segment = dev_engine.segment
 
-    def slow_segment(x, consensus=None):
+    def slow_segment(x, consensus=None, prototype_prior=None):
         time.sleep(0.5)
-        return segment(x, consensus)
+        return segment(x, consensus, prototype_prior)
 
     monkeypatch.setattr(dev_engine, "segment", slow_segment)
     with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
@@ -170,11 +170,11 @@ def test_slow_engine_over_rtsp_shrinks_the_window_within_the_latency_target(clip
     stays within 1 s plus a margin, and the windows grow back to 8."""
     segment, slow_until, calls = dev_engine.segment, time.monotonic() + 5.0, []
 
-    def slow_segment(x, consensus=None):
+    def slow_segment(x, consensus=None, prototype_prior=None):
         slow = time.monotonic() < slow_until
         calls.append((slow, x.shape[0]))
         time.sleep(0.2 * x.shape[0] if slow else 0.0)
-        return segment(x, consensus)
+        return segment(x, consensus, prototype_prior)
 
     monkeypatch.setattr(dev_engine, "segment", slow_segment)
     with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
@@ -470,9 +470,9 @@ def recording(data, tmp_path_factory) -> tuple[Path, Path]:
 def slow_engine(engine, monkeypatch, seconds_per_window: float) -> None:
     segment = engine.segment
 
-    def slow_segment(x, consensus=None):
+    def slow_segment(x, consensus=None, prototype_prior=None):
         time.sleep(seconds_per_window)
-        return segment(x, consensus)
+        return segment(x, consensus, prototype_prior)
 
     monkeypatch.setattr(engine, "segment", slow_segment)
 

@@ -232,11 +232,11 @@ def test_ctrl_c_keeps_the_results_done(data, dev_engine, tmp_path, monkeypatch):
     path, _ = davis_video(data, tmp_path, "blackswan")
     segment, calls = dev_engine.segment, []
 
-    def interrupted_on_second_window(x, consensus=None):
+    def interrupted_on_second_window(x, consensus=None, prototype_prior=None):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return segment(x, consensus)
+        return segment(x, consensus, prototype_prior)
 
     monkeypatch.setattr(dev_engine, "segment", interrupted_on_second_window)
     report = run_pipeline([path], tmp_path / "out", dev_engine, PipelineConfig(window=4, consensus_frames=2, overlay=True))
