@@ -307,9 +307,10 @@ def set_train_mode(model: GICD) -> None:
     model.backbone.eval()
 
 
-def _prepare(config_path: Path) -> tuple[TrainConfig, torch.device]:
-    """The checked config and its device; torch's threads set as the config says."""
-    config = load_config(Path(config_path))
+def _prepare(config_path: Path | TrainConfig) -> tuple[TrainConfig, torch.device]:
+    """The checked config (a TOML file, or one read and changed already) and its device; torch's
+    threads set as the config says."""
+    config = config_path if isinstance(config_path, TrainConfig) else load_config(Path(config_path))
     check_inputs(config)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -326,8 +327,9 @@ def _model_and_data(config: TrainConfig, device: torch.device) -> tuple[GICD, Gr
     return model, sampler, notes
 
 
-def train(config_path: Path, resume: bool = False, *, stop_after: int | None = None) -> TrainResult:
-    """Train the decoder of one config; ``resume`` continues from ``<out_dir>/state.pt``.
+def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: int | None = None) -> TrainResult:
+    """Train the decoder of one config (a TOML file or a :class:`TrainConfig`); ``resume``
+    continues from ``<out_dir>/state.pt``.
 
     ``stop_after``: leave after this many epochs of this call (as if killed after a checkpoint;
     for time-boxed runs and tests).

@@ -240,3 +240,23 @@ def test_benchmark_measures_each_precision_and_writes_nothing(tmp_path: Path, ti
     chosen = "bf16" if cpu_has_native_bf16() else "fp32"
     assert f'auto" trains with {chosen}' in result.output
     assert not (tmp_path / "run").exists(), "a benchmark trains nothing and writes no run"
+
+
+def test_the_whole_schedule_chains_its_stages_in_one_command(tmp_path: Path) -> None:
+    """reports/training/schedule.py --smoke: every stage of the shipped model's schedule trains (2
+    steps) into OUT/<stage>, each from the previous stage's checkpoint in OUT, on the device given."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "reports" / "training" / "schedule.py"
+    spec = importlib.util.spec_from_file_location("schedule", path)
+    schedule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(schedule)
+    schedule.main([str(tmp_path), "--device", "cpu", "--smoke"])
+    for name in schedule.STAGES:
+        state = torch.load(tmp_path / name / "last.pt", weights_only=True)
+        config = state["extra"]["config"]
+        assert config["train"]["device"] == "cpu" and config["train"]["out_dir"] == str(tmp_path / name)
+        committed = load_config(schedule.CONFIGS / f"{name}.toml").model.init
+        expected = None if committed is None else str(tmp_path / committed.parent.name / committed.name)
+        assert config["model"]["init"] == expected, name
+    assert state["backbone"] == "efficientnet_lite2"
