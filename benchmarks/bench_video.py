@@ -33,6 +33,7 @@ from streamcosal.engine import CoSalEngine, resize_map
 from streamcosal.model import consensus_from_logits
 from streamcosal.overlay import highlight
 from streamcosal.pipeline import PipelineConfig, run_pipeline
+from streamcosal.prototypes import RunningPrototype
 from streamcosal.sources import open_source
 from streamcosal.storage import FrameResult
 from streamcosal.windows import global_windows, sample_consensus_frames, streaming_windows
@@ -88,16 +89,17 @@ def engine_alone(engine: CoSalEngine, video: Path, config: PipelineConfig) -> tu
     xs = [torch.stack([engine.prepare(f.image) for f in w.frames]) for w in windows]
     x_sample = torch.stack([engine.prepare(f.image) for f in sample])
     start, cpu = time.perf_counter(), time.process_time()
+    prototype = RunningPrototype(config.half_life if config.mode == "streaming" else None)
     if config.mode == "global":
         consensus = consensus_from_logits(engine.logits(x_sample))
-        for x in xs:
-            engine.segment(x, consensus)
+        for w, x in zip(windows, xs):
+            prototype.add(w, engine.segment(x, consensus, prototype.sums))
     else:
         running = torch.zeros(1, 1000)
         for w, x in zip(windows, xs):
             new = [i for i, e in enumerate(w.emit) if e]
             running = running * 0.9 + engine.logits(x[new]).sum(0, keepdim=True)
-            engine.segment(x, torch.softmax(running, 1))
+            prototype.add(w, engine.segment(x, torch.softmax(running, 1), prototype.sums))
     return time.perf_counter() - start, time.process_time() - cpu, len(frames)
 
 
@@ -172,8 +174,8 @@ def memory(engine: CoSalEngine, n_frames: int, scratch: Path) -> dict[str, float
     samples: list[tuple[int, float]] = []
     segment, done = engine.segment, [0]
 
-    def measured(x: torch.Tensor, consensus: torch.Tensor | None = None):  # type: ignore[no-untyped-def]
-        prediction = segment(x, consensus)
+    def measured(x: torch.Tensor, consensus: torch.Tensor | None = None, prototype_prior=None):  # type: ignore[no-untyped-def]
+        prediction = segment(x, consensus, prototype_prior)
         done[0] += x.shape[0]
         samples.append((done[0], rss_mb()))
         return prediction
