@@ -75,7 +75,10 @@ def class_activation_map(induced: Tensor) -> Tensor:
 
     ReLU of the channel mean, minus its min, divided by (its max + 1e-6), clamped; per image.
     """
-    cam = torch.relu(induced.float().mean(dim=1, keepdim=True))
-    cam = cam - cam.amin(dim=(2, 3), keepdim=True)
-    cam = cam / (cam.amax(dim=(2, 3), keepdim=True) + 1e-6)
-    return cam.clamp(0.0, 1.0)
+    return spatial_min_max(torch.relu(induced.float().mean(dim=1, keepdim=True))).clamp(0.0, 1.0)
+
+
+def spatial_min_max(x: Tensor) -> Tensor:
+    """[N,1,h,w] -> [N,1,h,w]: each image's map minus its min, divided by (its max + 1e-6)."""
+    x = x - x.amin(dim=(2, 3), keepdim=True)
+    return x / (x.amax(dim=(2, 3), keepdim=True) + 1e-6)

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .gim import spatial_min_max
+
 
 def object_prototypes(levels: list[Tensor], pred: Tensor) -> list[Tensor]:
     """Each image's object prototype per level: [N,C_l,h_l,w_l] features, pred [N,1,H,W] in [0,1]
@@ -45,9 +47,7 @@ def prototype_similarity(features: Tensor, group: Tensor) -> Tensor:
     """Each position's similarity to the group's object: [N,C,h,w], [1,C] -> [N,1,h,w] in [0,1]:
     the ReLU of the cosine similarity, min-max normalised per image. fp32."""
     cosine = (F.normalize(features.float(), dim=1) * group[:, :, None, None]).sum(1, keepdim=True)
-    similarity = torch.relu(cosine)
-    similarity = similarity - similarity.amin(dim=(2, 3), keepdim=True)
-    return similarity / (similarity.amax(dim=(2, 3), keepdim=True) + 1e-6)
+    return spatial_min_max(torch.relu(cosine))
 
 
 def prototype_gate(levels: list[Tensor], groups: list[Tensor], pred: Tensor, exponent: float) -> Tensor:
