@@ -92,7 +92,7 @@ def main() -> None:
         load = (load + os.getloadavg()[0]) / 2
     text = "\n".join([
         f"# Live cameras: {SIZE[0]}x{SIZE[1]} {FPS} fps RTSP on 127.0.0.1, default engine ({engine.name} "
-        f"{engine.version}, input {engine.input_size})",
+        f"{engine.version}, input {engine.size_for([(SIZE[1], SIZE[0])])})",
         "",
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
         f"load average about {load:.1f} (other jobs share this machine), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",

@@ -61,7 +61,7 @@ from streamcosal.pipeline import run_pipeline
 imported = time.perf_counter()
 engine = CoSalEngine.{build}
 loaded = time.perf_counter()
-engine.segment(torch.rand(8, 3, engine.input_size, engine.input_size))
+engine.segment(torch.rand(8, 3, engine.max_input_size, engine.max_input_size))  # 854x480 runs at the largest
 done = time.perf_counter()
 print(imported - start, loaded - imported, done - loaded, engine.precision)
 """
@@ -86,8 +86,9 @@ def engine_alone(engine: CoSalEngine, video: Path, config: PipelineConfig) -> tu
         windows = list(global_windows(frames, config.window))
     else:
         windows = list(streaming_windows(frames, config.window, config.step))
-    xs = [torch.stack([engine.prepare(f.image) for f in w.frames]) for w in windows]
-    x_sample = torch.stack([engine.prepare(f.image) for f in sample])
+    size = engine.size_for(f.image.shape for f in frames)  # the pipeline's size for this video
+    xs = [torch.stack([engine.prepare(f.image, size) for f in w.frames]) for w in windows]
+    x_sample = torch.stack([engine.prepare(f.image, size) for f in sample])
     start, cpu = time.perf_counter(), time.process_time()
     prototype = RunningPrototype(config.half_life if config.mode == "streaming" else None)
     if config.mode == "global":
@@ -146,8 +147,9 @@ def overhead(engine: CoSalEngine, video: Path) -> dict[str, float]:
     with open_source(video) as source:
         frames = list(source)
     decode = time.process_time() - cpu
+    size = engine.size_for(f.image.shape for f in frames)
     cpu = time.process_time()
-    x = torch.stack([engine.prepare(f.image) for f in frames])
+    x = torch.stack([engine.prepare(f.image, size) for f in frames])
     prepare = time.process_time() - cpu
     maps = engine.segment(x[:8]).maps
     cpu = time.process_time()
@@ -234,7 +236,7 @@ def main() -> None:
         "# Video pipeline on the CPU: end to end against the engine alone, and memory",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, precision {engine.precision} (auto). Model: {engine.name} {engine.version} at {engine.input_size} px"
+        f"{torch.get_num_threads()} threads, precision {engine.precision} (auto). Model: {engine.name} {engine.version} at {engine.size_for([(480, 854)])} px"
         f"{' (' + str(args.weights.name) + ')' if args.weights else ''}.",
         f"Load average before/after the speed runs: {load_before[0]:.1f} / {load_after[0]:.1f} "
         "(the machine is shared; medians of alternating runs).",

@@ -30,13 +30,18 @@ OFFICIAL_WHERE = ("The authors' released weights (gicd_ginet.pth) are linked fro
 
 
 def save_checkpoint(model: GICD, path: str | os.PathLike, *, input_size: int, version: str,
-                    extra: dict[str, Any] | None = None) -> None:
-    """Write the decoder weights and metadata, atomically (temporary file, then rename)."""
+                    max_input_size: int | None = None, extra: dict[str, Any] | None = None) -> None:
+    """Write the decoder weights and metadata, atomically (temporary file, then rename).
+
+    input_size: the engine's default input size; max_input_size: the largest it may run a group of
+    large frames at (:meth:`streamcosal.engine.CoSalEngine.size_for`; the largest size it trained at).
+    """
     state = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "backbone": model.backbone.name,
         "input_size": int(input_size),
+        "max_input_size": int(max(input_size, max_input_size or 0)),
         "use_gim": model.use_gim,
         "use_arm": model.use_arm,
         "embedding_share": float(model.embedding_share),

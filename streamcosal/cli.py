@@ -343,6 +343,7 @@ def video(
         fail(str(e), 2)
     for run in report.sources:
         line = f"{run.status:>11}  {run.source}  group {run.group!r}: {run.frames} frames"
+        line += f" at {run.input_size} px" if run.input_size else ""
         typer.echo(line + (f", overlay {run.overlay}" if run.overlay else ""))
         if run.error:
             err.print(f"[red]error:[/red] {escape(run.error)}")

@@ -185,17 +185,17 @@ def segment_folders(input_dir: Path, out_dir: Path, engine: CoSalEngine, *, show
 
 def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path], engine: CoSalEngine,
                    report: FolderReport, advance: Callable[[], None]) -> None:
-    batch, sizes, kept = [], [], []
+    images, sizes, kept = [], [], []
     for path in paths:
         try:
-            rgb, size = read_image(path, max_side=4 * engine.input_size)
+            rgb, size = read_image(path, max_side=4 * engine.max_input_size)
         except ImageReadError as err:
             reason = f"{path}: broken symbolic link to {os.readlink(path)}" if path.is_symlink() and not path.exists() \
                 else str(err)
             report.failures.append(Failure(path, reason))
             advance()
             continue
-        batch.append(engine.prepare(rgb))
+        images.append(rgb)
         sizes.append(size)
         kept.append(path)
     if not kept:
@@ -207,7 +207,8 @@ def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path]
     if renamed:
         report.notes.append(f"group {group!r}: images share a stem, so their maps keep the suffix: "
                             + ", ".join(f"{n}.png" for n in renamed))
-    pred = engine.segment(torch.stack(batch))
+    input_size = engine.size_for(sizes)  # the originals' sizes: a large JPEG is decoded reduced
+    pred = engine.segment(torch.stack([engine.prepare(rgb, input_size) for rgb in images]))
     if pred.consensus is not None:
         report.consensus[group] = top_classes(pred.consensus)
     report.written[group] = 0

@@ -83,11 +83,11 @@ def report_markdown(report: RunReport) -> str:
     lines = [f"# cosal-video run `{report.run_id}`", "",
              f"Model {report.model} ({report.precision} on {report.device}); {report.frames} frames in {report.seconds:.1f} s "
              f"({report.frames_per_s:.1f} frames/s), {report.events} events; results in `{report.out}`.", "",
-             "| source | group | status | mode | frames | overlay | error |",
-             "|---|---|---|---|---:|---|---|"]
+             "| source | group | status | mode | px | frames | overlay | error |",
+             "|---|---|---|---|---:|---:|---|---|"]
     for s in report.sources:
         error = (s.error or "").replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| `{s.source}` | {s.group} | {s.status} | {s.mode} | {s.frames} | "
+        lines.append(f"| `{s.source}` | {s.group} | {s.status} | {s.mode} | {s.input_size or ''} | {s.frames} | "
                      f"{'`' + s.overlay + '`' if s.overlay else ''} | {error} |")
     if report.consensus:
         lines += ["", "What each group's consensus is about (its most probable ImageNet classes):",

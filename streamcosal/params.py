@@ -107,8 +107,9 @@ class EngineSpec(BaseModel):
                                                      "on CPUs, fp16 on GPUs), fp32, bf16 or fp16 (GPUs).")
     device: str = Field("auto", description="auto, cpu or cuda.")
     input_size: int | None = Field(None, ge=32, le=1024, multiple_of=32, description=(
-        "Frames are resized to SxS for the network (default: the checkpoint's, 224 for the embedded models; "
-        "larger sizes were erratic: README, Accuracy)."))
+        "Frames are resized to SxS for the network (default: the checkpoint's sizes; the embedded Lite2 runs "
+        "each group at 224 to 288, the largest its smallest frame side is 1.6 times larger than: README, "
+        "Accuracy). A size given here is the only one."))
     flip: bool = Field(False, description="Also segment each group mirrored and average each map with its mirrored "
                                           "twin's (test-time flip): twice the compute for slightly better maps.")
     embedding_share: float | None = Field(None, ge=0.0, le=1.0, description=(
@@ -149,7 +150,7 @@ class EngineSpec(BaseModel):
 
     def identity(self) -> str:
         """What results depend on in the model: backbone, version, the checkpoint's hash (two
-        untrained "dev" checkpoints differ), and an input size other than the checkpoint's and the
+        untrained "dev" checkpoints differ), and a fixed input size other than the checkpoint's sizes and the
         test-time flip and an embedding share or prototype gate other than the checkpoint's when asked for (so that the
         default's identity is as before they existed).
         Archive units and the nightly history are keyed by it; precision and device are not part of it."""
@@ -157,15 +158,17 @@ class EngineSpec(BaseModel):
         from .model.checkpoint import read_checkpoint
 
         if self.official is not None:
-            return f"gicd-vgg16-official {hash_file(self.official)[:12]}{self._inference_suffix(224, 0.0, 0.0)}"
+            return f"gicd-vgg16-official {hash_file(self.official)[:12]}{self._inference_suffix((224, 224), 0.0, 0.0)}"
         path = self.weights if self.weights is not None else default_weights_path()
         meta = read_checkpoint(path)
-        suffix = self._inference_suffix(meta["input_size"], float(meta.get("embedding_share", 0.0)),
+        sizes = (meta["input_size"], meta.get("max_input_size", meta["input_size"]))
+        suffix = self._inference_suffix(sizes, float(meta.get("embedding_share", 0.0)),
                                         float(meta.get("prototype_gate", 0.0)))
         return f"gicd-{meta['backbone']} {meta['version']} {hash_file(path)[:12]}{suffix}"
 
-    def _inference_suffix(self, native_size: int, native_share: float, native_gate: float) -> str:
-        size = f" {self.input_size}px" if self.input_size not in (None, native_size) else ""
+    def _inference_suffix(self, native_sizes: tuple[int, int], native_share: float, native_gate: float) -> str:
+        fixed = self.input_size is not None and (self.input_size, self.input_size) != native_sizes
+        size = f" {self.input_size}px" if fixed else ""
         share = f" share{self.embedding_share:g}" if self.embedding_share not in (None, native_share) else ""
         gate = f" gate{self.prototype_gate:g}" if self.prototype_gate not in (None, native_gate) else ""
         return size + (" flip" if self.flip else "") + share + gate

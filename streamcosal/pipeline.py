@@ -115,6 +115,7 @@ class SourceRun:
     group: str
     status: Status = "pending"
     mode: str = ""
+    input_size: int | None = None  # the engine's input size for the group (`CoSalEngine.size_for`)
     frames: int = 0  # results written
     first_timestamp: float | None = None
     last_timestamp: float | None = None
@@ -286,10 +287,10 @@ def estimated_frames(info: VideoInfo, stride: int, fps: float | None) -> int | N
     return math.ceil(info.frame_count / stride)
 
 
-def _prepared(windows: Iterable[Window], engine: CoSalEngine) -> Iterator[tuple[Window, Tensor]]:
-    """Windows with their frames resized for the engine: (window, [N,3,S,S] in [0,1])."""
+def _prepared(windows: Iterable[Window], engine: CoSalEngine, size: int) -> Iterator[tuple[Window, Tensor]]:
+    """Windows with their frames resized for the engine: (window, [N,3,S,S] in [0,1]), S = size."""
     for window in windows:
-        yield window, torch.stack([engine.prepare(f.image) for f in window.frames])
+        yield window, torch.stack([engine.prepare(f.image, size) for f in window.frames])
 
 
 @dataclass
@@ -353,15 +354,16 @@ class _Job:
         cfg, engine = self.config, self.engine
         sources = [m.source for m in members]
         mode = self._mode(sources)
+        size = engine.size_for((s.info.height, s.info.width) for s in sources)  # an image folder: its first image
         for m in members:
-            m.run.mode = mode
+            m.run.mode, m.run.input_size = mode, size
         owner = owners(members)
         live = cfg.live or (mode == "streaming" and all(isinstance(s, StreamSource) for s in sources))
         totals = [None if live else estimated_frames(s.info, cfg.stride, cfg.fps) for s in sources]
         task = self.progress.add_task(escape(f"{group} ({mode})"), total=None if None in totals else sum(totals))
-        consensus = self._consensus(mode, group, sources)
+        consensus = self._consensus(mode, group, sources, size)
         prototype = RunningPrototype(cfg.half_life if mode == "streaming" else None)
-        with self._prefetch(mode, members, live) as prepared:
+        with self._prefetch(mode, members, live, size) as prepared:
             for window, x in prepared:
                 prediction = self._timed(engine.segment, x, consensus(window, x), prototype.sums)
                 prototype.add(window, prediction)
@@ -372,13 +374,14 @@ class _Job:
                     self.last_log = time.monotonic()
 
     @contextlib.contextmanager
-    def _prefetch(self, mode: str, members: list[Member], live: bool) -> Iterator[Iterator[tuple[Window, Tensor]]]:
-        """The group's windows, prepared for the engine: decoded ahead in a `Prefetcher` (files), or
+    def _prefetch(self, mode: str, members: list[Member], live: bool,
+                  size: int) -> Iterator[Iterator[tuple[Window, Tensor]]]:
+        """The group's windows, prepared for the engine at `size`: decoded ahead in a `Prefetcher` (files), or
         read by a `LiveReader` per live source (its drop policy) and taken when the engine asks."""
         cfg = self.config
         if not live:
             windows = _windows(mode, [m.source for m in members], cfg)
-            with Prefetcher(_prepared(windows, self.engine), maxsize=cfg.prefetch_windows) as prepared:
+            with Prefetcher(_prepared(windows, self.engine, size), maxsize=cfg.prefetch_windows) as prepared:
                 yield prepared
             return
         until = time.monotonic() + cfg.duration if cfg.duration is not None else None
@@ -389,7 +392,7 @@ class _Job:
         try:
             windows = live_windows(readers, cfg.window, cfg.step, until=until, warn_after_s=cfg.stall_warning_s,
                                    max_latency_s=cfg.max_latency)
-            yield _prepared(windows, self.engine)
+            yield _prepared(windows, self.engine, size)
         finally:
             for m, reader in zip(members, readers):
                 reader.close()
@@ -413,7 +416,7 @@ class _Job:
                               "use --mode streaming")
         return mode
 
-    def _consensus(self, mode: str, group: str, sources: list[FrameSource]) -> ConsensusStrategy:
+    def _consensus(self, mode: str, group: str, sources: list[FrameSource], size: int) -> ConsensusStrategy:
         engine = self.engine
 
         def logits(x: Tensor) -> Tensor:
@@ -421,7 +424,7 @@ class _Job:
 
         if mode == "global":
             return GlobalConsensus.sample(group, sources, self.config.consensus_frames,
-                                          lambda f: engine.prepare(f.image), logits, self.store)
+                                          lambda f: engine.prepare(f.image, size), logits, self.store)
         return StreamingConsensus(group, self.store, self.config.half_life, logits, STORE_SAVE_EVERY_S,
                                   source=source_identity(sources))
 

@@ -23,13 +23,14 @@ def source_consensus(engine: CoSalEngine, spec: str | Path, frames: int = 32) ->
     """[1000] consensus of a video file, image folder or stream: GICD's consensus of `frames`
     frames sampled evenly over a finite source (the first `frames` frames of a live one)."""
     with open_source(spec) as source:
+        size = engine.size_for([(source.info.height, source.info.width)])  # as the pipeline would segment it
         if source.info.frame_count:
             sampled = sample_consensus_frames(source, frames)
         else:
             sampled = [frame for _, frame in zip(range(frames), source)]
     if not sampled:
         raise ValueError(f"{spec}: no frame could be read to compute its consensus")
-    logits = engine.logits(torch.stack([engine.prepare(f.image) for f in sampled]))
+    logits = engine.logits(torch.stack([engine.prepare(f.image, size) for f in sampled]))
     return consensus_from_logits(logits)[0].numpy()
 
 

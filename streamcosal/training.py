@@ -403,7 +403,8 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
                 console.print(f"[yellow]epoch {epoch + 1}: the validation score is NaN (the maps hold NaN or a "
                               "held-out part is empty): this epoch cannot be ranked and is not kept as best[/yellow]")
             improved = not val or metrics["score"] > best_score
-            export = {"input_size": config.model.input_size, "version": f"{__version__}+{config.name}.e{epoch + 1}",
+            export = {"input_size": config.model.input_size, "max_input_size": max(config.augment.sizes, default=0),
+                      "version": f"{__version__}+{config.name}.e{epoch + 1}",
                       "extra": {"config": config.to_dict(), "val": metrics, "epoch": epoch + 1, "step": (epoch + 1) * steps}}
             if improved:
                 best_score, best_epoch = metrics["score"], epoch + 1

@@ -101,6 +101,7 @@ def test_identity_names_a_non_default_input_size_flip_embedding_share_and_gate(t
     assert EngineSpec(weights=ck, prototype_gate=0).identity() == plain
     assert EngineSpec(weights=ck, prototype_gate=0.5, embedding_share=0.4).identity() == plain + " share0.4 gate0.5"
     assert EngineSpec(prototype_gate=0.5).identity() == default and EngineSpec(prototype_gate=0).identity() == default + " gate0"
+    assert EngineSpec(input_size=224).identity() == default + " 224px"  # fixed, where the default ranges 224-288
 
 
 def test_the_embedding_share_option_reaches_the_engine() -> None:

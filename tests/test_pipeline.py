@@ -122,7 +122,8 @@ def test_global_results_match_the_source(archive):
     assert (saved["precision"], saved["device"]) == ("bf16" if cpu_has_native_bf16() else "fp32", "cpu")  # auto, resolved
     model = json.loads(pq.read_schema(next(out.glob("frames/*/*.parquet"))).metadata[MODEL_KEY])
     assert model == {"name": "gicd-efficientnet_lite0", "version": "dev", "precision": saved["precision"], "device": "cpu",
-                     "embedding_share": "0", "prototype_gate": "0"}
+                     "input_size": "64", "embedding_share": "0", "prototype_gate": "0"}
+    assert [s["input_size"] for s in saved["sources"]] == [64] * 3  # the size each group ran at
     assert not list(out.rglob(".*"))  # no hidden temporary file left
 
 
@@ -301,6 +302,7 @@ def test_default_model_masks_match_davis(data, tmp_path):
         out = tmp_path / mode
         report = run_pipeline(paths, out, engine, PipelineConfig(mode=mode, window=4, consensus_frames=8))
         assert report.exit_code == 0
+        assert {run.input_size for run in report.sources} == {224}  # 160x96 frames are not enlarged to more
         assert report.consensus["blackswan"][0][0] == "black swan", report.consensus  # the object it took as common
         rows = read_results(out).to_pylist()
         assert len(rows) == 24
