@@ -102,6 +102,11 @@ VARIANTS += [  # session 9: the object-prototype gate (test time, no parameters)
     ("Lite2 200 steps: GICD, gate 0.5 (test time)", "lite2_abl+gate0.5", True, True, True, 0),
     ("Lite2 200 steps: no GIM, gate 0.5 (test time)", "lite2_abl_nogim+gate0.5", False, True, True, 0),
 ]
+VARIANTS += [  # session 10: at 288, the size the default picks for the DAVIS parts' 854x480 frames (PASCAL's stay at 224)
+    ("lite2_ms, last epoch, share 0.4, gate 0.5, run at 288 px", "lite2_ms+last+288px+emb0.4+gate0.5", True, True, True, 1800),
+    ("lite2_all_ms, share 0.4, gate 0.5, run at 288 px (NOT held out)", "lite2_all_ms+288px+emb0.4+gate0.5",
+     True, True, True, 1800),
+]
 COLUMNS = [f"{kind}_{m}" for kind in ("groups", "composites", "frames") for m in ("maxF", "S", "MAE")]
 
 
