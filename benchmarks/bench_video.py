@@ -90,17 +90,17 @@ def engine_alone(engine: CoSalEngine, video: Path, config: PipelineConfig) -> tu
     xs = [torch.stack([engine.prepare(f.image, size) for f in w.frames]) for w in windows]
     x_sample = torch.stack([engine.prepare(f.image, size) for f in sample])
     start, cpu = time.perf_counter(), time.process_time()
-    prototype = RunningPrototype(config.half_life if config.mode == "streaming" else None)
+    prototype = RunningPrototype(config.half_life if config.mode == "streaming" else None, recent=config.window)
     if config.mode == "global":
         consensus = consensus_from_logits(engine.logits(x_sample))
         for w, x in zip(windows, xs):
-            prototype.add(w, engine.segment(x, consensus, prototype.sums))
+            prototype.add(w, engine.segment(x, consensus, prototype.prior(w)))
     else:
         running = torch.zeros(1, 1000)
         for w, x in zip(windows, xs):
             new = [i for i, e in enumerate(w.emit) if e]
             running = running * 0.9 + engine.logits(x[new]).sum(0, keepdim=True)
-            prototype.add(w, engine.segment(x, torch.softmax(running, 1), prototype.sums))
+            prototype.add(w, engine.segment(x, torch.softmax(running, 1), prototype.prior(w)))
     return time.perf_counter() - start, time.process_time() - cpu, len(frames)
 
 

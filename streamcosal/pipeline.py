@@ -362,10 +362,10 @@ class _Job:
         totals = [None if live else estimated_frames(s.info, cfg.stride, cfg.fps) for s in sources]
         task = self.progress.add_task(escape(f"{group} ({mode})"), total=None if None in totals else sum(totals))
         consensus = self._consensus(mode, group, sources, size)
-        prototype = RunningPrototype(cfg.half_life if mode == "streaming" else None)
+        prototype = RunningPrototype(cfg.half_life if mode == "streaming" else None, recent=cfg.window)
         with self._prefetch(mode, members, live, size) as prepared:
             for window, x in prepared:
-                prediction = self._timed(engine.segment, x, consensus(window, x), prototype.sums)
+                prediction = self._timed(engine.segment, x, consensus(window, x), prototype.prior(window))
                 prototype.add(window, prediction)
                 self.sink.write(group, window, prediction, owner)
                 self.progress.advance(task, sum(window.emit))

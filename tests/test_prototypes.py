@@ -49,6 +49,24 @@ def test_running_prototype_sums_emitted_frames_and_decays_with_stream_time() -> 
     assert ungated.sums is None
 
 
+def test_a_windows_context_frames_weigh_once_with_overlapping_windows() -> None:
+    """A context frame (emit False) was added to the sums when it was emitted, and the window's own
+    prototypes hold it again: the prior leaves out its remembered, decayed share."""
+    image = np.zeros((2, 2, 3), np.uint8)
+    running = RunningPrototype(half_life=10.0, recent=2)
+    first = Window(0, [Frame(image, 0, 0.0, "cam"), Frame(image, 1, 10.0, "cam")], [True, True])
+    running.add(first, prediction([[1, 0], [0, 1]]))
+    second = Window(1, [Frame(image, 1, 10.0, "cam"), Frame(image, 2, 20.0, "cam")], [False, True])
+    np.testing.assert_allclose(running.prior(second)[0], [1, 0])  # frame 1 left out, frame 0 kept
+    running.add(second, prediction([[0, 1], [2, 0]]))  # 10 s later: the sums and the remembered shares halve
+    np.testing.assert_allclose(running.sums[0], [2.5, 0.5])
+    third = Window(2, [Frame(image, 2, 20.0, "cam"), Frame(image, 3, 30.0, "cam")], [False, True])
+    np.testing.assert_allclose(running.prior(third)[0], [0.5, 0.5])
+    assert list(running.recent) == [("cam", 1), ("cam", 2)]  # the latest `recent` emitted frames
+    np.testing.assert_allclose(running.prior(first)[0], running.sums[0])  # no context frame: the sums
+    assert RunningPrototype().prior(first) is None
+
+
 def composites(data: Path, target: str, n: int) -> ValGroup:
     """n jigsaws: a frame of ``target`` joined with a frame of another DAVIS video (9 in turn);
     the mask is the target's object only."""
