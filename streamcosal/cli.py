@@ -129,7 +129,9 @@ def images(
     engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share,
                          prototype_gate)
     report = segment_folders(input, out, engine)
-    typer.echo(f"wrote {report.maps} maps in {len(report.written)} groups to {out}")
+    sizes = sorted(set(report.input_sizes.values()))
+    at = f" (at {sizes[0]} px)" if len(sizes) == 1 else f" (at {sizes[0]}-{sizes[-1]} px by image size)" if sizes else ""
+    typer.echo(f"wrote {report.maps} maps in {len(report.written)} groups to {out}{at}")
     print_consensus(report.consensus)
     for note in report.notes:
         err.print(escape(note))

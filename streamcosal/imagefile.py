@@ -54,6 +54,16 @@ def read_gray(path: Path) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("L"), dtype=np.uint8))
 
 
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) as stored, from the file's header without decoding it (its short side is the upright
+    image's); None when the file cannot be opened as an image (reading it says why)."""
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def _decode_upright(path: Path, max_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
     """The decoded image turned upright and its upright full (H, W); decoding errors name the file."""
     try:

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .engine import CoSalEngine, resize_map, to_uint8
-from .imagefile import IMAGE_SUFFIXES, ImageReadError, read_image
+from .imagefile import IMAGE_SUFFIXES, ImageReadError, image_size, read_image
 from .imagenet import top_classes
 from .storage.files import atomic_write
 
@@ -114,6 +114,7 @@ class FolderReport:
     notes: list[str] = field(default_factory=list)
     # group -> the 3 most probable ImageNet classes of its consensus (what the model took as common)
     consensus: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    input_sizes: dict[str, int] = field(default_factory=dict)  # group -> the engine's input size for it
     stopped: str | None = None
     interrupted: bool = False
 
@@ -185,17 +186,20 @@ def segment_folders(input_dir: Path, out_dir: Path, engine: CoSalEngine, *, show
 
 def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path], engine: CoSalEngine,
                    report: FolderReport, advance: Callable[[], None]) -> None:
-    images, sizes, kept = [], [], []
+    # the group's input size from the files' headers, so that each image is resized as soon as it is read
+    input_size = engine.size_for(size for size in map(image_size, paths) if size is not None)
+    report.input_sizes[group] = input_size
+    batch, sizes, kept = [], [], []
     for path in paths:
         try:
-            rgb, size = read_image(path, max_side=4 * engine.max_input_size)
+            rgb, size = read_image(path, max_side=4 * input_size)
         except ImageReadError as err:
             reason = f"{path}: broken symbolic link to {os.readlink(path)}" if path.is_symlink() and not path.exists() \
                 else str(err)
             report.failures.append(Failure(path, reason))
             advance()
             continue
-        images.append(rgb)
+        batch.append(engine.prepare(rgb, input_size))
         sizes.append(size)
         kept.append(path)
     if not kept:
@@ -207,8 +211,7 @@ def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path]
     if renamed:
         report.notes.append(f"group {group!r}: images share a stem, so their maps keep the suffix: "
                             + ", ".join(f"{n}.png" for n in renamed))
-    input_size = engine.size_for(sizes)  # the originals' sizes: a large JPEG is decoded reduced
-    pred = engine.segment(torch.stack([engine.prepare(rgb, input_size) for rgb in images]))
+    pred = engine.segment(torch.stack(batch))
     if pred.consensus is not None:
         report.consensus[group] = top_classes(pred.consensus)
     report.written[group] = 0
