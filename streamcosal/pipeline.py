@@ -354,7 +354,7 @@ class _Job:
         cfg, engine = self.config, self.engine
         sources = [m.source for m in members]
         mode = self._mode(sources)
-        size = engine.size_for((s.info.height, s.info.width) for s in sources)  # an image folder: its first image
+        size = engine.size_for(shape for s in sources for shape in s.frame_shapes())
         for m in members:
             m.run.mode, m.run.input_size = mode, size
         owner = owners(members)

@@ -23,7 +23,7 @@ def source_consensus(engine: CoSalEngine, spec: str | Path, frames: int = 32) ->
     """[1000] consensus of a video file, image folder or stream: GICD's consensus of `frames`
     frames sampled evenly over a finite source (the first `frames` frames of a live one)."""
     with open_source(spec) as source:
-        size = engine.size_for([(source.info.height, source.info.width)])  # as the pipeline would segment it
+        size = engine.size_for(source.frame_shapes())  # as the pipeline would segment it
         if source.info.frame_count:
             sampled = sample_consensus_frames(source, frames)
         else:

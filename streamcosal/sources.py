@@ -40,7 +40,7 @@ from typing import Iterator, Literal, Sequence
 import av
 import numpy as np
 
-from .imagefile import IMAGE_SUFFIXES, ImageReadError, read_image
+from .imagefile import IMAGE_SUFFIXES, ImageReadError, image_size, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,11 @@ class FrameSource:
     def read_frames(self, indices: Sequence[int]) -> list[Frame]:
         """Random access: the frames at `indices` (finite sources only)."""
         raise SourceError(f"{self.name}: random access is not possible on a live stream; use streaming windows")
+
+    def frame_shapes(self) -> list[tuple[int, int]]:
+        """(H, W) of the frames it gives, as known before reading them (the engine's input size is
+        chosen from the smallest: `CoSalEngine.size_for`)."""
+        return [(self.info.height, self.info.width)]
 
     def __iter__(self) -> FrameSource:
         return self
@@ -751,6 +756,10 @@ class ImageGroupSource(FrameSource):
             width=first.shape[1], height=first.shape[0], fps=0.0, frame_count=len(self.paths),
             duration=None, rotation=0, codec="image",
         )
+
+    def frame_shapes(self) -> list[tuple[int, int]]:
+        """Every image's (H, W) from its header (images differ in size)."""
+        return [size for size in map(image_size, self.paths) if size is not None]
 
     def _read(self, index: int) -> Frame | None:
         path = self.paths[index]
