@@ -117,7 +117,8 @@ class CoSalEngine:
     def model_metadata(self) -> dict[str, str]:
         """What the results record about the model that made them."""
         return {"name": self.name, "version": self.version, "precision": self.precision, "device": str(self.device),
-                "input_size": self.sizes(), "embedding_share": f"{self.model.embedding_share:g}", "prototype_gate": f"{self.model.prototype_gate:g}"}
+                "input_size": self.sizes(), "embedding_share": f"{self.model.embedding_share:g}",
+                "prototype_gate": f"{self.model.prototype_gate:g}"}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

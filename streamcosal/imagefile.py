@@ -13,6 +13,7 @@ dataset here) are read as stored.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -54,14 +55,17 @@ def read_gray(path: Path) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("L"), dtype=np.uint8))
 
 
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(H, W) as stored, from the file's header without decoding it (its short side is the upright
-    image's); None when the file cannot be opened as an image (reading it says why)."""
-    try:
-        with Image.open(path) as img:
-            return img.height, img.width
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None
+def image_sizes(paths: Iterable[Path]) -> list[tuple[int, int]]:
+    """(H, W) of each file as stored, from its header without decoding it (the short side is the
+    upright image's); files that cannot be opened as images are left out (reading them says why)."""
+    sizes = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                sizes.append((img.height, img.width))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            continue
+    return sizes
 
 
 def _decode_upright(path: Path, max_side: int | None) -> tuple[Image.Image, tuple[int, int]]:

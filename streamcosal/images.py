@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .engine import CoSalEngine, resize_map, to_uint8
-from .imagefile import IMAGE_SUFFIXES, ImageReadError, image_size, read_image
+from .imagefile import IMAGE_SUFFIXES, ImageReadError, image_sizes, read_image
 from .imagenet import top_classes
 from .storage.files import atomic_write
 
@@ -187,7 +187,7 @@ def segment_folders(input_dir: Path, out_dir: Path, engine: CoSalEngine, *, show
 def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path], engine: CoSalEngine,
                    report: FolderReport, advance: Callable[[], None]) -> None:
     # the group's input size from the files' headers, so that each image is resized as soon as it is read
-    input_size = engine.size_for(size for size in map(image_size, paths) if size is not None)
+    input_size = engine.size_for(image_sizes(paths))
     report.input_sizes[group] = input_size
     batch, sizes, kept = [], [], []
     for path in paths:

@@ -40,7 +40,7 @@ from typing import Iterator, Literal, Sequence
 import av
 import numpy as np
 
-from .imagefile import IMAGE_SUFFIXES, ImageReadError, image_size, read_image
+from .imagefile import IMAGE_SUFFIXES, ImageReadError, image_sizes, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -759,7 +759,7 @@ class ImageGroupSource(FrameSource):
 
     def frame_shapes(self) -> list[tuple[int, int]]:
         """Every image's (H, W) from its header (images differ in size)."""
-        return [size for size in map(image_size, self.paths) if size is not None]
+        return image_sizes(self.paths)
 
     def _read(self, index: int) -> Frame | None:
         path = self.paths[index]
