@@ -30,18 +30,24 @@ OFFICIAL_WHERE = ("The authors' released weights (gicd_ginet.pth) are linked fro
 
 
 def save_checkpoint(model: GICD, path: str | os.PathLike, *, input_size: int, version: str,
-                    max_input_size: int | None = None, extra: dict[str, Any] | None = None) -> None:
+                    max_input_size: int | None = None, upsampling: str = "guided",
+                    extra: dict[str, Any] | None = None) -> None:
     """Write the decoder weights and metadata, atomically (temporary file, then rename).
 
     input_size: the engine's default input size; max_input_size: the largest it may run a group of
-    large frames at (:meth:`streamcosal.engine.CoSalEngine.size_for`; the largest size it trained at).
+    large frames at (:meth:`streamcosal.engine.CoSalEngine.size_for`; the largest size it trained at);
+    upsampling: how the engine brings maps to frame size, "guided" or "bilinear"
+    (:mod:`streamcosal.guided`; checkpoints without it run bilinear, as they were measured).
     """
+    if upsampling not in ("guided", "bilinear"):
+        raise ValueError(f"unknown upsampling {upsampling!r}: use guided or bilinear")
     state = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "backbone": model.backbone.name,
         "input_size": int(input_size),
         "max_input_size": int(max(input_size, max_input_size or 0)),
+        "upsampling": upsampling,
         "use_gim": model.use_gim,
         "use_arm": model.use_arm,
         "embedding_share": float(model.embedding_share),

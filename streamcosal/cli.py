@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .engine import CoSalEngine
+from .guided import Upsampling
 from .imagefile import IMAGE_SUFFIXES
 from .imagenet import describe_classes
 from .model import WeightsError
@@ -74,19 +75,20 @@ PrecisionOpt = Annotated[Precision, _option(EngineSpec, "precision")]
 DeviceOpt = Annotated[str, _option(EngineSpec, "device")]
 InputSizeOpt = Annotated[Optional[int], _option(EngineSpec, "input_size")]
 FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help=EngineSpec.model_fields["flip"].description)]
+UpsamplingOpt = Annotated[Optional[Upsampling], _option(EngineSpec, "upsampling")]
 EmbeddingShareOpt = Annotated[Optional[float], _option(EngineSpec, "embedding_share")]
 PrototypeGateOpt = Annotated[Optional[float], _option(EngineSpec, "prototype_gate")]
 
 
 def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None, precision: Precision,
-                device: str, input_size: int | None, flip: bool, embedding_share: float | None,
-                prototype_gate: float | None) -> CoSalEngine:
+                device: str, input_size: int | None, flip: bool, upsampling: Upsampling | None,
+                embedding_share: float | None, prototype_gate: float | None) -> CoSalEngine:
     """The engine the options ask for (:meth:`EngineSpec.build`), or exit 2 with the reason; prints
     what runs (model, device, precision) as the run's first line."""
     try:
         engine = EngineSpec(weights=weights, official=official, vgg16=vgg16, precision=precision,
-                            device=device, input_size=input_size, flip=flip, embedding_share=embedding_share,
-                            prototype_gate=prototype_gate).build()
+                            device=device, input_size=input_size, flip=flip, upsampling=upsampling,
+                            embedding_share=embedding_share, prototype_gate=prototype_gate).build()
     except (WeightsError, ValueError) as e:
         fail(explain(e) if isinstance(e, ValidationError) else str(e), 2)
     err.print(engine.describe(), markup=False, highlight=False)
@@ -110,6 +112,7 @@ def images(
     device: DeviceOpt = ENGINE.device,
     input_size: InputSizeOpt = ENGINE.input_size,
     flip: FlipOpt = ENGINE.flip,
+    upsampling: UpsamplingOpt = ENGINE.upsampling,
     embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
     prototype_gate: PrototypeGateOpt = ENGINE.prototype_gate,
 ) -> None:
@@ -126,8 +129,8 @@ def images(
         writable_folder(out)
     except (OutputError, ValueError) as e:
         fail(str(e), 2)
-    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share,
-                         prototype_gate)
+    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, upsampling,
+                         embedding_share, prototype_gate)
     report = segment_folders(input, out, engine)
     sizes = sorted(set(report.input_sizes.values()))
     at = f" (at {sizes[0]} px)" if len(sizes) == 1 else f" (at {sizes[0]}-{sizes[-1]} px by image size)" if sizes else ""
@@ -194,6 +197,7 @@ def eval_(
     device: DeviceOpt = ENGINE.device,
     input_size: InputSizeOpt = ENGINE.input_size,
     flip: FlipOpt = ENGINE.flip,
+    upsampling: UpsamplingOpt = ENGINE.upsampling,
     embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
     prototype_gate: PrototypeGateOpt = ENGINE.prototype_gate,
 ) -> None:
@@ -215,8 +219,8 @@ def eval_(
     try:
         with _progress_bars() as track:
             if data is not None:
-                engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share,
-                                     prototype_gate)
+                engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, upsampling,
+                                     embedding_share, prototype_gate)
                 method = (name or [engine.name])[0]
                 results = [predict_and_evaluate(engine, data, out, name=method, track=track)]
             else:
@@ -316,6 +320,7 @@ def video(
     device: DeviceOpt = ENGINE.device,
     input_size: InputSizeOpt = ENGINE.input_size,
     flip: FlipOpt = ENGINE.flip,
+    upsampling: UpsamplingOpt = ENGINE.upsampling,
     embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
     prototype_gate: PrototypeGateOpt = ENGINE.prototype_gate,
 ) -> None:
@@ -337,8 +342,8 @@ def video(
         fail(explain(e), 2)
     except ValueError as e:
         fail(str(e), 2)
-    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, embedding_share,
-                         prototype_gate)
+    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, upsampling,
+                         embedding_share, prototype_gate)
     try:
         report = run_pipeline(sources, out, engine, config, group=group)
     except (ValueError, OSError) as e:  # a bad run id, a damaged store, the metrics port in use
@@ -374,6 +379,7 @@ def search(
     device: DeviceOpt = ENGINE.device,
     input_size: InputSizeOpt = ENGINE.input_size,
     flip: FlipOpt = ENGINE.flip,
+    upsampling: UpsamplingOpt = ENGINE.upsampling,
     embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
     prototype_gate: PrototypeGateOpt = ENGINE.prototype_gate,
 ) -> None:
@@ -389,7 +395,7 @@ def search(
         consensus_store = ConsensusStore.open(path)
         in_store = query in consensus_store and not Path(query).exists()
         engine = None if in_store else load_engine(weights, official, vgg16, precision, device, input_size, flip,
-                                                   embedding_share, prototype_gate)
+                                                   upsampling, embedding_share, prototype_gate)
         hits = nearest(consensus_store, query, engine, k=k, frames=frames)
     except (SourceError, ValueError) as e:
         fail(str(e), 2)

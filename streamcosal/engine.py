@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import __version__
+from .guided import Upsampling, guided_upsample
 from .model import GICD, WeightsError, consensus_from_logits, load_checkpoint, load_official
 from .precision import Precision, auto_reason, autocast, resolve_precision
 
@@ -73,8 +74,8 @@ class CoSalEngine:
 
     def __init__(self, model: GICD, *, device: str = "auto", precision: Precision = "auto",
                  input_size: int = 224, max_input_size: int | None = None, flip: bool = False,
-                 chunk_size: int = 32, channels_last: bool = True, name: str = "gicd",
-                 version: str = __version__) -> None:
+                 upsampling: Upsampling = "bilinear", chunk_size: int = 32, channels_last: bool = True,
+                 name: str = "gicd", version: str = __version__) -> None:
         for what, size in (("input_size", input_size), ("max_input_size", max_input_size or input_size)):
             if size < 32 or size % 32:
                 raise ValueError(f"{what} {size} is not a multiple of 32 (the backbone's stride): the decoder's "
@@ -93,6 +94,10 @@ class CoSalEngine:
         self.flip = flip
         """Also segment the group mirrored, against the same consensus, and average each map with its
         mirrored twin's (test-time flip): twice the work (accuracy: README, Accuracy)."""
+        if upsampling not in ("guided", "bilinear"):
+            raise ValueError(f"unknown upsampling {upsampling!r}: use guided or bilinear")
+        self.upsampling = upsampling
+        """How maps are brought to each frame's size (:meth:`upsample`)."""
         self.chunk_size = chunk_size
         self.name = name
         self.version = version
@@ -104,11 +109,12 @@ class CoSalEngine:
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
 
     def describe(self) -> str:
-        """One line for the start of a run: model, device, input size, flip, the GIM embedding share and
-        the object-prototype gate when on, and the precision that runs (and why)."""
+        """One line for the start of a run: model, device, input size, flip, guided upsampling, the GIM
+        embedding share and the object-prototype gate when on, and the precision that runs (and why)."""
         share, gate = self.model.embedding_share, self.model.prototype_gate
         line = (f"model {self.name} {self.version} on {self.device}, {self.sizes()} px"
-                f"{', flip' if self.flip else ''}{f', GIM embedding share {share:g}' if share else ''}"
+                f"{', flip' if self.flip else ''}{', guided upsampling' if self.upsampling == 'guided' else ''}"
+                f"{f', GIM embedding share {share:g}' if share else ''}"
                 f"{f', object-prototype gate {gate:g}' if gate else ''}, precision {self.precision}")
         if self.requested_precision == "auto":
             line += f" (auto: {auto_reason(self.device)})"
@@ -117,7 +123,8 @@ class CoSalEngine:
     def model_metadata(self) -> dict[str, str]:
         """What the results record about the model that made them."""
         return {"name": self.name, "version": self.version, "precision": self.precision, "device": str(self.device),
-                "input_size": self.sizes(), "embedding_share": f"{self.model.embedding_share:g}",
+                "input_size": self.sizes(), "upsampling": self.upsampling,
+                "embedding_share": f"{self.model.embedding_share:g}",
                 "prototype_gate": f"{self.model.prototype_gate:g}"}
 
     # -- construction -------------------------------------------------------------------------
@@ -125,10 +132,11 @@ class CoSalEngine:
     def from_checkpoint(cls, path: str | os.PathLike, *, backbone_weights: str | os.PathLike | None = None,
                         embedding_share: float | None = None, prototype_gate: float | None = None,
                         **kwargs: object) -> "CoSalEngine":
-        """An engine from a checkpoint of ours (decoder weights + metadata); ``embedding_share``
-        and ``prototype_gate`` override the checkpoint's (0: the paper's GIM, no gate;
+        """An engine from a checkpoint of ours (decoder weights + metadata); ``embedding_share``,
+        ``prototype_gate`` and ``upsampling`` (keyword) override the checkpoint's (0: the paper's GIM, no gate;
         :func:`model.gim.gradient_induced_weights`, :func:`model.prototype.prototype_gate`)."""
         model, meta = load_checkpoint(path, backbone_weights)
+        kwargs.setdefault("upsampling", meta.get("upsampling", "bilinear"))  # checkpoints before it: bilinear
         if embedding_share is not None:
             model.embedding_share = embedding_share
         if prototype_gate is not None:
@@ -256,7 +264,17 @@ class CoSalEngine:
         size = self.size_for(im.shape for im in images)
         x = torch.stack([self.prepare(im, size) for im in images])
         pred = self.segment(x, consensus)
-        return [resize_map(m, im.shape[:2]) for m, im in zip(pred.maps, images)]
+        return [self.upsample(m, im) for m, im in zip(pred.maps, images)]
+
+    def upsample(self, saliency: np.ndarray, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """[S,S] map -> [H,W] float32 map in [0,1] at the size of ``image`` (HxWx3 uint8 RGB, the frame it
+        was made from), or at ``size`` when ``image`` is a reduced copy of a frame of that size: edges
+        guided by the image (:mod:`streamcosal.guided`) or bilinear, as ``upsampling`` says."""
+        size = size or image.shape[:2]
+        if self.upsampling == "bilinear":
+            return resize_map(saliency, size)
+        prob = guided_upsample(saliency, image)
+        return prob if prob.shape == tuple(size) else resize_map(prob, size)
 
 
 def fold_batch_norms(model: GICD, example: Tensor) -> GICD:

@@ -184,12 +184,23 @@ def segment_folders(input_dir: Path, out_dir: Path, engine: CoSalEngine, *, show
     return report
 
 
+def _reduced(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """The image shrunk to at most ``max_side`` a side: the guide of its map's upsampling, kept while the
+    group is segmented (a guide of 2S a side gives the same maps as the full photo on PASCAL, and holds
+    less memory than the image's network input)."""
+    scale = max_side / max(rgb.shape[:2])
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
 def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path], engine: CoSalEngine,
                    report: FolderReport, advance: Callable[[], None]) -> None:
     # the group's input size from the files' headers, so that each image is resized as soon as it is read
     input_size = engine.size_for(image_sizes(paths))
     report.input_sizes[group] = input_size
-    batch, sizes, kept = [], [], []
+    batch, guides, sizes, kept = [], [], [], []
     for path in paths:
         try:
             rgb, size = read_image(path, max_side=4 * input_size)
@@ -200,6 +211,7 @@ def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path]
             advance()
             continue
         batch.append(engine.prepare(rgb, input_size))
+        guides.append(_reduced(rgb, 2 * input_size) if engine.upsampling == "guided" else None)
         sizes.append(size)
         kept.append(path)
     if not kept:
@@ -215,7 +227,8 @@ def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path]
     if pred.consensus is not None:
         report.consensus[group] = top_classes(pred.consensus)
     report.written[group] = 0
-    for path, size, saliency in zip(kept, sizes, pred.maps):
-        write_png(out_dir / group / f"{names[path]}.png", to_uint8(resize_map(saliency, size)))
+    for path, size, guide, saliency in zip(kept, sizes, guides, pred.maps):
+        prob = resize_map(saliency, size) if guide is None else engine.upsample(saliency, guide, size)
+        write_png(out_dir / group / f"{names[path]}.png", to_uint8(prob))
         report.written[group] += 1
         advance()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .guided import Upsampling
 from .precision import Precision
 
 if TYPE_CHECKING:
@@ -110,6 +111,10 @@ class EngineSpec(BaseModel):
         "Frames are resized to SxS for the network (default: the checkpoint's sizes; the embedded Lite2 runs "
         "each group at 224 to 288, the largest its smallest frame side is 1.6 times larger than: README, "
         "Accuracy). A size given here is the only one."))
+    upsampling: Upsampling | None = Field(None, description=(
+        "How maps reach each frame's size: guided (a guided filter puts their edges on the frame's; about 25 ms "
+        "a 854x480 frame) or bilinear (as the paper; default: the checkpoint's, guided for the embedded models, "
+        "bilinear for --official; README, Accuracy)."))
     flip: bool = Field(False, description="Also segment each group mirrored and average each map with its mirrored "
                                           "twin's (test-time flip): twice the compute for slightly better maps.")
     embedding_share: float | None = Field(None, ge=0.0, le=1.0, description=(
@@ -136,6 +141,8 @@ class EngineSpec(BaseModel):
         from .engine import CoSalEngine
 
         options: dict[str, object] = {"precision": self.precision, "device": self.device, "flip": self.flip}
+        if self.upsampling is not None:
+            options["upsampling"] = self.upsampling
         if self.input_size is not None:
             options["input_size"] = self.input_size
         if self.embedding_share is not None:
@@ -151,27 +158,30 @@ class EngineSpec(BaseModel):
     def identity(self) -> str:
         """What results depend on in the model: backbone, version, the checkpoint's hash (two
         untrained "dev" checkpoints differ), and a fixed input size other than the checkpoint's sizes and the
-        test-time flip and an embedding share or prototype gate other than the checkpoint's when asked for (so that the
-        default's identity is as before they existed).
+        test-time flip and an upsampling, embedding share or prototype gate other than the checkpoint's when asked for
+        (so that the default's identity is as before they existed).
         Archive units and the nightly history are keyed by it; precision and device are not part of it."""
         from .engine import default_weights_path
         from .model.checkpoint import read_checkpoint
 
         if self.official is not None:
-            return f"gicd-vgg16-official {hash_file(self.official)[:12]}{self._inference_suffix((224, 224), 0.0, 0.0)}"
+            suffix = self._inference_suffix((224, 224), "bilinear", 0.0, 0.0)
+            return f"gicd-vgg16-official {hash_file(self.official)[:12]}{suffix}"
         path = self.weights if self.weights is not None else default_weights_path()
         meta = read_checkpoint(path)
         sizes = (meta["input_size"], meta.get("max_input_size", meta["input_size"]))
-        suffix = self._inference_suffix(sizes, float(meta.get("embedding_share", 0.0)),
-                                        float(meta.get("prototype_gate", 0.0)))
+        suffix = self._inference_suffix(sizes, meta.get("upsampling", "bilinear"),
+                                        float(meta.get("embedding_share", 0.0)), float(meta.get("prototype_gate", 0.0)))
         return f"gicd-{meta['backbone']} {meta['version']} {hash_file(path)[:12]}{suffix}"
 
-    def _inference_suffix(self, native_sizes: tuple[int, int], native_share: float, native_gate: float) -> str:
+    def _inference_suffix(self, native_sizes: tuple[int, int], native_upsampling: str, native_share: float,
+                          native_gate: float) -> str:
         fixed = self.input_size is not None and (self.input_size, self.input_size) != native_sizes
         size = f" {self.input_size}px" if fixed else ""
+        upsampling = f" {self.upsampling}" if self.upsampling not in (None, native_upsampling) else ""
         share = f" share{self.embedding_share:g}" if self.embedding_share not in (None, native_share) else ""
         gate = f" gate{self.prototype_gate:g}" if self.prototype_gate not in (None, native_gate) else ""
-        return size + (" flip" if self.flip else "") + share + gate
+        return size + (" flip" if self.flip else "") + upsampling + share + gate
 
 
 _engines: dict[EngineSpec, CoSalEngine] = {}

@@ -9,7 +9,7 @@ to all of them) or, without one, one group per source named after it (the file's
 
 Each group runs through four stages: prefetch (decoding and resizing run ahead of the engine in
 a thread, `Prefetcher`) -> consensus (a `consensus.ConsensusStrategy`) -> segment (the engine)
--> sink (`sink.ResultSink`: rows, events, overlays, counters).
+-> sink (`sink.ResultSink`: maps to frame size, rows, events, overlays, counters).
 
 - global mode (finite sources: video files, image folders): `GlobalConsensus`, the consensus of
   `consensus_frames` frames sampled evenly over the WHOLE of every source of the group; every
@@ -231,7 +231,7 @@ def run_pipeline(
     start = time.perf_counter()
     with metrics.serving(config.metrics_port, config.metrics_host), stop_signals(), \
             _progress(config.show_progress) as progress:
-        sink = ResultSink(writer, config, report, (engine.name, engine.version), layout.overlays)
+        sink = ResultSink(writer, config, report, engine, layout.overlays)
         job = _Job(engine, config, store, sink, report, progress, metrics)
         try:
             runs = iter(report.sources)

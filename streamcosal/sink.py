@@ -1,11 +1,12 @@
 """The result sink: a segmented window's maps -> result rows, overlays, counters and event series.
 
-    sink = ResultSink(writer, config, report, model=("gicd-...", "0.1.0"), overlays=out / "overlays" / run_id)
+    sink = ResultSink(writer, config, report, engine, overlays=out / "overlays" / run_id)
     sink.write(group, window, prediction, owner)    # every emitted frame of the window
     sink.close_member(member)                       # the source's overlay finished
     sink.write_events(out)                          # at the end: events from the series
 
-Each emitted frame gets one `FrameResult` row (its map resized to the frame's own size), its
+Each emitted frame gets one `FrameResult` row (its map brought to the frame's own size by the
+engine's `upsample`, guided by the frame or bilinear), its
 source's counters (`SourceRun`: frames, first/last timestamp, last frame index) and the run's
 advance, a point in the (source, group) series events are detected from, and with `overlay` a
 highlighted frame in its source's overlay (an H.264 video, PNGs for image groups). A frame read
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from .engine import GroupPrediction, resize_map
+from .engine import CoSalEngine, GroupPrediction
 from .interrupts import atomic
 from .overlay import ImageOverlaySink, VideoSink, highlight
 from .sources import Frame, FrameSource, ImageGroupSource
@@ -80,10 +81,10 @@ def owners(members: list[Member]) -> dict[str, Member]:
 class ResultSink:
     """Writes what a run finds; one per run, shared by its groups (not thread-safe)."""
 
-    def __init__(self, writer: ResultWriter, config: PipelineConfig, report: RunReport,
-                 model: tuple[str, str], overlays: Path):
+    def __init__(self, writer: ResultWriter, config: PipelineConfig, report: RunReport, engine: CoSalEngine,
+                 overlays: Path):
         self.writer, self.config, self.report = writer, config, report
-        self.model_name, self.model_version = model
+        self.engine = engine
         self.overlays = overlays
         self.series: dict[tuple[str, str], Series] = {}
         self.last_flush = time.monotonic()
@@ -106,12 +107,12 @@ class ResultSink:
                      similarity: float, member: Member) -> None:
         """One frame's row, counters, series point and overlay frame. prob_map: [S,S]."""
         cfg = self.config
-        prob = resize_map(prob_map, frame.image.shape[:2])
+        prob = self.engine.upsample(prob_map, frame.image)
         latency = time.time() - frame.captured if frame.captured is not None else None
         result = FrameResult.from_prob(
             source=frame.source, group=group, window=window, frame_index=frame.index,
             timestamp=frame.timestamp, prob=prob, similarity=similarity,
-            model_name=self.model_name, model_version=self.model_version, threshold=cfg.threshold,
+            model_name=self.engine.name, model_version=self.engine.version, threshold=cfg.threshold,
             keep_prob_png=cfg.keep_prob_png, latency_s=latency,
         )
         self.writer.write(result)
@@ -154,3 +155,4 @@ class ResultSink:
         table = pa.concat_tables(tables)
         write_events(out, table)
         return table.num_rows
+

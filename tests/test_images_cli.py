@@ -45,10 +45,11 @@ def test_images_end_to_end_on_real_groups(data: Path, tmp_path: Path, checkpoint
     assert "consensus of group 'Horse': sorrel " in result.output and "consensus of group 'Bengal': " in result.output
     first = result.output.splitlines()[0]  # what runs, said first
     if torch.cuda.is_available():
-        assert first.startswith("model gicd-efficientnet_lite0 test on cuda, 224 px, precision ") and "(auto: this GPU" in first
+        assert first.startswith("model gicd-efficientnet_lite0 test on cuda, 224 px, guided upsampling, precision ")
+        assert "(auto: this GPU" in first
     else:
         auto = "bf16 (auto: this CPU has native bf16)" if cpu_has_native_bf16() else "fp32 (auto: this CPU has no native bf16)"
-        assert first == f"model gicd-efficientnet_lite0 test on cpu, 224 px, precision {auto}"
+        assert first == f"model gicd-efficientnet_lite0 test on cpu, 224 px, guided upsampling, precision {auto}"
 
 
 def test_each_group_runs_at_the_size_of_its_smallest_image(tmp_path: Path, data: Path) -> None:
@@ -71,15 +72,17 @@ def test_each_group_runs_at_the_size_of_its_smallest_image(tmp_path: Path, data:
     assert "wrote 4 maps in 2 groups to " in result.output and "(at 64-128 px by image size)" in result.output
 
 
-def test_input_size_and_flip_options_reach_the_engine(tmp_path: Path, checkpoint: Path, data: Path) -> None:
+def test_input_size_flip_and_upsampling_options_reach_the_engine(tmp_path: Path, checkpoint: Path, data: Path) -> None:
     inp = tmp_path / "in"
     copy_group(data, "pascal_coseg", "Horse", 2, inp / "Horse")
     args = ["images", str(inp), "--out", str(tmp_path / "out"), "--weights", str(checkpoint)]
-    result = runner.invoke(app, [*args, "--input-size", "128", "--flip"])
+    result = runner.invoke(app, [*args, "--input-size", "128", "--flip", "--upsampling", "bilinear"])
     assert result.exit_code == 0, result.output
-    assert ", 128 px, flip, precision " in result.output.splitlines()[0]
+    assert ", 128 px, flip, precision " in result.output.splitlines()[0]  # the checkpoint's guided is off
     bad = runner.invoke(app, [*args, "--input-size", "100"])
     assert bad.exit_code == 2 and "input_size: Input should be a multiple of 32 (got 100)" in bad.output
+    bad = runner.invoke(app, [*args, "--upsampling", "nearest"])
+    assert bad.exit_code == 2 and "Invalid value for '--upsampling'" in bad.output, bad.output
 
 
 def test_impossible_device_or_precision_is_a_clear_error(tmp_path: Path, checkpoint: Path, data: Path) -> None:
