@@ -263,8 +263,8 @@ def main() -> None:
         "CPU ms per frame of the other steps, each timed alone (single thread): "
         + ", ".join(f"{k} {v:.1f}" for k, v in steps.items())
         + f"; together {sum(steps.values()):.1f} ms against the engine's {rows[0]['engine_cpu_ms']:.0f} ms "
-        "(global). Decoding and resizing run in the decode-ahead thread; results and overlays in the main "
-        "thread between windows (the overlay's H.264 encoding is not included here).",
+        "(global). Decoding and resizing run in the decode-ahead thread; results and overlays in the sink "
+        "thread, beside the engine's next window (the overlay's H.264 encoding is not included here).",
         "",
         "Engine alone: the same engine calls on frames decoded and resized beforehand (global: a "
         "classifier pass over the 32 consensus frames, then `segment` per window; streaming: a classifier "

@@ -111,7 +111,7 @@ class LiveStats:
         if not recent:
             whole = self.latencies
             return (whole.quantile(0.5), whole.quantile(0.95), whole.max) if whole.count else None
-        values = np.array([v for _, v in self.recent])
+        values = np.array([v for _, v in list(self.recent)])  # list(): one step, while the sink thread appends
         if not len(values):
             return None
         p50, p95 = np.percentile(values, [50, 95])
@@ -122,7 +122,7 @@ class LiveStats:
         """Results per second over the last FPS_SPAN_S seconds (or since the source started)."""
         now = time.monotonic()
         span = min(FPS_SPAN_S, now - self.started)
-        recent = sum(1 for t, _ in self.recent if t > now - FPS_SPAN_S)
+        recent = sum(1 for t, _ in list(self.recent) if t > now - FPS_SPAN_S)
         return recent / span if span > 0 else 0.0
 
     def summary(self) -> LiveSummary:

@@ -9,7 +9,8 @@ to all of them) or, without one, one group per source named after it (the file's
 
 Each group runs through four stages: prefetch (decoding and resizing run ahead of the engine in
 a thread, `Prefetcher`) -> consensus (a `consensus.ConsensusStrategy`) -> segment (the engine)
--> sink (`sink.ResultSink`: maps to frame size, rows, events, overlays, counters).
+-> sink (`sink.ResultSink`: maps to frame size, rows, events, overlays, counters; in its own thread
+beside the engine, `sink.SinkThread`).
 
 - global mode (finite sources: video files, image folders): `GlobalConsensus`, the consensus of
   `consensus_frames` frames sampled evenly over the WHOLE of every source of the group; every
@@ -76,7 +77,7 @@ from .metrics import LiveMetrics, LiveSummary
 from .params import RunParams
 from .prefetch import Prefetcher
 from .prototypes import RunningPrototype
-from .sink import Member, ResultSink, owners
+from .sink import Member, ResultSink, SinkThread, owners
 from .sources import (FrameSource, ImageGroupSource, ReconnectPolicy, SourceError, StreamSource, VideoFileSource,
                       VideoInfo, open_source, redact)
 from .storage import ConsensusStore, ResultWriter
@@ -363,11 +364,11 @@ class _Job:
         task = self.progress.add_task(escape(f"{group} ({mode})"), total=None if None in totals else sum(totals))
         consensus = self._consensus(mode, group, sources, size)
         prototype = RunningPrototype(cfg.half_life if mode == "streaming" else None, recent=cfg.window)
-        with self._prefetch(mode, members, live, size) as prepared:
+        with self._prefetch(mode, members, live, size) as prepared, SinkThread(self.sink) as write:
             for window, x in prepared:
                 prediction = self._timed(engine.segment, x, consensus(window, x), prototype.prior(window))
                 prototype.add(window, prediction)
-                self.sink.write(group, window, prediction, owner)
+                write(group, window, prediction, owner)
                 self.progress.advance(task, sum(window.emit))
                 if live and time.monotonic() - self.last_log > cfg.log_every_s:
                     self.metrics.log()

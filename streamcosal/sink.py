@@ -2,6 +2,8 @@
 
     sink = ResultSink(writer, config, report, engine, overlays=out / "overlays" / run_id)
     sink.write(group, window, prediction, owner)    # every emitted frame of the window
+    with SinkThread(sink) as write:                 # or: the same in a thread, beside the engine
+        write(group, window, prediction, owner)
     sink.close_member(member)                       # the source's overlay finished
     sink.write_events(out)                          # at the end: events from the series
 
@@ -17,10 +19,15 @@ flushed at least every `flush_every_s` seconds so readers see a slow stream's re
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +44,8 @@ from .windows import Window
 if TYPE_CHECKING:
     from .metrics import LiveStats
     from .pipeline import PipelineConfig, RunReport, SourceRun
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -156,3 +165,51 @@ class ResultSink:
         write_events(out, table)
         return table.num_rows
 
+
+_DONE = object()
+
+
+class SinkThread:
+    """`ResultSink.write` calls run in order in one thread, at most ``maxsize`` windows behind: a
+    window's upsampling, masks, rows and overlay frames overlap the engine's next window.
+
+    An error of the thread (a full disk) is raised in the caller at its next write or on leaving the
+    ``with``. Leaving, also by Ctrl-C or an error of the caller, first writes every window handed over
+    (each frame's row and overlay frame together), then stops the thread: nothing segmented is lost.
+    """
+
+    def __init__(self, sink: ResultSink, maxsize: int = 2) -> None:
+        self.sink = sink
+        self._queue: queue.Queue[object] = queue.Queue(maxsize)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="streamcosal-sink", daemon=True)
+
+    def __enter__(self) -> Callable[[str, Window, GroupPrediction, dict[str, Member]], None]:
+        self._thread.start()
+        return self.write
+
+    def write(self, group: str, window: Window, prediction: GroupPrediction, owner: dict[str, Member]) -> None:
+        self._raise()
+        self._queue.put((group, window, prediction, owner))
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self._queue.put(_DONE)
+        self._thread.join()
+        if kind is None:
+            self._raise()
+        elif self._error is not None:
+            logger.warning("writing results also failed: %s", self._error)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not _DONE:
+            if self._error is None:  # after an error, windows are dropped: the caller stops at its next write
+                try:
+                    self.sink.write(*item)  # type: ignore[misc]
+                except BaseException as error:  # noqa: BLE001 - raised in the caller
+                    self._error = error
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
