@@ -33,10 +33,10 @@ PRETRAINED = {"efficientnet_lite2": "gicd_lite2.pt", "efficientnet_lite0": "gicd
 """The embedded checkpoints by backbone; the first is the default (chosen on the validation split:
 reports/training/ablation_table.md)."""
 DEFAULT_BACKBONE = "efficientnet_lite2"
-MIN_SHRINK = 1.6
+MIN_SHRINK = 1.4
 """A group runs above ``input_size`` only at a size its frames' short side is at least this many times
-larger than (:meth:`CoSalEngine.size_for`): 480 -> 288 held on 14 DAVIS videos, 480 -> 320 and 360 -> 288
-lost on some."""
+larger than (:meth:`CoSalEngine.size_for`): on 14 DAVIS videos 480 -> 288 (1.67x), 405 -> 288 and
+360 -> 256 (1.41x) held, 360 -> 288 (1.25x) lost breakdance (0.53 -> 0.12 IoU)."""
 
 
 @dataclass
@@ -180,7 +180,8 @@ class CoSalEngine:
         Larger inputs give the decoder's maps more detail where the frames have it, but frames that are
         barely shrunk, or enlarged, to them swell the masks over textured background (the default on
         the 14 DAVIS videos, mean IoU of 0.5-masks: at 854x480, 0.660 at 224 and 0.684 at 288, every
-        video better; at 640x360, 0.651 at 288 against 0.661 at 224, breakdance 0.12 against 0.53).
+        video better; at 640x360, 0.651 at 288 against 0.661 at 224, breakdance 0.12 against 0.53, but
+        with guided upsampling 0.684 at 256 against 0.672 at 224, no video worse).
         """
         side = min((min(shape[:2]) for shape in shapes), default=0)
         return max(self.input_size, min(self.max_input_size, int(side / MIN_SHRINK) // 32 * 32))

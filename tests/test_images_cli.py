@@ -62,7 +62,7 @@ def test_each_group_runs_at_the_size_of_its_smallest_image(tmp_path: Path, data:
     inp = tmp_path / "in"
     copy_group(data, "pascal_coseg", "Horse", 2, inp / "Horse")  # 500 px photos: 128
     (inp / "Small").mkdir()
-    for path in group_images(data, "pascal_coseg", "Horse", 2):  # 120x90: 90 / 1.6 is under 64, so 64
+    for path in group_images(data, "pascal_coseg", "Horse", 2):  # 120x90: 90 / 1.4 is under 96, so 64
         Image.open(path).resize((120, 90)).save(inp / "Small" / path.name)
     report = segment_folders(inp, tmp_path / "api", CoSalEngine.from_checkpoint(ck, device="cpu"))
     assert report.ok and report.input_sizes == {"Horse": 128, "Small": 64}

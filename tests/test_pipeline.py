@@ -306,7 +306,7 @@ def test_a_group_runs_at_the_size_its_smallest_frame_allows(data, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     for i, frame in enumerate(load_frames(data / "davis2016" / "images" / "goat", max_frames=3)):
-        small = i == 2  # 120x90: 90 / 1.6 is under 64
+        small = i == 2  # 120x90: 90 / 1.4 is under 96
         cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(cv2.resize(frame, (120, 90)) if small else frame, cv2.COLOR_RGB2BGR))
     config = PipelineConfig(window=4, consensus_frames=4)
     for spec in (video, folder):

@@ -3,6 +3,7 @@
     python reports/guided/measure.py                       # the default on every group -> default.md
     python reports/guided/measure.py --weights reports/training/lite2_ms/last.pt --embedding-share 0.4 \\
         --prototype-gate 0.5 --sizes 224 288 --held-out --out reports/guided/twin.md   # the held-out twin
+    python reports/guided/measure.py --sets davis2016 --frame-size 640x360 --sizes 256 256 --out 360p_256.md
 
 Videos (DAVIS, whole, at their 854x480) run as the pipeline runs them in global mode: the consensus of
 32 frames sampled over the video, windows of 8 frames gated against the prototypes of every frame
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import py_sod_metrics as sod
 import torch
@@ -83,6 +85,8 @@ def main() -> None:
                         help="input sizes (default: the checkpoint's)")
     parser.add_argument("--held-out", action="store_true", help="only the validation split's groups")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    parser.add_argument("--frame-size", metavar="WxH", help="resize every image and mask to WxH first (INTER_AREA, "
+                        "masks nearest): how a frame size runs")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("default.md"))
     args = parser.parse_args()
@@ -102,6 +106,10 @@ def main() -> None:
         images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
         masks = [np.asarray(Image.open(args.data / dataset / "masks" / group / f"{p.stem}.png").convert("L"))
                  for p in paths]
+        if args.frame_size:
+            w, h = map(int, args.frame_size.split("x"))
+            images = [cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in images]
+            masks = [cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in masks]
         maps = (video_maps if dataset == "davis2016" else group_maps)(engine, images)
         size = engine.size_for(im.shape for im in images)
         rows.append((dataset, group, len(paths), size, score(maps, images, masks)))
