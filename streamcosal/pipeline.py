@@ -9,8 +9,8 @@ to all of them) or, without one, one group per source named after it (the file's
 
 Each group runs through four stages: prefetch (decoding and resizing run ahead of the engine in
 a thread, `Prefetcher`) -> consensus (a `consensus.ConsensusStrategy`) -> segment (the engine)
--> sink (`sink.ResultSink`: maps to frame size, rows, events, overlays, counters; in its own thread
-beside the engine, `sink.SinkThread`).
+-> sink (`sink.ResultSink`: maps to frame size, rows, events, overlays, counters; for files in its own
+thread beside the engine, `sink.SinkThread`).
 
 - global mode (finite sources: video files, image folders): `GlobalConsensus`, the consensus of
   `consensus_frames` frames sampled evenly over the WHOLE of every source of the group; every
@@ -364,7 +364,10 @@ class _Job:
         task = self.progress.add_task(escape(f"{group} ({mode})"), total=None if None in totals else sum(totals))
         consensus = self._consensus(mode, group, sources, size)
         prototype = RunningPrototype(cfg.half_life if mode == "streaming" else None, recent=cfg.window)
-        with self._prefetch(mode, members, live, size) as prepared, SinkThread(self.sink) as write:
+        # files: results are written in a thread beside the engine's next window; live: before the next window
+        # is taken, so that the windows' sizing for --max-latency counts the writing too
+        writing = contextlib.nullcontext(self.sink.write) if live else SinkThread(self.sink)
+        with self._prefetch(mode, members, live, size) as prepared, writing as write:
             for window, x in prepared:
                 prediction = self._timed(engine.segment, x, consensus(window, x), prototype.prior(window))
                 prototype.add(window, prediction)
