@@ -112,9 +112,9 @@ class EngineSpec(BaseModel):
         "each group at 224 to 288, the largest its smallest frame side is 1.4 times larger than: README, "
         "Accuracy). A size given here is the only one."))
     upsampling: Upsampling | None = Field(None, description=(
-        "How maps reach each frame's size: guided (a guided filter puts their edges on the frame's; about 25 ms "
-        "a 854x480 frame) or bilinear (as the paper; default: the checkpoint's, guided for the embedded models, "
-        "bilinear for --official; README, Accuracy)."))
+        "How maps reach each frame's size: guided (a guided filter puts their edges on the frame's; 15-25 ms "
+        "a 854x480 frame) or bilinear (as the paper; default: the checkpoint's, guided for the embedded default, "
+        "bilinear for the embedded Lite0 and --official; README, Accuracy)."))
     flip: bool = Field(False, description="Also segment each group mirrored and average each map with its mirrored "
                                           "twin's (test-time flip): twice the compute for slightly better maps.")
     embedding_share: float | None = Field(None, ge=0.0, le=1.0, description=(
