@@ -109,7 +109,7 @@ class EngineSpec(BaseModel):
     device: str = Field("auto", description="auto, cpu or cuda.")
     input_size: int | None = Field(None, ge=32, le=1024, multiple_of=32, description=(
         "Frames are resized to SxS for the network (default: the checkpoint's sizes; the embedded Lite2 runs "
-        "each group at 224 to 288, the largest its smallest frame side is 1.4 times larger than: README, "
+        "each group at 224 to 288, the largest its median frame's short side is 1.4 times larger than: README, "
         "Accuracy). A size given here is the only one."))
     upsampling: Upsampling | None = Field(None, description=(
         "How maps reach each frame's size: guided (a guided filter puts their edges on the frame's; 15-25 ms "

@@ -154,7 +154,7 @@ class FrameSource:
 
     def frame_shapes(self) -> list[tuple[int, int]]:
         """(H, W) of the frames it gives, as known before reading them (the engine's input size is
-        chosen from the smallest: `CoSalEngine.size_for`)."""
+        chosen from the median frame's: `CoSalEngine.size_for`)."""
         return [(self.info.height, self.info.width)]
 
     def __iter__(self) -> FrameSource:

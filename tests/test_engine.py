@@ -121,7 +121,7 @@ def test_device_and_precision_choices(untrained: GICD) -> None:
         CoSalEngine(untrained, device="cpu", input_size=260)
 
 
-def test_a_group_runs_at_the_largest_size_its_smallest_frame_shrinks_to_by_1_4(untrained: GICD, tmp_path: Path) -> None:
+def test_a_group_runs_at_the_largest_size_its_median_frame_shrinks_to_by_1_4(untrained: GICD, tmp_path: Path) -> None:
     from model.checkpoint import save_checkpoint
 
     engine = CoSalEngine(untrained, device="cpu", input_size=224, max_input_size=288)
@@ -129,7 +129,9 @@ def test_a_group_runs_at_the_largest_size_its_smallest_frame_shrinks_to_by_1_4(u
     assert engine.size_for([(358, 640)]) == 224 and engine.size_for([(360, 640)]) == 256  # 360 / 1.4 = 257
     assert engine.size_for([(403, 720)]) == 256 and engine.size_for([(405, 720)]) == 288  # 405 / 1.4 = 289
     assert engine.size_for([(480, 854), (1080, 1920)]) == 288
-    assert engine.size_for([(480, 854), (360, 640)]) == 256  # the smallest frame decides
+    assert engine.size_for([(480, 854), (360, 640)]) == 256  # of two, the smaller decides
+    assert engine.size_for([(480, 854), (90, 120), (1080, 1920)]) == 288  # the median frame decides
+    assert engine.size_for([(480, 854), (90, 120), (96, 160)]) == 224
     assert ", 224-288 px, " in engine.describe() and engine.model_metadata()["input_size"] == "224-288"
     fixed = CoSalEngine(untrained, device="cpu")
     assert fixed.size_for([(1080, 1920)]) == 224 and ", 224 px, " in fixed.describe()

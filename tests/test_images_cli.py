@@ -52,7 +52,7 @@ def test_images_end_to_end_on_real_groups(data: Path, tmp_path: Path, checkpoint
         assert first == f"model gicd-efficientnet_lite0 test on cpu, 224 px, guided upsampling, precision {auto}"
 
 
-def test_each_group_runs_at_the_size_of_its_smallest_image(tmp_path: Path, data: Path) -> None:
+def test_each_group_runs_at_the_size_of_its_median_image(tmp_path: Path, data: Path) -> None:
     from streamcosal.engine import CoSalEngine
     from streamcosal.images import segment_folders
     from streamcosal.model import GICD, build_backbone, save_checkpoint
@@ -60,16 +60,18 @@ def test_each_group_runs_at_the_size_of_its_smallest_image(tmp_path: Path, data:
     ck = tmp_path / "ms.pt"  # runs groups at 64 to 128 px
     save_checkpoint(GICD(build_backbone("efficientnet_lite0")), ck, input_size=64, max_input_size=128, version="t")
     inp = tmp_path / "in"
-    copy_group(data, "pascal_coseg", "Horse", 2, inp / "Horse")  # 500 px photos: 128
+    copy_group(data, "pascal_coseg", "Horse", 3, inp / "Horse")  # 500 px photos: 128
     (inp / "Small").mkdir()
-    for path in group_images(data, "pascal_coseg", "Horse", 2):  # 120x90: 90 / 1.4 is under 96, so 64
+    horses = group_images(data, "pascal_coseg", "Horse", 3)
+    for path in horses[:2]:  # 120x90: 90 / 1.4 is under 96, so 64
         Image.open(path).resize((120, 90)).save(inp / "Small" / path.name)
+    Image.open(horses[0]).resize((120, 90)).save(inp / "Horse" / "thumbnail.jpg")  # outvoted: still 128
     report = segment_folders(inp, tmp_path / "api", CoSalEngine.from_checkpoint(ck, device="cpu"))
     assert report.ok and report.input_sizes == {"Horse": 128, "Small": 64}
     result = runner.invoke(app, ["images", str(inp), "--out", str(tmp_path / "out"), "--weights", str(ck)])
     assert result.exit_code == 0, result.output
     assert ", 64-128 px, " in result.output.splitlines()[0]
-    assert "wrote 4 maps in 2 groups to " in result.output and "(at 64-128 px by image size)" in result.output
+    assert "wrote 6 maps in 2 groups to " in result.output and "(at 64-128 px by image size)" in result.output
 
 
 def test_input_size_flip_and_upsampling_options_reach_the_engine(tmp_path: Path, checkpoint: Path, data: Path) -> None:
