@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,34 +65,52 @@ def _root() -> None:
 
 def _option(model: type[BaseModel], name: str) -> Any:
     """The option of a model's field: flag ``--field-name``, help the field's description (its
-    default is the model's: ``= ENGINE.name`` / ``= RUN.name`` below)."""
+    default is the model's: ``= RUN.name`` below, ENGINE's in :func:`engine_options`)."""
     return typer.Option("--" + name.replace("_", "-"), help=model.model_fields[name].description)
 
 
 ENGINE, RUN = EngineSpec(), RunParams()
-WeightsOpt = Annotated[Optional[Path], _option(EngineSpec, "weights")]
-OfficialOpt = Annotated[Optional[Path], _option(EngineSpec, "official")]
-Vgg16Opt = Annotated[Optional[Path], _option(EngineSpec, "vgg16")]
-PrecisionOpt = Annotated[Precision, _option(EngineSpec, "precision")]
-DeviceOpt = Annotated[str, _option(EngineSpec, "device")]
-InputSizeOpt = Annotated[Optional[int], _option(EngineSpec, "input_size")]
-FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help=EngineSpec.model_fields["flip"].description)]
-UpsamplingOpt = Annotated[Optional[Upsampling], _option(EngineSpec, "upsampling")]
-EmbeddingShareOpt = Annotated[Optional[float], _option(EngineSpec, "embedding_share")]
-PrototypeGateOpt = Annotated[Optional[float], _option(EngineSpec, "prototype_gate")]
+ENGINE_OPTIONS: dict[str, Any] = {  # EngineSpec's fields as options, in --help's order
+    "weights": Annotated[Optional[Path], _option(EngineSpec, "weights")],
+    "official": Annotated[Optional[Path], _option(EngineSpec, "official")],
+    "vgg16": Annotated[Optional[Path], _option(EngineSpec, "vgg16")],
+    "precision": Annotated[Precision, _option(EngineSpec, "precision")],
+    "device": Annotated[str, _option(EngineSpec, "device")],
+    "input_size": Annotated[Optional[int], _option(EngineSpec, "input_size")],
+    "flip": Annotated[bool, typer.Option("--flip/--no-flip", help=EngineSpec.model_fields["flip"].description)],
+    "upsampling": Annotated[Optional[Upsampling], _option(EngineSpec, "upsampling")],
+    "embedding_share": Annotated[Optional[float], _option(EngineSpec, "embedding_share")],
+    "prototype_gate": Annotated[Optional[float], _option(EngineSpec, "prototype_gate")],
+}
 
 
-def load_engine(weights: Path | None, official: Path | None, vgg16: Path | None, precision: Precision,
-                device: str, input_size: int | None, flip: bool, upsampling: Upsampling | None,
-                embedding_share: float | None, prototype_gate: float | None) -> CoSalEngine:
+def engine_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` with the engine's options after its own (one set, the same in every command that
+    runs a model); it is called with them as ``spec: EngineSpec``, or the run exits 2 with the reason
+    when they are not valid."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "spec"]
+    options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                 default=getattr(ENGINE, name)) for name, annotation in ENGINE_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def with_spec(**values: Any) -> None:
+        try:
+            spec = EngineSpec(**{name: values.pop(name) for name in ENGINE_OPTIONS})
+        except ValidationError as e:
+            fail(explain(e), 2)
+        command(**values, spec=spec)
+
+    with_spec.__signature__ = inspect.Signature(own + options)  # type: ignore[attr-defined]  # what typer reads
+    return with_spec
+
+
+def load_engine(spec: EngineSpec) -> CoSalEngine:
     """The engine the options ask for (:meth:`EngineSpec.build`), or exit 2 with the reason; prints
     what runs (model, device, precision) as the run's first line."""
     try:
-        engine = EngineSpec(weights=weights, official=official, vgg16=vgg16, precision=precision,
-                            device=device, input_size=input_size, flip=flip, upsampling=upsampling,
-                            embedding_share=embedding_share, prototype_gate=prototype_gate).build()
+        engine = spec.build()
     except (WeightsError, ValueError) as e:
-        fail(explain(e) if isinstance(e, ValidationError) else str(e), 2)
+        fail(str(e), 2)
     err.print(engine.describe(), markup=False, highlight=False)
     return engine
 
@@ -102,19 +122,11 @@ def print_consensus(consensus: dict[str, list[tuple[str, float]]]) -> None:
 
 
 @app.command()
+@engine_options
 def images(
     input: Annotated[Path, typer.Argument(help="A folder of groups (INPUT/<group>/<image>) or one folder of images.")],
     out: Annotated[Path, typer.Option("--out", help="Maps are written to OUT/<group>/<stem>.png.")],
-    weights: WeightsOpt = ENGINE.weights,
-    official: OfficialOpt = ENGINE.official,
-    vgg16: Vgg16Opt = ENGINE.vgg16,
-    precision: PrecisionOpt = ENGINE.precision,
-    device: DeviceOpt = ENGINE.device,
-    input_size: InputSizeOpt = ENGINE.input_size,
-    flip: FlipOpt = ENGINE.flip,
-    upsampling: UpsamplingOpt = ENGINE.upsampling,
-    embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
-    prototype_gate: PrototypeGateOpt = ENGINE.prototype_gate,
+    spec: EngineSpec = ENGINE,  # the engine options (@engine_options)
 ) -> None:
     """Segment the common object of every image group; 8-bit maps at each image's original size."""
     from .images import OutputError, check_outputs, find_groups, segment_folders
@@ -129,8 +141,7 @@ def images(
         writable_folder(out)
     except (OutputError, ValueError) as e:
         fail(str(e), 2)
-    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, upsampling,
-                         embedding_share, prototype_gate)
+    engine = load_engine(spec)
     report = segment_folders(input, out, engine)
     sizes = sorted(set(report.input_sizes.values()))
     at = f" (at {sizes[0]} px)" if len(sizes) == 1 else f" (at {sizes[0]}-{sizes[-1]} px by image size)" if sizes else ""
@@ -184,22 +195,14 @@ def train(
 
 
 @app.command("eval")
+@engine_options
 def eval_(
     out: Annotated[Path, typer.Option("--out", help="Reports, tables and plots go here.")],
     pred: Annotated[Optional[list[Path]], typer.Option("--pred", help="Maps folder PRED/<group>/<stem>.png; repeat to compare methods.")] = None,
     gt: Annotated[Optional[Path], typer.Option("--gt", help="The dataset (CoCA, CoSal2015, CoSOD3k, iCoseg, MSRC or images/+masks/ layout).")] = None,
     name: Annotated[Optional[list[str]], typer.Option("--name", help="A method name per --pred (default: the folder's name).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Predict with the model on this dataset, then evaluate.")] = None,
-    weights: WeightsOpt = ENGINE.weights,
-    official: OfficialOpt = ENGINE.official,
-    vgg16: Vgg16Opt = ENGINE.vgg16,
-    precision: PrecisionOpt = ENGINE.precision,
-    device: DeviceOpt = ENGINE.device,
-    input_size: InputSizeOpt = ENGINE.input_size,
-    flip: FlipOpt = ENGINE.flip,
-    upsampling: UpsamplingOpt = ENGINE.upsampling,
-    embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
-    prototype_gate: PrototypeGateOpt = ENGINE.prototype_gate,
+    spec: EngineSpec = ENGINE,  # the engine options (@engine_options)
 ) -> None:
     """Co-SOD metrics (pysodmetrics): S, max/mean/adaptive F and E, MAE, wF, PR and F curves; overall and per group.
 
@@ -219,8 +222,7 @@ def eval_(
     try:
         with _progress_bars() as track:
             if data is not None:
-                engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, upsampling,
-                                     embedding_share, prototype_gate)
+                engine = load_engine(spec)
                 method = (name or [engine.name])[0]
                 results = [predict_and_evaluate(engine, data, out, name=method, track=track)]
             else:
@@ -292,6 +294,7 @@ def serve(
 
 
 @app.command()
+@engine_options
 def video(
     sources: Annotated[list[str], typer.Argument(help="Video files, stream URLs (rtsp://, http(s)://, udp://...), /dev/videoN, pipes (/dev/stdin, a FIFO) or image folders.")],
     out: Annotated[Path, typer.Option("--out", help="Results folder: Parquet frames/ and events/, consensus.npz, overlays/, runs/.")],
@@ -313,16 +316,7 @@ def video(
     metrics_port: Annotated[Optional[int], _option(RunParams, "metrics_port")] = RUN.metrics_port,
     metrics_host: Annotated[str, _option(RunParams, "metrics_host")] = RUN.metrics_host,
     duration: Annotated[Optional[float], _option(RunParams, "duration")] = RUN.duration,
-    weights: WeightsOpt = ENGINE.weights,
-    official: OfficialOpt = ENGINE.official,
-    vgg16: Vgg16Opt = ENGINE.vgg16,
-    precision: PrecisionOpt = ENGINE.precision,
-    device: DeviceOpt = ENGINE.device,
-    input_size: InputSizeOpt = ENGINE.input_size,
-    flip: FlipOpt = ENGINE.flip,
-    upsampling: UpsamplingOpt = ENGINE.upsampling,
-    embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
-    prototype_gate: PrototypeGateOpt = ENGINE.prototype_gate,
+    spec: EngineSpec = ENGINE,  # the engine options (@engine_options)
 ) -> None:
     """Segment the object common to the frames of videos, streams or cameras; results to Parquet."""
     import logging
@@ -342,8 +336,7 @@ def video(
         fail(explain(e), 2)
     except ValueError as e:
         fail(str(e), 2)
-    engine = load_engine(weights, official, vgg16, precision, device, input_size, flip, upsampling,
-                         embedding_share, prototype_gate)
+    engine = load_engine(spec)
     try:
         report = run_pipeline(sources, out, engine, config, group=group)
     except (ValueError, OSError) as e:  # a bad run id, a damaged store, the metrics port in use
@@ -367,21 +360,13 @@ def video(
 
 
 @app.command()
+@engine_options
 def search(
     query: Annotated[str, typer.Argument(help="A group name in the store, or a video file, image folder or stream URL.")],
     store: Annotated[Path, typer.Option("--store", help="A results folder (its consensus.npz) or a consensus store file.")],
     k: Annotated[int, typer.Option("-k", help="How many groups.")] = 5,
     frames: Annotated[int, typer.Option("--frames", help="Frames sampled from the query video for its consensus.")] = 32,
-    weights: WeightsOpt = ENGINE.weights,
-    official: OfficialOpt = ENGINE.official,
-    vgg16: Vgg16Opt = ENGINE.vgg16,
-    precision: PrecisionOpt = ENGINE.precision,
-    device: DeviceOpt = ENGINE.device,
-    input_size: InputSizeOpt = ENGINE.input_size,
-    flip: FlipOpt = ENGINE.flip,
-    upsampling: UpsamplingOpt = ENGINE.upsampling,
-    embedding_share: EmbeddingShareOpt = ENGINE.embedding_share,
-    prototype_gate: PrototypeGateOpt = ENGINE.prototype_gate,
+    spec: EngineSpec = ENGINE,  # the engine options (@engine_options)
 ) -> None:
     """The groups/videos whose consensus is nearest to the query's: they share its common object."""
     from .search import search as nearest
@@ -394,8 +379,7 @@ def search(
     try:
         consensus_store = ConsensusStore.open(path)
         in_store = query in consensus_store and not Path(query).exists()
-        engine = None if in_store else load_engine(weights, official, vgg16, precision, device, input_size, flip,
-                                                   upsampling, embedding_share, prototype_gate)
+        engine = None if in_store else load_engine(spec)
         hits = nearest(consensus_store, query, engine, k=k, frames=frames)
     except (SourceError, ValueError) as e:
         fail(str(e), 2)
