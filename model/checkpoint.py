@@ -74,7 +74,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate one of our checkpoints; errors name the file and what is wrong."""
+    """Read and validate one of our checkpoints; errors name the file and what is wrong. Settings that
+    older checkpoints lack are filled in with what those were made and measured with (their input size
+    only, bilinear upsampling, the paper's GIM, no gate)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint not found: {path}")
@@ -93,6 +95,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise WeightsError(f"{path} has checkpoint format {state['format_version']}; this streamcosal reads "
                            f"up to {FORMAT_VERSION}: upgrade streamcosal")
+    state.setdefault("max_input_size", state["input_size"])
+    state.setdefault("upsampling", "bilinear")
+    state.setdefault("embedding_share", 0.0)
+    state.setdefault("prototype_gate", 0.0)
     return state
 
 
@@ -100,8 +106,7 @@ def load_checkpoint(path: str | os.PathLike, backbone_weights: str | os.PathLike
     """Build the GICD of a checkpoint of ours: its backbone (ImageNet weights) and its decoder."""
     state = read_checkpoint(path)
     model = GICD(build_backbone(state["backbone"], backbone_weights), use_gim=state["use_gim"], use_arm=state["use_arm"],
-                 embedding_share=float(state.get("embedding_share", 0.0)),
-                 prototype_gate=float(state.get("prototype_gate", 0.0)))
+                 embedding_share=float(state["embedding_share"]), prototype_gate=float(state["prototype_gate"]))
     try:
         model.decoder.load_state_dict(state["decoder"], strict=True)
     except RuntimeError as err:

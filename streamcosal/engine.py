@@ -137,14 +137,14 @@ class CoSalEngine:
         ``prototype_gate`` and ``upsampling`` (keyword) override the checkpoint's (0: the paper's GIM, no gate;
         :func:`model.gim.gradient_induced_weights`, :func:`model.prototype.prototype_gate`)."""
         model, meta = load_checkpoint(path, backbone_weights)
-        kwargs.setdefault("upsampling", meta.get("upsampling", "bilinear"))  # checkpoints before it: bilinear
+        kwargs.setdefault("upsampling", meta["upsampling"])
         if embedding_share is not None:
             model.embedding_share = embedding_share
         if prototype_gate is not None:
             model.prototype_gate = prototype_gate
         if "input_size" not in kwargs:  # a size asked for is the size; else the checkpoint's range
             kwargs["input_size"] = meta["input_size"]
-            kwargs.setdefault("max_input_size", meta.get("max_input_size"))
+            kwargs.setdefault("max_input_size", meta["max_input_size"])
         kwargs.setdefault("name", f"gicd-{meta['backbone']}")
         kwargs.setdefault("version", str(meta["version"]))
         return cls(model, **kwargs)  # type: ignore[arg-type]

@@ -169,9 +169,8 @@ class EngineSpec(BaseModel):
             return f"gicd-vgg16-official {hash_file(self.official)[:12]}{suffix}"
         path = self.weights if self.weights is not None else default_weights_path()
         meta = read_checkpoint(path)
-        sizes = (meta["input_size"], meta.get("max_input_size", meta["input_size"]))
-        suffix = self._inference_suffix(sizes, meta.get("upsampling", "bilinear"),
-                                        float(meta.get("embedding_share", 0.0)), float(meta.get("prototype_gate", 0.0)))
+        suffix = self._inference_suffix((meta["input_size"], meta["max_input_size"]), meta["upsampling"],
+                                        float(meta["embedding_share"]), float(meta["prototype_gate"]))
         return f"gicd-{meta['backbone']} {meta['version']} {hash_file(path)[:12]}{suffix}"
 
     def _inference_suffix(self, native_sizes: tuple[int, int], native_upsampling: str, native_share: float,
