@@ -37,7 +37,7 @@ DEFAULT_BACKBONE = "efficientnet_lite2"
 MIN_SHRINK = 1.4
 """A group runs above ``input_size`` only at a size its frames' short side is at least this many times
 larger than (:meth:`CoSalEngine.size_for`): on 14 DAVIS videos 480 -> 288 (1.67x), 405 -> 288 and
-360 -> 256 (1.41x) held, 360 -> 288 (1.25x) lost breakdance (0.53 -> 0.12 IoU)."""
+360 -> 256 (1.41x) held, 360 -> 288 (1.25x) lost breakdance (0.53 -> 0.12 IoU: its consensus flips)."""
 
 
 @dataclass
@@ -178,14 +178,15 @@ class CoSalEngine:
         multiple of 32 from ``input_size`` to ``max_input_size`` that shrinks the median frame's short
         side by at least ``MIN_SHRINK``; ``input_size`` for smaller frames.
 
-        Larger inputs give the decoder's maps more detail where the frames have it, but groups of
-        frames that are barely shrunk, or enlarged, to them can swell the masks over textured
-        background (the default on the 14 DAVIS videos, mean IoU of 0.5-masks: at 854x480, 0.660 at
-        224 and 0.684 at 288, every video better; at 640x360 with guided upsampling, 0.672 at 224,
-        0.684 at 256, 0.659 at 288 with breakdance 0.55 -> 0.12). In a photo group the median frame
-        decides, not the smallest: the few small photos are enlarged, which costs them nothing (the
-        held-out twin on DAVIS frames with every fourth a 320x180 thumbnail, IoU at 288 against 224:
-        thumbnails 0.681 against 0.648, large frames 0.686 against 0.652;
+        Larger inputs give the decoder's maps more detail where the frames have it (the default on
+        the 14 DAVIS videos, mean IoU of 0.5-masks: at 854x480, 0.660 at 224 and 0.684 at 288, every
+        video better; at 640x360 with guided upsampling, 0.672 at 224, 0.684 at 256), but groups of
+        small frames enlarged to them swell the masks over textured background (160x96 clips at 288:
+        goat 0.70 -> 0.17), and at some sizes a video's consensus flips to its background (640x360 at
+        288: breakdance's is "palace", 0.55 -> 0.12; reports/guided/consensus_sizes.md). In a photo
+        group the median frame decides, not the smallest: the few small photos are enlarged, which
+        costs them nothing (the held-out twin on DAVIS frames with every fourth a 320x180 thumbnail,
+        IoU at 288 against 224: thumbnails 0.681 against 0.648, large frames 0.686 against 0.652;
         reports/guided/mixed_sizes.md).
         """
         side = statistics.median_low([min(shape[:2]) for shape in shapes] or [0])
