@@ -10,7 +10,8 @@ Each figure also as achieved GFLOP/s (the model's FLOPs per frame, counted by
 torch.profiler, times frames/s) and as a share of this machine's measured convolution
 throughput (``conv_throughput.py``, same threads, same process). VGG-16 weights: torchvision's
 from the hub cache, random otherwise (speed does not depend on the values; exactness is checked
-on the same weights). bf16 rows where bf16 is native (or with ``--bf16``: emulated, slow). Last,
+on the same weights). bf16 rows where bf16 is native (or with ``--bf16``: emulated, slow). Then both
+models compiled (``compile=True``: torch.compile, weights frozen), with the first call's time. Last,
 on glibc, the fp32 engines again with malloc keeping freed memory (``keep_freed_memory``).
 
     python benchmarks/bench_engine.py --threads 1 --runs 3 --out benchmarks/results/engine_cpu.md
@@ -19,6 +20,7 @@ on glibc, the fp32 engines again with malloc keeping freed memory (``keep_freed_
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import os
 import platform
@@ -167,6 +169,19 @@ def main() -> None:
         eng = CoSalEngine.from_pretrained(device="cpu", precision=precision)  # type: ignore[arg-type]
         label = f"{precision} (auto)" if precision == auto else precision
         paths.append(TimedPath(default, "engine, one batch", label, lambda eng=eng: eng.segment(x), lite_gflop))
+    for precision in precisions:
+        label = f"{precision} (auto)" if precision == auto else precision
+        for title, build, gflop in (
+                ("GICD-VGG16", lambda p: CoSalEngine(copy.deepcopy(vgg), device="cpu", precision=p, compile=True), vgg_gflop),
+                (default, lambda p: CoSalEngine.from_pretrained(device="cpu", precision=p, compile=True), lite_gflop)):
+            eng = build(precision)
+            eager = CoSalEngine(copy.deepcopy(vgg), device="cpu", precision=precision) if title == "GICD-VGG16" else \
+                CoSalEngine.from_pretrained(device="cpu", precision=precision)  # type: ignore[arg-type]
+            start = time.perf_counter()
+            diff = np.abs(eng.segment(x).maps - eager.segment(x).maps)
+            note = (f"first call {time.perf_counter() - start:.0f} s (compiling{'' if eng.compiled else ' FAILED: ran eagerly'}); "
+                    f"maps vs uncompiled: mean abs diff {diff.mean():.1e}, max {diff.max():.1e}")
+            paths.append(TimedPath(title, "engine, compiled (`compile=True`)", label, lambda eng=eng: eng.segment(x), gflop, note))
     time_interleaved(paths, args.runs)
 
     if keep_freed_memory():  # last: it cannot be undone in this process
@@ -185,12 +200,12 @@ def main() -> None:
     conv_line = ("This machine's measured convolution throughput (`conv_throughput.py`, same threads, same process): "
                  + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in conv.items()) + "; the share below is of the best of them.")
     lines = [header, "", conv_line, "",
-             "| model | path | precision | frames/s (wall) | frames/s (CPU time) | against the reference (CPU time) | "
+             "| model | path | precision | frames/s (wall) | frames/s (CPU time) | against the reference (wall / CPU time) | "
              "GFLOP/frame | GFLOP/s (CPU time) | share of conv throughput | notes |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for p in paths:
         fps, kind = x.shape[0] / p.cpu, p.precision.split()[0]
-        ratio = f"{ref.cpu / p.cpu:.2f}x" if p.model == "GICD-VGG16" else ""
+        ratio = f"{ref.wall / p.wall:.2f}x / {ref.cpu / p.cpu:.2f}x" if p.model == "GICD-VGG16" else ""
         share = f"{fps * p.gflop / peak[kind]:.0%}" if kind in peak else ""
         lines.append(f"| {p.model} | {p.path} | {p.precision} | {x.shape[0] / p.wall:.2f} | {fps:.2f} | {ratio} | "
                      f"{p.gflop:.1f} | {fps * p.gflop:.0f} | {share} | {p.note} |")

@@ -81,6 +81,7 @@ ENGINE_OPTIONS: dict[str, Any] = {  # EngineSpec's fields as options, in --help'
     "upsampling": Annotated[Optional[Upsampling], _option(EngineSpec, "upsampling")],
     "embedding_share": Annotated[Optional[float], _option(EngineSpec, "embedding_share")],
     "prototype_gate": Annotated[Optional[float], _option(EngineSpec, "prototype_gate")],
+    "compile": Annotated[bool, typer.Option("--compile/--no-compile", help=EngineSpec.model_fields["compile"].description)],
 }
 
 

@@ -12,10 +12,11 @@ import copy
 import itertools
 import os
 import statistics
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -26,8 +27,9 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import __version__
+from .compilation import compile_for_inference, frozen, uncompile
 from .guided import Upsampling, guided_upsample
-from .model import GICD, WeightsError, consensus_from_logits, load_checkpoint, load_official
+from .model import GICD, GICDOutput, WeightsError, consensus_from_logits, load_checkpoint, load_official
 from .precision import Precision, auto_reason, autocast, resolve_precision
 
 PRETRAINED = {"efficientnet_lite2": "gicd_lite2.pt", "efficientnet_lite0": "gicd_lite0.pt"}
@@ -38,6 +40,7 @@ MIN_SHRINK = 1.4
 """A group runs above ``input_size`` only at a size its frames' short side is at least this many times
 larger than (:meth:`CoSalEngine.size_for`): on 14 DAVIS videos 480 -> 288 (1.67x), 405 -> 288 and
 360 -> 256 (1.41x) held, 360 -> 288 (1.25x) lost breakdance (0.53 -> 0.12 IoU: its consensus flips)."""
+T = TypeVar("T")
 
 
 @dataclass
@@ -76,7 +79,7 @@ class CoSalEngine:
     def __init__(self, model: GICD, *, device: str = "auto", precision: Precision = "auto",
                  input_size: int = 224, max_input_size: int | None = None, flip: bool = False,
                  upsampling: Upsampling = "bilinear", chunk_size: int = 32, channels_last: bool = True,
-                 name: str = "gicd", version: str = __version__) -> None:
+                 compile: bool = False, name: str = "gicd", version: str = __version__) -> None:
         for what, size in (("input_size", input_size), ("max_input_size", max_input_size or input_size)):
             if size < 32 or size % 32:
                 raise ValueError(f"{what} {size} is not a multiple of 32 (the backbone's stride): the decoder's "
@@ -108,6 +111,15 @@ class CoSalEngine:
             p.requires_grad_(False)
         model = fold_batch_norms(model, torch.zeros(1, 3, input_size, input_size, device=self.device))
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
+        self.compiled = False
+        """Whether the backbone's features and the decoder run compiled (:mod:`streamcosal.compilation`,
+        opt-in); False again after compiling failed (a warning says so, the run goes on eagerly)."""
+        if compile:
+            try:
+                compile_for_inference(self.model)
+                self.compiled = True
+            except Exception as error:  # torch.compile unavailable on this platform or Python
+                self._compile_failed(error)
 
     def describe(self) -> str:
         """One line for the start of a run: model, device, input size, flip, guided upsampling, the GIM
@@ -116,7 +128,8 @@ class CoSalEngine:
         line = (f"model {self.name} {self.version} on {self.device}, {self.sizes()} px"
                 f"{', flip' if self.flip else ''}{', guided upsampling' if self.upsampling == 'guided' else ''}"
                 f"{f', GIM embedding share {share:g}' if share else ''}"
-                f"{f', object-prototype gate {gate:g}' if gate else ''}, precision {self.precision}")
+                f"{f', object-prototype gate {gate:g}' if gate else ''}{', compiled' if self.compiled else ''}"
+                f", precision {self.precision}")
         if self.requested_precision == "auto":
             line += f" (auto: {auto_reason(self.device)})"
         return line
@@ -126,7 +139,26 @@ class CoSalEngine:
         return {"name": self.name, "version": self.version, "precision": self.precision, "device": str(self.device),
                 "input_size": self.sizes(), "upsampling": self.upsampling,
                 "embedding_share": f"{self.model.embedding_share:g}",
-                "prototype_gate": f"{self.model.prototype_gate:g}"}
+                "prototype_gate": f"{self.model.prototype_gate:g}", "compiled": str(self.compiled).lower()}
+
+    def _network(self, call: Callable[[], T]) -> T:
+        """call() (a pass of the network); when it runs compiled and compiling fails (no C++ compiler,
+        an operator inductor cannot lower), again uncompiled from then on, after a warning."""
+        if not self.compiled:
+            return call()
+        try:
+            with frozen():
+                return call()
+        except torch._dynamo.exc.TorchDynamoException as error:
+            self._compile_failed(error)
+            return call()
+
+    def _compile_failed(self, error: Exception) -> None:
+        uncompile(self.model)
+        self.compiled = False
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}" if str(error).strip() else type(error).__name__
+        warnings.warn(f"torch.compile is unavailable or failed here ({reason}); running uncompiled: the same maps, "
+                      "at the uncompiled speed (leave out --compile to skip trying)", RuntimeWarning, stacklevel=3)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -221,7 +253,7 @@ class CoSalEngine:
         out = []
         for chunk in self._chunks(x):
             with autocast(self.precision, self.device):
-                out.append(self.model.consensus_logits(chunk).cpu())
+                out.append(self._network(lambda: self.model.consensus_logits(chunk)).cpu())
         return torch.cat(out)
 
     @torch.no_grad()
@@ -245,9 +277,7 @@ class CoSalEngine:
         maps, sims, prototypes = [], [], []
         for chunk in self._chunks(x):
             with autocast(self.precision, self.device):
-                out = self.model(chunk, None if consensus is None else consensus.to(self.device), side_outputs=False,
-                                 prototype_prior=prior)
-                prob = self.model.flip_averaged(chunk, out, prior) if self.flip else out.maps
+                out, prob = self._network(lambda: self._forward(chunk, consensus, prior))
             consensus = out.consensus if consensus is None else consensus
             maps.append(prob[:, 0].float().cpu())
             sims.append(out.similarity.cpu() if out.similarity is not None else torch.full((chunk.shape[0],), float("nan")))
@@ -261,6 +291,14 @@ class CoSalEngine:
             consensus=None if consensus is None else consensus[0].float().cpu().numpy(),
             prototypes=[torch.cat(level).numpy() for level in zip(*prototypes)] if prototypes else None,
         )
+
+    def _forward(self, chunk: Tensor, consensus: Tensor | None,
+                 prior: list[Tensor] | None) -> tuple[GICDOutput, Tensor]:
+        """The network on one normalised chunk [n,3,S,S]: its output and its maps [n,1,S,S] (flip-averaged
+        with ``flip``)."""
+        out = self.model(chunk, None if consensus is None else consensus.to(self.device), side_outputs=False,
+                         prototype_prior=prior)
+        return out, self.model.flip_averaged(chunk, out, prior) if self.flip else out.maps
 
     # -- images ------------------------------------------------------------------------------
     def predict_group(self, images: Sequence[np.ndarray], consensus: Tensor | None = None) -> list[np.ndarray]:

@@ -249,3 +249,46 @@ def test_the_defaults_prototype_gate_fades_spliced_in_objects_of_other_videos(da
         assert gated >= plain + 0.08, f"{group.name}: maxF {gated:.3f} with the gate, {plain:.3f} without"
     with pytest.raises(ValueError, match=r"prototype_gate must be in \[0, 1\]"):
         CoSalEngine.from_pretrained(prototype_gate=2.0)
+
+
+def test_a_compiled_engine_gives_the_uncompiled_maps(data: Path) -> None:
+    """compile=True (torch.compile, weights frozen) on real frames: the same maps, said on the first line."""
+    images = load(group_images(data, "davis2016", "blackswan", 4))
+    eager = CoSalEngine.from_pretrained(device="cpu", precision="fp32")
+    compiled = CoSalEngine.from_pretrained(device="cpu", precision="fp32", compile=True)
+    maps = compiled.predict_group(images)
+    assert compiled.compiled and ", compiled, " in compiled.describe() and ", compiled" not in eager.describe()
+    assert compiled.model_metadata()["compiled"] == "true" and eager.model_metadata()["compiled"] == "false"
+    diff = [np.abs(a - b) for a, b in zip(maps, eager.predict_group(images))]
+    assert max(d.mean() for d in diff) < 1e-4 and max(d.max() for d in diff) < 1e-2
+
+
+def test_without_a_cxx_compiler_compile_falls_back_and_says_so(untrained: GICD, data: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inductor finds no working C++ compiler (caches off, so nothing compiled earlier is reused): the
+    engine warns, runs uncompiled from then on, and gives the uncompiled maps."""
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))
+    monkeypatch.setattr(inductor, "force_disable_caches", True)
+    images = load(group_images(data, "pascal_coseg", "Dog", 2))
+    eager = CoSalEngine(untrained, device="cpu", precision="fp32", input_size=64)
+    engine = CoSalEngine(untrained, device="cpu", precision="fp32", input_size=64, compile=True)
+    assert engine.compiled
+    with pytest.warns(RuntimeWarning, match="torch.compile is unavailable or failed here .*C\\+\\+ compiler"):
+        maps = engine.predict_group(images)
+    assert not engine.compiled and ", compiled" not in engine.describe()
+    for a, b in zip(maps, eager.predict_group(images)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_where_torch_compile_is_unavailable_the_engine_says_so_and_runs(untrained: GICD,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("torch.compile is not supported on this Python")
+
+    monkeypatch.setattr(torch, "compile", unavailable)
+    with pytest.warns(RuntimeWarning, match="unavailable or failed here \\(RuntimeError: torch.compile is not supported"):
+        engine = CoSalEngine(untrained, device="cpu", precision="fp32", input_size=64, compile=True)
+    assert not engine.compiled
+    assert engine.segment(torch.rand(2, 3, 64, 64)).maps.shape == (2, 64, 64)

@@ -74,13 +74,14 @@ def test_each_group_runs_at_the_size_of_its_median_image(tmp_path: Path, data: P
     assert "wrote 6 maps in 2 groups to " in result.output and "(at 64-128 px by image size)" in result.output
 
 
-def test_input_size_flip_and_upsampling_options_reach_the_engine(tmp_path: Path, checkpoint: Path, data: Path) -> None:
+def test_input_size_flip_upsampling_and_compile_options_reach_the_engine(tmp_path: Path, checkpoint: Path,
+                                                                          data: Path) -> None:
     inp = tmp_path / "in"
     copy_group(data, "pascal_coseg", "Horse", 2, inp / "Horse")
     args = ["images", str(inp), "--out", str(tmp_path / "out"), "--weights", str(checkpoint)]
-    result = runner.invoke(app, [*args, "--input-size", "128", "--flip", "--upsampling", "bilinear"])
+    result = runner.invoke(app, [*args, "--input-size", "128", "--flip", "--upsampling", "bilinear", "--compile"])
     assert result.exit_code == 0, result.output
-    assert ", 128 px, flip, precision " in result.output.splitlines()[0]  # the checkpoint's guided is off
+    assert ", 128 px, flip, compiled, precision " in result.output.splitlines()[0]  # the checkpoint's guided is off
     bad = runner.invoke(app, [*args, "--input-size", "100"])
     assert bad.exit_code == 2 and "input_size: Input should be a multiple of 32 (got 100)" in bad.output
     bad = runner.invoke(app, [*args, "--upsampling", "nearest"])
