@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .allocator import keep_freed_memory
 from .guided import Upsampling
 from .precision import Precision
 
@@ -130,7 +131,8 @@ class EngineSpec(BaseModel):
 
     def build(self) -> CoSalEngine:
         """The engine, one per spec and process: a worker that runs many units loads the model once;
-        inference does not change the engine, so threads share it.
+        inference does not change the engine, so threads share it. The first build in a process sets the
+        allocator to keep freed memory (:mod:`streamcosal.allocator`: 8-24% faster end to end).
 
         Raises:
             WeightsError: a checkpoint that cannot be read. ValueError: an impossible device or precision.
@@ -138,6 +140,8 @@ class EngineSpec(BaseModel):
         with _engines_lock:
             engine = _engines.get(self)
             if engine is None:
+                if not _engines:
+                    keep_freed_memory()
                 engine = _engines[self] = self._load()
         return engine
 
