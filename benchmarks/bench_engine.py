@@ -12,7 +12,8 @@ throughput (``conv_throughput.py``, same threads, same process). VGG-16 weights:
 from the hub cache, random otherwise (speed does not depend on the values; exactness is checked
 on the same weights). bf16 rows where bf16 is native (or with ``--bf16``: emulated, slow). Then both
 models compiled (``compile=True``: torch.compile, weights frozen), with the first call's time. Last,
-on glibc, the fp32 engines again with malloc keeping freed memory (``keep_freed_memory``).
+on glibc, the reference and the uncompiled engines again with malloc keeping freed memory
+(``streamcosal.allocator``, what the CLI, jobs and flows do).
 
     python benchmarks/bench_engine.py --threads 1 --runs 3 --out benchmarks/results/engine_cpu.md
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import os
 import platform
 import sys
@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.conv_throughput import throughput  # noqa: E402
 from benchmarks.reference_gicd import ReferenceGICD, official_backbone_as_torchvision  # noqa: E402
 from benchmarks.results_file import write_results  # noqa: E402
+from streamcosal.allocator import keep_freed_memory  # noqa: E402
 from streamcosal.engine import CoSalEngine, default_weights_path  # noqa: E402
 from streamcosal.model import GICD, VGG16Backbone, build_backbone, load_checkpoint  # noqa: E402
 from streamcosal.model.backbones import vgg16_weight_path  # noqa: E402
@@ -73,21 +74,6 @@ def unfolded_default_engine() -> CoSalEngine:
     model, _ = load_checkpoint(default_weights_path())
     engine.model = model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
     return engine
-
-
-MALLOC_ENV = "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647"
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
-
-
-def keep_freed_memory() -> bool:
-    """glibc only: serve large allocations from the heap and never give freed memory back to the
-    system, what ``MALLOC_ENV`` does from the environment: a group's large tensors then reuse pages
-    instead of faulting in fresh zeroed ones. False where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 @dataclass
@@ -184,12 +170,12 @@ def main() -> None:
             paths.append(TimedPath(title, "engine, compiled (`compile=True`)", label, lambda eng=eng: eng.segment(x), gflop, note))
     time_interleaved(paths, args.runs)
 
+    kept: list[TimedPath] = []
     if keep_freed_memory():  # last: it cannot be undone in this process
-        after_malloc = [TimedPath(title, f"engine, glibc malloc keeping freed memory (`{MALLOC_ENV}`)", "fp32",
-                              lambda eng=eng: eng.segment(x), gflop)
-                        for title, eng, gflop in (("GICD-VGG16", fp32, vgg_gflop), (default, lite, lite_gflop))]
-        time_interleaved(after_malloc, args.runs)
-        paths += after_malloc
+        kept = [TimedPath(p.model, f"{p.path}, malloc keeping freed memory", p.precision, p.run, p.gflop)
+                for p in paths if "compiled" not in p.path and "before" not in p.path]
+        time_interleaved(kept, args.runs)
+        paths += kept
 
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     header = (f"Group of 8 real photos at 224, CPU ({platform.machine()}, {os.cpu_count()} cores, native bf16: "
@@ -205,7 +191,8 @@ def main() -> None:
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for p in paths:
         fps, kind = x.shape[0] / p.cpu, p.precision.split()[0]
-        ratio = f"{ref.wall / p.wall:.2f}x / {ref.cpu / p.cpu:.2f}x" if p.model == "GICD-VGG16" else ""
+        base = kept[0] if p in kept else ref  # against the reference in the same allocator setting
+        ratio = f"{base.wall / p.wall:.2f}x / {base.cpu / p.cpu:.2f}x" if p.model == "GICD-VGG16" else ""
         share = f"{fps * p.gflop / peak[kind]:.0%}" if kind in peak else ""
         lines.append(f"| {p.model} | {p.path} | {p.precision} | {x.shape[0] / p.wall:.2f} | {fps:.2f} | {ratio} | "
                      f"{p.gflop:.1f} | {fps * p.gflop:.0f} | {share} | {p.note} |")

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from streamcosal.allocator import keep_freed_memory
 from streamcosal.engine import CoSalEngine
 from streamcosal.model import consensus_from_logits
 from streamcosal.overlay import highlight
@@ -216,6 +217,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)  # after the imports: tests' conftest (via video_fixtures) sets its own
+    kept = keep_freed_memory()  # as the CLI, jobs and flows do
 
     def build(**kwargs: object) -> CoSalEngine:
         return CoSalEngine.from_checkpoint(args.weights, **kwargs) if args.weights else CoSalEngine.from_pretrained(**kwargs)
@@ -239,7 +241,8 @@ def main() -> None:
         "# Video pipeline on the CPU: end to end against the engine alone, and memory",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, precision {engine.precision} (auto). Model: {engine.name} {engine.version} at {engine.size_for([(480, 854)])} px"
+        f"{torch.get_num_threads()} threads, precision {engine.precision} (auto), allocator keeping freed memory "
+        f"(as the CLI): {'yes' if kept else 'no'}. Model: {engine.name} {engine.version} at {engine.size_for([(480, 854)])} px"
         f"{' (' + str(args.weights.name) + ')' if args.weights else ''}.",
         f"Load average before/after the speed runs: {load_before[0]:.1f} / {load_after[0]:.1f} "
         "(the machine is shared; medians of alternating runs).",
