@@ -122,7 +122,8 @@ def test_global_results_match_the_source(archive):
     assert (saved["precision"], saved["device"]) == ("bf16" if cpu_has_native_bf16() else "fp32", "cpu")  # auto, resolved
     model = json.loads(pq.read_schema(next(out.glob("frames/*/*.parquet"))).metadata[MODEL_KEY])
     assert model == {"name": "gicd-efficientnet_lite0", "version": "dev", "precision": saved["precision"], "device": "cpu",
-                     "input_size": "64", "upsampling": "guided", "embedding_share": "0", "prototype_gate": "0"}
+                     "input_size": "64", "upsampling": "guided", "embedding_share": "0", "prototype_gate": "0",
+                     "compiled": "false"}
     assert [s["input_size"] for s in saved["sources"]] == [64] * 3  # the size each group ran at
     assert not list(out.rglob(".*"))  # no hidden temporary file left
 
