@@ -308,6 +308,8 @@ def video(
     consensus_frames: Annotated[int, _option(RunParams, "consensus_frames")] = RUN.consensus_frames,
     half_life: Annotated[float, _option(RunParams, "half_life")] = RUN.half_life,
     threshold: Annotated[float, _option(RunParams, "threshold")] = RUN.threshold,
+    temporal_smoothing: Annotated[bool, typer.Option("--temporal-smoothing/--no-temporal-smoothing", help=RunParams.model_fields[
+        "temporal_smoothing"].description)] = RUN.temporal_smoothing,
     overlay: Annotated[bool, _option(RunParams, "overlay")] = RUN.overlay,
     store: Annotated[Optional[Path], typer.Option("--store", help="Consensus store file (default OUT/consensus.npz).")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of this run's files (default: UTC time + random suffix).")] = None,
@@ -329,7 +331,7 @@ def video(
     try:
         config = PipelineConfig(mode=mode, window=window, step=step, stride=stride, fps=fps,
                                 consensus_frames=consensus_frames, half_life=half_life, threshold=threshold,
-                                overlay=overlay, store_path=store, run_id=run_id, show_progress=True,
+                                temporal_smoothing=temporal_smoothing, overlay=overlay, store_path=store, run_id=run_id, show_progress=True,
                                 live=live, drop_policy=drop_policy, max_latency=max_latency, metrics_port=metrics_port,
                                 metrics_host=metrics_host, duration=duration)
         writable_folder(out)

@@ -47,7 +47,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -78,6 +78,7 @@ from .params import RunParams
 from .prefetch import Prefetcher
 from .prototypes import RunningPrototype
 from .sink import Member, ResultSink, SinkThread, owners
+from .smoothing import TemporalSmoothing
 from .sources import (FrameSource, ImageGroupSource, ReconnectPolicy, SourceError, StreamSource, VideoFileSource,
                       VideoInfo, open_source, redact)
 from .storage import ConsensusStore, ResultWriter
@@ -351,7 +352,7 @@ class _Job:
 
     def _segment_group(self, group: str, members: list[Member]) -> None:
         """The loop: prefetch -> consensus -> segment (against the group's running object
-        prototype) -> sink."""
+        prototype) -> temporal smoothing -> sink."""
         cfg, engine = self.config, self.engine
         sources = [m.source for m in members]
         mode = self._mode(sources)
@@ -364,6 +365,7 @@ class _Job:
         task = self.progress.add_task(escape(f"{group} ({mode})"), total=None if None in totals else sum(totals))
         consensus = self._consensus(mode, group, sources, size)
         prototype = RunningPrototype(cfg.half_life if mode == "streaming" else None, recent=cfg.window)
+        smoothing = TemporalSmoothing() if cfg.temporal_smoothing else None
         # files: results are written in a thread beside the engine's next window; live: before the next window
         # is taken, so that the windows' sizing for --max-latency counts the writing too
         writing = contextlib.nullcontext(self.sink.write) if live else SinkThread(self.sink)
@@ -371,6 +373,8 @@ class _Job:
             for window, x in prepared:
                 prediction = self._timed(engine.segment, x, consensus(window, x), prototype.prior(window))
                 prototype.add(window, prediction)
+                if smoothing is not None:  # what is written; the prototype keeps the engine's maps
+                    prediction = replace(prediction, maps=smoothing(window, prediction.maps))
                 write(group, window, prediction, owner)
                 self.progress.advance(task, sum(window.emit))
                 if live and time.monotonic() - self.last_log > cfg.log_every_s:

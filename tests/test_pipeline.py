@@ -331,3 +331,26 @@ def test_default_model_masks_match_davis(data, tmp_path):
         rows = read_results(out).to_pylist()
         assert len(rows) == 24
         assert mean_iou(rows, data) >= MIN_MEAN_IOU_DEFAULT_MODEL, mode
+
+
+def test_temporal_smoothing_changes_a_videos_maps_and_never_an_image_folders(data, tmp_path):
+    """The same 8 frames of goat as a video and as a folder of photos, the default model (the untrained
+    one's maps are empty): smoothing changes the video's maps and none of the photos'."""
+    engine = CoSalEngine.from_pretrained()
+    video, _ = davis_video(data, tmp_path, "goat", n=8)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, frame in enumerate(load_frames(data / "davis2016" / "images" / "goat", max_frames=8, size=SIZE)):
+        cv2.imwrite(str(photos / f"{i:02d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    probs = {}
+    for smooth in (False, True):
+        out = tmp_path / f"smooth-{smooth}"
+        config = PipelineConfig(mode="global", window=4, consensus_frames=8, temporal_smoothing=smooth)
+        assert run_pipeline([video, photos], out, engine, config).exit_code == 0
+        rows = read_results(out).to_pylist()
+        probs[smooth] = {(Path(r["source"]).name, r["frame_index"]): r["mean_prob"] for r in rows}
+    video_keys = [k for k in probs[False] if k[0] == video.name]
+    photo_keys = [k for k in probs[False] if k[0] != video.name]
+    assert len(video_keys) == 8 and len(photo_keys) == 8
+    assert all(probs[True][k] == probs[False][k] for k in photo_keys)
+    assert all(abs(probs[True][k] - probs[False][k]) > 1e-4 for k in video_keys), probs
