@@ -2,9 +2,10 @@
 
 Opt-in (``CoSalEngine(compile=True)``, ``--compile``): inductor with the weights frozen, so they are
 cast to the precision that runs and laid out for oneDNN once, and each convolution is fused with the
-activation after it. On 2 cores of a Zen4 (native bf16) the default model, groups of 8 at 224, ran
-83.7 -> 97.5 frames/s in bf16 (+17%) and 49.8 -> 54.0 in fp32 (+8%), GICD-VGG16 +2-3%; compiling
-took 15-25 s (README, Speed). GIM (autograd through the classifier head), the consensus head and the
+activation after it. On a Zen4 (native bf16), groups of 8 at 224 (README, Speed;
+benchmarks/results/engine_cpu_zen4*.md): the default model in bf16 81.5 -> 89.7 frames/s on 2 threads
+(+10%), in fp32 20.1 -> 24.1 on one (on two, in that run, 45.1 -> 40.8); GICD-VGG16 in fp32 +28%, in
+bf16 +0.5%. A shape compiled in 9-11 s there (about 25 s with inductor's cache cold). GIM (autograd through the classifier head), the consensus head and the
 object-prototype gate stay eager: they are small, and GIM takes a gradient.
 
 Each new group shape (images per group, input size) compiles anew, so it pays on videos and long

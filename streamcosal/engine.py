@@ -32,6 +32,8 @@ from .guided import Upsampling, guided_upsample
 from .model import GICD, GICDOutput, WeightsError, consensus_from_logits, load_checkpoint, load_official
 from .precision import Precision, auto_reason, autocast, resolve_precision
 
+T = TypeVar("T")
+
 PRETRAINED = {"efficientnet_lite2": "gicd_lite2.pt", "efficientnet_lite0": "gicd_lite0.pt"}
 """The embedded checkpoints by backbone; the first is the default (chosen on the validation split:
 reports/training/ablation_table.md)."""
@@ -40,7 +42,6 @@ MIN_SHRINK = 1.4
 """A group runs above ``input_size`` only at a size its frames' short side is at least this many times
 larger than (:meth:`CoSalEngine.size_for`): on 14 DAVIS videos 480 -> 288 (1.67x), 405 -> 288 and
 360 -> 256 (1.41x) held, 360 -> 288 (1.25x) lost breakdance (0.53 -> 0.12 IoU: its consensus flips)."""
-T = TypeVar("T")
 
 
 @dataclass
@@ -154,6 +155,7 @@ class CoSalEngine:
             return call()
 
     def _compile_failed(self, error: Exception) -> None:
+        """Run uncompiled from now on, and warn with the reason (the error's first line)."""
         uncompile(self.model)
         self.compiled = False
         reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}" if str(error).strip() else type(error).__name__
