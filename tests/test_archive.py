@@ -213,6 +213,7 @@ KILLED_RUN = textwrap.dedent("""
     import os, sys, time
     from streamcosal import archive
     from streamcosal.params import EngineSpec, RunParams
+    from streamcosal.storage import read_results
 
     weights, out, marker, *videos = sys.argv[1:]
     spec = EngineSpec(weights=weights, precision="fp32", device="cpu")
@@ -221,7 +222,9 @@ KILLED_RUN = textwrap.dedent("""
 
     def segment_then_hang(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 4:  # unit 2 (2 windows per unit), after its first window's rows were flushed
+        if len(calls) == 4:  # unit 2 (2 windows per unit), once its first window's rows are flushed: the sink
+            while read_results(out).num_rows < 8 + 4:  # thread writes them beside this call, so wait for them
+                time.sleep(0.05)
             open(marker, "w").close()
             time.sleep(600)  # the test SIGKILLs us here
         return segment(*args, **kwargs)
