@@ -1,5 +1,6 @@
 """Live cameras: a 25 fps 1280x720 RTSP camera (GStreamer's RTSP server on 127.0.0.1) for a fixed
-time through `run_pipeline` with the default engine; processed frames/s, drop rate, latency and
+time through `run_pipeline` with the default engine (auto precision, freed memory kept, as the CLI
+runs it); processed frames/s, drop rate, latency and
 memory, per drop policy, with and without a latency target (`--max-latency`: windows sized to
 fit it), and with two cameras in one group.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from streamcosal.allocator import keep_freed_memory
 from streamcosal.engine import CoSalEngine
 from streamcosal.pipeline import PipelineConfig, run_pipeline
 from streamcosal.storage import read_results
@@ -81,7 +83,8 @@ def main() -> None:
         folder = Path(tmp)
         clips = [make_clip(folder / f"{name}.mp4", name, frames=2 * FPS, fps=FPS, size=SIZE)
                  for name in ("blackswan", "goat")]
-        engine = CoSalEngine.from_pretrained(precision="fp32")
+        keep_freed_memory()  # as the CLI, jobs and flows do
+        engine = CoSalEngine.from_pretrained()  # auto precision, as the CLI
         load = os.getloadavg()[0]
         rows = [
             measure(engine, clips[:1], "latest", args.seconds, 8, 1.0, folder),
