@@ -55,7 +55,7 @@ class RunParams(BaseModel):
     temporal_smoothing: bool = Field(False, description=(
         "Videos and cameras: each frame's map averaged 1-2-1 with its neighbours' in time, within its window (no "
         "added latency; image folders never): less flicker for slow objects and still cameras, but fast motion "
-        "loses (14 DAVIS videos: mean IoU 0.654 -> 0.650; README, Accuracy)."))
+        "loses (14 DAVIS videos: mean IoU 0.654 -> 0.650; README, Videos)."))
     overlay: bool = Field(False, description="Write H.264 overlay videos (PNGs and a contact sheet for image "
                                              "folders).")
     keep_prob_png: bool = Field(False, description="Store a small probability PNG per frame in the results.")
