@@ -5,8 +5,9 @@ cast to the precision that runs and laid out for oneDNN once, and each convoluti
 activation after it. On a Zen4 (native bf16), groups of 8 at 224 (README, Speed;
 benchmarks/results/engine_cpu_zen4*.md): the default model in bf16 81.5 -> 89.7 frames/s on 2 threads
 (+10%), in fp32 20.1 -> 24.1 on one (on two, in that run, 45.1 -> 40.8); GICD-VGG16 in fp32 +28%, in
-bf16 +0.5%. A shape compiled in 9-11 s there (about 25 s with inductor's cache cold). GIM (autograd through the classifier head), the consensus head and the
-object-prototype gate stay eager: they are small, and GIM takes a gradient.
+bf16 +0.5%. A shape compiled in 9-11 s there (about 25 s with inductor's cache cold). GIM (autograd
+through the classifier head), the consensus head and the object-prototype gate stay eager: they are
+small, and GIM takes a gradient.
 
 Each new group shape (images per group, input size) compiles anew, so it pays on videos and long
 runs (a window shape repeats), not on a few photo groups of different sizes. Past
@@ -22,7 +23,6 @@ import torch
 import torch._inductor.config
 
 from .model import GICD
-
 
 
 def compile_for_inference(model: GICD) -> None:

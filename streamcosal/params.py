@@ -139,7 +139,7 @@ class EngineSpec(BaseModel):
 
     def build(self) -> CoSalEngine:
         """The engine, one per spec and process: a worker that runs many units loads the model once;
-        inference does not change the engine, so threads share it. The first build in a process sets the
+        inference does not change the engine, so threads share it. Building one sets the process's
         allocator to keep freed memory (:mod:`streamcosal.allocator`: 8-24% faster end to end).
 
         Raises:
@@ -148,8 +148,7 @@ class EngineSpec(BaseModel):
         with _engines_lock:
             engine = _engines.get(self)
             if engine is None:
-                if not _engines:
-                    keep_freed_memory()
+                keep_freed_memory()  # process-wide and idempotent
                 engine = _engines[self] = self._load()
         return engine
 
