@@ -36,7 +36,7 @@ from streamcosal.model import gicd as gicd_module  # noqa: E402
 from streamcosal.precision import cpu_has_native_bf16  # noqa: E402
 
 SEGMENT = "segment (all)"
-REST = "rest: side outputs' upsampling to 224, dtype/layout conversions, engine"
+REST = "rest: the object-prototype gate, upsampling to 224, dtype/layout conversions, engine"
 
 
 def _labelled(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,8 +58,9 @@ def stage_labels(model: GICD) -> Iterator[None]:
         setattr(owner, name, _labelled(label, getattr(owner, name)))
 
     patch(model.backbone, "features", "backbone features F1..F5")
-    patch(model, "consensus_logits", "consensus: classifier head")
-    patch(gicd_module, "gradient_induced_weights", "GIM: gradient through the head, weights")
+    patch(model.backbone, "head_pass", "GIM: the classifier head's fp32 pass")
+    patch(model, "consensus_logits", "consensus: classifier head (its own pass only where it differs)")
+    patch(gicd_module, "gradient_induced_weights", "GIM: gradients through the head, weights")
     patch(gicd_module, "class_activation_map", "GIM: CAM")
     handles = []
     modules: list[tuple[str, nn.Module]] = [("decoder top layer", model.decoder.toplayer)]

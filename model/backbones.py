@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .head import HeadPass, PointwiseHeadPass, PullbackHeadPass
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -72,6 +74,22 @@ class Backbone(nn.Module):
     def classify(self, f5: Tensor) -> Tensor:
         """The ImageNet classifier as the weights were trained to run it (consensus logits): [N,1000]."""
         return self.head(f5)
+
+    def classify_pass(self, head: HeadPass, f5: Tensor) -> Tensor:
+        """:meth:`classify`'s logits, [N,1000] fp32, read from ``head`` (:meth:`head_pass` of ``f5``) where
+        classify is the head itself."""
+        return head.logits
+
+    def head_pass(self, f5: Tensor) -> HeadPass:
+        """The head once over F5 [N,C5,h,w], in fp32 whatever the autocast: its features, embedding and
+        logits, and GIM's gradients through it as the embedding's pullback (:mod:`model.head`). The head
+        in eval mode, as :class:`~model.gicd.GICD` keeps it."""
+        with torch.autocast(f5.device.type, enabled=False):
+            f5 = f5.float()
+            embedding, pullback = torch.func.vjp(self.embed, f5)
+            logits, classify_pullback = torch.func.vjp(self.classify_embedding, embedding)
+            return PullbackHeadPass(features=self.head_features(f5), embedding=embedding, logits=logits,
+                                    classify_pullback=classify_pullback, pullback=pullback)
 
 
 def _conv_relu(cin: int, cout: int, name: str) -> list[tuple[str, nn.Module]]:
@@ -131,6 +149,11 @@ class VGG16Backbone(Backbone):
     def classify(self, f5: Tensor) -> Tensor:
         """torchvision's VGG-16 path: pool5 (max 2x2), AdaptiveAvgPool2d(7), classifier."""
         return self.head(F.max_pool2d(f5, 2, 2))
+
+    def classify_pass(self, head: HeadPass, f5: Tensor) -> Tensor:
+        """Its own pass: :meth:`classify` pools F5 first, GIM's head does not."""
+        with torch.autocast(f5.device.type, enabled=False):
+            return self.classify(f5.float()).float()
 
     def load_torchvision(self, state: dict[str, Tensor], source: str = "state dict") -> None:
         """Load torchvision's ``vgg16`` state dict (``features.{0,..,28}``, ``classifier.{0,3,6}``)."""
@@ -192,6 +215,21 @@ class EfficientNetLiteBackbone(Backbone):
 
     def classify_embedding(self, embedding: Tensor) -> Tensor:
         return self.net.classifier(embedding)
+
+    def head_pass(self, f5: Tensor) -> HeadPass:
+        """The head once over F5, in fp32, with GIM's gradients in closed form (:class:`PointwiseHeadPass`:
+        conv_head is 1x1, bn2 pointwise in eval mode, then the mean)."""
+        with torch.autocast(f5.device.type, enabled=False):
+            pre = self.net.conv_head(f5.float())  # [N,D,h,w]
+            # bn2's derivative at each pre-activation: a forward-mode product with ones (it is pointwise);
+            # on a copy, as its ReLU6 works in place.
+            features, slopes = torch.func.jvp(lambda t: self.net.bn2(t.clone()), (pre,), (torch.ones_like(pre),))
+            embedding = self.net.forward_head(features, pre_logits=True)
+            logits, classify_pullback = torch.func.vjp(self.classify_embedding, embedding)
+            return PointwiseHeadPass(features=features, embedding=embedding, logits=logits,
+                                     classify_pullback=classify_pullback,
+                                     weight=self.net.conv_head.weight.flatten(1).float(),
+                                     slope_means=slopes.mean(dim=(2, 3)), positions=pre.shape[2] * pre.shape[3])
 
     def load_lukemelas(self, state: dict[str, Tensor], source: str = "state dict") -> None:
         """Load a lukemelas-style EfficientNet-Lite state dict (``_conv_stem``, ``_blocks.N._bn0``...)."""

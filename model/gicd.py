@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from .backbones import Backbone
 from .decoder import ARMDecoder
 from .gim import class_activation_map, consensus_from_logits, gradient_induced_weights
+from .head import HeadPass
 from .prototype import group_prototypes, object_prototypes, prototype_gate
 
 
@@ -81,12 +82,25 @@ class GICD(nn.Module):
     def use_arm(self) -> bool:
         return self.decoder.use_arm
 
-    def consensus_logits(self, x: Tensor, f5: Tensor | None = None) -> Tensor:
+    def train(self, mode: bool = True) -> "GICD":
+        """Train mode for the decoder alone: the backbone and the consensus classifier are ImageNet's,
+        frozen, and stay in eval mode (their BatchNorms keep ImageNet's statistics, and GIM's gradients
+        through the head are taken with them, :meth:`Backbone.head_pass`)."""
+        super().train(mode)
+        for net in (self.backbone, self.consensus_net):
+            if net is not None:
+                net.eval()
+        return self
+
+    def consensus_logits(self, x: Tensor, f5: Tensor | None = None, head: HeadPass | None = None) -> Tensor:
         """ImageNet logits for the consensus, in fp32: x [N,3,H,W] -> [N,1000].
 
-        ``f5`` (the backbone's F5 of x) is reused when the consensus classifier is the backbone.
+        ``f5`` (the backbone's F5 of x) and ``head`` (the backbone's head pass of f5) are reused when the
+        consensus classifier is the backbone.
         """
         net = self.consensus_net or self.backbone
+        if head is not None and f5 is not None and self.consensus_net is None:
+            return self.backbone.classify_pass(head, f5)
         if f5 is None or self.consensus_net is not None:
             f5 = net.features(x)[4]
         with torch.autocast(f5.device.type, enabled=False):
@@ -104,10 +118,12 @@ class GICD(nn.Module):
         """
         feats = self.backbone.features(x)
         f5 = feats[4]
+        head = None
         if self.use_gim:
+            head = self.backbone.head_pass(f5)
             if consensus is None:
-                consensus = consensus_from_logits(self.consensus_logits(x, f5))
-            gim = gradient_induced_weights(self.backbone, f5, consensus, self.embedding_share)
+                consensus = consensus_from_logits(self.consensus_logits(x, f5, head))
+            gim = gradient_induced_weights(self.backbone, f5, consensus, self.embedding_share, head)
             induced, weights, similarity = gim.induced, gim.weights, gim.similarity
         else:
             consensus, similarity = None, None
@@ -117,7 +133,7 @@ class GICD(nn.Module):
         preds = self.decoder(feats[:4], induced.to(f5.dtype), cam)
         final, prototypes = preds[-1], None
         if self.prototype_gate > 0:
-            levels = [self.backbone.head_features(f5), feats[3]]
+            levels = [self.backbone.head_features(f5) if head is None else head.features, feats[3]]
             prototypes = object_prototypes(levels, final)
             final = prototype_gate(levels, group_prototypes(prototypes, prototype_prior), final, self.prototype_gate)
         side_maps = [_upsample(p, x) for p in [cam, *preds]] if side_outputs else []

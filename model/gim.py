@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .backbones import Backbone
+from .head import HeadPass
 
 
 def consensus_from_logits(logits: Tensor) -> Tensor:
@@ -28,13 +29,15 @@ class GIMOutput:
 
 
 def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor,
-                             embedding_share: float = 0.0) -> GIMOutput:
+                             embedding_share: float = 0.0, head: HeadPass | None = None) -> GIMOutput:
     """Channel weights from d(consensus . own logits)/dF5, through the classifier head only.
 
-    f5: [N,C5,h,w] (any dtype; used in fp32), consensus: [1,1000] (no gradient).
+    f5: [N,C5,h,w] (any dtype; used in fp32), consensus: [1,1000] (no gradient); head: the backbone's
+    :meth:`~model.backbones.Backbone.head_pass` of f5 when the caller has it (the consensus and the
+    object-prototype gate read the same pass).
     w = ReLU(spatial mean of the gradient), min-max normalised over each image's C5 values.
-    No parameter receives a gradient: ``torch.autograd.grad`` is taken with respect to F5 alone,
-    and the head's images do not interact, so one call gives every image's own gradient.
+    No parameter receives a gradient, and the head's images do not interact, so each image's
+    gradient is its own.
 
     ``embedding_share`` > 0 (not in the paper; 0 is GICD's GIM) mixes in the same weights for the
     embedding consensus: d(e_mean . own e)/dF5, e the classifier's input (:meth:`Backbone.embed`,
@@ -42,25 +45,22 @@ def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor,
     class names one of ImageNet's 1,000; the embedding also holds what a group of mixed classes
     (75 dogs of many breeds, a dog classified as a swing) shares. w = normalised((1 - share) w_class +
     share w_embedding).
+
+    Both gradients pass through the embedding: d(consensus . logits)/de is the class consensus as a
+    direction in embedding space (:meth:`~model.head.HeadPass.class_direction`), and the head's pass
+    gives the spatial mean of d(v . e)/dF5 for each direction v.
     """
-    with torch.inference_mode(False), torch.enable_grad():
-        leaf = f5.detach().float()
-        if leaf.is_inference():
-            leaf = leaf.clone()
-        leaf.requires_grad_(True)
-        with torch.autocast(leaf.device.type, enabled=False):
-            embedding = backbone.embed(leaf).float()
-            logits = backbone.classify_embedding(embedding).float()
-            similarity = (consensus.detach().float() * logits).sum(1)
-        (grad,) = torch.autograd.grad(similarity.sum(), leaf, retain_graph=embedding_share > 0)
-        w = _min_max(torch.relu(grad.mean(dim=(2, 3))))
-        if embedding_share > 0:
-            shared = (embedding.detach().mean(0, keepdim=True) * embedding).sum(1)
-            (grad,) = torch.autograd.grad(shared.sum(), leaf)
-            w_embedding = _min_max(torch.relu(grad.mean(dim=(2, 3))))
-            w = _min_max((1 - embedding_share) * w + embedding_share * w_embedding)
+    head = head or backbone.head_pass(f5)
+    consensus = consensus.detach().float()
+    directions = [head.class_direction(consensus)]
+    if embedding_share > 0:
+        directions.append(head.embedding.mean(0, keepdim=True).expand_as(head.embedding))
+    grads = head.gradient_means(torch.stack(directions))
+    w = _min_max(torch.relu(grads[0]))
+    if embedding_share > 0:
+        w = _min_max((1 - embedding_share) * w + embedding_share * _min_max(torch.relu(grads[1])))
     induced = f5.float() * w[:, :, None, None]
-    return GIMOutput(induced=induced, weights=w, similarity=similarity.detach())
+    return GIMOutput(induced=induced, weights=w, similarity=(consensus * head.logits).sum(1))
 
 
 def _min_max(w: Tensor) -> Tensor:

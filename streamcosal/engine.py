@@ -357,7 +357,7 @@ def fold_batch_norms(model: GICD, example: Tensor) -> GICD:
             bn = getattr(parent, bname)
             setattr(parent, cname, fuse_conv_bn_eval(getattr(parent, cname), bn))
             setattr(parent, bname, _after_norm(bn))
-    return model
+    return model.eval()
 
 
 def _conv_norm_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:

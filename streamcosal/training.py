@@ -301,12 +301,6 @@ def check_inputs(config: TrainConfig) -> None:
                           "set out_dir to a folder (it is created if missing)")
 
 
-def set_train_mode(model: GICD) -> None:
-    """The decoder in train mode, the frozen backbone in eval mode (its BatchNorms must not update)."""
-    model.train()
-    model.backbone.eval()
-
-
 def _prepare(config_path: Path | TrainConfig) -> tuple[TrainConfig, torch.device]:
     """The checked config (a TOML file, or one read and changed already) and its device; torch's
     threads set as the config says."""
@@ -368,7 +362,7 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
                   console=console) as progress:
         task = progress.add_task(escape(config.name), total=t.epochs * steps, completed=start * steps)
         for epoch in range(start, end):
-            set_train_mode(model)
+            model.train()
             losses, images, seconds = [], 0, 0.0
             for step, group in enumerate(sampler.epoch_groups(epoch, steps)):
                 global_step = epoch * steps + step
@@ -469,7 +463,7 @@ def benchmark(config_path: Path, steps: int = 3) -> tuple[list[BenchmarkRow], st
     rows = []
     candidates: list[ResolvedPrecision] = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
     for precision in candidates:
-        set_train_mode(model)
+        model.train()
         optimizer = torch.optim.Adam(model.decoder.parameters(), lr=config.optim.lr)
         scaler = grad_scaler(precision, device)
         images, seconds = 0, 0.0

@@ -126,10 +126,10 @@ def test_video_end_to_end_on_cuda(data: Path, tmp_path: Path) -> None:
 
 def test_fp16_training_steps_with_loss_scaling(images: list[np.ndarray]) -> None:
     """fp16 training (precision auto on GPUs without bf16) scales the loss: the decoder learns, its weights stay finite."""
-    from streamcosal.training import grad_scaler, set_train_mode, train_step
+    from streamcosal.training import grad_scaler, train_step
 
     model = copy.deepcopy(CoSalEngine.from_pretrained(device="cuda", precision="fp32").model).float()
-    set_train_mode(model)
+    model.train()
     before = [p.detach().clone() for p in model.decoder.parameters()]
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=1e-4)
     scaler = grad_scaler("fp16", torch.device("cuda"))

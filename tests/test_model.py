@@ -12,8 +12,10 @@ from PIL import Image
 from skimage import data as skdata
 
 from streamcosal.engine import CoSalEngine
+from streamcosal.model.head import PointwiseHeadPass, PullbackHeadPass
 from streamcosal.model import (
     GICD,
+    Backbone,
     VGG16Backbone,
     WeightsError,
     build_backbone,
@@ -111,6 +113,35 @@ def test_gim_weights_match_an_independent_per_image_computation(lite0: GICD, dat
     # one image's own weights depend on its own content: not one fixed weighting for the group
     assert (got.weights[0] - got.weights[3]).abs().max() > 0.05
     assert all(p.grad is None for p in backbone.parameters())
+
+
+def test_the_closed_form_head_pass_equals_the_pullback(lite0: GICD, data: Path) -> None:
+    """EfficientNet-Lite's head pass (conv_head 1x1, bn2 pointwise, mean: GIM's gradients in closed
+    form) against the generic one (torch.func.vjp through the head), on real frames: the same
+    features, embedding, logits, class direction and gradient means, with bn2 as trained and folded
+    into conv_head as the engine runs it. GICD's train mode leaves the backbone in eval mode."""
+    x = batch(lite0, group_images(data, "davis2016", "blackswan", 3) + group_images(data, "davis2016", "goat", 2))
+    folded = CoSalEngine(lite0, device="cpu", precision="fp32", channels_last=False).model.backbone
+    consensus = torch.softmax(torch.randn(1, 1000) * 3, dim=1)
+    directions = torch.randn(2, x.shape[0], 1280)
+    for backbone in (lite0.backbone, folded):
+        with torch.no_grad():
+            f5 = backbone.features(x)[4]
+            closed, generic = backbone.head_pass(f5), Backbone.head_pass(backbone, f5)
+            assert isinstance(closed, PointwiseHeadPass) and isinstance(generic, PullbackHeadPass)
+            for a, b in ((closed.features, generic.features), (closed.embedding, generic.embedding),
+                         (closed.logits, generic.logits),
+                         (closed.class_direction(consensus), generic.class_direction(consensus))):
+                torch.testing.assert_close(a, b)
+            grads = generic.gradient_means(directions)
+            assert grads.shape == (2, x.shape[0], 320) and grads.abs().max() > 0
+            torch.testing.assert_close(closed.gradient_means(directions), grads, atol=1e-6 * grads.abs().max().item(),
+                                       rtol=1e-4)
+    lite0.train()
+    try:
+        assert lite0.decoder.training and not any(m.training for m in lite0.backbone.modules())
+    finally:
+        lite0.eval()
 
 
 def test_embedding_share_mixes_in_the_mean_embeddings_gradient(lite0: GICD, data: Path) -> None:

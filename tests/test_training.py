@@ -13,7 +13,7 @@ from streamcosal import training
 from streamcosal.jigsaw import Augmentation, GroupSampler, Manifest, build_manifest
 from streamcosal.model import gicd_loss
 from streamcosal.trainconfig import ConfigError, load_config
-from streamcosal.training import TrainingError, build_model, set_train_mode, train
+from streamcosal.training import TrainingError, build_model, train
 
 from conftest import DATA  # noqa: E402
 PICKS = {  # group -> (set, source group, images)
@@ -128,7 +128,7 @@ def test_few_steps_lower_the_loss_and_keep_the_backbone_frozen(tmp_path: Path, t
     x, y = sampler.batch("tiny/Cat", 0, 0)
     x = (x - 0.5) / 0.5
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=1e-3, betas=(0.9, 0.99))
-    set_train_mode(model)
+    model.train()
     assert model.decoder.training and not model.backbone.training
     losses = []
     for _ in range(5):
