@@ -1,17 +1,18 @@
-"""``torch.compile`` for inference: the backbone's features and the decoder, where the convolutions are.
+"""``torch.compile`` for inference: the whole network, one graph from the frames to the maps.
 
 Opt-in (``CoSalEngine(compile=True)``, ``--compile``): inductor with the weights frozen, so they are
-cast to the precision that runs and laid out for oneDNN once, and each convolution is fused with the
-activation after it. On a Zen4 (native bf16), groups of 8 at 224 (README, Speed;
-benchmarks/results/engine_cpu_zen4*.md): the default model in bf16 81.5 -> 89.7 frames/s on 2 threads
-(+10%), in fp32 20.1 -> 24.1 on one (on two, in that run, 45.1 -> 40.8); GICD-VGG16 in fp32 +28%, in
-bf16 +0.5%. A shape compiled in 9-11 s there (about 25 s with inductor's cache cold). GIM (autograd
-through the classifier head), the consensus head and the object-prototype gate stay eager: they are
-small, and GIM takes a gradient.
+cast to the precision that runs and laid out for oneDNN once, each convolution is fused with the
+activation or sum after it, and the small work between them (GIM's closed-form gradients, the CAM,
+the decoder's gating and upsampling, the object-prototype gate) is fused into a few loops. On a Zen4
+(native bf16), groups of 8 at 224 (README, Speed; benchmarks/results/engine_cpu_zen4*.md): the default
+model in bf16 84 -> 97 frames/s on 2 threads. Compiling the backbone's features and the decoder alone,
+with GIM eager between them, gave 95. A graph compiled in 14-17 s there (about 25 s with inductor's
+cache cold).
 
-Each new group shape (images per group, input size) compiles anew, so it pays on videos and long
-runs (a window shape repeats), not on a few photo groups of different sizes. Past
-``torch._dynamo.config.recompile_limit`` shapes (8), new shapes run eagerly. Shapes are static: with a
+Each new group shape (images per group, input size) compiles anew, and so does each way of calling
+(with or without a consensus given, a prototype prior, the mirrored pass of ``flip``), so it pays on
+videos and long runs (a window shape repeats), not on a few photo groups of different sizes. Past
+``torch._dynamo.config.recompile_limit`` graphs (8), new ones run eagerly. Shapes are static: with a
 dynamic batch or size, freezing failed to trace timm's same-padding (a branch on the input size).
 """
 
@@ -25,13 +26,17 @@ import torch._inductor.config
 from .model import GICD
 
 
+COMPILED = ("forward", "consensus_logits")
+"""The methods of :class:`GICD` that run compiled: the whole network, and the consensus pass of
+streaming windows and of groups larger than a chunk."""
+
+
 def compile_for_inference(model: GICD) -> None:
-    """Compile ``model.backbone.features`` and ``model.decoder`` in place, one graph per input shape
-    (lazily: a shape compiles when it first runs, inside :func:`frozen`). Raises what ``torch.compile``
-    raises where it is unavailable."""
-    backbone, decoder = model.backbone, model.decoder
-    backbone.features = torch.compile(backbone.features, dynamic=False)  # type: ignore[method-assign]
-    decoder.forward = torch.compile(decoder.forward, dynamic=False)  # type: ignore[method-assign]
+    """Compile :data:`COMPILED` in place, one graph per input shape and way of calling (lazily: a graph
+    compiles when it first runs, inside :func:`frozen`). Raises what ``torch.compile`` raises where it
+    is unavailable."""
+    for name in COMPILED:
+        setattr(model, name, torch.compile(getattr(model, name), dynamic=False))
 
 
 def frozen() -> contextlib.AbstractContextManager[object]:
@@ -43,5 +48,5 @@ def frozen() -> contextlib.AbstractContextManager[object]:
 
 def uncompile(model: GICD) -> None:
     """Undo :func:`compile_for_inference`: the modules' own methods again."""
-    for module, name in ((model.backbone, "features"), (model.decoder, "forward")):
-        module.__dict__.pop(name, None)
+    for name in COMPILED:
+        model.__dict__.pop(name, None)
