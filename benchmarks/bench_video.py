@@ -2,8 +2,8 @@
 
 1. Speed: a 480p H.264 video (DAVIS frames at 854x480). The engine alone gets the frames already
    decoded and resized in memory and does exactly the pipeline's engine work (global: one
-   classifier pass over the consensus sample, then `segment` per window; streaming: a classifier
-   pass over each window's new frames, then `segment`). End to end is `run_pipeline` on the
+   classifier pass over the consensus sample, then `segment` per window; streaming: `segment` per
+   window, its backbone pass also giving the new frames' logits for the running consensus). End to end is `run_pipeline` on the
    file: decoding, resizing, engine, full-size masks, RLE, Parquet, events. Runs alternate
    (engine, pipeline, engine, pipeline, ...) and medians are reported, because other jobs share
    this machine. The engine is built once, outside the timings.
@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import shutil
@@ -37,7 +38,7 @@ from streamcosal.pipeline import PipelineConfig, run_pipeline
 from streamcosal.prototypes import RunningPrototype
 from streamcosal.sources import open_source
 from streamcosal.storage import FrameResult
-from streamcosal.windows import global_windows, sample_consensus_frames, streaming_windows
+from streamcosal.windows import Window, global_windows, sample_consensus_frames, streaming_windows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from video_fixtures import DAVIS_IMAGES, encode_video, load_frames  # noqa: E402
@@ -97,11 +98,15 @@ def engine_alone(engine: CoSalEngine, video: Path, config: PipelineConfig) -> tu
         for w, x in zip(windows, xs):
             prototype.add(w, engine.segment(x, consensus, prototype.prior(w)))
     else:
-        running = torch.zeros(1, 1000)
-        for w, x in zip(windows, xs):
+        running = [torch.zeros(1, 1000)]
+
+        def add(w: Window, logits: torch.Tensor) -> torch.Tensor:  # the running consensus, as the store keeps it
             new = [i for i, e in enumerate(w.emit) if e]
-            running = running * 0.9 + engine.logits(x[new]).sum(0, keepdim=True)
-            prototype.add(w, engine.segment(x, torch.softmax(running, 1), prototype.prior(w)))
+            running[0] = running[0] * 0.9 + logits[new].sum(0, keepdim=True)
+            return torch.softmax(running[0], 1)
+
+        for w, x in zip(windows, xs):
+            prototype.add(w, engine.segment(x, functools.partial(add, w), prototype.prior(w)))
     return time.perf_counter() - start, time.process_time() - cpu, len(frames)
 
 
@@ -270,8 +275,8 @@ def main() -> None:
         "thread, beside the engine's next window (the overlay's H.264 encoding is not included here).",
         "",
         "Engine alone: the same engine calls on frames decoded and resized beforehand (global: a "
-        "classifier pass over the 32 consensus frames, then `segment` per window; streaming: a classifier "
-        "pass over each window's new frames, then `segment`). End to end: `run_pipeline` on the file "
+        "classifier pass over the 32 consensus frames, then `segment` per window; streaming: `segment` per "
+        "window, its backbone pass also giving the new frames' logits for the running consensus). End to end: `run_pipeline` on the file "
         "(decode ahead in a thread, resize, engine, maps upsampled to 854x480 and masks, RLE, Parquet, events). "
         "CPU ms per frame: process CPU time (all threads) per frame; it is far less disturbed by the other "
         "jobs on this machine than wall time, and its ratio is the share of the work that is the engine's.",

@@ -116,7 +116,13 @@ class GICD(nn.Module):
         prototype_prior: per gate level [1,C_l], the summed object prototypes of images segmented
         before (earlier windows), added to x's own for the group's prototype; ignored without the gate.
         """
-        feats = self.backbone.features(x)
+        return self.decode(x, self.backbone.features(x), consensus, side_outputs, prototype_prior)
+
+    def decode(self, x: Tensor, feats: list[Tensor], consensus: Tensor | None = None, side_outputs: bool = True,
+               prototype_prior: list[Tensor] | None = None) -> GICDOutput:
+        """:meth:`forward` from the backbone's features of x, ``feats`` [F1..F5]: the head, GIM, the
+        decoder and the gate (a caller that needs x's logits first, for a running consensus, reads
+        them from F5 with :meth:`consensus_logits` and passes the consensus)."""
         f5 = feats[4]
         head = None
         if self.use_gim:

@@ -22,21 +22,23 @@ import contextlib
 
 import torch
 import torch._inductor.config
+from torch import nn
 
 from .model import GICD
 
 
-COMPILED = ("forward", "consensus_logits")
-"""The methods of :class:`GICD` that run compiled: the whole network, and the consensus pass of
-streaming windows and of groups larger than a chunk."""
+def compiled_methods(model: GICD) -> list[tuple[nn.Module, str]]:
+    """What runs compiled: the backbone's features, everything after them (:meth:`GICD.decode`), and
+    the consensus logits (from F5, or a pass of their own for groups larger than a chunk)."""
+    return [(model.backbone, "features"), (model, "decode"), (model, "consensus_logits")]
 
 
 def compile_for_inference(model: GICD) -> None:
-    """Compile :data:`COMPILED` in place, one graph per input shape and way of calling (lazily: a graph
-    compiles when it first runs, inside :func:`frozen`). Raises what ``torch.compile`` raises where it
-    is unavailable."""
-    for name in COMPILED:
-        setattr(model, name, torch.compile(getattr(model, name), dynamic=False))
+    """Compile :func:`compiled_methods` in place, one graph per input shape and way of calling (lazily: a
+    graph compiles when it first runs, inside :func:`frozen`). Raises what ``torch.compile`` raises
+    where it is unavailable."""
+    for module, name in compiled_methods(model):
+        setattr(module, name, torch.compile(getattr(module, name), dynamic=False))
 
 
 def frozen() -> contextlib.AbstractContextManager[object]:
@@ -48,5 +50,5 @@ def frozen() -> contextlib.AbstractContextManager[object]:
 
 def uncompile(model: GICD) -> None:
     """Undo :func:`compile_for_inference`: the modules' own methods again."""
-    for name in COMPILED:
-        model.__dict__.pop(name, None)
+    for module, name in compiled_methods(model):
+        module.__dict__.pop(name, None)

@@ -1,14 +1,16 @@
 """Consensus strategies: the consensus each window of a group is segmented against.
 
     strategy = GlobalConsensus.sample(group, sources, 32, prepare, logits, store)   # files
-    strategy = StreamingConsensus(group, store, half_life=30.0, logits=logits)    # live
-    consensus = strategy(window, x)        # x: [N,3,S,S] the window's frames -> [1,C]
+    strategy = StreamingConsensus(group, store, half_life=30.0)                   # live
+    consensus = strategy(window)    # [1,C], or a function of the window's logits [N,C] -> [1,C]
+    engine.segment(x, consensus)    # the engine gives such a function the logits of its own pass
 
 - `GlobalConsensus`: GICD's consensus (softmax of the summed logits) of n frames sampled evenly
   over the whole of every source of the group, computed once; every window gets it.
 - `StreamingConsensus`: the group's running consensus in the `ConsensusStore`: the logits of each
   window's new frames are added (older evidence decayed with `half_life` seconds of stream time)
-  and the window is segmented against the result. Frames without timestamps (image folders) are
+  and the window is segmented against the result. The logits come from the backbone pass that
+  segments the window (`CoSalEngine.segment` with a consensus function), not from a pass of their own. Frames without timestamps (image folders) are
   no stream: nothing decays, every image counts as in a group. The store is saved at least every
   `save_every_s`, so a restarted stream continues from its consensus (its stream time continues
   from the group's last time in the store).
@@ -21,6 +23,7 @@ so a steady stream's consensus is the global consensus of `group_size` of its fr
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +33,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from .engine import ConsensusOfLogits
 from .model import consensus_from_logits
 from .sources import Frame, FrameSource, SourceError, is_pipe, redact
 from .storage import ConsensusStore
@@ -39,9 +43,10 @@ Logits = Callable[[Tensor], Tensor]  # [N,3,S,S] prepared frames -> [N,C] classi
 
 
 class ConsensusStrategy(Protocol):
-    """Gives the consensus [1,C] for a window whose prepared frames are x [N,3,S,S]."""
+    """Gives a window's consensus [1,C], or the function that makes it from the logits of the window's
+    frames (a `ConsensusOfLogits`, for `CoSalEngine.segment`)."""
 
-    def __call__(self, window: Window, x: Tensor) -> Tensor: ...
+    def __call__(self, window: Window) -> Tensor | ConsensusOfLogits: ...
 
 
 def source_identity(sources: Sequence[FrameSource]) -> str:
@@ -89,25 +94,30 @@ class GlobalConsensus:
                   source=source_identity(sources))
         return cls(consensus_from_logits(values))
 
-    def __call__(self, window: Window, x: Tensor) -> Tensor:
+    def __call__(self, window: Window) -> Tensor:
         return self.consensus
 
 
 class StreamingConsensus:
     """The group's running consensus in the store, updated with each window's new frames."""
 
-    def __init__(self, group: str, store: ConsensusStore, half_life: float, logits: Logits,
-                 save_every_s: float = 30.0, source: str | None = None):
+    def __init__(self, group: str, store: ConsensusStore, half_life: float, save_every_s: float = 30.0,
+                 source: str | None = None):
         """source: what the group's frames come from (`source_identity`), kept in the store."""
         self.group, self.store, self.half_life, self.source = group, store, half_life, source
-        self.logits, self.save_every_s = logits, save_every_s
+        self.save_every_s = save_every_s
         self.base_t = store.state(group).t if group in store else 0.0
         self.last_t = self.base_t
         self.last_save = time.monotonic()
 
-    def __call__(self, window: Window, x: Tensor) -> Tensor:
+    def __call__(self, window: Window) -> ConsensusOfLogits:
+        return functools.partial(self.add, window)
+
+    def add(self, window: Window, logits: Tensor) -> Tensor:
+        """The running consensus [1,C] once the logits of the window's new frames (``logits``: [N,C], one
+        row per frame of the window) are added."""
         new = [i for i, emit in enumerate(window.emit) if emit]
-        values = self.logits(x[new]).numpy()
+        values = logits[new].numpy()
         times = [f.timestamp for f in window.frames if math.isfinite(f.timestamp)]
         if times:
             self.last_t = max(self.last_t, self.base_t + max(times))

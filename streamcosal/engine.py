@@ -33,6 +33,8 @@ from .model import GICD, GICDOutput, WeightsError, consensus_from_logits, load_c
 from .precision import Precision, auto_reason, autocast, resolve_precision
 
 T = TypeVar("T")
+ConsensusOfLogits = Callable[[Tensor], Tensor]
+"""A group's consensus made from a group's logits: [N,1000] fp32 on the CPU -> [1,1000]."""
 
 PRETRAINED = {"efficientnet_lite2": "gicd_lite2.pt", "efficientnet_lite0": "gicd_lite0.pt"}
 """The embedded checkpoints by backbone; the first is the default (chosen on the validation split:
@@ -259,12 +261,14 @@ class CoSalEngine:
         return torch.cat(out)
 
     @torch.no_grad()
-    def segment(self, x: Tensor, consensus: Tensor | None = None,
+    def segment(self, x: Tensor, consensus: Tensor | ConsensusOfLogits | None = None,
                 prototype_prior: Sequence[np.ndarray] | None = None) -> GroupPrediction:
         """Segment the common object of one group: x [N,3,S,S] in [0,1] (from :meth:`prepare`).
 
-        consensus: [1,1000] from elsewhere (a running stream consensus, a whole video); by default
-        the group's own, computed over every chunk before any map when N > chunk_size.
+        consensus: [1,1000] from elsewhere (a whole video); or a function that makes it from x's
+        logits ([N,1000] fp32 on the CPU; a running stream consensus that adds a window's frames),
+        given them from the backbone pass that segments x (a second pass when N > chunk_size); by
+        default the group's own, computed over every chunk before any map when N > chunk_size.
         prototype_prior: per gate level [C_l], the summed object prototypes of frames segmented
         before (a video's earlier windows, :class:`streamcosal.prototypes.RunningPrototype`); the
         object-prototype gate compares each map with them and x's own. Chunks after the first also
@@ -272,6 +276,8 @@ class CoSalEngine:
         """
         if x.shape[0] == 0:
             raise ValueError("cannot segment an empty group")
+        if callable(consensus) and x.shape[0] > self.chunk_size:
+            consensus = consensus(self.logits(x))
         if consensus is None and self.model.use_gim and x.shape[0] > self.chunk_size:
             consensus = consensus_from_logits(self.logits(x))
         prior = None if prototype_prior is None else [torch.as_tensor(p, device=self.device).float()[None]
@@ -279,7 +285,10 @@ class CoSalEngine:
         maps, sims, prototypes = [], [], []
         for chunk in self._chunks(x):
             with autocast(self.precision, self.device):
-                out, prob = self._network(lambda: self._forward(chunk, consensus, prior))
+                feats = self._network(lambda: self.model.backbone.features(chunk))
+                if callable(consensus):  # outside the retry of a failed compile: called once
+                    consensus = consensus(self._network(lambda: self.model.consensus_logits(chunk, feats[4])).cpu())
+                out, prob = self._network(lambda: self._decode(chunk, feats, consensus, prior))
             consensus = out.consensus if consensus is None else consensus
             maps.append(prob[:, 0].float().cpu())
             sims.append(out.similarity.cpu() if out.similarity is not None else torch.full((chunk.shape[0],), float("nan")))
@@ -294,12 +303,12 @@ class CoSalEngine:
             prototypes=[torch.cat(level).numpy() for level in zip(*prototypes)] if prototypes else None,
         )
 
-    def _forward(self, chunk: Tensor, consensus: Tensor | None,
-                 prior: list[Tensor] | None) -> tuple[GICDOutput, Tensor]:
-        """The network on one normalised chunk [n,3,S,S]: its output and its maps [n,1,S,S] (flip-averaged
-        with ``flip``)."""
-        out = self.model(chunk, None if consensus is None else consensus.to(self.device), side_outputs=False,
-                         prototype_prior=prior)
+    def _decode(self, chunk: Tensor, feats: list[Tensor], consensus: Tensor | None,
+                prior: list[Tensor] | None) -> tuple[GICDOutput, Tensor]:
+        """The network after the backbone on one normalised chunk [n,3,S,S] (``feats``: its F1..F5): its
+        output and its maps [n,1,S,S] (flip-averaged with ``flip``)."""
+        out = self.model.decode(chunk, feats, None if consensus is None else consensus.to(self.device),
+                                side_outputs=False, prototype_prior=prior)
         return out, self.model.flip_averaged(chunk, out, prior) if self.flip else out.maps
 
     # -- images ------------------------------------------------------------------------------

@@ -371,7 +371,7 @@ class _Job:
         writing = contextlib.nullcontext(self.sink.write) if live else SinkThread(self.sink)
         with self._prefetch(mode, members, live, size) as prepared, writing as write:
             for window, x in prepared:
-                prediction = self._timed(engine.segment, x, consensus(window, x), prototype.prior(window))
+                prediction = self._timed(engine.segment, x, consensus(window), prototype.prior(window))
                 prototype.add(window, prediction)
                 if smoothing is not None:  # what is written; the prototype keeps the engine's maps
                     prediction = replace(prediction, maps=smoothing(window, prediction.maps))
@@ -433,7 +433,7 @@ class _Job:
         if mode == "global":
             return GlobalConsensus.sample(group, sources, self.config.consensus_frames,
                                           lambda f: engine.prepare(f.image, size), logits, self.store)
-        return StreamingConsensus(group, self.store, self.config.half_life, logits, STORE_SAVE_EVERY_S,
+        return StreamingConsensus(group, self.store, self.config.half_life, STORE_SAVE_EVERY_S,
                                   source=source_identity(sources))
 
     def _timed(self, fn: Callable[..., T], *args: object) -> T:

@@ -45,11 +45,11 @@ def test_steady_stream_consensus_equals_global_consensus(logits, tmp_path):
     assert expected.max() < 0.9  # not one-hot: a sharper consensus would show
 
     store = ConsensusStore(tmp_path / "stream.npz")
-    streaming = StreamingConsensus("cam", store, half_life=30.0, logits=lambda x: x)
+    streaming = StreamingConsensus("cam", store, half_life=30.0)
     window = 8
     for k in range(25 * 40 // window):
         rows = [(k * window + i) % FRAMES for i in range(window)]
-        consensus = streaming(frames_window(k, k * window, window, fps=25.0), logits[rows])
+        consensus = streaming(frames_window(k, k * window, window, fps=25.0))(logits[rows])
     assert store.state("cam").n > 500  # the evidence of hundreds of frames
     np.testing.assert_allclose(consensus[0].numpy(), expected.numpy(), atol=0.02)
     np.testing.assert_allclose(store.consensus("cam"), expected.numpy(), atol=0.02)
@@ -61,7 +61,7 @@ def test_global_consensus_of_sampled_frames_is_kept_in_the_store(data, engine, t
     store = ConsensusStore(tmp_path / "s.npz")
     with open_source(paths) as source:
         strategy = GlobalConsensus.sample("g", [source], FRAMES, lambda f: engine.prepare(f.image), engine.logits, store)
-    consensus = strategy(frames_window(0, 0, 1, None), torch.zeros(1))
+    consensus = strategy(frames_window(0, 0, 1, None))
     assert consensus.shape == (1, 1000) and store.state("g").n == FRAMES
     np.testing.assert_allclose(consensus[0].numpy(), store.consensus("g"), atol=1e-5)
 
@@ -70,9 +70,9 @@ def test_frames_without_timestamps_do_not_decay(logits, tmp_path):
     """Images have no time: the streaming consensus of an image folder weighs every image alike
     (it used to take window numbers for seconds and decay by them)."""
     store = ConsensusStore(tmp_path / "s.npz")
-    streaming = StreamingConsensus("images", store, half_life=30.0, logits=lambda x: x)
+    streaming = StreamingConsensus("images", store, half_life=30.0)
     for k in range(4):
-        streaming(frames_window(k, 8 * k, 8, fps=None), logits[8 * k : 8 * k + 8])
+        streaming(frames_window(k, 8 * k, 8, fps=None))(logits[8 * k : 8 * k + 8])
     state = store.state("images")
     assert state.n == 32 and state.t == 0.0
     np.testing.assert_allclose(state.sums, logits.double().sum(0).numpy(), rtol=1e-9, atol=1e-9)

@@ -100,6 +100,39 @@ def test_given_consensus_is_used(untrained: GICD, data: Path) -> None:
     assert not np.allclose(forced.similarity, own.similarity)
 
 
+def test_a_consensus_function_gets_the_logits_of_the_pass_that_segments(untrained: GICD, data: Path) -> None:
+    """segment(x, f): f gets x's logits from the backbone pass that segments x (one pass, where a
+    consensus given as a tensor took a pass of engine.logits first) and x is segmented against
+    what f returns; a group larger than a chunk gets one call with every frame's logits."""
+    images = load(group_images(data, "davis2016", "blackswan", 3) + group_images(data, "davis2016", "goat", 2))
+    for chunk_size in (32, 2):
+        eng = CoSalEngine(untrained, device="cpu", precision="fp32", chunk_size=chunk_size)
+        x = torch.stack([eng.prepare(im) for im in images])
+        seen: list[torch.Tensor] = []
+        zebra = torch.zeros(1, 1000)
+        zebra[0, 340] = 1.0
+
+        def against_zebra(logits: torch.Tensor) -> torch.Tensor:
+            seen.append(logits)
+            return zebra
+
+        passes = []
+        features = eng.model.backbone.features
+        eng.model.backbone.features = lambda chunk: passes.append(len(chunk)) or features(chunk)  # type: ignore[method-assign]
+        try:
+            got = eng.segment(x, against_zebra)
+            expected_passes = passes[:]
+            passes.clear()
+            forced = eng.segment(x, consensus=zebra)
+        finally:
+            del eng.model.backbone.features
+        assert len(seen) == 1 and seen[0].shape == (5, 1000) and seen[0].device.type == "cpu"
+        torch.testing.assert_close(seen[0], eng.logits(x), rtol=1e-4, atol=1e-4)
+        assert expected_passes == ([5] if chunk_size == 32 else [2, 2, 1, 2, 2, 1])
+        np.testing.assert_allclose(got.maps, forced.maps, atol=1e-6)
+        np.testing.assert_allclose(got.consensus, zebra[0].numpy())
+
+
 def test_resize_map_keeps_corners_align_corners() -> None:
     m = np.zeros((4, 4), np.float32)
     m[0, 0], m[3, 3] = 1.0, 0.5
