@@ -1,19 +1,22 @@
-"""``torch.compile`` for inference: the whole network, one graph from the frames to the maps.
+"""``torch.compile`` for inference: the backbone's features, and everything after them.
 
 Opt-in (``CoSalEngine(compile=True)``, ``--compile``): inductor with the weights frozen, so they are
 cast to the precision that runs and laid out for oneDNN once, each convolution is fused with the
 activation or sum after it, and the small work between them (GIM's closed-form gradients, the CAM,
-the decoder's gating and upsampling, the object-prototype gate) is fused into a few loops. On a Zen4
+the decoder's gating and upsampling, the object-prototype gate) is fused into a few loops. Two graphs
+(:func:`compiled_methods`): the features, then :meth:`GICD.decode`, because a streaming window's
+running consensus is made in Python from the logits of its own features, between them. On a Zen4
 (native bf16), groups of 8 at 224 (README, Speed; benchmarks/results/engine_cpu_zen4*.md): the default
-model in bf16 84 -> 97 frames/s on 2 threads. Compiling the backbone's features and the decoder alone,
-with GIM eager between them, gave 95. A graph compiled in 14-17 s there (about 25 s with inductor's
-cache cold).
+model in bf16 +15-22% on 2 threads (75.6-78.8 -> 89.0-92.4 frames/s in three runs of the benchmark).
+One graph for the whole forward measured the same (94.9 against 94.7 frames/s, the best of 30 calls
+in three alternating runs). A shape compiled in 12-17 s there (about 25 s with inductor's cache cold).
 
 Each new group shape (images per group, input size) compiles anew, and so does each way of calling
 (with or without a consensus given, a prototype prior, the mirrored pass of ``flip``), so it pays on
 videos and long runs (a window shape repeats), not on a few photo groups of different sizes. Past
-``torch._dynamo.config.recompile_limit`` graphs (8), new ones run eagerly. Shapes are static: with a
-dynamic batch or size, freezing failed to trace timm's same-padding (a branch on the input size).
+``torch._dynamo.config.recompile_limit`` graphs (8) of one method, new ones run eagerly. Shapes are
+static: with a dynamic batch or size, freezing failed to trace timm's same-padding (a branch on the
+input size).
 """
 
 from __future__ import annotations
