@@ -50,7 +50,7 @@ def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor,
     direction in embedding space (:meth:`~model.head.HeadPass.class_direction`), and the head's pass
     gives the spatial mean of d(v . e)/dF5 for each direction v.
     """
-    head = head or backbone.head_pass(f5)
+    head = head if head is not None else backbone.head_pass(f5)
     consensus = consensus.detach().float()
     directions = [head.class_direction(consensus)]
     if embedding_share > 0:

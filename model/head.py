@@ -73,4 +73,3 @@ class PointwiseHeadPass(HeadPass):
 
     def gradient_means(self, directions: Tensor) -> Tensor:
         return (directions * self.slope_means) @ self.weight / self.positions
-

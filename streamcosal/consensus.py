@@ -10,7 +10,8 @@
 - `StreamingConsensus`: the group's running consensus in the `ConsensusStore`: the logits of each
   window's new frames are added (older evidence decayed with `half_life` seconds of stream time)
   and the window is segmented against the result. The logits come from the backbone pass that
-  segments the window (`CoSalEngine.segment` with a consensus function), not from a pass of their own. Frames without timestamps (image folders) are
+  segments the window (`CoSalEngine.segment` with a consensus function), not from a pass of their
+  own. Frames without timestamps (image folders) are
   no stream: nothing decays, every image counts as in a group. The store is saved at least every
   `save_every_s`, so a restarted stream continues from its consensus (its stream time continues
   from the group's last time in the store).
