@@ -31,6 +31,7 @@ from .compilation import compile_for_inference, frozen, uncompile
 from .guided import Upsampling, guided_upsample
 from .model import GICD, GICDOutput, WeightsError, consensus_from_logits, load_checkpoint, load_official
 from .precision import Precision, auto_reason, autocast, resolve_precision
+from .samepad import fold_same_padding
 
 T = TypeVar("T")
 ConsensusOfLogits = Callable[[Tensor], Tensor]
@@ -112,7 +113,7 @@ class CoSalEngine:
         model = model.eval().to(self.device)
         for p in model.parameters():
             p.requires_grad_(False)
-        model = fold_batch_norms(model, torch.zeros(1, 3, input_size, input_size, device=self.device))
+        model = fold_same_padding(fold_batch_norms(model, torch.zeros(1, 3, input_size, input_size, device=self.device)))
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.compiled = False
         """Whether the backbone's features and the decoder run compiled (:mod:`streamcosal.compilation`,
