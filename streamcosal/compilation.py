@@ -7,9 +7,10 @@ the decoder's gating and upsampling, the object-prototype gate) is fused into a 
 (:func:`compiled_methods`): the features, then :meth:`GICD.decode`, because a streaming window's
 running consensus is made in Python from the logits of its own features, between them. On a Zen4
 (native bf16), groups of 8 at 224 (README, Speed; benchmarks/results/engine_cpu_zen4*.md): the default
-model in bf16 +15-22% on 2 threads (75.6-78.8 -> 89.0-92.4 frames/s in three runs of the benchmark).
+model in bf16 +15-23% on 2 threads (84.5 -> 104.0 frames/s at a quiet moment; 75.6-78.8 -> 89.0-92.4
+in three busier runs, before streamcosal.samepad).
 One graph for the whole forward measured the same (94.9 against 94.7 frames/s, the best of 30 calls
-in three alternating runs). A shape compiled in 12-17 s there (about 25 s with inductor's cache cold).
+in three alternating runs). A shape compiled in 10-17 s there (about 25 s with inductor's cache cold).
 
 Each new group shape (images per group, input size) compiles anew, and so does each way of calling
 (with or without a consensus given, a prototype prior, the mirrored pass of ``flip``), so it pays on
