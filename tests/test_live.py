@@ -33,7 +33,7 @@ from test_pipeline import dev_checkpoint, dev_engine  # noqa: F401  (fixtures)
 
 from streamcosal.live import LiveReader, live_windows
 from streamcosal.metrics import LiveStats
-from streamcosal.pipeline import PipelineConfig, RunReport, default_groups, run_pipeline
+from streamcosal.pipeline import PipelineConfig, default_groups, run_pipeline
 from streamcosal.sources import Frame, FrameSource, ReconnectPolicy, VideoInfo
 from streamcosal.storage import ConsensusStore, read_events, read_results
 
