@@ -8,8 +8,9 @@ bundled example end to end on 2 Zen4 cores, fp32 17.6 -> 21.7-22.3 frames/s, bf1
 32.2-33.0; GICD-VGG16 fp32 on one core 2.08 -> 3.79 frames/s. The price: the process keeps its peak
 memory (about 70 MiB more for the default model in groups of 8 at 288).
 
-:meth:`streamcosal.params.EngineSpec.build` (the CLI, jobs and flows) calls it once per process; a
-library user of :class:`streamcosal.engine.CoSalEngine` may call it too.
+:meth:`streamcosal.params.EngineSpec.build` (the CLI, jobs and flows) calls it before loading each
+engine (the setting is process-wide, and setting it again changes nothing); a library user of
+:class:`streamcosal.engine.CoSalEngine` may call it too.
 """
 
 from __future__ import annotations

@@ -116,8 +116,8 @@ class CoSalEngine:
         model = fold_same_padding(fold_batch_norms(model, torch.zeros(1, 3, input_size, input_size, device=self.device)))
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.compiled = False
-        """Whether the backbone's features and the decoder run compiled (:mod:`streamcosal.compilation`,
-        opt-in); False again after compiling failed (a warning says so, the run goes on eagerly)."""
+        """Whether the network runs compiled (:mod:`streamcosal.compilation`, opt-in); False again after
+        compiling failed (a warning says so, the run goes on eagerly)."""
         if compile:
             try:
                 compile_for_inference(self.model)

@@ -133,9 +133,9 @@ class EngineSpec(BaseModel):
         "Exponent of the object-prototype gate on each map, 0 to 1 (0: off, as in the paper; default: the "
         "checkpoint's, 0.5 for the embedded models, 0 for --official; README, What GICD computes)."))
     compile: bool = Field(False, description=(
-        "torch.compile the backbone and decoder (weights frozen): the default model ran 10% faster in bf16 on 2 Zen4 "
-        "cores, after 9-25 s of compiling per new group shape; pays on long videos. Falls back to running "
-        "uncompiled, with a warning, where compiling fails."))
+        "torch.compile the network (weights frozen): the default model ran 15-23% faster in bf16 on 2 Zen4 "
+        "cores, after 10-17 s of compiling per new group shape (about 25 s on a cold cache); pays on long "
+        "videos. Falls back to running uncompiled, with a warning, where compiling fails."))
 
     def build(self) -> CoSalEngine:
         """The engine, one per spec and process: a worker that runs many units loads the model once;
