@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .head import HeadPass, PointwiseHeadPass, PullbackHeadPass
+from .head import HeadPass, PointwiseHeadPass, PooledLinearHeadPass, PullbackHeadPass
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,13 +72,9 @@ class Backbone(nn.Module):
         return self.classify_embedding(self.embed(f5))
 
     def classify(self, f5: Tensor) -> Tensor:
-        """The ImageNet classifier as the weights were trained to run it (consensus logits): [N,1000]."""
+        """The ImageNet classifier as the weights were trained to run it (consensus logits): [N,1000].
+        A backbone whose classify is not its head overrides :meth:`head_pass` too, to give both logits."""
         return self.head(f5)
-
-    def classify_pass(self, head: HeadPass, f5: Tensor) -> Tensor:
-        """:meth:`classify`'s logits, [N,1000] fp32, read from ``head`` (:meth:`head_pass` of ``f5``) where
-        classify is the head itself."""
-        return head.logits
 
     def head_pass(self, f5: Tensor) -> HeadPass:
         """The head once over F5 [N,C5,h,w], in fp32 whatever the autocast: its features, embedding and
@@ -89,7 +85,15 @@ class Backbone(nn.Module):
             embedding, pullback = torch.func.vjp(self.embed, f5)
             logits, classify_pullback = torch.func.vjp(self.classify_embedding, embedding)
             return PullbackHeadPass(features=self.head_features(f5), embedding=embedding, logits=logits,
+                                    classify_logits=logits,
                                     classify_pullback=classify_pullback, pullback=pullback)
+
+
+def _sum_fc6_cells(vgg: "VGG16Backbone", incompatible_keys: object = None) -> None:
+    """Set ``vgg.fc6_cell_weight`` from fc6's weight [4096, 512*7*7] (also a load_state_dict post hook)."""
+    with torch.no_grad():
+        weight = vgg.classifier[0].weight
+        vgg.fc6_cell_weight.copy_(weight.view(weight.shape[0], vgg.channels[4], -1).sum(-1))
 
 
 def _conv_relu(cin: int, cout: int, name: str) -> list[tuple[str, nn.Module]]:
@@ -131,6 +135,11 @@ class VGG16Backbone(Backbone):
             nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(),
             nn.Linear(4096, 1000),
         )
+        # fc6's weight summed over each F5 channel's 7x7 cells, [4096,512] (PooledLinearHeadPass); not in
+        # the state dict, summed again after every load.
+        self.register_buffer("fc6_cell_weight", torch.empty(4096, 512), persistent=False)
+        _sum_fc6_cells(self)
+        self.register_load_state_dict_post_hook(_sum_fc6_cells)
 
     def features(self, x: Tensor) -> list[Tensor]:
         feats = []
@@ -150,10 +159,22 @@ class VGG16Backbone(Backbone):
         """torchvision's VGG-16 path: pool5 (max 2x2), AdaptiveAvgPool2d(7), classifier."""
         return self.head(F.max_pool2d(f5, 2, 2))
 
-    def classify_pass(self, head: HeadPass, f5: Tensor) -> Tensor:
-        """Its own pass: :meth:`classify` pools F5 first, GIM's head does not."""
+    def head_pass(self, f5: Tensor) -> HeadPass:
+        """The head once over F5, in fp32, with GIM's gradients from fc6's summed cells
+        (:class:`PooledLinearHeadPass`). fc6 runs once over both poolings of F5, GIM's (average to
+        7x7) and :meth:`classify`'s (pool5 first), so its 411 MB weight is read once per group."""
         with torch.autocast(f5.device.type, enabled=False):
-            return self.classify(f5.float()).float()
+            f5 = f5.float()
+            n = f5.shape[0]
+            pooled = torch.cat([F.adaptive_avg_pool2d(f5, 7), F.adaptive_avg_pool2d(F.max_pool2d(f5, 2, 2), 7)])
+            fc6 = self.classifier[0](torch.flatten(pooled, 1))  # [2N,4096]: GIM's rows, then classify's
+            later = self.classifier[1:5]  # ReLU, Dropout, fc7, ReLU; their ReLUs work in place, hence the copy
+            embedding, later_pullback = torch.func.vjp(lambda z: later(z.clone()), fc6[:n])
+            logits, classify_pullback = torch.func.vjp(self.classify_embedding, embedding)
+            return PooledLinearHeadPass(
+                features=f5, embedding=embedding, logits=logits,
+                classify_logits=self.classify_embedding(later(fc6[n:])), classify_pullback=classify_pullback,
+                later_pullback=later_pullback, cell_weight=self.fc6_cell_weight, positions=f5.shape[2] * f5.shape[3])
 
     def load_torchvision(self, state: dict[str, Tensor], source: str = "state dict") -> None:
         """Load torchvision's ``vgg16`` state dict (``features.{0,..,28}``, ``classifier.{0,3,6}``)."""
@@ -227,7 +248,7 @@ class EfficientNetLiteBackbone(Backbone):
             embedding = self.net.forward_head(features, pre_logits=True)
             logits, classify_pullback = torch.func.vjp(self.classify_embedding, embedding)
             return PointwiseHeadPass(features=features, embedding=embedding, logits=logits,
-                                     classify_pullback=classify_pullback,
+                                     classify_logits=logits, classify_pullback=classify_pullback,
                                      weight=self.net.conv_head.weight.flatten(1).float(),
                                      slope_means=slopes.mean(dim=(2, 3)), positions=pre.shape[2] * pre.shape[3])
 

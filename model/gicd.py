@@ -100,7 +100,7 @@ class GICD(nn.Module):
         """
         net = self.consensus_net or self.backbone
         if head is not None and f5 is not None and self.consensus_net is None:
-            return self.backbone.classify_pass(head, f5)
+            return head.classify_logits
         if f5 is None or self.consensus_net is not None:
             f5 = net.features(x)[4]
         with torch.autocast(f5.device.type, enabled=False):

@@ -7,7 +7,7 @@ last linear layer; the group's mean embedding). The gate needs the head's spatia
 gives all of them; before, the head ran once for the consensus, once for GIM (with one backward pass
 per direction) and once more for the gate.
 
-Two ways to the gradient's spatial mean:
+Three ways to the gradient's spatial mean:
 
 - :class:`PullbackHeadPass`, any head: ``torch.func.vjp``, one backward pass per direction.
 - :class:`PointwiseHeadPass`, a head that is a 1x1 convolution (weight W, [D,C5]), a pointwise
@@ -16,6 +16,12 @@ Two ways to the gradient's spatial mean:
   W^T (v * mean_p a'(W f_p + b)) / P, [N,C5] from two small matrix products. On the default model
   (groups of 8 at 224, 2 cores) this with the shared pass takes 1.9 ms where the three passes and
   two backward passes took 6.8.
+- :class:`PooledLinearHeadPass`, a head that average-pools F5 onto cells and starts with a linear
+  layer (VGG-16: AdaptiveAvgPool2d(7), flatten, fc6): each cell is an average of F5's positions, so
+  the mean over F5's P positions of the gradient is (1/P) times its sum over the cells, u W_c / P, with
+  u the gradient at the linear layer's output and W_c ([D1,C5]) its weight summed over each
+  channel's cells. The 411 MB fc6 weight is then read once per group (its forward pass) instead of
+  once more per direction.
 """
 
 from __future__ import annotations
@@ -29,13 +35,17 @@ from torch import Tensor
 
 @dataclass
 class HeadPass:
-    """features: the head's last spatial features, [N,D',h,w]; embedding: [N,D]; logits: [N,1000]; all
-    fp32 and without gradient. classify_pullback: the logits' vector-Jacobian product with respect to
-    the embedding (``torch.func.vjp`` of the last linear layer): [N,1000] -> ([N,D],)."""
+    """features: the head's last spatial features, [N,D',h,w]; embedding: [N,D]; logits: [N,1000], each
+    image's own, what GIM differentiates; classify_logits: [N,1000], the classifier as its weights were
+    trained to run it (:meth:`~model.backbones.Backbone.classify`, what the consensus sums), the same
+    tensor as logits where the two paths are one; all fp32 and without gradient. classify_pullback:
+    the logits' vector-Jacobian product with respect to the embedding (``torch.func.vjp`` of the last
+    linear layer): [N,1000] -> ([N,D],)."""
 
     features: Tensor
     embedding: Tensor
     logits: Tensor
+    classify_logits: Tensor
     classify_pullback: Callable[[Tensor], tuple[Tensor, ...]]
 
     def class_direction(self, consensus: Tensor) -> Tensor:
@@ -73,3 +83,21 @@ class PointwiseHeadPass(HeadPass):
 
     def gradient_means(self, directions: Tensor) -> Tensor:
         return (directions * self.slope_means) @ self.weight / self.positions
+
+
+@dataclass
+class PooledLinearHeadPass(HeadPass):
+    """Average pooling onto cells, flatten (channel-major), a linear layer, then any layers (module
+    docstring).
+
+    later_pullback: the embedding's vector-Jacobian product with respect to the linear layer's output
+    (``torch.func.vjp`` of the layers after it): [N,D] -> ([N,D1],); cell_weight: the linear layer's
+    weight summed over each F5 channel's cells, [D1,C5]; positions: P = h*w of F5.
+    """
+
+    later_pullback: Callable[[Tensor], tuple[Tensor, ...]]
+    cell_weight: Tensor
+    positions: int
+
+    def gradient_means(self, directions: Tensor) -> Tensor:
+        return torch.stack([self.later_pullback(direction)[0] for direction in directions]) @ self.cell_weight / self.positions

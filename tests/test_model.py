@@ -12,7 +12,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from streamcosal.engine import CoSalEngine
-from streamcosal.model.head import PointwiseHeadPass, PullbackHeadPass
+from streamcosal.model.head import PointwiseHeadPass, PooledLinearHeadPass, PullbackHeadPass
 from streamcosal.model import (
     GICD,
     Backbone,
@@ -142,6 +142,38 @@ def test_the_closed_form_head_pass_equals_the_pullback(lite0: GICD, data: Path) 
         assert lite0.decoder.training and not any(m.training for m in lite0.backbone.modules())
     finally:
         lite0.eval()
+
+
+def test_vgg16s_head_pass_equals_the_pullback_and_follows_loaded_weights(data: Path) -> None:
+    """VGG-16's head pass (fc6 once over both poolings of F5; GIM's gradient means from fc6's weight
+    summed over each channel's cells) against the generic one (torch.func.vjp through pool, fc6 and
+    fc7), on real frames at 224 (F5 14x14, 2x2 cells) and 160 (F5 10x10: overlapping adaptive cells);
+    its classify logits are :meth:`classify`'s (pool5 first). The classifier's weights are loaded after
+    construction (He's scale, so that the logits depend on the frames): the summed cells are the loaded fc6's."""
+    torch.manual_seed(0)
+    vgg = VGG16Backbone().eval()
+    vgg.load_state_dict({k: torch.randn_like(v) * (2 / v.shape[1]) ** 0.5 if k.startswith("classifier") and v.dim() == 2 else v
+                         for k, v in vgg.state_dict().items()})
+    paths = group_images(data, "pascal_coseg", "Horse", 2) + group_images(data, "davis2016", "goat", 1)
+    frames = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1).float()[None] / 255 for p in paths]
+    directions = torch.randn(2, len(paths), 4096)
+    consensus = torch.softmax(torch.randn(1, 1000) * 3, dim=1)
+    for size in (224, 160):
+        x = vgg.preprocess(torch.cat([torch.nn.functional.interpolate(f, size=(size, size), mode="bilinear") for f in frames]))
+        with torch.no_grad():
+            f5 = vgg.features(x)[4]
+            f5 = f5 / f5.std()  # random convolutions shrink it
+            pooled, generic = vgg.head_pass(f5), Backbone.head_pass(vgg, f5)
+            assert isinstance(pooled, PooledLinearHeadPass) and isinstance(generic, PullbackHeadPass)
+            for a, b in ((pooled.embedding, generic.embedding), (pooled.logits, generic.logits),
+                         (pooled.classify_logits, vgg.classify(f5)),
+                         (pooled.class_direction(consensus), generic.class_direction(consensus))):
+                torch.testing.assert_close(a, b)
+            assert (pooled.classify_logits - pooled.logits).abs().max() > 0.1  # two poolings, two logits
+            grads = generic.gradient_means(directions)
+            assert grads.shape == (2, len(paths), 512) and grads.abs().max() > 0
+            torch.testing.assert_close(pooled.gradient_means(directions), grads,
+                                       atol=1e-5 * grads.abs().max().item(), rtol=1e-4)
 
 
 def test_embedding_share_mixes_in_the_mean_embeddings_gradient(lite0: GICD, data: Path) -> None:
