@@ -149,7 +149,11 @@ class FrameSource:
         raise NotImplementedError
 
     def read_frames(self, indices: Sequence[int]) -> list[Frame]:
-        """Random access: the frames at `indices` (finite sources only)."""
+        """Random access: the frames at `indices` (finite sources only), in index order."""
+        return list(self.iter_frames(indices))
+
+    def iter_frames(self, indices: Sequence[int]) -> Iterator[Frame]:
+        """:meth:`read_frames` one frame at a time, each as soon as it is decoded."""
         raise SourceError(f"{self.name}: random access is not possible on a live stream; use streaming windows")
 
     def frame_shapes(self) -> list[tuple[int, int]]:
@@ -459,31 +463,32 @@ class VideoFileSource(FrameSource):
             )
         _summarise_skips(self.name, self.report, "The file is damaged; re-copy or re-encode it.")
 
-    def read_frames(self, indices: Sequence[int]) -> list[Frame]:
+    def iter_frames(self, indices: Sequence[int]) -> Iterator[Frame]:
         """Frames at `indices` (sorted, deduplicated), by decord random access or a PyAV pass."""
         wanted = sorted(set(int(i) for i in indices))
         if self._vr is not None:
             try:
-                timestamps = self._vr.get_frame_timestamp(wanted)[:, 0].astype(np.float64)
-                images = self._vr.get_batch(wanted).asnumpy()
-                return [
-                    Frame(image=img, index=i, timestamp=float(t), source=self.name)
-                    for i, img, t in zip(wanted, images, timestamps)
-                ]
+                for i in list(wanted):
+                    timestamp = float(self._vr.get_frame_timestamp([i])[0, 0])
+                    image = self._vr.get_batch([i]).asnumpy()[0]
+                    wanted.remove(i)
+                    yield Frame(image=image, index=i, timestamp=timestamp, source=self.name)
+                return
             except Exception as error:
                 logger.info("%s: decord random access failed (%s); using PyAV", self.name, str(error).splitlines()[0])
-        wanted_set, frames = set(wanted), []
+        if not wanted:
+            return
+        wanted_set = set(wanted)
         with _open_container(self.name, self.name) as container:
             decoded = _TimedFrames(container, self.name, self.info, SourceReport())
             try:
                 for index, timestamp, frame in decoded:
                     if index in wanted_set:
-                        frames.append(Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name))
+                        yield Frame(image=_upright(frame), index=index, timestamp=timestamp, source=self.name)
                     if index >= wanted[-1]:
                         break
             except av.error.FFmpegError as error:
                 logger.warning("%s: stopped reading at frame %d: %s", self.name, decoded.count, error)
-        return frames
 
 
 # ----------------------------------------------------------------------------- pipes
@@ -778,9 +783,11 @@ class ImageGroupSource(FrameSource):
                 if frame is not None:
                     yield frame
 
-    def read_frames(self, indices: Sequence[int]) -> list[Frame]:
-        frames = [self._read(i) for i in sorted(set(int(i) for i in indices))]
-        return [f for f in frames if f is not None]
+    def iter_frames(self, indices: Sequence[int]) -> Iterator[Frame]:
+        for index in sorted(set(int(i) for i in indices)):
+            frame = self._read(index)
+            if frame is not None:
+                yield frame
 
 
 # ----------------------------------------------------------------------------- entry point

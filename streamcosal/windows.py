@@ -72,6 +72,12 @@ def sample_consensus_frames(source: FrameSource, n: int) -> list[Frame]:
 
     Uses random access (decord for videos). Raises SourceError for live streams.
     """
+    indices = consensus_frame_indices(source, n)
+    return source.read_frames(indices)
+
+
+def consensus_frame_indices(source: FrameSource, n: int) -> list[int]:
+    """The indices of :func:`sample_consensus_frames`; SourceError for live streams."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     count = source.info.frame_count
@@ -80,8 +86,7 @@ def sample_consensus_frames(source: FrameSource, n: int) -> list[Frame]:
             f"{source.name}: frame count unknown (live stream?), so frames cannot be sampled over the "
             "whole source; use streaming windows with a running consensus."
         )
-    indices = np.unique(np.linspace(0, count - 1, num=min(n, count)).round().astype(int))
-    return source.read_frames(indices.tolist())
+    return np.unique(np.linspace(0, count - 1, num=min(n, count)).round().astype(int)).tolist()
 
 
 def global_windows(frames: Iterable[Frame], window: int) -> Iterator[Window]:

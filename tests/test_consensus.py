@@ -9,11 +9,12 @@ import pytest
 import torch
 from video_fixtures import davis_frames
 
-from streamcosal.consensus import GlobalConsensus, StreamingConsensus
+from streamcosal.consensus import SAMPLE_CHUNK, GlobalConsensus, StreamingConsensus
 from streamcosal.engine import CoSalEngine
+from streamcosal.model import consensus_from_logits
 from streamcosal.sources import Frame, open_source
 from streamcosal.storage import ConsensusStore
-from streamcosal.windows import Window
+from streamcosal.windows import Window, sample_consensus_frames
 
 # breakdance: EfficientNet-Lite0's classifier splits its 32 frames between two classes (0.66 / 0.34),
 # so a consensus too sharp shows; most DAVIS videos give one class with probability ~1 either way.
@@ -56,12 +57,22 @@ def test_steady_stream_consensus_equals_global_consensus(logits, tmp_path):
 
 
 def test_global_consensus_of_sampled_frames_is_kept_in_the_store(data, engine, tmp_path):
-    """GICD's consensus of frames sampled over the group; the store keeps the same consensus."""
+    """GICD's consensus of frames sampled over the group (classified in chunks, each decoded while
+    the one before is classified): that of the whole sample at once; the store keeps the same."""
     paths = sorted((data / "davis2016" / "images" / VIDEO).glob("*.jpg"))[:40]
     store = ConsensusStore(tmp_path / "s.npz")
+    chunks: list[int] = []
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        chunks.append(len(x))
+        return engine.logits(x)
+
     with open_source(paths) as source:
-        strategy = GlobalConsensus.sample("g", [source], FRAMES, lambda f: engine.prepare(f.image), engine.logits, store)
+        strategy = GlobalConsensus.sample("g", [source], FRAMES, lambda f: engine.prepare(f.image), logits, store)
+        sample = torch.stack([engine.prepare(f.image) for f in sample_consensus_frames(source, FRAMES)])
     consensus = strategy(frames_window(0, 0, 1, None))
+    assert chunks == [SAMPLE_CHUNK] * (FRAMES // SAMPLE_CHUNK)
+    np.testing.assert_allclose(consensus.numpy(), consensus_from_logits(engine.logits(sample)).numpy(), atol=1e-6)
     assert consensus.shape == (1, 1000) and store.state("g").n == FRAMES
     np.testing.assert_allclose(consensus[0].numpy(), store.consensus("g"), atol=1e-5)
 

@@ -130,6 +130,25 @@ def test_read_frames_random_access(videos, frames):
         assert all(_close(f.image, frames[f.index]) for f in got)
 
 
+def test_random_access_that_decord_gives_up_on_midway_is_finished_by_pyav(videos, frames, monkeypatch):
+    """iter_frames yields each frame as decoded; when decord fails after the first, a PyAV pass
+    gives the rest, none twice."""
+    with open_source(videos["cfr"][0], reader="decord") as source:
+        calls = []
+        get_batch = source._vr.get_batch
+
+        def failing_after_one(indices):
+            calls.append(indices)
+            if len(calls) > 1:
+                raise RuntimeError("decord: seek failed")
+            return get_batch(indices)
+
+        monkeypatch.setattr(source._vr, "get_batch", failing_after_one)
+        got = list(source.iter_frames([40, 3, 17]))
+    assert [f.index for f in got] == [3, 17, 40] and len(calls) == 2
+    assert all(_close(f.image, frames[f.index]) for f in got)
+
+
 # ----------------------------------------------------------------------------- images
 
 
