@@ -100,4 +100,5 @@ class PooledLinearHeadPass(HeadPass):
     positions: int
 
     def gradient_means(self, directions: Tensor) -> Tensor:
-        return torch.stack([self.later_pullback(direction)[0] for direction in directions]) @ self.cell_weight / self.positions
+        at_linear = torch.stack([self.later_pullback(direction)[0] for direction in directions])  # [K,N,D1]
+        return at_linear @ self.cell_weight / self.positions

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import group_images
 from PIL import Image
 from skimage import data as skdata
@@ -152,14 +153,16 @@ def test_vgg16s_head_pass_equals_the_pullback_and_follows_loaded_weights(data: P
     construction (He's scale, so that the logits depend on the frames): the summed cells are the loaded fc6's."""
     torch.manual_seed(0)
     vgg = VGG16Backbone().eval()
-    vgg.load_state_dict({k: torch.randn_like(v) * (2 / v.shape[1]) ** 0.5 if k.startswith("classifier") and v.dim() == 2 else v
-                         for k, v in vgg.state_dict().items()})
+    he = {k: torch.randn_like(v) * (2 / v.shape[1]) ** 0.5 for k, v in vgg.state_dict().items()
+          if k.startswith("classifier") and v.dim() == 2}
+    vgg.load_state_dict(vgg.state_dict() | he)
     paths = group_images(data, "pascal_coseg", "Horse", 2) + group_images(data, "davis2016", "goat", 1)
-    frames = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1).float()[None] / 255 for p in paths]
+    frames = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).float()[None] / 255
+              for p in paths]
     directions = torch.randn(2, len(paths), 4096)
     consensus = torch.softmax(torch.randn(1, 1000) * 3, dim=1)
     for size in (224, 160):
-        x = vgg.preprocess(torch.cat([torch.nn.functional.interpolate(f, size=(size, size), mode="bilinear") for f in frames]))
+        x = vgg.preprocess(torch.cat([F.interpolate(f, size=(size, size), mode="bilinear") for f in frames]))
         with torch.no_grad():
             f5 = vgg.features(x)[4]
             f5 = f5 / f5.std()  # random convolutions shrink it
