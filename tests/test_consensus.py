@@ -12,7 +12,7 @@ from video_fixtures import davis_frames
 from streamcosal.consensus import SAMPLE_CHUNK, GlobalConsensus, StreamingConsensus
 from streamcosal.engine import CoSalEngine
 from streamcosal.model import consensus_from_logits
-from streamcosal.sources import Frame, open_source
+from streamcosal.sources import Frame, SourceError, open_source
 from streamcosal.storage import ConsensusStore
 from streamcosal.windows import Window, sample_consensus_frames
 
@@ -75,6 +75,20 @@ def test_global_consensus_of_sampled_frames_is_kept_in_the_store(data, engine, t
     np.testing.assert_allclose(consensus.numpy(), consensus_from_logits(engine.logits(sample)).numpy(), atol=1e-6)
     assert consensus.shape == (1, 1000) and store.state("g").n == FRAMES
     np.testing.assert_allclose(consensus[0].numpy(), store.consensus("g"), atol=1e-5)
+
+
+def test_a_group_whose_sampled_frames_cannot_be_read_names_the_group(data, engine, tmp_path):
+    """The consensus sample's frames are all unreadable (the folder's first and last image, the other
+    one readable): a SourceError naming the group, and nothing put in the store."""
+    good = sorted((data / "davis2016" / "images" / VIDEO).glob("*.jpg"))[0]
+    paths = [tmp_path / "a.jpg", tmp_path / "b.jpg", tmp_path / "c.jpg"]
+    paths[0].write_bytes(b"not a jpeg")
+    paths[1].write_bytes(good.read_bytes())
+    paths[2].write_bytes(b"not a jpeg either")
+    store = ConsensusStore(tmp_path / "s.npz")
+    with open_source(paths) as source, pytest.raises(SourceError, match="group 'g': no frame could be read"):
+        GlobalConsensus.sample("g", [source], 2, lambda f: engine.prepare(f.image), engine.logits, store)
+    assert store.groups() == []
 
 
 def test_frames_without_timestamps_do_not_decay(logits, tmp_path):
