@@ -468,11 +468,10 @@ class VideoFileSource(FrameSource):
         wanted = sorted(set(int(i) for i in indices))
         if self._vr is not None:
             try:
-                for i in list(wanted):
-                    timestamp = float(self._vr.get_frame_timestamp([i])[0, 0])
-                    image = self._vr.get_batch([i]).asnumpy()[0]
-                    wanted.remove(i)
-                    yield Frame(image=image, index=i, timestamp=timestamp, source=self.name)
+                while wanted:  # a frame leaves `wanted` once decoded: PyAV reads only the rest
+                    image = self._vr.get_batch(wanted[:1]).asnumpy()[0]
+                    index = wanted.pop(0)
+                    yield Frame(image=image, index=index, timestamp=float(self._timestamps[index]), source=self.name)
                 return
             except Exception as error:
                 logger.info("%s: decord random access failed (%s); using PyAV", self.name, str(error).splitlines()[0])
