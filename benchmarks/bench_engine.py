@@ -13,7 +13,7 @@ from the hub cache, random otherwise (speed does not depend on the values; exact
 on the same weights). bf16 rows where bf16 is native (or with ``--bf16``: emulated, slow). Then both
 models compiled (``compile=True``: torch.compile, weights frozen), with the first call's time. Last,
 on glibc, the reference and the uncompiled engines again with malloc keeping freed memory
-(``streamcosal.allocator``, what the CLI, jobs and flows do).
+(``streamcosal.inference.allocator``, what the CLI, jobs and flows do).
 
     python benchmarks/bench_engine.py --threads 1 --runs 3 --out benchmarks/results/engine_cpu.md
 """
@@ -40,11 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.conv_throughput import throughput  # noqa: E402
 from benchmarks.reference_gicd import ReferenceGICD, official_backbone_as_torchvision  # noqa: E402
 from benchmarks.results_file import write_results  # noqa: E402
-from streamcosal.allocator import keep_freed_memory  # noqa: E402
-from streamcosal.engine import CoSalEngine, default_weights_path  # noqa: E402
+from streamcosal.inference.allocator import keep_freed_memory  # noqa: E402
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.precision import cpu_has_native_bf16, resolve_precision  # noqa: E402
+from streamcosal.inference.weights import default_weights_path
 from streamcosal.model import GICD, VGG16Backbone, build_backbone, load_checkpoint  # noqa: E402
 from streamcosal.model.backbones import vgg16_weight_path  # noqa: E402
-from streamcosal.precision import cpu_has_native_bf16, resolve_precision  # noqa: E402
 
 SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "cat", "immunohistochemistry", "hubble_deep_field", "retina")
 

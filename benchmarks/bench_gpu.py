@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_engine import default_title, group_of_8, vgg16_gicd  # noqa: E402
 from benchmarks.reference_gicd import ReferenceGICD, official_backbone_as_torchvision  # noqa: E402
 from benchmarks.results_file import write_results  # noqa: E402
-from streamcosal.engine import CoSalEngine  # noqa: E402
+from streamcosal.inference.engine import CoSalEngine
 from streamcosal.model import GICD  # noqa: E402
 
 GROUPS = (8, 32, 64)

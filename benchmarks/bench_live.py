@@ -25,14 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamcosal.allocator import keep_freed_memory
-from streamcosal.engine import CoSalEngine
-from streamcosal.pipeline import PipelineConfig, run_pipeline
+from streamcosal.inference.allocator import keep_freed_memory
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.run.pipeline import run_pipeline
+from streamcosal.run.records import PipelineConfig
 from streamcosal.storage import read_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from rtsp_camera import make_clip, rtsp_camera  # noqa: E402
 from results_file import write_results  # noqa: E402
+from rtsp_camera import make_clip, rtsp_camera  # noqa: E402
 
 SIZE, FPS = (1280, 720), 25
 NO_TARGET = 3600.0  # a --max-latency that never shrinks a window: the fixed windows of before

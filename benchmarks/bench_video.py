@@ -30,19 +30,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamcosal.allocator import keep_freed_memory
-from streamcosal.engine import CoSalEngine
+from streamcosal.inference.allocator import keep_freed_memory
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.io.open import open_source
 from streamcosal.model import consensus_from_logits
-from streamcosal.overlay import highlight
-from streamcosal.pipeline import PipelineConfig, run_pipeline
-from streamcosal.prototypes import RunningPrototype
-from streamcosal.sources import open_source
+from streamcosal.run.overlay import highlight
+from streamcosal.run.pipeline import run_pipeline
+from streamcosal.run.prototypes import RunningPrototype
+from streamcosal.run.records import PipelineConfig
+from streamcosal.run.windows import Window, global_windows, sample_consensus_frames, streaming_windows
 from streamcosal.storage import FrameResult
-from streamcosal.windows import Window, global_windows, sample_consensus_frames, streaming_windows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from video_fixtures import DAVIS_IMAGES, encode_video, load_frames  # noqa: E402
 from results_file import write_results  # noqa: E402
+from video_fixtures import DAVIS_IMAGES, encode_video, load_frames  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -58,8 +59,8 @@ import time
 start = time.perf_counter()
 import torch
 torch.set_num_threads({threads})
-from streamcosal.engine import CoSalEngine
-from streamcosal.pipeline import run_pipeline
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.run.pipeline import run_pipeline
 imported = time.perf_counter()
 engine = CoSalEngine.{build}
 loaded = time.perf_counter()

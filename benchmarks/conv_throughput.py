@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from streamcosal.precision import cpu_has_native_bf16
+from streamcosal.inference.precision import cpu_has_native_bf16
 
 SHAPES = {"256ch 3x3 at 56x56": (256, 56), "64ch 3x3 at 112x112": (64, 112)}
 

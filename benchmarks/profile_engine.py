@@ -30,10 +30,10 @@ from torch.profiler import ProfilerActivity, profile, record_function
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_engine import default_title, group_of_8, vgg16_gicd  # noqa: E402
 from benchmarks.results_file import write_results  # noqa: E402
-from streamcosal.engine import CoSalEngine  # noqa: E402
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.precision import cpu_has_native_bf16  # noqa: E402
 from streamcosal.model import GICD  # noqa: E402
 from streamcosal.model import gicd as gicd_module  # noqa: E402
-from streamcosal.precision import cpu_has_native_bf16  # noqa: E402
 
 SEGMENT = "segment (all)"
 REST = "rest: the object-prototype gate, upsampling to 224, dtype/layout conversions, engine"

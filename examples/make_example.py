@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from skimage import data
 
-from streamcosal.overlay import VideoSink
+from streamcosal.run.overlay import VideoSink
 
 HERE = Path(__file__).resolve().parent
 WIDTH, HEIGHT, FPS, SECONDS = 640, 360, 10, 6

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streamcosal.engine import CoSalEngine
-from streamcosal.pipeline import PipelineConfig, run_pipeline
-from streamcosal.search import search
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.run.pipeline import run_pipeline
+from streamcosal.run.records import PipelineConfig
+from streamcosal.run.search import search
 from streamcosal.storage import ConsensusStore, decode_mask, read_events, read_results
 
 HERE = Path(__file__).resolve().parent
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("quickstart-results"))
     args = parser.parse_args()
 
-    # 1. The engine: the default GICD (EfficientNet-Lite0), or a checkpoint of yours.
+    # 1. The engine: the default GICD (EfficientNet-Lite2), or a checkpoint of yours.
     engine = CoSalEngine.from_checkpoint(args.weights) if args.weights else CoSalEngine.from_pretrained()
 
     # 2. A video, global mode: the consensus of frames sampled over the whole video, then every

@@ -15,8 +15,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 
-from streamcosal import archive, jobs
+from streamcosal.inference.engine import engine_for
 from streamcosal.params import EngineSpec, RunParams
+from streamcosal.run import archive, jobs
 
 from .runners import task_runner, unit_resources
 
@@ -45,7 +46,7 @@ def plan(videos: Union[str, list[str]], out: str, model: str, params: dict[str, 
 @task(name="video-unit", cache_policy=NO_CACHE, persist_result=False, retries=UNIT_RETRIES, retry_delay_seconds=5,
       retry_condition_fn=_transient)
 def process_unit(unit: archive.Unit, out: str, engine: EngineSpec, params: RunParams) -> archive.UnitRecord:
-    return archive.run_unit(unit, out, engine.build(), jobs.pipeline_config(params))
+    return archive.run_unit(unit, out, engine_for(engine), jobs.pipeline_config(params))
 
 
 @task(name="merge-consensus-stores", cache_policy=NO_CACHE, persist_result=False)

@@ -11,9 +11,10 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from streamcosal import nightly
-from streamcosal.evaluation import EvalResult
+from streamcosal.evaluation import nightly
+from streamcosal.evaluation.results import EvalResult
 from streamcosal.params import EngineSpec
+from streamcosal.storage.layout import new_run_id
 
 from .runners import task_runner, unit_resources
 
@@ -51,7 +52,7 @@ def cosal_eval(
     ``floors``: metric -> minimum (``MAE``: maximum); ``tolerance``: how much worse than the previous
     night counts as a drop."""
     floors = nightly.check_floors_config(floors)
-    run_id = run_id or nightly.new_run_id()
+    run_id = run_id or new_run_id("nightly-")
     night = str(Path(out) / run_id)
     model = engine.identity()
     with unit_resources():

@@ -8,7 +8,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from streamcosal import jobs, training
+from streamcosal.run import jobs
+from streamcosal.training import loop as training
 
 
 @task(name="train", cache_policy=NO_CACHE, persist_result=False)

@@ -8,9 +8,9 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from streamcosal import jobs
 from streamcosal.params import EngineSpec, RunParams
-from streamcosal.pipeline import RunReport
+from streamcosal.run import jobs
+from streamcosal.run.records import RunReport
 
 
 @task(name="segment-video", cache_policy=NO_CACHE, persist_result=False)

@@ -7,11 +7,11 @@ plain values, never code.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
+
 from .backbones import (
     VGG16_WHERE,
     VGG16Backbone,
@@ -35,9 +35,9 @@ def save_checkpoint(model: GICD, path: str | os.PathLike, *, input_size: int, ve
     """Write the decoder weights and metadata, atomically (temporary file, then rename).
 
     input_size: the engine's default input size; max_input_size: the largest it may run a group of
-    large frames at (:meth:`streamcosal.engine.CoSalEngine.size_for`; the largest size it trained at);
+    large frames at (:meth:`streamcosal.inference.engine.CoSalEngine.size_for`; the largest size it trained at);
     upsampling: how the engine brings maps to frame size, "guided" or "bilinear"
-    (:mod:`streamcosal.guided`; checkpoints without it run bilinear, as they were measured).
+    (:mod:`streamcosal.inference.guided`; checkpoints without it run bilinear, as they were measured).
     """
     if upsampling not in ("guided", "bilinear"):
         raise ValueError(f"unknown upsampling {upsampling!r}: use guided or bilinear")
@@ -60,17 +60,11 @@ def save_checkpoint(model: GICD, path: str | os.PathLike, *, input_size: int, ve
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file beside ``path``, then os.replace: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies (mkstemp: 0600)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save so that ``path`` appears whole or not at all (:func:`streamcosal.storage.files.atomic_write`)."""
+    from streamcosal.storage.files import atomic_write
+
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

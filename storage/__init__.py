@@ -2,14 +2,7 @@
 where a run's files lie (``RunLayout``)."""
 
 from .consensus_store import ConsensusStore, GroupState, UnknownGroupError
-from .events import (
-    Event,
-    detect_events,
-    events_from_results,
-    events_table,
-    read_events,
-    write_events,
-)
+from .events import Event, detect_events, events_from_results, events_table, read_events, write_events
 from .layout import RunLayout
 from .masks import decode_mask, decode_prob_png, encode_mask, encode_prob_png, mask_bbox, mask_stats
 from .results import FrameResult, ResultWriter, read_results

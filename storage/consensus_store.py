@@ -344,16 +344,15 @@ class ConsensusStore:
                 raise ValueError("a single .npy array, not an .npz archive")
             with data:
                 arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            raise ValueError(
-                f"{self.path} is not a readable consensus store ({e}); "
-                "pass another path, or delete the file to start from an empty store"
-            ) from e
+        except OSError as e:
+            raise ValueError(f"{self.path} cannot be read ({e.strerror or e}); check its permissions, or pass "
+                             "another path") from e
+        except (ValueError, zipfile.BadZipFile, EOFError) as e:  # numpy's own text would suggest an unsafe load
+            raise ValueError(f"{self.path} is not a consensus store: not an .npz archive of arrays (damaged, or "
+                             "another kind of file); pass another path, or delete the file to start from an "
+                             "empty store") from e
         if "format" not in arrays or arrays["format"] != FORMAT:
-            raise ValueError(
-                f"{self.path} is not a streamcosal consensus store (no '{FORMAT}' marker); "
-                "pass another path"
-            )
+            raise ValueError(f"{self.path} is not a streamcosal consensus store (no '{FORMAT}' marker); pass another path")
         if int(arrays["format_version"]) != FORMAT_VERSION:
             raise ValueError(
                 f"{self.path} is consensus store format {int(arrays['format_version'])}, this "
@@ -361,10 +360,8 @@ class ConsensusStore:
             )
         missing = {"groups", "ids", "sums", "n", "t", "created", "updated"} - set(arrays)
         if missing:
-            raise ValueError(
-                f"{self.path} is a damaged consensus store: it lacks {sorted(missing)}; "
-                "delete it to start from an empty store"
-            )
+            raise ValueError(f"{self.path} is a damaged consensus store: it lacks {sorted(missing)}; delete it to start "
+                             "from an empty store")
         sums = arrays["sums"]
         if sums.ndim != 2 or sums.shape[1] != self.dim:
             raise ValueError(
@@ -373,15 +370,8 @@ class ConsensusStore:
             )
         ids = arrays["ids"]
         for i, group in enumerate(arrays["groups"].tolist()):
-            self._states[group] = GroupState(
-                group,
-                int(ids[i]),
-                sums[i].copy(),
-                float(arrays["n"][i]),
-                float(arrays["t"][i]),
-                float(arrays["created"][i]),
-                float(arrays["updated"][i]),
-            )
+            self._states[group] = GroupState(group, int(ids[i]), sums[i].copy(), *(float(arrays[key][i]) for key in
+                                                                                  ("n", "t", "created", "updated")))
         if "sources" in arrays:  # stores written before sources were kept have none
             self._sources = {g: src for g, src in zip(arrays["groups"].tolist(), arrays["sources"].tolist()) if src}
         if len(ids):

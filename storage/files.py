@@ -28,7 +28,7 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write writes a whole file: mode 'wb' or 'w', got {mode!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = temporary_path(path)
     try:
         with open(tmp, "xb" if mode == "wb" else "x") as f:
             yield f
@@ -38,3 +38,13 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def temporary_path(path: Path, suffix: str = ".tmp") -> Path:
+    """A hidden, unique name beside ``path`` for a file being written (``.<name>.<12 hex digits><suffix>``),
+    renamed over ``path`` once whole; a killed writer's leftovers are found by :data:`TEMPORARY_GLOB`."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
+
+
+TEMPORARY_GLOB = ".*.tmp*"
+"""What every :func:`temporary_path` name matches."""

@@ -12,7 +12,9 @@ so finding a run's files reads no file.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .events import EVENTS_DIR
@@ -59,3 +61,10 @@ class RunLayout:
         ids |= {p.name for p in (out / OVERLAYS_DIR).glob(f"{prefix}*")}
         ids |= {p.stem for p in (out / REPORTS_DIR).glob(f"{prefix}*.json")}
         return ids
+
+
+def new_run_id(prefix: str = "", now: datetime | None = None) -> str:
+    """``<prefix><UTC time>-<6 random hex digits>``, e.g. ``20261204T130726Z-3f9a1c``: the name of a run's
+    files; two runs started in the same second differ."""
+    now = now or datetime.now(UTC)
+    return prefix + now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]

@@ -7,6 +7,7 @@ import functools
 import inspect
 import os
 from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
@@ -14,22 +15,16 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .engine import CoSalEngine
-from .guided import Upsampling
-from .imagefile import IMAGE_SUFFIXES
-from .imagenet import describe_classes
-from .model import WeightsError
-from .params import DropPolicy, EngineSpec, Mode, RunParams, explain
-from .pipeline import PipelineConfig
-from .precision import Precision
+from streamcosal.params import EngineSpec, RunParams, explain
 
 if TYPE_CHECKING:
-    from .evaluation import EvalResult
-    from .report import Tracker
+    from streamcosal.evaluation.report import Tracker
+    from streamcosal.evaluation.results import EvalResult
+    from streamcosal.inference.engine import CoSalEngine
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+                  context_settings={"max_content_width": 120},
                   help="Co-saliency detection (GICD) for image groups, videos and camera streams.")
 err = Console(stderr=True, soft_wrap=True)
 
@@ -64,52 +59,57 @@ def _root() -> None:
 
 
 def _option(model: type[BaseModel], name: str) -> Any:
-    """The option of a model's field: flag ``--field-name``, help the field's description (its
-    default is the model's: ``= RUN.name`` below, ENGINE's in :func:`engine_options`)."""
-    return typer.Option("--" + name.replace("_", "-"), help=model.model_fields[name].description)
+    """The option of a model's field: ``--field-name`` (``--field-name/--no-field-name`` for a switch), help
+    the field's description."""
+    flag = "--" + name.replace("_", "-")
+    if model.model_fields[name].annotation in (bool, "bool"):
+        flag += f"/--no-{flag[2:]}"
+    return typer.Option(flag, help=model.model_fields[name].description)
 
 
+def model_options(model: type[BaseModel], as_name: str, exclude: frozenset[str] = frozenset()) -> Callable[..., Any]:
+    """A decorator: ``command`` gets every field of ``model`` (but ``exclude``) as an option after its own,
+    with the model's default, type and description, and is called with them as one ``model`` instance,
+    keyword ``as_name``; invalid values exit 2 with the reason. A field added to the model appears in
+    every command at once."""
+    fields = {name: f for name, f in model.model_fields.items() if name not in exclude}
+    default = model()
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != as_name]
+        options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(default, name),
+                                     annotation=Annotated[field.annotation, _option(model, name)])
+                   for name, field in fields.items()]
+
+        @functools.wraps(command)
+        def with_model(**values: Any) -> None:
+            try:
+                instance = model(**{name: values.pop(name) for name in fields})
+            except ValidationError as e:
+                fail(explain(e), 2)
+            command(**values, **{as_name: instance})
+
+        with_model.__signature__ = inspect.Signature(own + options)  # type: ignore[attr-defined]  # what typer reads
+        return with_model
+
+    return decorate
+
+
+engine_options = model_options(EngineSpec, "spec")
+"""The engine's options (one set, the same in every command that runs a model), as ``spec: EngineSpec``."""
+run_options = model_options(RunParams, "params")
+"""A video run's options, as ``params: RunParams``."""
 ENGINE, RUN = EngineSpec(), RunParams()
-ENGINE_OPTIONS: dict[str, Any] = {  # EngineSpec's fields as options, in --help's order
-    "weights": Annotated[Optional[Path], _option(EngineSpec, "weights")],
-    "official": Annotated[Optional[Path], _option(EngineSpec, "official")],
-    "vgg16": Annotated[Optional[Path], _option(EngineSpec, "vgg16")],
-    "precision": Annotated[Precision, _option(EngineSpec, "precision")],
-    "device": Annotated[str, _option(EngineSpec, "device")],
-    "input_size": Annotated[Optional[int], _option(EngineSpec, "input_size")],
-    "flip": Annotated[bool, typer.Option("--flip/--no-flip", help=EngineSpec.model_fields["flip"].description)],
-    "upsampling": Annotated[Optional[Upsampling], _option(EngineSpec, "upsampling")],
-    "embedding_share": Annotated[Optional[float], _option(EngineSpec, "embedding_share")],
-    "prototype_gate": Annotated[Optional[float], _option(EngineSpec, "prototype_gate")],
-    "compile": Annotated[bool, typer.Option("--compile/--no-compile", help=EngineSpec.model_fields["compile"].description)],
-}
-
-
-def engine_options(command: Callable[..., None]) -> Callable[..., None]:
-    """``command`` with the engine's options after its own (one set, the same in every command that
-    runs a model); it is called with them as ``spec: EngineSpec``, or the run exits 2 with the reason
-    when they are not valid."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "spec"]
-    options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                                 default=getattr(ENGINE, name)) for name, annotation in ENGINE_OPTIONS.items()]
-
-    @functools.wraps(command)
-    def with_spec(**values: Any) -> None:
-        try:
-            spec = EngineSpec(**{name: values.pop(name) for name in ENGINE_OPTIONS})
-        except ValidationError as e:
-            fail(explain(e), 2)
-        command(**values, spec=spec)
-
-    with_spec.__signature__ = inspect.Signature(own + options)  # type: ignore[attr-defined]  # what typer reads
-    return with_spec
 
 
 def load_engine(spec: EngineSpec) -> CoSalEngine:
     """The engine the options ask for (:meth:`EngineSpec.build`), or exit 2 with the reason; prints
     what runs (model, device, precision) as the run's first line."""
+    from streamcosal.inference.engine import engine_for
+    from streamcosal.model import WeightsError
+
     try:
-        engine = spec.build()
+        engine = engine_for(spec)
     except (WeightsError, ValueError) as e:
         fail(str(e), 2)
     err.print(engine.describe(), markup=False, highlight=False)
@@ -118,6 +118,8 @@ def load_engine(spec: EngineSpec) -> CoSalEngine:
 
 def print_consensus(consensus: dict[str, list[tuple[str, float]]]) -> None:
     """One line per group: its consensus's most probable ImageNet classes (what was taken as common)."""
+    from streamcosal.inference.imagenet import describe_classes
+
     for name, classes in consensus.items():
         typer.echo(f"consensus of group {name!r}: {describe_classes(classes)}")
 
@@ -130,7 +132,9 @@ def images(
     spec: EngineSpec = ENGINE,  # the engine options (@engine_options)
 ) -> None:
     """Segment the common object of every image group; 8-bit maps at each image's original size."""
-    from .images import OutputError, check_outputs, find_groups, segment_folders
+    from streamcosal.io.imagefile import IMAGE_SUFFIXES
+    from streamcosal.run.images import OutputError, check_outputs, find_groups, segment_folders
+    from streamcosal.run.interrupts import Interrupted
 
     if not input.is_dir():
         fail(f"input folder not found: {input}" if not input.exists() else
@@ -143,7 +147,10 @@ def images(
     except (OutputError, ValueError) as e:
         fail(str(e), 2)
     engine = load_engine(spec)
-    report = segment_folders(input, out, engine)
+    try:
+        report = segment_folders(input, out, engine)
+    except Interrupted as stop:
+        report = stop.report
     sizes = sorted(set(report.input_sizes.values()))
     at = f" (at {sizes[0]} px)" if len(sizes) == 1 else f" (at {sizes[0]}-{sizes[-1]} px by image size)" if sizes else ""
     typer.echo(f"wrote {report.maps} maps in {len(report.written)} groups to {out}{at}")
@@ -173,10 +180,11 @@ def train(
     """Jigsaw training of the GICD decoder (backbone frozen), validation each epoch, best checkpoint kept."""
     from rich.table import Table
 
-    from .trainconfig import ConfigError
-    from .training import TrainingError
-    from .training import benchmark as run_benchmark
-    from .training import train as run_training
+    from streamcosal.model import WeightsError
+    from streamcosal.training.config import ConfigError
+    from streamcosal.training.loop import TrainingError
+    from streamcosal.training.loop import benchmark as run_benchmark
+    from streamcosal.training.loop import train as run_training
 
     try:
         if benchmark:
@@ -210,8 +218,8 @@ def eval_(
     Either --pred DIR [--pred DIR2 ...] --gt DIR, or --data DIR to predict with a model (--weights /
     --official; the embedded default otherwise) and evaluate.
     """
-    from .images import OutputError
-    from .report import EvalBatchError, predict_and_evaluate, run_eval
+    from streamcosal.evaluation.report import EvalBatchError, predict_and_evaluate, run_eval
+    from streamcosal.run.images import OutputError
 
     if (data is None) == (gt is None):
         err.print("[red]error:[/red] give either --pred DIR --gt DIR, or --data DIR (predict, then evaluate)")
@@ -245,6 +253,8 @@ def eval_(
 def _progress_bars() -> Iterator[Tracker]:
     """A progress bar per evaluated method on stderr, shown from the first one on (a segmentation
     before it shows its own)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     bars = Progress(*columns, console=err)
 
@@ -261,7 +271,7 @@ def _progress_bars() -> Iterator[Tracker]:
 
 def _print_evaluations(results: list[EvalResult]) -> None:
     """Each method's summary line and warnings, on stderr."""
-    from .report import summary_line
+    from streamcosal.evaluation.report import summary_line
 
     for result in results:
         err.print(escape(summary_line(result)))
@@ -270,70 +280,28 @@ def _print_evaluations(results: list[EvalResult]) -> None:
 
 
 @app.command()
-def serve(
-    task_runner: Annotated[Optional[str], typer.Option("--task-runner", help="threads (default) or ray: where archive/eval units run.")] = None,
-    max_workers: Annotated[Optional[int], typer.Option("--max-workers", help="Threads: units at once (default 2).")] = None,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray: ray://HEAD:10001 or auto (default: a local Ray).")] = None,
-    timezone: Annotated[Optional[str], typer.Option("--timezone", help="Time zone of the nightly cron schedules (default UTC).")] = None,
-) -> None:
-    """Serve the Prefect deployments (cosal-video/default, cosal-archive/nightly, cosal-eval/nightly,
-    cosal-train/default) until Ctrl-C. Needs PREFECT_API_URL (e.g. a local `prefect server start`).
-    Other settings: STREAMCOSAL_* variables, see docs/orchestration.md."""
-    for name, value in (("TASK_RUNNER", task_runner), ("MAX_WORKERS", max_workers), ("RAY_ADDRESS", ray_address),
-                        ("TIMEZONE", timezone)):
-        if value is not None:
-            os.environ[f"STREAMCOSAL_{name}"] = str(value)  # flow runs (subprocesses) read the same settings
-    from .flows.runners import MissingExtra
-    from .flows.serve import NoPrefectAPI, serve as serve_deployments
-    from .flows.settings import OrchestrationSettings
-
-    try:
-        serve_deployments(OrchestrationSettings.from_env())
-    except (ValueError, NoPrefectAPI, MissingExtra) as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from e
-
-
-@app.command()
 @engine_options
+@run_options
 def video(
     sources: Annotated[list[str], typer.Argument(help="Video files, stream URLs (rtsp://, http(s)://, udp://...), /dev/videoN, pipes (/dev/stdin, a FIFO) or image folders.")],
     out: Annotated[Path, typer.Option("--out", help="Results folder: Parquet frames/ and events/, consensus.npz, overlays/, runs/.")],
     group: Annotated[Optional[str], typer.Option("--group", help="One group for every SOURCE (cameras seeing the same object); default one group per source.")] = None,
-    mode: Annotated[Mode, _option(RunParams, "mode")] = RUN.mode,
-    window: Annotated[int, _option(RunParams, "window")] = RUN.window,
-    step: Annotated[Optional[int], _option(RunParams, "step")] = RUN.step,
-    stride: Annotated[int, _option(RunParams, "stride")] = RUN.stride,
-    fps: Annotated[Optional[float], _option(RunParams, "fps")] = RUN.fps,
-    consensus_frames: Annotated[int, _option(RunParams, "consensus_frames")] = RUN.consensus_frames,
-    half_life: Annotated[float, _option(RunParams, "half_life")] = RUN.half_life,
-    threshold: Annotated[float, _option(RunParams, "threshold")] = RUN.threshold,
-    temporal_smoothing: Annotated[bool, typer.Option("--temporal-smoothing/--no-temporal-smoothing", help=RunParams.model_fields[
-        "temporal_smoothing"].description)] = RUN.temporal_smoothing,
-    overlay: Annotated[bool, _option(RunParams, "overlay")] = RUN.overlay,
     store: Annotated[Optional[Path], typer.Option("--store", help="Consensus store file (default OUT/consensus.npz).")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of this run's files (default: UTC time + random suffix).")] = None,
-    live: Annotated[bool, _option(RunParams, "live")] = RUN.live,
-    drop_policy: Annotated[DropPolicy, _option(RunParams, "drop_policy")] = RUN.drop_policy,
-    max_latency: Annotated[float, _option(RunParams, "max_latency")] = RUN.max_latency,
-    metrics_port: Annotated[Optional[int], _option(RunParams, "metrics_port")] = RUN.metrics_port,
-    metrics_host: Annotated[str, _option(RunParams, "metrics_host")] = RUN.metrics_host,
-    duration: Annotated[Optional[float], _option(RunParams, "duration")] = RUN.duration,
+    params: RunParams = RUN,  # the run options (@run_options)
     spec: EngineSpec = ENGINE,  # the engine options (@engine_options)
 ) -> None:
     """Segment the object common to the frames of videos, streams or cameras; results to Parquet."""
     import logging
 
-    from .pipeline import run_pipeline
+    from streamcosal.run.interrupts import Interrupted
+    from streamcosal.run.pipeline import run_pipeline
+    from streamcosal.run.records import PipelineConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    logging.getLogger("streamcosal.metrics").setLevel(logging.INFO)  # the live status line
+    logging.getLogger("streamcosal.run.metrics").setLevel(logging.INFO)  # the live status line
     try:
-        config = PipelineConfig(mode=mode, window=window, step=step, stride=stride, fps=fps,
-                                consensus_frames=consensus_frames, half_life=half_life, threshold=threshold,
-                                temporal_smoothing=temporal_smoothing, overlay=overlay, store_path=store, run_id=run_id, show_progress=True,
-                                live=live, drop_policy=drop_policy, max_latency=max_latency, metrics_port=metrics_port,
-                                metrics_host=metrics_host, duration=duration)
+        config = PipelineConfig(**params.model_dump(), store_path=store, run_id=run_id, show_progress=True)
         writable_folder(out)
     except ValidationError as e:
         fail(explain(e), 2)
@@ -342,6 +310,8 @@ def video(
     engine = load_engine(spec)
     try:
         report = run_pipeline(sources, out, engine, config, group=group)
+    except Interrupted as stop:
+        report = stop.report
     except (ValueError, OSError) as e:  # a bad run id, a damaged store, the metrics port in use
         fail(str(e), 2)
     for run in report.sources:
@@ -372,9 +342,9 @@ def search(
     spec: EngineSpec = ENGINE,  # the engine options (@engine_options)
 ) -> None:
     """The groups/videos whose consensus is nearest to the query's: they share its common object."""
-    from .search import search as nearest
-    from .sources import SourceError
-    from .storage import ConsensusStore
+    from streamcosal.io.frame import SourceError
+    from streamcosal.run.search import search as nearest
+    from streamcosal.storage import ConsensusStore
 
     path = store / "consensus.npz" if store.is_dir() else store
     if not path.is_file():
@@ -390,3 +360,13 @@ def search(
         err.print(f"no other group in {escape(str(path))} to compare with")
     for rank, (name, score) in enumerate(hits, 1):
         typer.echo(f"{rank}\t{score:.4f}\t{name}")
+
+
+def _plugin_commands() -> None:
+    """Commands other parts of the package contribute (entry points ``streamcosal.commands``: ``serve``
+    from the Prefect flows), registered by name without importing their modules' dependencies."""
+    for entry in entry_points(group="streamcosal.commands"):
+        app.command(entry.name)(entry.load())
+
+
+_plugin_commands()

@@ -1,31 +1,27 @@
 """Run parameters, declared once: what a run does (:class:`RunParams`) and which model runs it
-(:class:`EngineSpec`, with its one builder).
+(:class:`EngineSpec`; :func:`streamcosal.inference.engine.engine_for` builds it).
 
 The CLI takes its option defaults and help from these models, the jobs build from them, and the
 Prefect flows take them as parameters (Prefect validates flow parameters with pydantic and shows a
 model as a form in its UI)::
 
     params = RunParams(window=4, mode="global")          # checked here: window >= 1, ...
-    engine = EngineSpec(weights="best.pt").build()       # one engine per spec and process
+    engine = engine_for(EngineSpec(weights="best.pt"))   # one engine per spec and process
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .allocator import keep_freed_memory
-from .guided import Upsampling
-from .precision import Precision
-
-if TYPE_CHECKING:
-    from .engine import CoSalEngine
-
 Mode = Literal["auto", "global", "streaming"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+"""What runs the network's arithmetic; ``auto`` resolves per device (:mod:`streamcosal.inference.precision`)."""
+Upsampling = Literal["guided", "bilinear"]
+"""How maps reach each frame's size (:mod:`streamcosal.inference.guided`)."""
 DropPolicy = Literal["latest", "stride", "all"]
 LIVE_ONLY = frozenset({"live", "drop_policy", "max_latency", "duration", "metrics_port", "metrics_host"})
 
@@ -137,48 +133,14 @@ class EngineSpec(BaseModel):
         "cores, after 10-17 s of compiling per new group shape (about 25 s on a cold cache); pays on long "
         "videos. Falls back to running uncompiled, with a warning, where compiling fails."))
 
-    def build(self) -> CoSalEngine:
-        """The engine, one per spec and process: a worker that runs many units loads the model once;
-        inference does not change the engine, so threads share it. Building one sets the process's
-        allocator to keep freed memory (:mod:`streamcosal.allocator`: 8-24% faster end to end).
-
-        Raises:
-            WeightsError: a checkpoint that cannot be read. ValueError: an impossible device or precision.
-        """
-        with _engines_lock:
-            engine = _engines.get(self)
-            if engine is None:
-                keep_freed_memory()  # process-wide and idempotent
-                engine = _engines[self] = self._load()
-        return engine
-
-    def _load(self) -> CoSalEngine:
-        from .engine import CoSalEngine
-
-        options: dict[str, object] = {"precision": self.precision, "device": self.device, "flip": self.flip,
-                                      "compile": self.compile}
-        if self.upsampling is not None:
-            options["upsampling"] = self.upsampling
-        if self.input_size is not None:
-            options["input_size"] = self.input_size
-        if self.embedding_share is not None:
-            options["embedding_share"] = self.embedding_share
-        if self.prototype_gate is not None:
-            options["prototype_gate"] = self.prototype_gate
-        if self.official is not None:
-            return CoSalEngine.from_official_checkpoint(self.official, self.vgg16, **options)
-        if self.weights is not None:
-            return CoSalEngine.from_checkpoint(self.weights, **options)
-        return CoSalEngine.from_pretrained(**options)
-
     def identity(self) -> str:
         """What results depend on in the model: backbone, version, the checkpoint's hash (two
         untrained "dev" checkpoints differ), and a fixed input size other than the checkpoint's sizes and the
         test-time flip and an upsampling, embedding share or prototype gate other than the checkpoint's when asked for
         (so that the default's identity is as before they existed).
         Archive units and the nightly history are keyed by it; precision, device and compile are not part of it."""
-        from .engine import default_weights_path
-        from .model.checkpoint import read_checkpoint
+        from streamcosal.inference.weights import default_weights_path
+        from streamcosal.model.checkpoint import read_checkpoint
 
         if self.official is not None:
             suffix = self._inference_suffix((224, 224), "bilinear", 0.0, 0.0)
@@ -197,10 +159,6 @@ class EngineSpec(BaseModel):
         share = f" share{self.embedding_share:g}" if self.embedding_share not in (None, native_share) else ""
         gate = f" gate{self.prototype_gate:g}" if self.prototype_gate not in (None, native_gate) else ""
         return size + (" flip" if self.flip else "") + upsampling + share + gate
-
-
-_engines: dict[EngineSpec, CoSalEngine] = {}
-_engines_lock = threading.Lock()
 
 
 def hash_file(path: str | Path) -> str:

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from streamcosal.allocator import keep_freed_memory
+from streamcosal.inference.allocator import keep_freed_memory
 
 FAULTS = """
 import json, resource
 import numpy as np
-from streamcosal.allocator import keep_freed_memory
+from streamcosal.inference.allocator import keep_freed_memory
 
 def faults_of_a_second_64_mib_array() -> int:
     np.ones(2 ** 23).sum()  # 64 MiB, allocated, touched and freed

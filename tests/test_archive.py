@@ -22,12 +22,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import torch
-
 from prefect_fixtures import CLIP_FRAMES, DEV_THRESHOLD, Processes, clip, dev_checkpoint, wait_for
-from streamcosal import archive, jobs, nightly
-from streamcosal.evaluation import METRICS
+
+from streamcosal.evaluation import nightly
+from streamcosal.evaluation.results import METRICS
+from streamcosal.inference.engine import engine_for
 from streamcosal.params import EngineSpec, RunParams
+from streamcosal.run import archive, jobs
 from streamcosal.storage import ConsensusStore, FrameResult, ResultWriter, read_events, read_results
+from streamcosal.storage.layout import new_run_id
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = RunParams(window=4, consensus_frames=8, flush_every=2, threshold=DEV_THRESHOLD)
@@ -41,7 +44,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory, data: Path) -> dict[str, Pa
 
 @pytest.fixture(scope="module")
 def engine(assets: dict[str, Path]):
-    return spec(assets).build()
+    return engine_for(spec(assets))
 
 
 def spec(assets: dict[str, Path]) -> EngineSpec:
@@ -121,7 +124,7 @@ def test_archive_lock_refuses_a_live_holder_and_is_free_once_its_holder_dies(tmp
             with archive.archive_lock(tmp_path):
                 pass
     killed = subprocess.run(  # holds the lock, then dies without letting it go
-        [sys.executable, "-c", "import os, sys\nfrom streamcosal import archive\n"
+        [sys.executable, "-c", "import os, sys\nfrom streamcosal.run import archive\n"
          "with archive.archive_lock(sys.argv[1]):\n    os.kill(os.getpid(), 9)", str(tmp_path)])
     assert killed.returncode == -signal.SIGKILL
     with archive.archive_lock(tmp_path):  # the OS released it
@@ -211,13 +214,14 @@ def test_units_serve_no_live_metrics(tmp_path: Path, assets: dict[str, Path], en
 
 KILLED_RUN = textwrap.dedent("""
     import os, sys, time
-    from streamcosal import archive
+    from streamcosal.run import archive
+    from streamcosal.inference.engine import engine_for
     from streamcosal.params import EngineSpec, RunParams
     from streamcosal.storage import read_results
 
     weights, out, marker, *videos = sys.argv[1:]
     spec = EngineSpec(weights=weights, precision="fp32", device="cpu")
-    engine = spec.build()  # the engine run_archive builds from spec: one per spec and process
+    engine = engine_for(spec)  # the engine run_archive builds from spec: one per spec and process
     segment, calls = engine.segment, []
 
     def segment_then_hang(*args, **kwargs):
@@ -327,7 +331,7 @@ def test_history_appends_and_finds_drops_and_missed_floors(tmp_path: Path) -> No
 
 def test_nightly_run_ids_started_in_the_same_second_differ() -> None:
     at = datetime(2026, 1, 1, 2, tzinfo=timezone.utc)
-    first, second = nightly.new_run_id(at), nightly.new_run_id(at)
+    first, second = new_run_id("nightly-", at), new_run_id("nightly-", at)
     assert first != second and first.startswith("nightly-20260101T020000Z-")
 
 
@@ -349,7 +353,7 @@ def test_an_evaluation_of_some_groups_segments_only_those(tmp_path: Path, assets
                                                           engine) -> None:
     from prefect_fixtures import tiny_dataset
 
-    from streamcosal.report import predict_and_evaluate
+    from streamcosal.evaluation.report import predict_and_evaluate
 
     dataset = tiny_dataset(data, tmp_path)
     (dataset / "images" / "Dog" / "broken.jpg").write_bytes(b"not a jpeg")  # in the group left out

@@ -9,12 +9,13 @@ import pytest
 import torch
 from video_fixtures import davis_frames
 
-from streamcosal.consensus import SAMPLE_CHUNK, GlobalConsensus, StreamingConsensus
-from streamcosal.engine import CoSalEngine
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.io.frame import Frame, SourceError
+from streamcosal.io.open import open_source
 from streamcosal.model import consensus_from_logits
-from streamcosal.sources import Frame, SourceError, open_source
+from streamcosal.run.consensus import SAMPLE_CHUNK, GlobalConsensus, StreamingConsensus
+from streamcosal.run.windows import Window, sample_consensus_frames
 from streamcosal.storage import ConsensusStore
-from streamcosal.windows import Window, sample_consensus_frames
 
 # breakdance: EfficientNet-Lite0's classifier splits its 32 frames between two classes (0.66 / 0.34),
 # so a consensus too sharp shows; most DAVIS videos give one class with probability ~1 either way.

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from conftest import DATA
 
-from streamcosal.copypaste import CutOut, CutOutError, copy_paste, cut_out, paste_distractors
-from streamcosal.imagefile import resize
-from streamcosal.jigsaw import Augmentation, GroupSampler, ManifestItem
+from streamcosal.io.imagefile import resize
+from streamcosal.training.copypaste import CutOut, CutOutError, copy_paste, cut_out, paste_distractors
+from streamcosal.training.jigsaw import Augmentation, GroupSampler
+from streamcosal.training.manifest import ManifestItem
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA
 
-from streamcosal.datasets import LAYOUTS, detect_layout, load_dataset
+from streamcosal.io.datasets import LAYOUTS, detect_layout, load_dataset
 
 # the shared data lies beside the checkout (../shared/data), as for the rest of the suite
 PASCAL = DATA / "pascal_coseg"

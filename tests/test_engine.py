@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from conftest import group_images
 from PIL import Image
+from torch import nn
 
-from streamcosal.engine import CoSalEngine, resize_map
-from streamcosal.precision import cpu_has_native_bf16
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.precision import cpu_has_native_bf16
+from streamcosal.inference.transforms import resize_map
 from streamcosal.model import GICD, WeightsError, build_backbone
 
 
@@ -252,8 +252,8 @@ def test_the_defaults_prototype_gate_fades_spliced_in_objects_of_other_videos(da
     default multiplies its maps by their similarity to the group's object prototype; without the
     gate (prototype_gate 0) the foreign objects rank higher. Measured maxF, gated against not:
     dance-twirl 0.629 / 0.453, scooter-black 0.665 / 0.447, breakdance 0.616 / 0.475."""
-    from streamcosal.jigsaw import jigsaw
-    from streamcosal.training import ValGroup, score
+    from streamcosal.training.jigsaw import jigsaw
+    from streamcosal.training.validation import ValGroup, score
 
     videos = ["blackswan", "goat", "libby", "car-roundabout", "breakdance", "horsejump-high", "dance-twirl",
               "motocross-jump", "paragliding-launch", "scooter-black"]
@@ -284,6 +284,7 @@ def test_the_defaults_prototype_gate_fades_spliced_in_objects_of_other_videos(da
         CoSalEngine.from_pretrained(prototype_gate=2.0)
 
 
+@pytest.mark.slow
 def test_a_compiled_engine_gives_the_uncompiled_maps(data: Path) -> None:
     """compile=True (torch.compile, weights frozen) on real frames: the same maps, said on the first line."""
     images = load(group_images(data, "davis2016", "blackswan", 4))
@@ -296,6 +297,7 @@ def test_a_compiled_engine_gives_the_uncompiled_maps(data: Path) -> None:
     assert max(d.mean() for d in diff) < 1e-4 and max(d.max() for d in diff) < 1e-2
 
 
+@pytest.mark.slow
 def test_without_a_cxx_compiler_compile_falls_back_and_says_so(untrained: GICD, data: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Inductor finds no working C++ compiler (caches off, so nothing compiled earlier is reused): the

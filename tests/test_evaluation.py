@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import py_sod_metrics as sod
 import pytest
-
 from conftest import DATA
 
-from streamcosal.datasets import load_dataset
-from streamcosal.evaluation import METRICS, evaluate
-from streamcosal.report import EvalBatchError, compare, run_eval, write_outputs
+from streamcosal.evaluation.evaluate import evaluate
+from streamcosal.evaluation.report import EvalBatchError, compare, run_eval, write_outputs
+from streamcosal.evaluation.results import METRICS
+from streamcosal.io.datasets import load_dataset
 
 PASCAL = DATA / "pascal_coseg"
 GROUPS = {"Sofa": 4, "Table": 3}  # group -> images taken from pascal_coseg

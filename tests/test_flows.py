@@ -12,12 +12,15 @@ from typing import Any, Iterator
 
 import pyarrow.compute as pc
 import pytest
-
 from prefect_fixtures import clip, dev_checkpoint, tiny_dataset
-from streamcosal import archive
+
 from streamcosal.params import EngineSpec, RunParams
+from streamcosal.run import archive
 from streamcosal.storage import read_results
 from streamcosal.storage.parquet_files import write_by_source
+
+# The flows under a Prefect test harness (a local API): run by `pytest -m slow` (.ci/run runs both).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
@@ -165,7 +168,7 @@ def test_archive_flow_retries_a_transient_failure(harness: None, assets: dict[st
 
 def test_eval_flow_appends_history_and_fails_below_a_floor(harness: None, assets: dict[str, Path], data: Path,
                                                            tmp_path: Path) -> None:
-    from streamcosal import nightly
+    from streamcosal.evaluation import nightly
     from streamcosal.flows.evaluate import cosal_eval
 
     dataset = tiny_dataset(data, tmp_path)

@@ -16,7 +16,7 @@ from conftest import untrained_checkpoint
 from test_user_mistakes import photos
 from video_fixtures import davis_frames, encode_video
 
-from streamcosal.overlay import VideoSink
+from streamcosal.run.overlay import VideoSink
 
 CLI = [sys.executable, "-c", "from streamcosal.cli import app; app()"]
 

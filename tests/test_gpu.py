@@ -18,8 +18,9 @@ from conftest import group_images
 from PIL import Image
 from video_fixtures import encode_video, load_frames
 
-from streamcosal.engine import CoSalEngine
-from streamcosal.pipeline import PipelineConfig, run_pipeline
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.run.pipeline import run_pipeline
+from streamcosal.run.records import PipelineConfig
 from streamcosal.storage import ConsensusStore, decode_mask, read_results
 
 pytestmark = pytest.mark.gpu
@@ -126,7 +127,7 @@ def test_video_end_to_end_on_cuda(data: Path, tmp_path: Path) -> None:
 
 def test_fp16_training_steps_with_loss_scaling(images: list[np.ndarray]) -> None:
     """fp16 training (precision auto on GPUs without bf16) scales the loss: the decoder learns, its weights stay finite."""
-    from streamcosal.training import grad_scaler, train_step
+    from streamcosal.training.loop import grad_scaler, train_step
 
     model = copy.deepcopy(CoSalEngine.from_pretrained(device="cuda", precision="fp32").model).float()
     model.train()

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import group_images, untrained_checkpoint
 from PIL import Image
 
-from conftest import group_images, untrained_checkpoint
-from streamcosal.engine import CoSalEngine, resize_map
-from streamcosal.guided import guided_upsample
+from streamcosal.inference.engine import CoSalEngine, engine_for
+from streamcosal.inference.guided import guided_upsample
+from streamcosal.inference.transforms import resize_map
 from streamcosal.model import load_checkpoint, read_checkpoint, save_checkpoint
 from streamcosal.params import EngineSpec
 
@@ -107,9 +108,9 @@ def test_checkpoints_record_their_upsampling_and_older_ones_run_bilinear(tmp_pat
 
 def test_the_default_runs_guided_and_asking_for_bilinear_names_it_in_the_identity() -> None:
     default = EngineSpec()
-    engine = default.build()
+    engine = engine_for(default)
     assert engine.upsampling == "guided" and ", guided upsampling, " in engine.describe()
     assert engine.model_metadata()["upsampling"] == "guided"
     assert EngineSpec(upsampling="guided").identity() == default.identity()
     assert EngineSpec(upsampling="bilinear").identity() == default.identity() + " bilinear"
-    assert EngineSpec(upsampling="bilinear").build().upsampling == "bilinear"
+    assert engine_for(EngineSpec(upsampling="bilinear")).upsampling == "bilinear"

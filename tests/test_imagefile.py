@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import group_images
 from PIL import Image
 
-from conftest import group_images
-from streamcosal import jigsaw
-from streamcosal.engine import CoSalEngine
-from streamcosal.imagefile import read_gray, read_image
-from streamcosal.images import segment_folders
-from streamcosal.report import predict_and_evaluate
+from streamcosal.evaluation.report import predict_and_evaluate
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.io.imagefile import read_gray, read_image
+from streamcosal.run.images import segment_folders
+from streamcosal.training import jigsaw
 
 ROTATE_90_CW = 6  # EXIF orientation: the stored pixels must be turned 90 degrees clockwise to view
 

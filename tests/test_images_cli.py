@@ -14,10 +14,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from streamcosal.cli import app
-from streamcosal.imagefile import ImageReadError, read_image
-from streamcosal.images import find_groups
+from streamcosal.inference.precision import cpu_has_native_bf16
+from streamcosal.io.imagefile import ImageReadError, read_image
 from streamcosal.model import VGG16Backbone
-from streamcosal.precision import cpu_has_native_bf16
+from streamcosal.run.images import find_groups
 
 runner = CliRunner()
 
@@ -53,9 +53,9 @@ def test_images_end_to_end_on_real_groups(data: Path, tmp_path: Path, checkpoint
 
 
 def test_each_group_runs_at_the_size_of_its_median_image(tmp_path: Path, data: Path) -> None:
-    from streamcosal.engine import CoSalEngine
-    from streamcosal.images import segment_folders
+    from streamcosal.inference.engine import CoSalEngine
     from streamcosal.model import GICD, build_backbone, save_checkpoint
+    from streamcosal.run.images import segment_folders
 
     ck = tmp_path / "ms.pt"  # runs groups at 64 to 128 px
     save_checkpoint(GICD(build_backbone("efficientnet_lite0")), ck, input_size=64, max_input_size=128, version="t")
@@ -74,6 +74,7 @@ def test_each_group_runs_at_the_size_of_its_median_image(tmp_path: Path, data: P
     assert "wrote 6 maps in 2 groups to " in result.output and "(at 64-128 px by image size)" in result.output
 
 
+@pytest.mark.slow
 def test_input_size_flip_upsampling_and_compile_options_reach_the_engine(tmp_path: Path, checkpoint: Path,
                                                                           data: Path) -> None:
     inp = tmp_path / "in"

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from streamcosal.interrupts import Terminated, atomic, stop_signals
+from streamcosal.run.interrupts import Terminated, atomic, stop_signals
 
 
 @pytest.fixture(autouse=True)

@@ -9,19 +9,10 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from streamcosal.jigsaw import (
-    Augmentation,
-    GroupingRule,
-    GroupSampler,
-    Manifest,
-    build_manifest,
-    jigsaw,
-    load_pair,
-    resize,
-)
-
 from conftest import DATA  # noqa: E402
+
+from streamcosal.training.jigsaw import Augmentation, GroupSampler, jigsaw, resize
+from streamcosal.training.manifest import GroupingRule, Manifest, build_manifest, load_pair
 
 
 @pytest.fixture(scope="module")

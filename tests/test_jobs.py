@@ -4,8 +4,8 @@ import pickle
 
 import pytest
 
-from streamcosal.jobs import VideoJobError, raise_for_failures, report_markdown
-from streamcosal.pipeline import RunReport, SourceRun
+from streamcosal.run.jobs import VideoJobError, raise_for_failures, report_markdown
+from streamcosal.run.records import RunReport, SourceRun
 
 
 def report(**changes) -> RunReport:

@@ -31,11 +31,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from rtsp_camera import make_clip, rtsp_camera
 from test_pipeline import dev_checkpoint, dev_engine  # noqa: F401  (fixtures)
 
-from streamcosal.live import LiveReader, live_windows
-from streamcosal.metrics import LiveStats
-from streamcosal.pipeline import PipelineConfig, default_groups, run_pipeline
-from streamcosal.sources import Frame, FrameSource, ReconnectPolicy, VideoInfo
+from streamcosal.io.frame import Frame, FrameSource, VideoInfo
+from streamcosal.io.stream import ReconnectPolicy
+from streamcosal.run.live import LiveReader, live_windows
+from streamcosal.run.metrics import LiveStats
+from streamcosal.run.pipeline import default_groups, run_pipeline
+from streamcosal.run.records import PipelineConfig
 from streamcosal.storage import ConsensusStore, read_events, read_results
+
+# Live cameras over a real RTSP server, in real time: run by `pytest -m slow` (.ci/run runs both).
+pytestmark = pytest.mark.slow
 
 QUICK_RECONNECT = ReconnectPolicy(max_attempts=20, backoff_s=0.1, max_backoff_s=0.5)
 
@@ -121,7 +126,7 @@ def test_policy_all_keeps_the_configured_window():
 
 
 def test_frames_arrive_and_are_segmented_over_rtsp(clips, dev_engine, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="streamcosal.metrics")
+    caplog.set_level(logging.INFO, logger="streamcosal.run.metrics")
     with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
         report = run_pipeline([camera.url("/cam")], tmp_path / "out", dev_engine,
                               PipelineConfig(window=4, duration=3.0, log_every_s=0.5), group="door")
@@ -192,8 +197,8 @@ def test_slow_engine_over_rtsp_shrinks_the_window_within_the_latency_target(clip
 
 def test_a_camera_through_the_video_job_takes_the_live_settings(clips, dev_checkpoint, tmp_path):  # noqa: F811
     """What the cosal-video flow runs (`jobs.run_video`), with the live settings in its RunParams."""
-    from streamcosal.jobs import run_video
     from streamcosal.params import EngineSpec, RunParams
+    from streamcosal.run.jobs import run_video
 
     params = RunParams(window=4, drop_policy="stride", max_latency=0.5, duration=3.0)
     with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
@@ -480,7 +485,7 @@ def slow_engine(engine, monkeypatch, seconds_per_window: float) -> None:
 def test_a_file_read_live_is_released_by_its_timestamps(recording):
     """A recording read live behaves like a camera replaying it: each frame enters the buffer when the
     wall time since the first frame reaches its timestamp."""
-    from streamcosal.sources import open_source
+    from streamcosal.io.open import open_source
 
     reader = LiveReader(open_source(recording[0]), policy="all", paced=True)
     try:
@@ -498,7 +503,7 @@ def test_a_file_read_live_with_a_slow_engine(recording, dev_engine, tmp_path, mo
     """--live on a DAVIS clip and an engine slower than its 25 fps (0.25 s per window of 4: 16 frames/s):
     latest drops frames and keeps latency bounded, all processes every frame; every result keeps the
     file's own frame index and timestamp."""
-    from streamcosal.sources import open_source
+    from streamcosal.io.open import open_source
 
     with open_source(recording[0]) as source:
         own = {f.index: f.timestamp for f in source}
@@ -617,7 +622,7 @@ def test_stdin_is_the_same_source_from_run_to_run():
     """`/dev/stdin` resolves to this process's pipe (/proc/PID/fd/pipe:[N]), another every run: a pipe is
     known by its path as given, so a second `... | streamcosal video /dev/stdin` run continues the
     group `stdin` and its consensus instead of starting a group of its own."""
-    code = "from streamcosal.consensus import source_identity_of; print(source_identity_of('/dev/stdin'))"
+    code = "from streamcosal.run.consensus import source_identity_of; print(source_identity_of('/dev/stdin'))"
     seen = {subprocess.run([sys.executable, "-c", code], stdin=subprocess.PIPE, capture_output=True, text=True,
                            timeout=60, check=True).stdout.strip() for _ in range(2)}
     assert seen == {"/dev/stdin"}

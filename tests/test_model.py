@@ -12,8 +12,7 @@ from conftest import group_images
 from PIL import Image
 from skimage import data as skdata
 
-from streamcosal.engine import CoSalEngine
-from streamcosal.model.head import PointwiseHeadPass, PooledLinearHeadPass, PullbackHeadPass
+from streamcosal.inference.engine import CoSalEngine
 from streamcosal.model import (
     GICD,
     Backbone,
@@ -31,6 +30,7 @@ from streamcosal.model import (
     save_checkpoint,
     soft_iou_loss,
 )
+from streamcosal.model.head import PointwiseHeadPass, PooledLinearHeadPass, PullbackHeadPass
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,11 @@ from conftest import group_images
 from PIL import Image
 
 from benchmarks.reference_gicd import CONV_INDEX, ReferenceGICD
-from streamcosal.engine import CoSalEngine
+from streamcosal.inference.engine import CoSalEngine
 from streamcosal.model import GICD, VGG16Backbone, WeightsError
+
+# The authors' VGG-16 network against a reimplementation of their inference: run by `pytest -m slow`.
+pytestmark = pytest.mark.slow
 
 
 def official_state(seed: int) -> dict[str, torch.Tensor]:

@@ -6,10 +6,9 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 from video_fixtures import davis_frames
 
-from streamcosal.overlay import ImageOverlaySink, OverlayStyle, VideoSink, contact_sheet, highlight
+from streamcosal.run.overlay import ImageOverlaySink, OverlayStyle, VideoSink, contact_sheet, highlight
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import typer.main
 from pydantic import ValidationError
 
 from streamcosal.cli import app
+from streamcosal.inference.engine import engine_for
 from streamcosal.params import LIVE_ONLY, EngineSpec, RunParams, explain
-from streamcosal.pipeline import PipelineConfig
+from streamcosal.run.records import PipelineConfig
 
 
 def cli_defaults(command: str) -> dict[str, object]:
@@ -55,7 +56,7 @@ def test_the_live_settings_are_run_parameters() -> None:
     """A camera run through a flow or job (``params``) sets its drop policy, latency target, duration and
     metrics endpoint, and any run whether its sources are read live; they do not change the key of an
     archive's files (which are never read live)."""
-    from streamcosal.jobs import pipeline_config
+    from streamcosal.run.jobs import pipeline_config
 
     live = {"live": True, "drop_policy": "stride", "max_latency": 0.5, "duration": 60.0, "metrics_port": 9108, "metrics_host": "0.0.0.0"}
     assert set(live) == LIVE_ONLY
@@ -107,18 +108,18 @@ def test_identity_names_a_non_default_input_size_flip_embedding_share_and_gate(t
 
 
 def test_the_embedding_share_option_reaches_the_engine() -> None:
-    paper = EngineSpec(embedding_share=0, device="cpu").build()
+    paper = engine_for(EngineSpec(embedding_share=0, device="cpu"))
     assert paper.model.embedding_share == 0 and "embedding share" not in paper.describe()
-    assert EngineSpec(device="cpu").build().model.embedding_share == 0.4  # the embedded default's
+    assert engine_for(EngineSpec(device="cpu")).model.embedding_share == 0.4  # the embedded default's
     with pytest.raises(ValidationError) as refused:
         EngineSpec(embedding_share=1.5)
     assert explain(refused.value) == "embedding_share: Input should be less than or equal to 1 (got 1.5)"
 
 
 def test_the_prototype_gate_option_reaches_the_engine() -> None:
-    ungated = EngineSpec(prototype_gate=0, device="cpu").build()
+    ungated = engine_for(EngineSpec(prototype_gate=0, device="cpu"))
     assert ungated.model.prototype_gate == 0 and "prototype gate" not in ungated.describe()
-    default = EngineSpec(device="cpu").build()
+    default = engine_for(EngineSpec(device="cpu"))
     assert default.model.prototype_gate == 0.5 and default.model_metadata()["prototype_gate"] == "0.5"
     with pytest.raises(ValidationError) as refused:
         EngineSpec(prototype_gate=-1)

@@ -28,12 +28,15 @@ from typer.testing import CliRunner
 from video_fixtures import encode_audio_only, encode_video, load_frames, truncate_file
 
 from streamcosal.cli import app
-from streamcosal.engine import CoSalEngine
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.precision import cpu_has_native_bf16
+from streamcosal.io.open import open_source
+from streamcosal.io.stream import ReconnectPolicy
 from streamcosal.model import GICD, build_backbone, save_checkpoint
-from streamcosal.pipeline import PipelineConfig, run_pipeline
-from streamcosal.precision import cpu_has_native_bf16
-from streamcosal.search import search
-from streamcosal.sources import ReconnectPolicy, open_source
+from streamcosal.run.interrupts import Interrupted
+from streamcosal.run.pipeline import run_pipeline
+from streamcosal.run.records import PipelineConfig
+from streamcosal.run.search import search
 from streamcosal.storage import ConsensusStore, decode_mask, read_events, read_results
 from streamcosal.storage.schema import MODEL_KEY
 
@@ -241,7 +244,9 @@ def test_ctrl_c_keeps_the_results_done(data, dev_engine, tmp_path, monkeypatch):
         return segment(x, consensus, prototype_prior)
 
     monkeypatch.setattr(dev_engine, "segment", interrupted_on_second_window)
-    report = run_pipeline([path], tmp_path / "out", dev_engine, PipelineConfig(window=4, consensus_frames=2, overlay=True))
+    with pytest.raises(Interrupted) as stopped:  # a KeyboardInterrupt: a caller that does not catch it stops
+        run_pipeline([path], tmp_path / "out", dev_engine, PipelineConfig(window=4, consensus_frames=2, overlay=True))
+    report = stopped.value.report
     assert report.interrupted == "SIGINT" and report.exit_code == 130
     assert report.sources[0].status == "interrupted"
     assert read_results(tmp_path / "out").num_rows == 4  # the first window, flushed

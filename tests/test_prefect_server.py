@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from prefect_fixtures import Processes, clip, dev_checkpoint, free_port, http_ok, streamcosal_command, wait_for
+
 from streamcosal.storage import read_results
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from streamcosal.prefetch import Prefetcher
+from streamcosal.run.prefetch import Prefetcher
 
 
 def wait_for_threads(count: int, timeout: float = 2.0) -> int:

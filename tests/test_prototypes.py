@@ -9,12 +9,12 @@ import torch
 from conftest import group_images
 from PIL import Image
 
-from streamcosal.engine import CoSalEngine, GroupPrediction
-from streamcosal.jigsaw import jigsaw
-from streamcosal.prototypes import RunningPrototype
-from streamcosal.sources import Frame
-from streamcosal.training import ValGroup, score
-from streamcosal.windows import Window
+from streamcosal.inference.engine import CoSalEngine, GroupPrediction
+from streamcosal.io.frame import Frame
+from streamcosal.run.prototypes import RunningPrototype
+from streamcosal.run.windows import Window
+from streamcosal.training.jigsaw import jigsaw
+from streamcosal.training.validation import ValGroup, score
 
 
 def window(times: list[float], emit: list[bool]) -> Window:

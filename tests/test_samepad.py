@@ -12,9 +12,9 @@ from PIL import Image
 from timm.layers import Conv2dSame
 from torch import nn
 
-import streamcosal.engine as engine_module
-from streamcosal.engine import CoSalEngine
-from streamcosal.samepad import fold_same_padding
+import streamcosal.inference.engine as engine_module
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.samepad import fold_same_padding
 
 
 @pytest.mark.parametrize(("k", "groups"), [(3, 1), (3, 16), (5, 16)])

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from streamcosal.sink import SinkThread
+from streamcosal.run.sink import SinkThread
 
 
 class SlowSink:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamcosal.smoothing import TemporalSmoothing
-from streamcosal.sources import Frame
-from streamcosal.windows import Window
+from streamcosal.io.frame import Frame
+from streamcosal.run.smoothing import TemporalSmoothing
+from streamcosal.run.windows import Window
 
 IMAGE = np.zeros((2, 2, 3), np.uint8)
 

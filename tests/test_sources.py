@@ -27,7 +27,10 @@ from video_fixtures import (  # noqa: E402
     truncate_file,
 )
 
-from streamcosal.sources import ReconnectPolicy, SourceError, open_source, redact  # noqa: E402
+from streamcosal.io.frame import SourceError
+from streamcosal.io.open import open_source
+from streamcosal.io.redact import redact
+from streamcosal.io.stream import ReconnectPolicy
 
 N = 48  # frames per test video: 2 s at 24 fps, 160x96
 

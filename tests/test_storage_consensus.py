@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamcosal.storage import ConsensusStore, UnknownGroupError
-from streamcosal.storage import consensus_store
+from streamcosal.storage import ConsensusStore, UnknownGroupError, consensus_store
 
 C = 1000
 

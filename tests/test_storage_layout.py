@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamcosal import archive
+from streamcosal.run import archive
 from streamcosal.storage import FrameResult, ResultWriter, RunLayout, detect_events, events_table, write_events
 from streamcosal.storage.parquet_files import write_by_source
 

@@ -23,13 +23,12 @@ from streamcosal.storage import (
     encode_prob_png,
     events_from_results,
     mask_stats,
+    parquet_files,
     read_events,
     read_results,
     write_events,
 )
-from streamcosal.storage import parquet_files
 from streamcosal.storage.schema import SCHEMA_VERSION_KEY
-
 
 
 def _result(source: str, frame: int, mask: np.ndarray | None = None) -> FrameResult:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-from streamcosal import training
-from streamcosal.jigsaw import Augmentation, GroupSampler, Manifest, build_manifest
-from streamcosal.model import gicd_loss
-from streamcosal.trainconfig import ConfigError, load_config
-from streamcosal.training import TrainingError, build_model, train
-
 from conftest import DATA  # noqa: E402
+
+from streamcosal.model import gicd_loss
+from streamcosal.training import loop as training
+from streamcosal.training.config import ConfigError, TrainConfig, load_config
+from streamcosal.training.jigsaw import Augmentation, GroupSampler
+from streamcosal.training.loop import TrainingError, build_model, train
+from streamcosal.training.manifest import Manifest, build_manifest
+
 PICKS = {  # group -> (set, source group, images)
     "Cat": ("pascal_coseg", "Cat", 3), "Horse": ("pascal_coseg", "Horse", 3), "Sofa": ("pascal_coseg", "Sofa", 2),
     "blackswan": ("davis2016", "blackswan", 2), "goat": ("davis2016", "goat", 2),
@@ -109,13 +111,93 @@ def test_impossible_values_and_missing_inputs_are_refused_before_any_work(tmp_pa
     assert not (tmp_path / "manifest.parquet").exists(), "nothing is built before the checks"
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")),
-                         ids=lambda p: p.name)
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROOT_CONFIGS = sorted(p for p in CONFIGS.glob("*.toml") if p.name != "base.toml")  # base.toml is no run
+
+
+@pytest.mark.parametrize("path", ROOT_CONFIGS, ids=lambda p: p.name)
 def test_committed_configs_load(path: Path) -> None:
     config = load_config(path)
-    assert config.name and config.train.out_dir.name == config.name
+    assert config.name == path.stem and config.train.out_dir.name == config.name
+    assert tomllib.loads(path.read_text()).get("base"), "every committed config overrides base.toml or another one"
     if config.model.init is not None:  # a later stage starts from an earlier run's best or last epoch
         assert config.model.init.name in ("best.pt", "last.pt") and config.model.init.parent != config.train.out_dir
+
+
+LITE2_ALL_MS = {  # configs/lite2_all_ms.toml written out flat, as the default model's last stage read it on 2026-11-28
+    "name": "lite2_all_ms",
+    "model": {"backbone": "efficientnet_lite2", "use_gim": True, "use_arm": True, "input_size": 224,
+              "init": "../reports/training/lite2_all/best.pt"},
+    "data": {"root": "../../shared/data",
+             "train_sets": ["pascal_coseg", "oxford_pets", "davis2016", "weizmann_horse", "sod"],
+             "regroup_sets": ["sod"], "min_confidence": 0.3, "min_group_size": 4,
+             "manifest": "../reports/training/manifest.parquet", "all_masks_as_distractors": True},
+    "validation": {"groups": [], "videos": []},
+    "augment": {"copy_paste_prob": 0.5, "copy_paste_native": 0.5, "jigsaw_prob": 0.75, "hflip": True,
+                "crop_scale": 0.6, "colour": 0.25, "sizes": [224, 256, 288]},
+    "optim": {"lr": 1e-4, "beta1": 0.9, "beta2": 0.99, "lr_drop_at": 0.8, "lr_drop_factor": 0.1},
+    "train": {"out_dir": "../reports/training/lite2_all_ms", "seed": 1, "epochs": 8, "steps_per_epoch": 100,
+              "max_images": 8, "threads": 1, "device": "cpu", "precision": "auto", "log_every": 10},
+}
+
+
+def flat_config(raw: dict, source: Path) -> TrainConfig:
+    """A flat config's values, its relative paths resolved against configs/ (as the committed configs')."""
+    return TrainConfig.model_validate({**raw, "source": source.resolve()}, context={"base": CONFIGS})
+
+
+def test_shipped_configs_read_over_their_bases_equal_the_flat_files() -> None:
+    # the default's last stage, read over lite2_ms.toml, lite2_ft.toml, lite2_cp.toml and base.toml
+    path = CONFIGS / "lite2_all_ms.toml"
+    assert load_config(path) == flat_config(LITE2_ALL_MS, path)
+    # each embedded model ships a flat copy of the config it was trained with
+    weights = Path(__file__).resolve().parents[1] / "streamcosal" / "weights"
+    for config, copy in (("lite2_all_ms", "gicd_lite2"), ("lite0_stage2", "gicd_lite0")):
+        path = CONFIGS / f"{config}.toml"
+        assert load_config(path) == flat_config(tomllib.loads((weights / f"{copy}.toml").read_text()), path), copy
+
+
+def test_config_base_merges_tables_and_keeps_paths_relative_to_their_file(tmp_path: Path) -> None:
+    tmp_path = tmp_path.resolve()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "base.toml").write_text("""
+name = "not inherited"
+[data]
+root = "data"
+train_sets = ["a", "b"]
+manifest = "manifest.parquet"
+[optim]
+lr = 1e-3
+beta1 = 0.8
+[train]
+out_dir = "not inherited"
+epochs = 3
+""")
+    run = tmp_path / "runs" / "fine.toml"
+    run.parent.mkdir()
+    run.write_text('base = "../shared/base.toml"\n[data]\ntrain_sets = ["c"]\n[optim]\nlr = 1e-4\n')
+    missing = r"fine\.toml: \[train\] out_dir: a required key is missing \(read over .*shared/base\.toml\)"
+    with pytest.raises(ConfigError, match=missing):  # what names a run is never inherited
+        load_config(run)
+    run.write_text(run.read_text() + '[train]\nout_dir = "out"\n')
+    config = load_config(run)
+    assert config.name == "fine" and config.train.out_dir == tmp_path / "runs" / "out" and config.train.epochs == 3
+    shared = tmp_path / "shared"
+    assert (config.data.root, config.data.manifest) == (shared / "data", shared / "manifest.parquet")
+    assert config.data.train_sets == ["c"] and (config.optim.lr, config.optim.beta1) == (1e-4, 0.8)
+
+
+def test_config_with_a_missing_or_circular_base_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text('base = "gone.toml"\n')
+    with pytest.raises(ConfigError, match=r"a\.toml: base 'gone\.toml' not found"):
+        load_config(tmp_path / "a.toml")
+    (tmp_path / "a.toml").write_text('base = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('base = "a.toml"\n')
+    with pytest.raises(ConfigError, match=r"b\.toml: circular base: .*a\.toml -> .*b\.toml -> .*a\.toml"):
+        load_config(tmp_path / "a.toml")
+    (tmp_path / "b.toml").write_text("base = 1\n")
+    with pytest.raises(ConfigError, match=r"b\.toml: 'base' must be the path of a TOML file"):
+        load_config(tmp_path / "a.toml")
 
 
 def test_few_steps_lower_the_loss_and_keep_the_backbone_frozen(tmp_path: Path, tiny: Path) -> None:
@@ -230,7 +312,7 @@ def test_benchmark_measures_each_precision_and_writes_nothing(tmp_path: Path, ti
     from typer.testing import CliRunner
 
     from streamcosal.cli import app
-    from streamcosal.precision import cpu_has_native_bf16
+    from streamcosal.inference.precision import cpu_has_native_bf16
 
     cfg = write_config(tmp_path / "c.toml", tiny, extra="max_images = 2".replace("max_images", "log_every"))
     result = CliRunner().invoke(app, ["train", str(cfg), "--benchmark"])
@@ -242,6 +324,7 @@ def test_benchmark_measures_each_precision_and_writes_nothing(tmp_path: Path, ti
     assert not (tmp_path / "run").exists(), "a benchmark trains nothing and writes no run"
 
 
+@pytest.mark.slow
 def test_the_whole_schedule_chains_its_stages_in_one_command(tmp_path: Path) -> None:
     """reports/training/schedule.py --smoke: every stage of the shipped model's schedule trains (2
     steps) into OUT/<stage>, each from the previous stage's checkpoint in OUT, on the device given."""

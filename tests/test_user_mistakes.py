@@ -149,7 +149,7 @@ def test_a_video_given_to_images_points_at_streamcosal_video(tmp_path, checkpoin
 
 
 def test_ctrl_c_during_images_says_what_was_written(data, tmp_path, checkpoint, monkeypatch):
-    from streamcosal.engine import CoSalEngine
+    from streamcosal.inference.engine import CoSalEngine
 
     inp = tmp_path / "in"
     photos(data, inp / "A", n=2)
@@ -294,7 +294,7 @@ def test_a_video_whose_size_changes_midway_gives_every_frame_once(data, tmp_path
     the frames must be the real ones, at their own size, with increasing timestamps."""
     from video_fixtures import davis_frames, encode_video
 
-    from streamcosal.sources import open_source
+    from streamcosal.io.open import open_source
     from streamcosal.storage import decode_mask, read_results
 
     first, second = davis_frames("blackswan", n=10, size=(160, 96)), davis_frames("goat", n=10, size=(128, 80))

@@ -13,13 +13,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from video_fixtures import DAVIS_IMAGES, davis_frames, encode_video  # noqa: E402
 
-from streamcosal.sources import Frame, SourceError, open_source  # noqa: E402
-from streamcosal.windows import (  # noqa: E402
-    global_windows,
-    interleave,
-    sample_consensus_frames,
-    streaming_windows,
-)
+from streamcosal.io.frame import Frame, SourceError
+from streamcosal.io.open import open_source
+from streamcosal.run.windows import global_windows, interleave, sample_consensus_frames, streaming_windows  # noqa: E402
 
 TINY = np.zeros((2, 2, 3), np.uint8)
 

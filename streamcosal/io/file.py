@@ -1,0 +1,177 @@
+"""Video files: decoded with decord (`VideoReader.get_batch` on the sampled indices, timestamps from
+`get_frame_timestamp`); PyAV takes over for anything decord cannot open (e.g. a truncated MP4) or
+fails on while decoding (corrupt packets make decord raise for the whole batch): PyAV decodes packet
+by packet, skipping and counting bad ones. Both readers return upright frames: decord 0.6.0 applies
+the display matrix itself. decord timestamps are float32 frame start times (error below 1 ms even
+for hours-long videos)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
+
+import av
+import numpy as np
+
+from streamcosal.io.decode import (
+    TimedFrames,
+    check_video_stream,
+    decode_packets,
+    open_container,
+    summarise_skips,
+    upright,
+)
+from streamcosal.io.frame import Frame, FrameSource, Sampler, SourceError, SourceReport, VideoInfo
+
+logger = logging.getLogger(__name__)
+
+
+Reader = Literal["auto", "decord", "pyav"]
+
+
+class VideoFileSource(FrameSource):
+    """A video file, decoded with decord (PyAV when decord cannot); see the module docstring."""
+
+    def __init__(self, path: Path, sampler: Sampler, reader: Reader = "auto", batch_size: int = 16):
+        super().__init__()
+        self.path, self.name = path, str(path)
+        self._sampler, self._batch_size = sampler, batch_size
+        if not path.exists():
+            raise SourceError(f"{path}: no such file. Check the path.")
+        if path.is_dir():
+            raise SourceError(f"{path}: is a folder; give a video file, or the folder as an image group.")
+        if path.stat().st_size == 0:
+            raise SourceError(f"{path}: file is empty (0 bytes). Re-copy or re-record it.")
+        self.info = self._probe()
+        self._vr = None
+        self._timestamps = np.empty(0)  # decord's, of every frame
+        if reader != "pyav":
+            self._vr = self._open_decord()
+            if self._vr is None and reader == "decord":
+                raise SourceError(f"{path}: decord cannot open this file; use reader='pyav' or 'auto'.")
+        if self._vr is not None and self.info.frame_count is None:
+            self.info.frame_count = len(self._vr)
+
+    def _probe(self) -> VideoInfo:
+        """Stream metadata plus the rotation of the first frame (PyAV)."""
+        with open_container(self.name, self.name) as container:
+            stream = check_video_stream(container, self.name)
+            try:
+                first = next((f for f in decode_packets(container, self.name, SourceReport()) if f is not None), None)
+            except av.error.FFmpegError:
+                first = None
+            if first is None:
+                raise SourceError(f"{self.name}: no decodable video frame in the file. Re-encode or re-record it.")
+            rotation = int(round(first.rotation or 0)) % 360
+            width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
+            rate = stream.average_rate or stream.guessed_rate
+            duration = None
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / av.time_base
+            return VideoInfo(
+                width=width,
+                height=height,
+                fps=float(rate) if rate else 0.0,
+                frame_count=stream.frames or None,
+                duration=duration,
+                rotation=rotation,
+                codec=stream.codec_context.name,
+            )
+
+    def _open_decord(self):  # -> decord.VideoReader | None
+        """decord's reader, or None where decord cannot open the file or cannot be trusted with it:
+        timestamps that do not increase (clips joined together, e.g. concatenated MPEG-TS: decord
+        then gives frames of the first clip's size and duplicate timestamps)."""
+        import decord
+
+        try:
+            vr = decord.VideoReader(self.name, ctx=decord.cpu(0))
+        except Exception as error:  # decord raises RuntimeError or DECORDError
+            logger.info("%s: decord cannot open it (%s); reading with PyAV", self.name, str(error).splitlines()[0])
+            return None
+        self._timestamps = vr.get_frame_timestamp(range(len(vr)))[:, 0].astype(np.float64)
+        back = np.flatnonzero(np.diff(self._timestamps) <= 0)
+        if back.size:
+            logger.info("%s: timestamps do not increase at frame %d (joined clips?); reading with PyAV",
+                        self.name, back[0] + 1)
+            return None
+        return vr
+
+    def _generate(self) -> Iterator[Frame]:
+        if self._vr is None:
+            yield from self._pyav_frames(start_index=0)
+            return
+        timestamps = self._timestamps
+        count = len(timestamps)
+        keep = [i for i in range(count) if self._sampler.keep(i, float(timestamps[i]))]
+        for start in range(0, len(keep), self._batch_size):
+            chunk = keep[start : start + self._batch_size]
+            try:
+                images = self._vr.get_batch(chunk).asnumpy()
+            except Exception as error:  # decord gives up on the whole batch at a bad packet
+                logger.info(
+                    "%s: decord failed on frames %d..%d (%s); continuing with PyAV",
+                    self.name, chunk[0], chunk[-1], str(error).splitlines()[0][:200],
+                )
+                self._vr = None
+                yield from self._pyav_frames(start_index=chunk[0])
+                return
+            for index, image in zip(chunk, images):
+                yield Frame(image=image, index=index, timestamp=float(timestamps[index]), source=self.name)
+
+    def _pyav_frames(self, start_index: int) -> Iterator[Frame]:
+        """Decode with PyAV, yielding sampled frames with index >= start_index."""
+        sampler = Sampler(self._sampler.fps, self._sampler.stride)
+        last_good = None
+        with open_container(self.name, self.name) as container:
+            decoded = TimedFrames(container, self.name, self.info, self.report)
+            try:
+                for index, timestamp, frame in decoded:
+                    if sampler.keep(index, timestamp) and index >= start_index:
+                        yield Frame(image=upright(frame), index=index, timestamp=timestamp, source=self.name)
+                    last_good = (index, timestamp)
+                truncated = self.info.frame_count is not None and decoded.count < self.info.frame_count
+            except av.error.FFmpegError as error:
+                logger.debug("%s: demuxer stopped: %s", self.name, error)
+                truncated = True
+        if truncated:
+            self.report.truncated = True
+            where = f"frame {last_good[0]} at {last_good[1]:.3f} s" if last_good else "none"
+            expected = f" of {self.info.frame_count} announced" if self.info.frame_count else ""
+            self.report.warn(
+                f"{self.name}: file is truncated: read {decoded.count}{expected} frames, last good {where}. "
+                "The frames before it were read; re-copy or re-record the file to get the rest."
+            )
+        summarise_skips(self.name, self.report, "The file is damaged; re-copy or re-encode it.")
+
+    def iter_frames(self, indices: Sequence[int]) -> Iterator[Frame]:
+        """Frames at `indices` (sorted, deduplicated), by decord random access or a PyAV pass."""
+        wanted = sorted(set(int(i) for i in indices))
+        if self._vr is not None:
+            try:
+                while wanted:  # a frame leaves `wanted` once decoded: PyAV reads only the rest
+                    image = self._vr.get_batch(wanted[:1]).asnumpy()[0]
+                    index = wanted.pop(0)
+                    yield Frame(image=image, index=index, timestamp=float(self._timestamps[index]), source=self.name)
+                return
+            except Exception as error:
+                logger.info("%s: decord random access failed (%s); using PyAV", self.name, str(error).splitlines()[0])
+        if not wanted:
+            return
+        wanted_set = set(wanted)
+        with open_container(self.name, self.name) as container:
+            decoded = TimedFrames(container, self.name, self.info, SourceReport())
+            try:
+                for index, timestamp, frame in decoded:
+                    if index in wanted_set:
+                        yield Frame(image=upright(frame), index=index, timestamp=timestamp, source=self.name)
+                    if index >= wanted[-1]:
+                        break
+            except av.error.FFmpegError as error:
+                logger.warning("%s: stopped reading at frame %d: %s", self.name, decoded.count, error)
+
+
+# ----------------------------------------------------------------------------- pipes

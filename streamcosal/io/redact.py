@@ -1,0 +1,23 @@
+"""Passwords out of URLs before they reach a log, a report or a file."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+logger = logging.getLogger(__name__)
+
+
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@'\"]*):[^\s/@'\"]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd|pass)=)[^&\s'\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` (a URL, or a message quoting one) with each password of a URL replaced by ***:
+    rtsp://user:***@host/path, http://host/video?user=u&pwd=***. A stream is named this way in
+    everything stored or shown (result rows, reports, metric labels, messages, logs); only the
+    connection uses the real URL."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
+
+
+# ----------------------------------------------------------------------------- image groups

@@ -1,0 +1,367 @@
+"""The video/stream job: sources -> windows -> engine -> Parquet results, events, overlays.
+
+    engine = CoSalEngine.from_pretrained()
+    report = run_pipeline(["a.mp4", "b.mp4"], "results", engine)          # one group per video
+    report = run_pipeline(["rtsp://cam1", "rtsp://cam2"], "results", engine, group="lobby")
+
+Each group is the `group` given (every source in it: several cameras segment the object common
+to all of them) or, without one, one group per source named after it (the file's stem).
+
+Each group runs through four stages: prefetch (decoding and resizing run ahead of the engine in
+a thread, `Prefetcher`) -> consensus (a `consensus.ConsensusStrategy`) -> segment (the engine)
+-> sink (`sink.ResultSink`: maps to frame size, rows, events, overlays, counters; for files in its own
+thread beside the engine, `sink.SinkThread`).
+
+- global mode (finite sources: video files, image folders): `GlobalConsensus`, the consensus of
+  `consensus_frames` frames sampled evenly over the WHOLE of every source of the group; every
+  processed frame is segmented against it, `window` at a time.
+- streaming mode (live streams, or any source on request): windows of `window` frames every
+  `step` new frames, segmented against `StreamingConsensus`, the group's running consensus in the
+  ConsensusStore (decayed with `half_life` seconds of stream time; a restarted stream continues
+  from it). This costs one more classifier pass over the new frames.
+- "auto" is global when every source of the group is finite, else streaming.
+
+Live sources (streams and cameras; with `live` every source: a video file is then released by its
+timestamps, a pipe as its writer writes) are read by a `LiveReader` each, in streaming mode, with
+the drop policy; other sources give every frame, at the engine's pace.
+
+Outputs under `out` (a second run appends, never overwrites; paths spelled by storage.RunLayout):
+    frames/...                    per-frame results, Parquet by source (storage.ResultWriter)
+    events/...                    intervals in which the object is present (storage.write_events)
+    consensus.npz                 the consensus store (or `config.store_path`)
+    overlays/<run_id>/<key>.mp4   with `overlay`: H.264 per video/stream (key: the source's
+                                  partition key); image groups get <key>/<stem>.png + contact sheet
+    runs/<run_id>.json            the run report (`RunReport`)
+
+Ctrl-C (SIGINT) or SIGTERM stops the run: the results done so far are written, overlays
+finished, events written, the store and the report saved; `RunReport.exit_code` is then 130 or
+143. A source that cannot be opened or fails midway is reported and the other groups still run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
+from torch import Tensor
+
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.imagenet import top_classes
+from streamcosal.io.file import VideoFileSource
+from streamcosal.io.frame import FrameSource, SourceError, VideoInfo
+from streamcosal.io.images import ImageGroupSource
+from streamcosal.io.open import open_source
+from streamcosal.io.redact import redact
+from streamcosal.io.stream import StreamSource, is_stream
+from streamcosal.run.consensus import (
+    ConsensusStrategy,
+    GlobalConsensus,
+    StreamingConsensus,
+    source_identity,
+    source_identity_of,
+)
+from streamcosal.run.interrupts import Interrupted, Terminated, atomic, stop_signals
+from streamcosal.run.live import LiveReader, live_windows
+from streamcosal.run.metrics import LiveMetrics
+from streamcosal.run.prefetch import Prefetcher
+from streamcosal.run.prototypes import RunningPrototype
+from streamcosal.run.records import PipelineConfig, RunReport, SourceRun, is_transient
+from streamcosal.run.sink import Member, ResultSink, SinkThread, owners
+from streamcosal.run.smoothing import TemporalSmoothing
+from streamcosal.run.windows import Window, global_windows, interleave, streaming_windows
+from streamcosal.storage import ConsensusStore, ResultWriter
+from streamcosal.storage.layout import RunLayout, new_run_id
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+STORE_FILE = "consensus.npz"
+STORE_SAVE_EVERY_S = 30.0  # streaming: save the consensus store at least this often
+
+
+def group_name(spec: str | Path) -> str:
+    """The default group of a source: a file's stem, a folder's name, a URL as it is (its password
+    replaced by ***: `redact`)."""
+    if is_stream(spec):
+        return redact(str(spec))
+    path = Path(spec)
+    return path.name if path.is_dir() else path.stem
+
+
+def default_groups(sources: Sequence[str | Path], store: ConsensusStore | None = None) -> list[tuple[str, list[str | Path]]]:
+    """One group per source, named by `group_name`; a source is named by its path as given instead
+    when another source of the run has its name (two `clip.mp4` in different folders) or when the
+    store holds that name computed from another source (an earlier run's other `clip.mp4`)."""
+    names = [group_name(s) for s in sources]
+    paths = {n: {str(s) for m, s in zip(names, sources) if m == n} for n in names}
+
+    def taken(name: str, spec: str | Path) -> bool:
+        known = store.source(name) if store is not None and name in store else None
+        return known is not None and known != source_identity_of(spec)
+
+    return [(redact(str(s)) if len(paths[n]) > 1 or taken(n, s) else n, [s]) for n, s in zip(names, sources)]
+
+
+def run_pipeline(
+    sources: Sequence[str | Path],
+    out: str | Path,
+    engine: CoSalEngine,
+    config: PipelineConfig | None = None,
+    group: str | None = None,
+) -> RunReport:
+    """Process `sources` (video files, stream URLs, cameras, image folders) into `out`.
+
+    group: one group for every source; default one group per source (see `group_name`).
+    Returns the run's report (also saved in out/runs/); never raises for a bad source, a dropped
+    stream or SIGTERM: see `RunReport.exit_code`. Ctrl-C raises `Interrupted` (a KeyboardInterrupt
+    carrying the report) once everything done so far is saved.
+    """
+    config = config or PipelineConfig()
+    if not sources:
+        raise ValueError("run_pipeline needs at least one source")
+    out = Path(out)
+    run_id = config.run_id or new_run_id()
+    layout = RunLayout(out, run_id)
+    store = ConsensusStore.open(config.store_path or out / STORE_FILE, group_size=config.consensus_frames)
+    jobs = [(group, list(sources))] if group is not None else default_groups(sources, store)
+    report = RunReport(run_id=run_id, out=str(out), model=f"{engine.name} {engine.version}",
+                       started=datetime.now(UTC).isoformat(timespec="seconds"),
+                       precision=engine.precision, device=str(engine.device))
+    report.sources = [SourceRun(redact(str(spec)), name) for name, specs in jobs for spec in specs]
+    writer = ResultWriter(out, run_id, flush_every=config.flush_every, model=engine.model_metadata())
+    metrics = LiveMetrics()
+    start = time.perf_counter()
+    with metrics.serving(config.metrics_port, config.metrics_host), stop_signals(), \
+            _progress(config.show_progress) as progress:
+        sink = ResultSink(writer, config, report, engine, layout.overlays)
+        job = _Job(engine, config, store, sink, report, progress, metrics)
+        try:
+            runs = iter(report.sources)
+            for name, specs in jobs:
+                job.run_group(name, specs, [next(runs) for _ in specs])
+        except (KeyboardInterrupt, Terminated) as stop:
+            report.interrupted = "SIGINT" if isinstance(stop, KeyboardInterrupt) else "SIGTERM"
+            for run in report.sources:
+                if run.status == "running":
+                    run.status = "interrupted"
+            logger.warning("run %s stopped by %s: keeping the %d results done", run_id, report.interrupted, report.frames)
+        finally:  # each is tried, even when another fails (a full disk): the report says what was not saved
+            _final_write(report, f"the last results (the {len(writer.files)} files before them in "
+                                 f"{writer.directory} are complete)", writer.close)
+            _final_write(report, "the consensus store", store.save)
+            report.consensus = {name: top_classes(store.consensus(name)) for name, _ in jobs if name in store}
+            report.events = _final_write(report, "the events", lambda: sink.write_events(out)) or 0
+            report.seconds = time.perf_counter() - start
+            _final_write(report, "the run report", lambda: report.save(layout.report))
+    if report.interrupted == "SIGINT":
+        raise Interrupted(report)
+    return report
+
+
+def _final_write(report: RunReport, what: str, write: Callable[[], T]) -> T | None:
+    """``write()``; an OSError (a full disk) is recorded in ``report.errors``, not raised."""
+    try:
+        return write()
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        report.errors.append(f"{what} not saved: cannot write{where}: {error.strerror or error}")
+        logger.warning("%s", report.errors[-1])
+        return None
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} frames/s" if speed else "-- frames/s")
+
+
+def _progress(show: bool) -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=Console(stderr=True), disable=not show)
+
+
+def estimated_frames(info: VideoInfo, stride: int, fps: float | None) -> int | None:
+    """How many frames a finite source will give with this sampling (None when unknown)."""
+    if not info.frame_count:
+        return None
+    if fps is not None:
+        if info.duration and info.fps > fps:
+            return min(info.frame_count, math.ceil(info.duration * fps))
+        return info.frame_count
+    return math.ceil(info.frame_count / stride)
+
+
+def _prepared(windows: Iterable[Window], engine: CoSalEngine, size: int) -> Iterator[tuple[Window, Tensor]]:
+    """Windows with their frames resized for the engine: (window, [N,3,S,S] in [0,1]), S = size."""
+    for window in windows:
+        yield window, torch.stack([engine.prepare(f.image, size) for f in window.frames])
+
+
+@dataclass
+class _Job:
+    """The state one run shares across its groups."""
+
+    engine: CoSalEngine
+    config: PipelineConfig
+    store: ConsensusStore
+    sink: ResultSink
+    report: RunReport
+    progress: Progress
+    metrics: LiveMetrics
+    last_log: float = field(default_factory=time.monotonic)
+
+    def run_group(self, group: str, specs: list[str | Path], runs: list[SourceRun]) -> None:
+        """Open the group's sources, segment every window, write results; failures go to `runs`."""
+        cfg = self.config
+        members: list[Member] = []
+        try:
+            for spec, run in zip(specs, runs):
+                try:
+                    source = open_source(spec, fps=cfg.fps, stride=cfg.stride, reconnect=cfg.reconnect)
+                except SourceError as error:
+                    run.status, run.error = "failed", str(error)
+                    logger.info("%s", error)
+                    continue
+                run.status = "running"
+                members.append(Member(source, run))
+            if not members:
+                return
+            try:
+                self._segment_group(group, members)
+            except (SourceError, OSError, RuntimeError, ValueError) as error:
+                message = f"group {group!r}: stopped after {sum(m.run.frames for m in members)} frames: {error}"
+                logger.info("%s", message)
+                for m in members:
+                    m.run.status, m.run.error, m.run.transient = "failed", message, is_transient(error)
+                return
+            for m in members:
+                bad = m.source.report
+                lost = bad.truncated or bad.bad_packets or bad.corrupt_frames or bad.unreadable_files
+                m.run.status = "partial" if lost else "done"
+        finally:
+            with atomic():  # a stop signal waits until every member is closed and the store saved
+                for m in members:
+                    m.run.warnings = list(m.source.report.warnings)
+                    try:
+                        self.sink.close_member(m)
+                    except OSError as error:  # the overlay video could not be finished (a full disk)
+                        m.run.status = "failed" if m.run.status == "failed" else "partial"
+                        m.run.error = m.run.error or str(error)
+                    if m.live is None:  # a live reader closes its own source
+                        m.source.close()
+                with contextlib.suppress(OSError):  # the end of the run saves it again and reports a failure
+                    self.store.save()
+
+    def _segment_group(self, group: str, members: list[Member]) -> None:
+        """The loop: prefetch -> consensus -> segment (against the group's running object
+        prototype) -> temporal smoothing -> sink."""
+        cfg, engine = self.config, self.engine
+        sources = [m.source for m in members]
+        mode = self._mode(sources)
+        size = engine.size_for(shape for s in sources for shape in s.frame_shapes())
+        for m in members:
+            m.run.mode, m.run.input_size = mode, size
+        owner = owners(members)
+        live = cfg.live or (mode == "streaming" and all(isinstance(s, StreamSource) for s in sources))
+        totals = [None if live else estimated_frames(s.info, cfg.stride, cfg.fps) for s in sources]
+        task = self.progress.add_task(escape(f"{group} ({mode})"), total=None if None in totals else sum(totals))
+        consensus = self._consensus(mode, group, sources, size)
+        prototype = RunningPrototype(cfg.half_life if mode == "streaming" else None, recent=cfg.window)
+        smoothing = TemporalSmoothing() if cfg.temporal_smoothing else None
+        # files: results are written in a thread beside the engine's next window; live: before the next window
+        # is taken, so that the windows' sizing for --max-latency counts the writing too
+        writing = contextlib.nullcontext(self.sink.write) if live else SinkThread(self.sink)
+        with self._prefetch(mode, members, live, size) as prepared, writing as write:
+            for window, x in prepared:
+                prediction = self._timed(engine.segment, x, consensus(window), prototype.prior(window))
+                prototype.add(window, prediction)
+                if smoothing is not None:  # what is written; the prototype keeps the engine's maps
+                    prediction = replace(prediction, maps=smoothing(window, prediction.maps))
+                write(group, window, prediction, owner)
+                self.progress.advance(task, sum(window.emit))
+                if live and time.monotonic() - self.last_log > cfg.log_every_s:
+                    self.metrics.log()
+                    self.last_log = time.monotonic()
+
+    @contextlib.contextmanager
+    def _prefetch(self, mode: str, members: list[Member], live: bool,
+                  size: int) -> Iterator[Iterator[tuple[Window, Tensor]]]:
+        """The group's windows, prepared for the engine at `size`: decoded ahead in a `Prefetcher` (files), or
+        read by a `LiveReader` per live source (its drop policy) and taken when the engine asks."""
+        cfg = self.config
+        if not live:
+            windows = _windows(mode, [m.source for m in members], cfg)
+            with Prefetcher(_prepared(windows, self.engine, size), maxsize=cfg.prefetch_windows) as prepared:
+                yield prepared
+            return
+        until = time.monotonic() + cfg.duration if cfg.duration is not None else None
+        readers = [LiveReader(m.source, cfg.drop_policy, cfg.live_buffer, paced=isinstance(m.source, VideoFileSource))
+                   for m in members]
+        for m, reader in zip(members, readers):
+            m.live = self.metrics.add(reader, m.run)
+        try:
+            windows = live_windows(readers, cfg.window, cfg.step, until=until, warn_after_s=cfg.stall_warning_s,
+                                   max_latency_s=cfg.max_latency)
+            yield _prepared(windows, self.engine, size)
+        finally:
+            for m, reader in zip(members, readers):
+                reader.close()
+                m.run.live = m.live.summary() if m.live else None
+        failed = next((r for r in readers if r.error is not None), None)
+        if failed is not None:
+            raise SourceError(f"{failed.name}: reading stopped: {failed.error}")
+
+    def _mode(self, sources: list[FrameSource]) -> str:
+        """The configured mode; "auto" is global when every source is finite; `live` is streaming."""
+        if self.config.live:
+            images = next((s.name for s in sources if isinstance(s, ImageGroupSource)), None)
+            if images is not None:
+                raise SourceError(f"{images}: images have no timestamps to be read live by; leave out --live")
+            return "streaming"
+        finite = all(s.info.frame_count for s in sources)
+        mode = self.config.mode if self.config.mode != "auto" else ("global" if finite else "streaming")
+        if mode == "global" and not finite:
+            live = next(s.name for s in sources if not s.info.frame_count)
+            raise SourceError(f"{live}: a live stream has no whole video to sample the consensus from; "
+                              "use --mode streaming")
+        return mode
+
+    def _consensus(self, mode: str, group: str, sources: list[FrameSource], size: int) -> ConsensusStrategy:
+        engine = self.engine
+
+        def logits(x: Tensor) -> Tensor:
+            return self._timed(engine.logits, x)
+
+        if mode == "global":
+            return GlobalConsensus.sample(group, sources, self.config.consensus_frames,
+                                          lambda f: engine.prepare(f.image, size), logits, self.store)
+        return StreamingConsensus(group, self.store, self.config.half_life, STORE_SAVE_EVERY_S,
+                                  source=source_identity(sources))
+
+    def _timed(self, fn: Callable[..., T], *args: object) -> T:
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.report.engine_seconds += time.perf_counter() - start
+
+
+def _windows(mode: str, sources: list[FrameSource], cfg: PipelineConfig) -> Iterator[Window]:
+    """Global: consecutive windows; streaming: overlapping ones (`step`); several sources interleaved."""
+    if len(sources) > 1:
+        return interleave(sources, max(1, cfg.window // len(sources)))
+    if mode == "global":
+        return global_windows(sources[0], cfg.window)
+    return streaming_windows(sources[0], cfg.window, cfg.step)

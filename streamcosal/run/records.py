@@ -1,0 +1,118 @@
+"""The records of a run: its settings (`PipelineConfig`), what happened to each source (`SourceRun`)
+and to the whole run (`RunReport`, saved as out/runs/<run_id>.json), and the run id.
+
+They sit beneath the pipeline, the sink and the metrics, which all fill them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from streamcosal.io.stream import ReconnectPolicy
+from streamcosal.params import RunParams
+from streamcosal.storage.files import atomic_write
+
+logger = logging.getLogger(__name__)
+
+
+Status = Literal["pending", "running", "done", "partial", "failed", "interrupted"]
+
+
+@dataclass
+class LiveSummary:
+    """A live source's numbers for the run report (latencies over the whole run, seconds)."""
+
+    policy: str
+    received: int
+    processed: int
+    dropped: int
+    reconnects: int
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    latency_max_s: float | None
+
+
+class PipelineConfig(RunParams):
+    """Settings of a run: the run parameters (:class:`~streamcosal.params.RunParams`, checked when
+    the config is made) and what the caller of a run decides; the defaults are usable."""
+
+    store_path: Path | None = None  # default: out/consensus.npz
+    flush_every_s: float = Field(10.0, gt=0)  # flush sooner than flush_every rows, so readers see a slow stream's results
+    prefetch_windows: int = Field(2, ge=1)  # windows decoded ahead of the engine (files)
+    live_buffer: int = Field(32, ge=1)  # live sources: frames a reader keeps for the engine
+    log_every_s: float = Field(30.0, gt=0)  # live sources: a status line (counts, rate, latency) this often
+    stall_warning_s: float = Field(30.0, gt=0)  # live sources: warn when a camera sends no frame for this long
+    reconnect: ReconnectPolicy | None = None  # live streams (default ReconnectPolicy())
+    run_id: str | None = None  # default: UTC time + random suffix
+    show_progress: bool = False  # rich progress bar on stderr
+
+
+@dataclass
+class SourceRun:
+    """What happened to one source."""
+
+    source: str
+    group: str
+    status: Status = "pending"
+    mode: str = ""
+    input_size: int | None = None  # the engine's input size for the group (`CoSalEngine.size_for`)
+    frames: int = 0  # results written
+    first_timestamp: float | None = None
+    last_timestamp: float | None = None
+    last_frame_index: int | None = None
+    error: str | None = None
+    transient: bool = False  # failed on what trying again may fix (`is_transient`), not on the source
+    warnings: list[str] = field(default_factory=list)
+    overlay: str | None = None
+    live: LiveSummary | None = None  # live sources: counts, drops and latency
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying again may help: out of memory (CUDA's is a RuntimeError), a full disk, a lost
+    GPU; not a source that cannot be read, a missing file or bad parameters."""
+    return isinstance(error, (OSError, RuntimeError, MemoryError)) and not isinstance(error, FileNotFoundError)
+
+
+@dataclass
+class RunReport:
+    """What a run did; saved as out/runs/<run_id>.json."""
+
+    run_id: str
+    out: str
+    model: str
+    started: str  # UTC, ISO 8601
+    precision: str = ""  # what ran (fp32, bf16, fp16): "auto" resolved for the device
+    device: str = ""
+    seconds: float = 0.0  # wall time of the whole run
+    engine_seconds: float = 0.0  # time spent in the engine (classifier passes and segmentation)
+    frames: int = 0  # results written
+    events: int = 0
+    interrupted: str | None = None  # "SIGINT" or "SIGTERM" when the run was stopped
+    sources: list[SourceRun] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # what could not be saved at the end (a full disk)
+    # group -> the 3 most probable ImageNet classes of its consensus at the end, (name, probability):
+    # the object the model took as the group's common one (none for a model without GIM)
+    consensus: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 all done; 1 a source failed or lost frames, or results could not be saved;
+        130 (SIGINT) / 143 (SIGTERM) stopped."""
+        if self.interrupted:
+            return 130 if self.interrupted == "SIGINT" else 143
+        return 1 if self.errors or any(s.status in ("failed", "partial") for s in self.sources) else 0
+
+    def save(self, path: Path) -> None:
+        """Write the report as JSON, atomically."""
+        data = {**asdict(self), "frames_per_s": self.frames_per_s, "exit_code": self.exit_code}
+        with atomic_write(path, "w") as f:
+            json.dump(data, f, indent=2, default=str)
