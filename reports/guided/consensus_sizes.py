@@ -1,5 +1,5 @@
 """The consensus's input size: the 14 DAVIS videos segmented at S against the consensus of their 32
-sampled frames at other sizes (README, Accuracy: what collapses breakdance at 640x360 and 288 px).
+sampled frames at other sizes (docs/accuracy.md: what collapses breakdance at 640x360 and 288 px).
 
     python reports/guided/consensus_sizes.py        # the default -> reports/guided/consensus_sizes.md
 
@@ -17,12 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from measure import DATA  # reports/guided/measure.py
 from PIL import Image
 
-from measure import DATA  # reports/guided/measure.py
-from streamcosal.engine import CoSalEngine
-from streamcosal.guided import guided_upsample
-from streamcosal.imagenet import top_classes
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.guided import guided_upsample
+from streamcosal.inference.imagenet import top_classes
 from streamcosal.model import consensus_from_logits
 
 RUNS = [((640, 360), 288, ["224", "256", "288", "256+288"]), ((854, 480), 288, ["224", "256", "288", "256+288"]),
@@ -45,10 +45,10 @@ def video_iou(engine: CoSalEngine, x: torch.Tensor, consensus: torch.Tensor, ima
 
 def main() -> None:
     videos = sorted(p.name for p in (DATA / "davis2016" / "images").iterdir())
-    lines = ["# The consensus's input size", "", f"`python reports/guided/{Path(__file__).name}`: the default, "
+    lines = ["# The consensus's input size", "", (f"`python reports/guided/{Path(__file__).name}`: the default, "
              "14 DAVIS videos at a frame size, segmented at S against the consensus of 32 sampled frames at C; "
              "mean IoU of the guided 0.5-masks; the consensus's top class in brackets where it is not the same "
-             "for every C.", ""]
+             "for every C."), ""]
     start = time.time()
     for (w, h), size, variants in RUNS:
         engine = CoSalEngine.from_pretrained(device="cpu", precision="fp32", input_size=size, upsampling="guided")

@@ -1,4 +1,4 @@
-"""Guided against bilinear upsampling of the same maps, per group of ../shared/data (README, Accuracy).
+"""Guided against bilinear upsampling of the same maps, per group of ../shared/data (docs/accuracy.md).
 
     python reports/guided/measure.py                       # the default on every group -> default.md
     python reports/guided/measure.py --weights reports/training/lite2_ms/last.pt --embedding-share 0.4 \\
@@ -26,8 +26,9 @@ import torch
 from PIL import Image
 from rich.progress import track
 
-from streamcosal.engine import CoSalEngine, resize_map, to_uint8
-from streamcosal.guided import guided_upsample
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.guided import guided_upsample
+from streamcosal.inference.transforms import resize_map, to_uint8
 from streamcosal.model import consensus_from_logits
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -114,8 +115,8 @@ def main() -> None:
         size = engine.size_for(im.shape for im in images)
         rows.append((dataset, group, len(paths), size, score(maps, images, masks)))
     lines = [f"# Guided against bilinear upsampling: {engine.name} {engine.version}", "",
-             f"`python reports/guided/measure.py {' '.join(sys.argv[1:])}` ({time.time() - start:.0f} s). "
-             "maxF / S / mean IoU of the 0.5-masks, bilinear -> guided, the same maps.", "",
+             (f"`python reports/guided/measure.py {' '.join(sys.argv[1:])}` ({time.time() - start:.0f} s). "
+             "maxF / S / mean IoU of the 0.5-masks, bilinear -> guided, the same maps."), "",
              "| set | group | images | px | maxF | S | IoU |", "| --- | --- | ---: | ---: | --- | --- | --- |"]
     for dataset, group, n, size, r in rows:
         cells = [f"{r['bilinear'][i]:.3f} -> {r['guided'][i]:.3f}" for i in range(3)]

@@ -1,10 +1,10 @@
-"""Photo groups of mixed sizes: which frame should choose the group's input size (README, Accuracy)?
+"""Photo groups of mixed sizes: which frame should choose the group's input size (docs/accuracy.md)?
 
     python reports/guided/mixed_sizes.py     # the held-out twin -> reports/guided/mixed_sizes.md
 
 The four held-out DAVIS videos (every second frame, 854x480) become photo groups in which every
-fourth frame is a 320x180 thumbnail. Under the rule of sessions 10-11 the smallest frame decided
-(320x180: 224 px); with the median frame deciding, the group runs at 288. Each group is segmented
+fourth frame is a 320x180 thumbnail. Were the smallest frame to decide (320x180), the group would
+run at 224 px; with the median frame deciding (CoSalEngine.size_for), it runs at 288. Each group is segmented
 at both sizes by the default's held-out twin (lite2_ms's last epoch, share 0.4, gate 0.5, guided
 upsampling), and the thumbnails and the large frames are scored apart: maxF / S / mean IoU of the
 0.5-masks.
@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from measure import DATA, HELD_OUT, score  # reports/guided/measure.py
 from PIL import Image
 
-from measure import DATA, HELD_OUT, score  # reports/guided/measure.py
-from streamcosal.engine import CoSalEngine
+from streamcosal.inference.engine import CoSalEngine
 
 TWIN = Path(__file__).resolve().parents[1] / "training" / "lite2_ms" / "last.pt"
 
@@ -30,8 +30,8 @@ def main() -> None:
                                                  prototype_gate=0.5, input_size=size, upsampling="guided")
                for size in (224, 288)}
     lines = ["# Mixed-size photo groups: the smallest frame (224 px) or the median frame (288 px) decides", "",
-             f"`python reports/guided/{Path(__file__).name}`: held-out DAVIS videos, every second frame at 854x480, "
-             "every fourth of those a 320x180 thumbnail; the held-out twin; maxF / S / mean IoU of the 0.5-masks.", "",
+             (f"`python reports/guided/{Path(__file__).name}`: held-out DAVIS videos, every second frame at 854x480, "
+             "every fourth of those a 320x180 thumbnail; the held-out twin; maxF / S / mean IoU of the 0.5-masks."), "",
              "| video | thumbnails at 224 | at 288 | large frames at 224 | at 288 |", "| --- | --- | --- | --- | --- |"]
     results: list[tuple[float, float, float]] = []
     for video in HELD_OUT["davis2016"]:

@@ -1,4 +1,4 @@
-"""Temporal smoothing of a video's maps, measured and not built (reports/training/README.md, session 12).
+"""Temporal smoothing of a video's maps, measured and not built (docs/accuracy.md).
 
     python reports/guided/temporal_smoothing.py     # the held-out twin -> reports/guided/temporal_smoothing.md
 
@@ -13,15 +13,15 @@ each window, with the previous window's last map behind and the window's last ma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+from measure import DATA, HELD_OUT, video_maps  # reports/guided/measure.py
 from PIL import Image
 
-from measure import DATA, HELD_OUT, video_maps  # reports/guided/measure.py
-from streamcosal.engine import CoSalEngine
-from streamcosal.guided import guided_upsample
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.guided import guided_upsample
 
 TWIN = Path(__file__).resolve().parents[1] / "training" / "lite2_ms" / "last.pt"
 TRAINED_ON = ["bmx-trees", "breakdance", "dance-twirl", "paragliding-launch"]  # fast motion, for contrast
@@ -56,8 +56,8 @@ def main() -> None:
     engine = CoSalEngine.from_checkpoint(TWIN, device="cpu", precision="fp32", embedding_share=0.4,
                                          prototype_gate=0.5, input_size=288, upsampling="guided")
     lines = ["# Temporal smoothing of the maps (measured, not built)", "",
-             f"`python reports/guided/{Path(__file__).name}`: the held-out twin at 288 px on DAVIS at 854x480, "
-             "mean IoU of the guided 0.5-masks.", "",
+             (f"`python reports/guided/{Path(__file__).name}`: the held-out twin at 288 px on DAVIS at 854x480, "
+             "mean IoU of the guided 0.5-masks."), "",
              "| video | " + " | ".join(KERNELS) + " |", "| --- |" + " ---: |" * len(KERNELS)]
     scores: list[list[float]] = []
     for video in HELD_OUT["davis2016"] + TRAINED_ON:

@@ -21,11 +21,12 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from video_fixtures import DAVIS_IMAGES, encode_video, load_frames  # noqa: E402
+from video_fixtures import DAVIS_IMAGES, encode_video, load_frames
 
-from streamcosal.engine import CoSalEngine  # noqa: E402
-from streamcosal.pipeline import PipelineConfig, run_pipeline  # noqa: E402
-from streamcosal.storage import decode_mask  # noqa: E402
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.run.pipeline import run_pipeline
+from streamcosal.run.records import PipelineConfig
+from streamcosal.storage import decode_mask
 
 HELD_OUT = ("blackswan", "car-roundabout", "goat", "libby")
 
@@ -55,9 +56,9 @@ def main() -> None:
         results[video] = (len(frames), *scores)
         print(video, results[video], flush=True)
     lines = ["# Temporal smoothing through the pipeline (the shipped default)", "",
-             f"`python reports/guided/temporal_smoothing_pipeline.py`: {engine.describe()}. The 14 DAVIS videos at "
+             (f"`python reports/guided/temporal_smoothing_pipeline.py`: {engine.describe()}. The 14 DAVIS videos at "
              "854x480 as H.264, global mode, windows of 8; mean IoU of the results' masks. The model was trained on "
-             "these videos (not held out).", "",
+             "these videos (not held out)."), "",
              "| video | frames | off | on | change |", "| --- | ---: | ---: | ---: | ---: |"]
     for video, (n, off, on) in results.items():
         lines.append(f"| {video} | {n} | {off:.4f} | {on:.4f} | {on - off:+.4f} |")

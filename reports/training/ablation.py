@@ -2,22 +2,22 @@
 
     python reports/training/ablation.py [RUN ...]      # ABLATION_THREADS=1: one torch thread (default 2)
 
+Rows: the Lite0 and Lite2 ablations (configs/lite0*.toml, configs/lite2_abl*.toml), the stages of the
+default model's schedule (reports/training/schedule.py) and test-time settings of the shipped models.
 With RUN names (``lite0``, ``center``, ...; ``none`` to only rewrite the table) only those rows
 are scored again; the others keep their scores from ablation.parquet (written after every row), so
 finished runs can be scored while others still train.
 
-Scores each variant's best checkpoint (reports/training/<run>/best.pt) at its input size
-(``<run>+320px``: at 320; ``+flip``: with test-time flip, ``CoSalEngine(flip=True)``; ``+last``: the
-run's last epoch, its last.pt, instead of its best; runs from before training wrote last.pt got one
-written from their state.pt; ``+emb0.4``: GIM with that embedding share instead of the checkpoint's,
-``model.gim.gradient_induced_weights``; ``+gate0.5``: the object-prototype gate with that exponent instead
-of the checkpoint's, ``model.prototype``), and a center-prior
-floor on the held-out PASCAL groups (all images), the held-out DAVIS videos' jigsaw composites and
-their plain frames (24 evenly spaced frames per video), and writes ablation.parquet and
-ablation_table.md. ``steps``: the training steps behind the kept checkpoint, a stage 2's included.
-Checkpoints were selected on a smaller subsample of the same split
-(24 images per PASCAL group, 8 frames per video), so these numbers are optimistic for every variant
-alike.
+Scores each variant's best checkpoint (reports/training/<run>/best.pt, where training writes it) at
+its input size (``<run>+320px``: at 320; ``+flip``: with test-time flip, ``CoSalEngine(flip=True)``;
+``+last``: the run's last epoch, its last.pt, instead of its best; ``+emb0.4``: GIM with that
+embedding share instead of the checkpoint's, ``model.gim.gradient_induced_weights``; ``+gate0.5``: the
+object-prototype gate with that exponent instead of the checkpoint's, ``model.prototype``), and a
+center-prior floor on the held-out PASCAL groups (all images), the held-out DAVIS videos' jigsaw
+composites and their plain frames (24 evenly spaced frames per video), and writes ablation.parquet
+and ablation_table.md. ``steps``: the training steps behind the kept checkpoint, earlier stages
+included. Checkpoints were selected on a smaller subsample of the same split (24 images per PASCAL
+group, 8 frames per video), so these numbers are optimistic for every variant alike.
 """
 
 import os
@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 import torch
 
 from streamcosal.model import load_checkpoint
-from streamcosal.trainconfig import load_config
-from streamcosal.training import center_prior, model_predictor, score, validation_set
+from streamcosal.training.config import load_config
+from streamcosal.training.validation import center_prior, model_predictor, score, validation_set
 
 HERE = Path(__file__).resolve().parent
 ABLATIONS = (  # label, stage-1 run name, GIM, ARM, jigsaw
@@ -42,68 +42,56 @@ ABLATIONS = (  # label, stage-1 run name, GIM, ARM, jigsaw
 STAGES = (  # label suffix, run name (from the stage-1 name), steps trained before the run (its [model] init)
     ("", "{}_stage2", 200),
     (", stage 1", "{}", 0),
-    (", lr 1e-3 (attempt 2)", "attempt2_lr1e-3/{}", 0),
 )
 VARIANTS = [(label + suffix, run.format(name), gim, arm, jig, before)
             for suffix, run, before in STAGES for label, name, gim, arm, jig in ABLATIONS]
-VARIANTS += [  # issue 10's recipe: EfficientNet-Lite2, copy-paste composites, all masks as distractors, groups of 8
-    ("GICD on EfficientNet-Lite2, copy-paste + jigsaw, groups of 8 (session 3, 1 thread)", "lite2_cp", True, True, True, 0),
-    ("the same, fine-tuned with copy-paste both ways (lite2_ft)", "lite2_ft", True, True, True, 1200),
-    ("lite2_ft's schedule with the validation groups as training data (lite2_all: NOT held out)", "lite2_all",
-     True, True, True, 1200),
-]
-VARIANTS += [  # session 5: inference options ("+320px": run at 320 px, "+flip": test-time flip), a fine-tuning at 320
-    ("lite2_ft with test-time flip", "lite2_ft+flip", True, True, True, 1200),
-    ("lite2_ft run at 320 px", "lite2_ft+320px", True, True, True, 1200),
-    ("lite2_ft at 320 px with flip", "lite2_ft+320px+flip", True, True, True, 1200),
-    ("lite2_ft fine-tuned at 320 px (lite2_ft320, epoch chosen on the subsample)", "lite2_ft320", True, True, True, 1800),
-    ("lite2_all at 320 px with flip (NOT held out)", "lite2_all+320px+flip", True, True, True, 1200),
-]
-VARIANTS += [  # session 6: multi-scale fine-tuning (each step at 224, 256 or 288 px), 800 steps from lite2_ft / lite2_all
-    ("lite2_ft fine-tuned multi-scale (lite2_ms), last epoch: the default's held-out twin", "lite2_ms+last+224px",
-     True, True, True, 1800),
-    ("lite2_ms, last epoch, run at 256 px", "lite2_ms+last", True, True, True, 1800),
-    ("lite2_all fine-tuned multi-scale (lite2_all_ms: the default, NOT held out)", "lite2_all_ms", True, True, True, 1800),
-]
-VARIANTS += [  # session 7: 1,200 more multi-scale steps (new draws) from lite2_ms / lite2_all_ms's last epochs
-    ("lite2_ms trained 1,200 more steps (lite2_ms2), last epoch: held out, worse than lite2_ms, not shipped", "lite2_ms2+last+224px",
-     True, True, True, 2600),
-    ("lite2_ms2, last epoch, run at 256 px", "lite2_ms2+last", True, True, True, 2600),
-    ("lite2_all_ms trained 1,200 more steps (lite2_all_ms2: NOT held out, not shipped)", "lite2_all_ms2",
-     True, True, True, 2600),
-]
-VARIANTS += [  # session 8: GIM's embedding consensus mixed in (embedding_share), at test time, then trained with
-    ("lite2_ms, last epoch, GIM embedding share 0.4 (test time only)", "lite2_ms+last+224px+emb0.4",
-     True, True, True, 1800),
-    ("lite2_ms, last epoch, GIM of the embedding consensus only (share 1, test time)", "lite2_ms+last+224px+emb1",
-     True, True, True, 1800),
-    ("lite2_ms, last epoch, share 0.4, run at 256 px", "lite2_ms+last+emb0.4", True, True, True, 1800),
-    ("lite2_ms, last epoch, share 0.4 with test-time flip", "lite2_ms+last+224px+emb0.4+flip", True, True, True, 1800),
-    ("lite2_ms, last epoch, share 0.4 at 256 px with flip", "lite2_ms+last+emb0.4+flip", True, True, True, 1800),
-    ("lite2_ms fine-tuned with share 0.4 (lite2_emb), last epoch: held out", "lite2_emb+last", True, True, True, 2600),
-    ("lite2_all_ms with share 0.4 (test time; NOT held out)", "lite2_all_ms+emb0.4", True, True, True, 1800),
-    ("lite2_all_ms fine-tuned with share 0.4 (lite2_all_emb: NOT held out)", "lite2_all_emb", True, True, True, 2600),
-]
 VARIANTS += [  # the ablation on EfficientNet-Lite2, every row 200 steps of 8 images (configs/lite2_abl*.toml)
     ("Lite2 200 steps: GICD (copy-paste + jigsaw)", "lite2_abl", True, True, True, 0),
     ("Lite2 200 steps: no GIM", "lite2_abl_nogim", False, True, True, 0),
     ("Lite2 200 steps: no ARM", "lite2_abl_noarm", True, False, True, 0),
     ("Lite2 200 steps: no jigsaw, no copy-paste", "lite2_abl_nojigsaw", True, True, False, 0),
-    ("Lite2 200 steps: old data recipe (jigsaw only)", "lite2_abl_norecipe", True, True, True, 0),
+    ("Lite2 200 steps: jigsaw-only data recipe", "lite2_abl_norecipe", True, True, True, 0),
     ("Lite2 200 steps: GICD, GIM with embedding share 0.4 (test time)", "lite2_abl+emb0.4", True, True, True, 0),
-]
-VARIANTS += [  # session 9: the object-prototype gate (test time, no parameters) on the twin, the default, the ablation
-    ("lite2_ms, last epoch, share 0.4, object-prototype gate 0.5 (test time only)", "lite2_ms+last+224px+emb0.4+gate0.5",
-     True, True, True, 1800),
-    ("lite2_ms, last epoch, share 0.4, gate 0.5, with test-time flip", "lite2_ms+last+224px+emb0.4+gate0.5+flip",
-     True, True, True, 1800),
-    ("lite2_all_ms, share 0.4, gate 0.5 (the default since session 9; NOT held out)", "lite2_all_ms+emb0.4+gate0.5",
-     True, True, True, 1800),
     ("Lite2 200 steps: GICD, gate 0.5 (test time)", "lite2_abl+gate0.5", True, True, True, 0),
     ("Lite2 200 steps: no GIM, gate 0.5 (test time)", "lite2_abl_nogim+gate0.5", False, True, True, 0),
 ]
-VARIANTS += [  # session 10: at 288, the size the default picks for the DAVIS parts' 854x480 frames (PASCAL's stay at 224)
-    ("lite2_ms, last epoch, share 0.4, gate 0.5, run at 288 px", "lite2_ms+last+288px+emb0.4+gate0.5", True, True, True, 1800),
+VARIANTS += [  # the default model's schedule (EfficientNet-Lite2, copy-paste composites, groups of 8)
+    ("GICD on EfficientNet-Lite2, copy-paste + jigsaw, groups of 8 (lite2_cp: the default's first stage)", "lite2_cp",
+     True, True, True, 0),
+    ("lite2_cp fine-tuned with copy-paste both ways (lite2_ft: lite2_all's held-out twin)", "lite2_ft",
+     True, True, True, 1200),
+    ("lite2_ft's schedule with the validation groups as training data (lite2_all: NOT held out)", "lite2_all",
+     True, True, True, 1200),
+    ("lite2_ft fine-tuned multi-scale (lite2_ms), last epoch: the default's held-out twin", "lite2_ms+last+224px",
+     True, True, True, 1800),
+    ("lite2_ms, last epoch, run at 256 px", "lite2_ms+last", True, True, True, 1800),
+    ("lite2_all fine-tuned multi-scale (lite2_all_ms: the default's decoder, NOT held out)", "lite2_all_ms",
+     True, True, True, 1800),
+]
+VARIANTS += [  # engine options: "+320px" runs at 320 px, "+flip" adds test-time flip
+    ("lite2_ft with test-time flip", "lite2_ft+flip", True, True, True, 1200),
+    ("lite2_ft run at 320 px", "lite2_ft+320px", True, True, True, 1200),
+    ("lite2_ft at 320 px with flip", "lite2_ft+320px+flip", True, True, True, 1200),
+    ("lite2_all at 320 px with flip (NOT held out)", "lite2_all+320px+flip", True, True, True, 1200),
+]
+VARIANTS += [  # the shipped settings, test time on the same decoders: embedding share, prototype gate, 288 px
+    ("lite2_ms, last epoch, GIM embedding share 0.4 (test time only)", "lite2_ms+last+224px+emb0.4",
+     True, True, True, 1800),
+    ("lite2_ms, last epoch, GIM of the embedding consensus only (share 1, test time)", "lite2_ms+last+224px+emb1",
+     True, True, True, 1800),
+    ("lite2_ms, last epoch, share 0.4, run at 256 px", "lite2_ms+last+emb0.4", True, True, True, 1800),
+    ("lite2_ms, last epoch, share 0.4 with test-time flip", "lite2_ms+last+224px+emb0.4+flip",
+     True, True, True, 1800),
+    ("lite2_ms, last epoch, share 0.4 at 256 px with flip", "lite2_ms+last+emb0.4+flip", True, True, True, 1800),
+    ("lite2_all_ms with share 0.4 (test time; NOT held out)", "lite2_all_ms+emb0.4", True, True, True, 1800),
+    ("lite2_ms, last epoch, share 0.4, object-prototype gate 0.5 (test time only)",
+     "lite2_ms+last+224px+emb0.4+gate0.5", True, True, True, 1800),
+    ("lite2_ms, last epoch, share 0.4, gate 0.5, with test-time flip", "lite2_ms+last+224px+emb0.4+gate0.5+flip",
+     True, True, True, 1800),
+    ("lite2_all_ms, share 0.4, gate 0.5 (the default's settings; NOT held out)", "lite2_all_ms+emb0.4+gate0.5",
+     True, True, True, 1800),
+    ("lite2_ms, last epoch, share 0.4, gate 0.5, run at 288 px", "lite2_ms+last+288px+emb0.4+gate0.5",
+     True, True, True, 1800),
     ("lite2_all_ms, share 0.4, gate 0.5, run at 288 px (NOT held out)", "lite2_all_ms+288px+emb0.4+gate0.5",
      True, True, True, 1800),
 ]
@@ -163,8 +151,8 @@ def main() -> None:
     rows = save()
     n = {kind: sum(len(g.masks) for g in val if g.kind == kind) for kind in ("groups", "composites", "frames")}
     lines = [
-        "| variant | GIM | ARM | JT | steps | best epoch | PASCAL maxF | S | MAE "
-        "| composites maxF | S | MAE | frames maxF | S | MAE |",
+        ("| variant | GIM | ARM | JT | steps | best epoch | PASCAL maxF | S | MAE "
+         "| composites maxF | S | MAE | frames maxF | S | MAE |"),
         "| --- | :-: | :-: | :-: | ---: | :-: |" + " ---: |" * 9,
     ]
     for r in rows:

@@ -1,9 +1,9 @@
-"""The shipped model's whole training schedule, in one command, on any device (issue 10).
+"""The default model's whole training schedule, in one command, on any device.
 
     python reports/training/schedule.py OUT [--device cuda] [--threads N] [--smoke]
 
-Trains, in order, each stage of the committed configs into OUT/<name>/ (metrics.parquet, best.pt,
-last.pt, the log on stdout):
+Trains, in order, each stage of configs/ into OUT/<name>/ (metrics.parquet, best.pt, last.pt, the
+log on stdout):
 
     lite2_cp      from scratch: EfficientNet-Lite2, copy-paste + jigsaw, validation held out
     lite2_ft      from lite2_cp: copy-paste both ways            (held out)
@@ -11,16 +11,18 @@ last.pt, the log on stdout):
     lite2_all     from lite2_cp: lite2_ft's recipe on every group
     lite2_all_ms  from lite2_all: multi-scale on every group      (its last.pt: the default's decoder)
 
-Each stage starts from the previous stage's checkpoint in OUT (the file the committed config names,
-best.pt or last.pt), with the config's data, schedule and seed; only ``[train] device``, ``threads``
-and ``out_dir`` change. ``precision = "auto"`` runs bf16 on a GPU that has it, so on one H100-class
-card the 35,200 images (20,800 for the default's chain) should take minutes (not measured: no GPU was lent yet); on this AVX2 CPU
-about 7 hours. ``--smoke`` runs every stage for 2 steps of 2 images and validates on 2 images per
-group: it checks the chain end to end in about a minute (tests/test_training.py runs it).
+Each stage starts from the previous stage's checkpoint in OUT (the file its config names, best.pt
+or last.pt), with the config's data, schedule and seed; only ``[train] device``, ``threads`` and
+``out_dir`` change. ``precision = "auto"`` runs bf16 on a GPU that has it. On a 2-core AMD EPYC Zen3
+(AVX2, fp32) the stages trained at 1.5-5 images/s (2026-11-28): about 7 hours, estimated, for the
+35,200 images (20,800 for the default's own chain) one stage after another; the schedule has not
+been timed on a GPU. ``--smoke`` runs every stage for 2 steps of 2 images and validates on 2 images per group: it
+checks the chain end to end in about a minute (tests/test_training.py runs it).
 
 To ship its result: copy OUT/lite2_all_ms/last.pt over streamcosal/weights/gicd_lite2.pt after
-setting its version, embedding_share (0.4) and prototype_gate (0.5) as `reports/training/README.md`
-describes, and score OUT/lite2_ms/last.pt with `ablation.py` first.
+setting its version and its inference settings (embedding_share 0.4, prototype_gate 0.5,
+max_input_size 288, guided upsampling; reports/training/README.md), and score OUT/lite2_ms/last.pt
+with ``ablation.py`` first.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from streamcosal.trainconfig import TrainConfig, load_config
-from streamcosal.training import train
+from streamcosal.training.config import TrainConfig, load_config
+from streamcosal.training.loop import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 STAGES = ("lite2_cp", "lite2_ft", "lite2_ms", "lite2_all", "lite2_all_ms")
