@@ -50,6 +50,9 @@ class PipelineConfig(RunParams):
     reconnect: ReconnectPolicy | None = None  # live streams (default ReconnectPolicy())
     run_id: str | None = None  # default: UTC time + random suffix
     show_progress: bool = False  # rich progress bar on stderr
+    # masks made on the engine's device, batched per window (streamcosal.inference.postprocess); None: when
+    # the engine runs on a GPU (on a CPU OpenCV's per-frame path is faster)
+    postprocess_on_device: bool | None = None
 
 
 @dataclass

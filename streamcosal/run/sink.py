@@ -34,12 +34,14 @@ import numpy as np
 import pyarrow as pa
 
 from streamcosal.inference.engine import CoSalEngine, GroupPrediction
+from streamcosal.inference.postprocess import FrameMask, postprocess
 from streamcosal.io.frame import Frame, FrameSource
 from streamcosal.io.images import ImageGroupSource
 from streamcosal.run.interrupts import atomic
 from streamcosal.run.overlay import ImageOverlaySink, VideoSink, highlight
 from streamcosal.run.windows import Window
 from streamcosal.storage import FrameResult, ResultWriter, detect_events, events_table, write_events
+from streamcosal.storage.masks import encode_prob_png
 from streamcosal.storage.parquet_files import source_key
 
 if TYPE_CHECKING:
@@ -102,29 +104,49 @@ class ResultSink:
     def write(self, group: str, window: Window, prediction: GroupPrediction, owner: dict[str, Member]) -> None:
         """Results (and overlays) of the window's emitted frames, at each frame's own size.
 
-        prediction.maps: [N,S,S] for the window's N frames; similarity [N].
+        prediction.maps: [N,S,S] for the window's N frames; similarity [N]. On a GPU engine (or with
+        ``config.postprocess_on_device``) the emitted frames' masks are made on the engine's device in
+        one batch (:mod:`streamcosal.inference.postprocess`); otherwise frame by frame on the host.
         """
-        for i, (frame, emit) in enumerate(zip(window.frames, window.emit)):
-            if emit:
-                with atomic():  # its row and its overlay frame, or neither (Ctrl-C, SIGTERM)
-                    self._write_frame(group, window.index, frame, prediction.maps[i],
-                                      float(prediction.similarity[i]), owner[frame.source])
+        emitted = [i for i, emit in enumerate(window.emit) if emit]
+        on_device = self.config.postprocess_on_device
+        if on_device is None:
+            on_device = self.engine.device.type != "cpu"
+        masks: list[FrameMask | None] = [None] * len(emitted)
+        if on_device and emitted:
+            masks = postprocess(prediction.maps[emitted], [window.frames[i].image for i in emitted],
+                                self.engine.upsampling, threshold=self.config.threshold, device=self.engine.device,
+                                keep_probs=self.config.keep_prob_png)
+        for i, done in zip(emitted, masks):
+            frame = window.frames[i]
+            with atomic():  # its row and its overlay frame, or neither (Ctrl-C, SIGTERM)
+                self._write_frame(group, window.index, frame, prediction.maps[i], float(prediction.similarity[i]),
+                                  owner[frame.source], done)
         if time.monotonic() - self.last_flush > self.config.flush_every_s:
             self.writer.flush()
             self.last_flush = time.monotonic()
 
     def _write_frame(self, group: str, window: int, frame: Frame, prob_map: np.ndarray,
-                     similarity: float, member: Member) -> None:
-        """One frame's row, counters, series point and overlay frame. prob_map: [S,S]."""
+                     similarity: float, member: Member, done: FrameMask | None = None) -> None:
+        """One frame's row, counters, series point and overlay frame. prob_map: [S,S]; ``done``: its
+        mask already made on the engine's device, else made here."""
         cfg = self.config
-        prob = self.engine.upsample(prob_map, frame.image)
         latency = time.time() - frame.captured if frame.captured is not None else None
-        result = FrameResult.from_prob(
-            source=frame.source, group=group, window=window, frame_index=frame.index,
-            timestamp=frame.timestamp, prob=prob, similarity=similarity,
-            model_name=self.engine.name, model_version=self.engine.version, threshold=cfg.threshold,
-            keep_prob_png=cfg.keep_prob_png, latency_s=latency,
-        )
+        if done is None:
+            prob = self.engine.upsample(prob_map, frame.image)
+            result = FrameResult.from_prob(
+                source=frame.source, group=group, window=window, frame_index=frame.index,
+                timestamp=frame.timestamp, prob=prob, similarity=similarity,
+                model_name=self.engine.name, model_version=self.engine.version, threshold=cfg.threshold,
+                keep_prob_png=cfg.keep_prob_png, latency_s=latency,
+            )
+        else:
+            result = FrameResult(
+                source=frame.source, group=group, window=window, frame_index=frame.index, timestamp=frame.timestamp,
+                mask=done.mask, mean_prob=done.mean_prob, similarity=similarity, model_name=self.engine.name,
+                model_version=self.engine.version, latency_s=latency,
+                prob_png=encode_prob_png(done.prob) if done.prob is not None else None,
+            )
         self.writer.write(result)
         if latency is not None and member.live is not None:
             member.live.record(latency)
