@@ -47,6 +47,8 @@ def best_seconds(fn: Callable[[], object], runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--groups", type=int, nargs="+", default=list(GROUPS))
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -68,8 +70,8 @@ def main() -> None:
     rows.append(f"| GICD-VGG16 | authors' reference (batch 1) | fp32 | 8 | {8 / t_ref:.0f} | | 1x |")
 
     for title, model in (("GICD-VGG16", vgg), (default_title(default), lite)):
-        for precision in PRECISIONS:
-            for n in GROUPS:
+        for precision in args.precisions:
+            for n in args.groups:
                 engine = CoSalEngine(model, device="cuda", precision=precision, chunk_size=n)  # type: ignore[arg-type]
                 x = eight.repeat((n + 7) // 8, 1, 1, 1)[:n]
                 torch.cuda.reset_peak_memory_stats()

@@ -8,7 +8,6 @@ silently tested nothing cannot pass.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,8 @@ from PIL import Image
 from video_fixtures import encode_video, load_frames
 
 from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.weights import default_weights_path
+from streamcosal.model import load_checkpoint
 from streamcosal.run.pipeline import run_pipeline
 from streamcosal.run.records import PipelineConfig
 from streamcosal.storage import ConsensusStore, decode_mask, read_results
@@ -129,8 +130,9 @@ def test_fp16_training_steps_with_loss_scaling(images: list[np.ndarray]) -> None
     """fp16 training (precision auto on GPUs without bf16) scales the loss: the decoder learns, its weights stay finite."""
     from streamcosal.training.loop import grad_scaler, train_step
 
-    model = copy.deepcopy(CoSalEngine.from_pretrained(device="cuda", precision="fp32").model).float()
-    model.train()
+    # the model as training builds it: an engine's network is frozen and folded for inference
+    model, _ = load_checkpoint(default_weights_path())
+    model = model.cuda().train()
     before = [p.detach().clone() for p in model.decoder.parameters()]
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=1e-4)
     scaler = grad_scaler("fp16", torch.device("cuda"))

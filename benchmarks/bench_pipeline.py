@@ -1,0 +1,162 @@
+"""The pipeline's own rate: `run_pipeline` with the engine's calls replayed from a recording.
+
+A GPU engine is 50x faster than a CPU core's share of a run, so what bounds a GPU run is everything
+around the engine: decoding, resizing, upsampling the maps to each frame, masks, RLE, Parquet, events.
+This measures exactly that on any machine. A first run records every engine call's output (the
+classifier logits of the consensus sample, each window's maps); the timed runs replay them in the
+same order without computing anything, so all that is left is the pipeline's own work.
+
+The video is the bundled example (a 640x360 H.264 clip) scaled to 854x480 and played again to
+``--frames`` frames, written as H.264 at 30 fps: the same file on every machine.
+
+    python benchmarks/bench_pipeline.py --threads 1 --out benchmarks/results/pipeline_cpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from results_file import write_results  # noqa: E402
+
+try:
+    from streamcosal.inference.engine import CoSalEngine
+    from streamcosal.run.pipeline import run_pipeline
+    from streamcosal.run.records import PipelineConfig
+except ImportError:  # the layout before the stage packages: to measure earlier versions the same way
+    from streamcosal.engine import CoSalEngine  # type: ignore[no-redef]
+    from streamcosal.pipeline import PipelineConfig, run_pipeline  # type: ignore[no-redef]
+
+SIZE = (854, 480)
+
+
+def make_video(path: Path, frames: int) -> Path:
+    """examples/cat.mp4 scaled to 854x480 and looped to ``frames`` frames, H.264 at 30 fps."""
+    with av.open(str(REPO / "examples" / "cat.mp4")) as source:
+        clip = [f.to_ndarray(format="rgb24") for f in source.decode(video=0)]
+    clip = [cv2.resize(f, SIZE, interpolation=cv2.INTER_LINEAR) for f in clip]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast"}
+        for i in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(clip[i % len(clip)], format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+class Replay:
+    """Records an engine's `logits` and `segment` outputs in call order, then replays them."""
+
+    def __init__(self, engine: CoSalEngine) -> None:
+        self.engine = engine
+        self.logits_calls: list[torch.Tensor] = []
+        self.segment_calls: list[tuple[Any, torch.Tensor | None]] = []  # (prediction, logits given to a consensus function)
+        self.engine_seconds = 0.0
+
+    def record(self) -> None:
+        logits, segment = type(self.engine).logits, type(self.engine).segment
+
+        def recording_logits(x: torch.Tensor) -> torch.Tensor:
+            start = time.perf_counter()
+            out = logits(self.engine, x)
+            self.engine_seconds += time.perf_counter() - start
+            self.logits_calls.append(out)
+            return out
+
+        def recording_segment(x: torch.Tensor, consensus: Any = None, prototype_prior: Any = None) -> Any:
+            seen: list[torch.Tensor] = []
+            if callable(consensus):
+                function = consensus
+
+                def consensus(window_logits: torch.Tensor) -> torch.Tensor:
+                    seen.append(window_logits)
+                    return function(window_logits)
+
+            start = time.perf_counter()
+            out = segment(self.engine, x, consensus, prototype_prior)
+            self.engine_seconds += time.perf_counter() - start
+            self.segment_calls.append((out, seen[0] if seen else None))
+            return out
+
+        self.engine.logits, self.engine.segment = recording_logits, recording_segment  # type: ignore[method-assign]
+
+    def replay(self) -> None:
+        logits, segments = iter(self.logits_calls), iter(self.segment_calls)
+
+        def replayed_segment(x: torch.Tensor, consensus: Any = None, prototype_prior: Any = None) -> Any:
+            prediction, window_logits = next(segments)
+            if callable(consensus) and window_logits is not None:
+                consensus(window_logits)  # the running consensus is updated as in the recording
+            return prediction
+
+        self.engine.logits = lambda x: next(logits)  # type: ignore[method-assign]
+        self.engine.segment = replayed_segment  # type: ignore[method-assign]
+
+
+def timed(run: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=600)
+    parser.add_argument("--modes", nargs="+", default=["global", "streaming"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the pipeline's other threads run beside)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--label", default="", help="what is measured (e.g. a commit), for the table")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    video = make_video(scratch / "cat480.mp4", args.frames)
+    rows = []
+    for mode in args.modes:
+        engine = CoSalEngine.from_pretrained(device=args.device)
+        replay = Replay(engine)
+        replay.record()
+        config = PipelineConfig(mode=mode, window=8)
+        recording = timed(lambda: run_pipeline([video], scratch / f"record-{mode}", engine, config))
+        seconds = []
+        for run in range(args.runs):
+            replay.replay()
+            seconds.append(timed(lambda: run_pipeline([video], scratch / f"replay-{mode}-{run}", engine, config)))
+        best, median = min(seconds), statistics.median(seconds)
+        rows.append((mode, args.frames / best, args.frames / median, args.frames / recording,
+                     replay.engine_seconds / recording))
+        print(f"{mode}: pipeline alone {args.frames / best:.1f} frames/s (median {args.frames / median:.1f}); "
+              f"with the engine {args.frames / recording:.1f}", flush=True)
+    cpu = platform.processor() or platform.machine()
+    lines = [f"# The pipeline's own rate{': ' + args.label if args.label else ''}", "",
+             f"`run_pipeline` on an 854x480 H.264 video of {args.frames} frames (the bundled example scaled and "
+             f"looped), the engine's calls replayed from a recording; {args.threads} torch thread(s), device "
+             f"{args.device}; {os.cpu_count()} cores ({cpu}); torch {torch.__version__}; "
+             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; best and median of {args.runs} runs.", "",
+             "| mode | pipeline alone, frames/s (best) | (median) | with the engine, frames/s | engine share |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {m} | {b:.1f} | {md:.1f} | {e:.1f} | {s:.0%} |" for m, b, md, e, s in rows]
+    write_results("\n".join(lines) + "\n", args.out)
+
+
+if __name__ == "__main__":
+    main()
