@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .masks import encode_mask, encode_prob_png, mask_bbox, mask_stats
-from .parquet_files import PARTITION_KEY, read_files, write_by_source
+from .parquet_files import PARTITION_KEY, read_files, source_key, write_atomic
 from .schema import MODEL_KEY, RESULT_SCHEMA
 
 FRAMES_DIR = "frames"
@@ -114,7 +115,9 @@ class ResultWriter:
     Each flush writes one file per source in the buffer, named ``<run_id>.<seq:06d>.parquet``,
     atomically (temporary hidden file, then rename). Files of other runs are never touched, so
     runs append to the same root. If the process dies, every flushed file is complete and only
-    the unflushed rows are lost. Not thread-safe: use one writer per thread. ``model`` (name,
+    the unflushed rows are lost. A source marked with :meth:`stage` is written under hidden names
+    (``.<run_id>.<seq:06d>.parquet``: readers skip them) until :meth:`commit` renames them all at
+    once: its results become visible as a whole, and a killed run's stay hidden. Not thread-safe: use one writer per thread. ``model`` (name,
     version, precision, device) is written into every file's schema metadata under ``MODEL_KEY``.
 
     Usage::
@@ -144,6 +147,9 @@ class ResultWriter:
         self.schema = RESULT_SCHEMA if model is None else RESULT_SCHEMA.with_metadata(
             {**RESULT_SCHEMA.metadata, MODEL_KEY: json.dumps(model, sort_keys=True).encode()})
         self.files: list[Path] = []  # every file written so far
+        self._staged: dict[str, list[Path]] = {}  # a staged source -> its hidden files so far
+        self.saved: dict[str, int] = {}  # rows written to disk, by source
+        self._written: dict[str, int] = {}  # a source -> the last file number written for it
         self._rows: list[dict[str, Any]] = []
         self._seq = 0
         self._closed = False
@@ -162,12 +168,40 @@ class ResultWriter:
             return
         table = pa.Table.from_pylist(self._rows, schema=self.schema)
         name = f"{self.run_id}.{self._seq:06d}.parquet"
-        self.files += write_by_source(self.directory, table, name)
+        for source in pc.unique(table["source"]).to_pylist():
+            if self._written.get(source, -1) >= self._seq:
+                continue  # written by an earlier try of this flush (the disk was full for another source)
+            part = table.filter(pc.equal(table["source"], source))
+            staged = source in self._staged
+            path = self.directory / f"{PARTITION_KEY}={source_key(source)}" / (("." if staged else "") + name)
+            write_atomic(part, path)
+            (self._staged[source] if staged else self.files).append(path)
+            self._written[source] = self._seq
+            self.saved[source] = self.saved.get(source, 0) + part.num_rows
         self._seq += 1
         self._rows = []
 
+    def stage(self, source: str) -> None:
+        """Write ``source``'s rows hidden until :meth:`commit`."""
+        self._staged.setdefault(source, [])
+
+    def commit(self, source: str) -> list[Path]:
+        """Make a staged source's rows visible, all at once (its buffered rows written first); its files.
+        When writing the buffered rows fails (a full disk), what was written is made visible all the same,
+        then the error is raised (``saved`` counts only rows on disk)."""
+        try:
+            self.flush()
+        finally:
+            visible = []
+            for path in self._staged.pop(source, []):
+                target = path.with_name(path.name[1:])
+                path.replace(target)
+                visible.append(target)
+            self.files += visible
+        return visible
+
     def close(self) -> None:
-        """Flush the remaining rows. Closing twice is harmless."""
+        """Flush the remaining rows (staged sources stay hidden until committed). Closing twice is harmless."""
         if not self._closed:
             self.flush()
             self._closed = True

@@ -214,6 +214,7 @@ def test_units_serve_no_live_metrics(tmp_path: Path, assets: dict[str, Path], en
 
 KILLED_RUN = textwrap.dedent("""
     import os, sys, time
+    from pathlib import Path
     from streamcosal.run import archive
     from streamcosal.inference.engine import engine_for
     from streamcosal.params import EngineSpec, RunParams
@@ -226,8 +227,9 @@ KILLED_RUN = textwrap.dedent("""
 
     def segment_then_hang(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 4:  # unit 2 (2 windows per unit), once its first window's rows are flushed: the sink
-            while read_results(out).num_rows < 8 + 4:  # thread writes them beside this call, so wait for them
+        if len(calls) == 4:  # unit 2 (2 windows per unit), once its first window's rows are flushed (hidden until
+            # the unit commits them): the sink thread writes them beside this call, so wait for them
+            while not list(Path(out).glob("frames/source_key=*/.arc-*.parquet")):
                 time.sleep(0.05)
             open(marker, "w").close()
             time.sleep(600)  # the test SIGKILLs us here
@@ -259,9 +261,9 @@ def test_a_killed_run_resumed_gives_the_rows_of_an_uninterrupted_run(tmp_path: P
     records = [r for r in manifest.records()]
     assert [Path(r.video).name for r in records] == ["blackswan.mp4"]  # unit 1 committed, unit 2 not
     killed = archive.archive_run_ids(out) - manifest.committed_run_ids()
-    assert len(killed) == 1  # unit 2's attempt left flushed rows behind ...
-    assert read_results(out).num_rows == 8 + 4
-    assert archive.read_committed(out).num_rows == 8  # ... which readers ignore
+    assert len(killed) == 1  # unit 2's attempt left flushed rows behind, hidden: never read
+    assert list(out.glob("frames/source_key=*/.arc-*.parquet"))
+    assert read_results(out).num_rows == archive.read_committed(out).num_rows == 8
 
     summary = archive.run_archive(videos, out, spec(assets), PARAMS)
     assert summary.counts()["processed"] == 1 and summary.counts()["skipped"] == 1

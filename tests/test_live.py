@@ -33,9 +33,10 @@ from test_pipeline import dev_checkpoint, dev_engine  # noqa: F401  (fixtures)
 
 from streamcosal.io.frame import Frame, FrameSource, VideoInfo
 from streamcosal.io.stream import ReconnectPolicy
+from streamcosal.run.groups import default_groups
 from streamcosal.run.live import LiveReader, live_windows
 from streamcosal.run.metrics import LiveStats
-from streamcosal.run.pipeline import default_groups, run_pipeline
+from streamcosal.run.pipeline import run_pipeline
 from streamcosal.run.records import PipelineConfig
 from streamcosal.storage import ConsensusStore, read_events, read_results
 

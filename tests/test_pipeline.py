@@ -146,8 +146,9 @@ def test_search_cli(archive, tmp_path):
     _, out, _ = archive
     result = CliRunner().invoke(app, ["search", "goat", "--store", str(out), "-k", "2"])
     assert result.exit_code == 0, result.output
-    ranked = [line.split("\t") for line in result.stdout.splitlines()]
-    assert [r[0] for r in ranked] == ["1", "2"] and {r[2] for r in ranked} == {"blackswan", "car-roundabout"}
+    header, *lines = result.stdout.splitlines()
+    ranked = [line.split("\t") for line in lines]
+    assert header == "rank\tsimilarity\tgroup" and [r[0] for r in ranked] == ["1", "2"] and {r[2] for r in ranked} == {"blackswan", "car-roundabout"}
     result = CliRunner().invoke(app, ["search", "goat", "--store", str(tmp_path)])
     assert result.exit_code == 2 and "no consensus store" in result.output
 
@@ -164,7 +165,8 @@ def test_streaming_windows_running_consensus_and_restart(data, dev_engine, tmp_p
     state = ConsensusStore.open(tmp_path / "out" / "consensus.npz").state("blackswan")
     assert state.t == pytest.approx(timestamps[-1], abs=1e-6) and 0 < state.n < 8  # decayed count
 
-    second = run_pipeline([path], tmp_path / "out", dev_engine, config.model_copy(update={"step": 4}))  # a restarted stream
+    restart = config.model_copy(update={"step": 4, "keep_history": True})  # a restarted stream, its history kept
+    second = run_pipeline([path], tmp_path / "out", dev_engine, restart)
     again = ConsensusStore.open(tmp_path / "out" / "consensus.npz").state("blackswan")
     assert again.t == pytest.approx(2 * timestamps[-1], abs=1e-6) and again.n > state.n  # continues
     assert read_results(tmp_path / "out").num_rows == 16  # appended

@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -51,6 +52,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+from filelock import FileLock
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
@@ -64,14 +66,9 @@ from streamcosal.io.frame import FrameSource, SourceError, VideoInfo
 from streamcosal.io.images import ImageGroupSource
 from streamcosal.io.open import open_source
 from streamcosal.io.redact import redact
-from streamcosal.io.stream import StreamSource, is_stream
-from streamcosal.run.consensus import (
-    ConsensusStrategy,
-    GlobalConsensus,
-    StreamingConsensus,
-    source_identity,
-    source_identity_of,
-)
+from streamcosal.io.stream import StreamSource
+from streamcosal.run.consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity
+from streamcosal.run.groups import default_groups, once
 from streamcosal.run.interrupts import Interrupted, Terminated, atomic, stop_signals
 from streamcosal.run.live import LiveReader, live_windows
 from streamcosal.run.metrics import LiveMetrics
@@ -82,36 +79,13 @@ from streamcosal.run.sink import Member, ResultSink, SinkThread, owners
 from streamcosal.run.smoothing import TemporalSmoothing
 from streamcosal.run.windows import Window, global_windows, interleave, streaming_windows
 from streamcosal.storage import ConsensusStore, ResultWriter
-from streamcosal.storage.layout import RunLayout, new_run_id
+from streamcosal.storage.layout import UNFINISHED_DIR, RunLayout, new_run_id, set_aside_unfinished
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 STORE_FILE = "consensus.npz"
 STORE_SAVE_EVERY_S = 30.0  # streaming: save the consensus store at least this often
-
-
-def group_name(spec: str | Path) -> str:
-    """The default group of a source: a file's stem, a folder's name, a URL as it is (its password
-    replaced by ***: `redact`)."""
-    if is_stream(spec):
-        return redact(str(spec))
-    path = Path(spec)
-    return path.name if path.is_dir() else path.stem
-
-
-def default_groups(sources: Sequence[str | Path], store: ConsensusStore | None = None) -> list[tuple[str, list[str | Path]]]:
-    """One group per source, named by `group_name`; a source is named by its path as given instead
-    when another source of the run has its name (two `clip.mp4` in different folders) or when the
-    store holds that name computed from another source (an earlier run's other `clip.mp4`)."""
-    names = [group_name(s) for s in sources]
-    paths = {n: {str(s) for m, s in zip(names, sources) if m == n} for n in names}
-
-    def taken(name: str, spec: str | Path) -> bool:
-        known = store.source(name) if store is not None and name in store else None
-        return known is not None and known != source_identity_of(spec)
-
-    return [(redact(str(s)) if len(paths[n]) > 1 or taken(n, s) else n, [s]) for n, s in zip(names, sources)]
 
 
 def run_pipeline(
@@ -135,15 +109,22 @@ def run_pipeline(
     run_id = config.run_id or new_run_id()
     layout = RunLayout(out, run_id)
     store = ConsensusStore.open(config.store_path or out / STORE_FILE, group_size=config.consensus_frames)
-    jobs = [(group, list(sources))] if group is not None else default_groups(sources, store)
     report = RunReport(run_id=run_id, out=str(out), model=f"{engine.name} {engine.version}",
                        started=datetime.now(UTC).isoformat(timespec="seconds"),
                        precision=engine.precision, device=str(engine.device))
+    sources = once(sources, report)
+    jobs = [(group, list(sources))] if group is not None else default_groups(sources, store)
     report.sources = [SourceRun(redact(str(spec)), name) for name, specs in jobs for spec in specs]
     writer = ResultWriter(out, run_id, flush_every=config.flush_every, model=engine.model_metadata())
     metrics = LiveMetrics()
     start = time.perf_counter()
-    with metrics.serving(config.metrics_port, config.metrics_host), stop_signals(), \
+    layout.lock.parent.mkdir(parents=True, exist_ok=True)
+    folder = out.stat()
+    for killed, files in set_aside_unfinished(out).items():
+        report.notes.append(f"run {killed} was killed before it finished: its {files} result files were moved to "
+                            f"{out / UNFINISHED_DIR / killed} and are not part of the results")
+        logger.warning("%s", report.notes[-1])
+    with FileLock(layout.lock), metrics.serving(config.metrics_port, config.metrics_host), stop_signals(), \
             _progress(config.show_progress) as progress:
         sink = ResultSink(writer, config, report, engine, layout.overlays)
         job = _Job(engine, config, store, sink, report, progress, metrics)
@@ -162,12 +143,27 @@ def run_pipeline(
                                  f"{writer.directory} are complete)", writer.close)
             _final_write(report, "the consensus store", store.save)
             report.consensus = {name: top_classes(store.consensus(name)) for name, _ in jobs if name in store}
+            sink.close()
             report.events = _final_write(report, "the events", lambda: sink.write_events(out)) or 0
             report.seconds = time.perf_counter() - start
+            if not _same_folder(out, folder):
+                report.errors.append(f"the results folder {out} was deleted or replaced during the run: the results "
+                                     "written before are lost; run again")
+                for run in report.sources:
+                    run.status = "failed" if run.status in ("done", "partial") else run.status
             _final_write(report, "the run report", lambda: report.save(layout.report))
     if report.interrupted == "SIGINT":
         raise Interrupted(report)
     return report
+
+
+def _same_folder(path: Path, before: os.stat_result) -> bool:
+    """Whether ``path`` is still the folder whose ``stat`` was ``before`` (not deleted, not replaced)."""
+    try:
+        now = path.stat()
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (before.st_dev, before.st_ino)
 
 
 def _final_write(report: RunReport, what: str, write: Callable[[], T]) -> T | None:
@@ -236,6 +232,8 @@ class _Job:
                     continue
                 run.status = "running"
                 members.append(Member(source, run))
+                if not (cfg.live or isinstance(source, StreamSource)):
+                    self.sink.stage_member(members[-1])
             if not members:
                 return
             try:

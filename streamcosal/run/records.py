@@ -53,6 +53,8 @@ class PipelineConfig(RunParams):
     # masks made on the engine's device, batched per window (streamcosal.inference.postprocess); None: when
     # the engine runs on a GPU (on a CPU OpenCV's per-frame path is faster)
     postprocess_on_device: bool | None = None
+    # keep the rows earlier runs wrote for a source this run redoes (default: the new ones replace them)
+    keep_history: bool = False
 
 
 @dataclass
@@ -98,6 +100,7 @@ class RunReport:
     interrupted: str | None = None  # "SIGINT" or "SIGTERM" when the run was stopped
     sources: list[SourceRun] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # what could not be saved at the end (a full disk)
+    notes: list[str] = field(default_factory=list)  # what the run did besides its sources (duplicates, killed runs)
     # group -> the 3 most probable ImageNet classes of its consensus at the end, (name, probability):
     # the object the model took as the group's common one (none for a model without GIM)
     consensus: dict[str, list[tuple[str, float]]] = field(default_factory=dict)

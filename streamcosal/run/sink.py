@@ -20,11 +20,13 @@ flushed at least every `flush_every_s` seconds so readers see a slow stream's re
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 from array import array
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -41,7 +43,8 @@ from streamcosal.run.interrupts import atomic
 from streamcosal.run.overlay import ImageOverlaySink, VideoSink, highlight
 from streamcosal.run.windows import Window
 from streamcosal.storage import FrameResult, ResultWriter, detect_events, events_table, write_events
-from streamcosal.storage.masks import encode_prob_png
+from streamcosal.storage.layout import remove_other_runs
+from streamcosal.storage.masks import encode_prob_png, mask_stats
 from streamcosal.storage.parquet_files import source_key
 
 if TYPE_CHECKING:
@@ -68,6 +71,7 @@ class Member:
     run: SourceRun
     overlay_sink: VideoSink | ImageOverlaySink | None = None
     live: LiveStats | None = None  # a live source: its reader and latencies
+    staged: bool = False  # its rows hidden until it closes (files, folders, pipes; not cameras)
 
     def overlay(self, image: np.ndarray, name: str, timestamp: float, folder: Path, fps: float) -> None:
         """Add one highlighted frame (a video for videos and streams, PNGs for image groups)."""
@@ -81,13 +85,15 @@ class Member:
             self.overlay_sink.write(image, name)
 
 
+def row_sources(member: Member) -> list[str]:
+    """What the rows of a member's frames name as their source: its name, or an image group's files."""
+    source = member.source
+    return [str(p) for p in source.paths] if isinstance(source, ImageGroupSource) else [source.name]
+
+
 def owners(members: list[Member]) -> dict[str, Member]:
     """Frame.source -> its member (an image group's frames name their files)."""
-    owner: dict[str, Member] = {}
-    for m in members:
-        names = [str(p) for p in m.source.paths] if isinstance(m.source, ImageGroupSource) else [m.source.name]
-        owner.update(dict.fromkeys(names, m))
-    return owner
+    return {name: m for m in members for name in row_sources(m)}
 
 
 class ResultSink:
@@ -100,53 +106,61 @@ class ResultSink:
         self.overlays = overlays
         self.series: dict[tuple[str, str], Series] = {}
         self.last_flush = time.monotonic()
+        self._pool = ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="streamcosal-masks")
 
     def write(self, group: str, window: Window, prediction: GroupPrediction, owner: dict[str, Member]) -> None:
         """Results (and overlays) of the window's emitted frames, at each frame's own size.
 
-        prediction.maps: [N,S,S] for the window's N frames; similarity [N]. On a GPU engine (or with
-        ``config.postprocess_on_device``) the emitted frames' masks are made on the engine's device in
-        one batch (:mod:`streamcosal.inference.postprocess`); otherwise frame by frame on the host.
+        prediction.maps: [N,S,S] for the window's N frames; similarity [N]. The emitted frames' masks are
+        made first, all at once: on a GPU engine (or with ``config.postprocess_on_device``) in one batch on
+        the engine's device (:mod:`streamcosal.inference.postprocess`), otherwise frame by frame on the
+        host's cores (OpenCV's guided filter releases the GIL); then rows and overlays go in frame order.
         """
         emitted = [i for i, emit in enumerate(window.emit) if emit]
-        on_device = self.config.postprocess_on_device
-        if on_device is None:
-            on_device = self.engine.device.type != "cpu"
-        masks: list[FrameMask | None] = [None] * len(emitted)
-        if on_device and emitted:
-            masks = postprocess(prediction.maps[emitted], [window.frames[i].image for i in emitted],
-                                self.engine.upsampling, threshold=self.config.threshold, device=self.engine.device,
-                                keep_probs=self.config.keep_prob_png)
+        if not emitted:
+            return
+        masks = self._masks([prediction.maps[i] for i in emitted], [window.frames[i].image for i in emitted])
         for i, done in zip(emitted, masks):
             frame = window.frames[i]
             with atomic():  # its row and its overlay frame, or neither (Ctrl-C, SIGTERM)
-                self._write_frame(group, window.index, frame, prediction.maps[i], float(prediction.similarity[i]),
-                                  owner[frame.source], done)
+                self._write_frame(group, window.index, frame, done, float(prediction.similarity[i]),
+                                  owner[frame.source])
         if time.monotonic() - self.last_flush > self.config.flush_every_s:
             self.writer.flush()
             self.last_flush = time.monotonic()
 
-    def _write_frame(self, group: str, window: int, frame: Frame, prob_map: np.ndarray,
-                     similarity: float, member: Member, done: FrameMask | None = None) -> None:
-        """One frame's row, counters, series point and overlay frame. prob_map: [S,S]; ``done``: its
-        mask already made on the engine's device, else made here."""
+    def _masks(self, maps: list[np.ndarray], images: list[np.ndarray]) -> list[FrameMask]:
+        """Each frame's mask, area and mean probability from its [S,S] map, at the frame's size."""
+        cfg = self.config
+        on_device = cfg.postprocess_on_device
+        if on_device if on_device is not None else self.engine.device.type != "cpu":
+            return postprocess(np.stack(maps), images, self.engine.upsampling, threshold=cfg.threshold,
+                               device=self.engine.device, keep_probs=cfg.keep_prob_png)
+
+        def on_host(prob_map: np.ndarray, image: np.ndarray) -> FrameMask:
+            prob = self.engine.upsample(prob_map, image)
+            mask, _, area, mean_prob = mask_stats(prob, cfg.threshold)
+            return FrameMask(mask, area, mean_prob, prob if cfg.keep_prob_png else None)
+
+        if len(maps) == 1:
+            return [on_host(maps[0], images[0])]
+        return list(self._pool.map(on_host, maps, images))
+
+    def close(self) -> None:
+        """Stop the host's worker threads."""
+        self._pool.shutdown()
+
+    def _write_frame(self, group: str, window: int, frame: Frame, done: FrameMask, similarity: float,
+                     member: Member) -> None:
+        """One frame's row, counters, series point and overlay frame; ``done``: its mask."""
         cfg = self.config
         latency = time.time() - frame.captured if frame.captured is not None else None
-        if done is None:
-            prob = self.engine.upsample(prob_map, frame.image)
-            result = FrameResult.from_prob(
-                source=frame.source, group=group, window=window, frame_index=frame.index,
-                timestamp=frame.timestamp, prob=prob, similarity=similarity,
-                model_name=self.engine.name, model_version=self.engine.version, threshold=cfg.threshold,
-                keep_prob_png=cfg.keep_prob_png, latency_s=latency,
-            )
-        else:
-            result = FrameResult(
-                source=frame.source, group=group, window=window, frame_index=frame.index, timestamp=frame.timestamp,
-                mask=done.mask, mean_prob=done.mean_prob, similarity=similarity, model_name=self.engine.name,
-                model_version=self.engine.version, latency_s=latency,
-                prob_png=encode_prob_png(done.prob) if done.prob is not None else None,
-            )
+        result = FrameResult(
+            source=frame.source, group=group, window=window, frame_index=frame.index, timestamp=frame.timestamp,
+            mask=done.mask, mean_prob=done.mean_prob, similarity=similarity, model_name=self.engine.name,
+            model_version=self.engine.version, latency_s=latency,
+            prob_png=encode_prob_png(done.prob) if done.prob is not None else None,
+        )
         self.writer.write(result)
         if latency is not None and member.live is not None:
             member.live.record(latency)
@@ -159,13 +173,40 @@ class ResultSink:
         series = self.series.setdefault((frame.source, group), Series())
         series.timestamps.append(frame.timestamp)
         series.frame_indices.append(frame.index)
-        series.area_fractions.append(float(result.mask.mean()))
+        series.area_fractions.append(done.area)
         if cfg.overlay:
             rate = cfg.fps or (member.source.info.fps / cfg.stride) or 10.0
             member.overlay(highlight(frame.image, result.mask), frame.source, frame.timestamp, self.overlays, rate)
 
+    def stage_member(self, member: Member) -> None:
+        """Keep the member's rows hidden until :meth:`close_member`: a finite source's results appear
+        whole, and a killed run's never do (``storage.layout.set_aside_unfinished``)."""
+        member.staged = True
+        for name in row_sources(member):
+            self.writer.stage(name)
+
     def close_member(self, member: Member) -> None:
-        """Finish the member's overlay; its path goes to the member's run record."""
+        """Make the member's rows visible; unless ``config.keep_history``, a staged member that is done
+        (or partial: what its damaged file held) replaces what earlier runs wrote for its source (a
+        camera's earlier runs are its history and stay). Then
+        finish its overlay; its path goes to the member's run record."""
+        run = member.run
+        failed: OSError | None = None
+        try:
+            for name in row_sources(member):
+                self.writer.commit(name)
+        except OSError as error:  # a full disk: what was written stays, the rest is reported
+            failed = error
+        saved = sum(self.writer.saved.get(name, 0) for name in row_sources(member))
+        if saved < run.frames:  # report what is on disk, never more
+            self.report.frames -= run.frames - saved
+            run.error = run.error or f"{run.frames - saved} of its {run.frames} results could not be written"
+            run.frames, run.status = saved, "partial" if saved else "failed"
+        if member.staged and run.status in ("done", "partial") and not self.config.keep_history:
+            for name in row_sources(member):
+                remove_other_runs(self.writer.directory.parent, source_key(name), self.report.run_id)
+        if failed is not None:
+            raise failed
         if member.overlay_sink is not None:
             closed = member.overlay_sink.close()
             member.run.overlay = str(closed) if closed else None

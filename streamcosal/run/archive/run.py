@@ -16,8 +16,9 @@ from streamcosal.run.archive.lock import archive_lock
 from streamcosal.run.archive.manifest import Manifest, done_keys
 from streamcosal.run.archive.summary import ArchiveFailed, ArchiveSummary, summarize
 from streamcosal.run.archive.units import ARCHIVE_DIR, COMMITTED, Unit, UnitRecord, list_videos, now, plan_units
+from streamcosal.run.groups import group_name
 from streamcosal.run.jobs import pipeline_config
-from streamcosal.run.pipeline import group_name, run_pipeline
+from streamcosal.run.pipeline import run_pipeline
 from streamcosal.run.records import PipelineConfig
 from streamcosal.run.records import is_transient as pipeline_transient
 from streamcosal.storage import ConsensusStore
@@ -57,8 +58,8 @@ def run_unit(unit: Unit, out: str | Path, engine: Any, config: PipelineConfig | 
     discard_run(out, unit.run_id)  # an earlier attempt that was killed or failed
     config = (config or PipelineConfig()).model_copy(update=dict(
         run_id=unit.run_id, show_progress=False, store_path=out / ARCHIVE_DIR / "stores" / f"{unit.key}.npz",
-        metrics_port=None, live=False))  # an archive's files are read whole, never live (no live metrics: units
-    # running at once would share the port)
+        metrics_port=None, live=False, keep_history=True))  # an archive's files are read whole, never live (no
+    # live metrics: units running at once would share the port); its manifest says which units are current
     start = time.perf_counter()
     try:
         report = run_pipeline([unit.video], out, engine, config, group=group_name(unit.video))
