@@ -1,4 +1,4 @@
-"""Issue 12, item 4: a full disk is a clear error naming the folder and what was kept, with a
+"""A full disk is a clear error naming the folder and what was kept, with a
 non-zero exit, and leaves no temporary file. The disks are real: a small tmpfs mounted here
 (the tests run as root, here and in CI)."""
 

@@ -43,10 +43,10 @@ from streamcosal.storage.schema import MODEL_KEY
 # Floor on the mean IoU of the default model's masks against DAVIS ground truth (3 videos x 8
 # frames at 160x96, windows of 4, both modes). gicd_lite2.pt 0.1.0+lite2_all_ms.e8.emb0.4.gate0.5
 # (multi-scale, which trained on these videos; GIM with embedding share 0.4; object-prototype gate
-# 0.5) measured 0.769 global and 0.770 streaming, 0.736 and 0.738 without the gate (the default of
-# session 8), 0.742 and 0.748 with the paper's GIM and no gate; lite2_ms's epoch 8, its held-out twin,
-# 0.721 and 0.726 (0.685 and 0.692 without the gate, 0.705 and 0.715 with neither); the Lite0 default
-# of session 3, gicd_lite0.pt 0.1.0+lite0_stage2.e6, 0.578. fp32 on the CPU is deterministic; the
+# 0.5) measured 0.769 global and 0.770 streaming, 0.736 and 0.738 without the gate (with
+# embedding share 0.4), 0.742 and 0.748 with the paper's GIM and no gate; lite2_ms's epoch 8, its held-out twin,
+# 0.721 and 0.726 (0.685 and 0.692 without the gate, 0.705 and 0.715 with neither); the embedded Lite0
+# model, gicd_lite0.pt 0.1.0+lite0_stage2.e6, 0.578. fp32 on the CPU is deterministic; the
 # margin is for other CPUs' kernels.
 MIN_MEAN_IOU_DEFAULT_MODEL = 0.73
 
