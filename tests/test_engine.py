@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from torch import nn
 from streamcosal.inference.engine import CoSalEngine
 from streamcosal.inference.precision import cpu_has_native_bf16
 from streamcosal.inference.transforms import resize_map
-from streamcosal.model import GICD, WeightsError, build_backbone
+from streamcosal.model import GICD, WeightsError, build_backbone, consensus_from_logits
 
 
 @pytest.fixture(scope="module")
@@ -327,3 +328,37 @@ def test_where_torch_compile_is_unavailable_the_engine_says_so_and_runs(untraine
         engine = CoSalEngine(untrained, device="cpu", precision="fp32", input_size=64, compile=True)
     assert not engine.compiled
     assert engine.segment(torch.rand(2, 3, 64, 64)).maps.shape == (2, 64, 64)
+
+
+def test_out_of_gpu_memory_halves_the_chunks_once_and_calls_a_consensus_function_once(untrained: GICD, data: Path,
+                                                                                      recwarn) -> None:
+    """A backbone pass that runs out of GPU memory above 4 images (simulated: the CPU has no GPU memory to
+    run out of): the group is segmented again in chunks of 4, said once; the running consensus function
+    adds the window once; the maps are those of an engine run in chunks of 4 from the start."""
+    from streamcosal.io.imagefile import read_image
+
+    images = [read_image(p)[0] for p in group_images(data, "davis2016", "goat", 8)]
+    engine = CoSalEngine(copy.deepcopy(untrained), device="cpu", precision="fp32", chunk_size=8)
+    reference = CoSalEngine(copy.deepcopy(untrained), device="cpu", precision="fp32", chunk_size=4)
+    x = torch.stack([engine.prepare(im) for im in images])
+    features = engine.model.backbone.features
+
+    def small_gpu(batch: torch.Tensor) -> list[torch.Tensor]:
+        if batch.shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return features(batch)
+
+    engine.model.backbone.features = small_gpu  # type: ignore[method-assign]
+    calls = []
+
+    def running(logits: torch.Tensor) -> torch.Tensor:
+        calls.append(logits.shape[0])
+        return consensus_from_logits(logits)
+
+    maps = engine.segment(x, running).maps
+    assert engine.chunk_size == 4 and calls == [8]
+    said = [str(w.message) for w in recwarn if "GPU memory" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("out of GPU memory at chunks of 8 images")
+    np.testing.assert_allclose(maps, reference.segment(x, consensus_from_logits).maps, atol=1e-5)
+    engine.segment(x[:5])  # later calls: chunks of 4, no second warning
+    assert sum("GPU memory" in str(w.message) for w in recwarn) == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import statistics
 import threading
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
@@ -248,9 +249,31 @@ class CoSalEngine:
         before (a video's earlier windows, :class:`streamcosal.run.prototypes.RunningPrototype`); the
         object-prototype gate compares each map with them and x's own. Chunks after the first also
         see the earlier chunks' prototypes. Ignored without the gate.
+
+        A GPU that runs out of memory on a chunk: the chunk size is halved for this call and every later
+        one, with one warning, and the group segmented again (a consensus function is still called once).
         """
         if x.shape[0] == 0:
             raise ValueError("cannot segment an empty group")
+        if callable(consensus):
+            consensus = _called_once(consensus)
+        while True:
+            try:
+                return self._segment(x, consensus, prototype_prior)
+            except torch.OutOfMemoryError:
+                if self.chunk_size == 1:
+                    raise
+                smaller = self.chunk_size // 2
+                warnings.warn(f"out of GPU memory at chunks of {self.chunk_size} images: segmenting in chunks of "
+                              f"{smaller} from now on (a smaller --window or --input-size avoids the retries)",
+                              RuntimeWarning, stacklevel=3)
+                self.chunk_size = smaller
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def _segment(self, x: Tensor, consensus: Tensor | ConsensusOfLogits | None,
+                 prototype_prior: Sequence[np.ndarray] | None) -> GroupPrediction:
+        """:meth:`segment` at the current chunk size."""
         whole = x.shape[0] > self.chunk_size  # the maps come chunk by chunk: the consensus is made first
         given = consensus if isinstance(consensus, Tensor) else None
         of_logits = consensus if callable(consensus) else None
@@ -327,3 +350,16 @@ def engine_for(spec: EngineSpec) -> CoSalEngine:
             keep_freed_memory()  # process-wide and idempotent
             engine = _engines[spec] = CoSalEngine.from_spec(spec)
     return engine
+
+
+def _called_once(consensus: ConsensusOfLogits) -> ConsensusOfLogits:
+    """``consensus`` whose first result is returned again on later calls: a running consensus adds a
+    window's frames once, however often the window is segmented."""
+    results: list[Tensor] = []
+
+    def once(logits: Tensor) -> Tensor:
+        if not results:
+            results.append(consensus(logits))
+        return results[0]
+
+    return once
