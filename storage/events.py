@@ -46,15 +46,18 @@ def detect_events(
     The rule, in order:
       0. Frames without a finite timestamp (image groups: NaN) are left out: no time, no events.
       1. A frame is *present* when ``area_fraction >= threshold``. Each processed frame stands for
-         the ``interval`` until the next one: the median time between consecutive frames (0.1 s
-         for every frame of a 10 fps video, 1 s with ``--fps 1``, 0.6 s with ``--stride 6``), so
-         the two rules below hold the same whatever the sampling.
-      2. Consecutive present frames form a run. Two runs are merged when the absence between
-         them, ``t(first present of the second) - t(last present of the first) - interval``, is
-         ``<= max(max_gap, interval)`` (short absences are bridged, and one missed processed frame
-         always is; the absent frames become part of the event).
-      3. Events covering less than ``min_duration`` (``end_time - start_time + interval``) are
-         dropped (short blips).
+         the time until the next processed frame (a variable-frame-rate video shows a frame until
+         the next one; with ``--fps 1`` a frame stands for its second, with ``--stride 6`` for six
+         frames' time), the last one for the ``interval``: the median time between consecutive
+         frames (0.1 s for every frame of a 10 fps video, 1 s with ``--fps 1``), so the two rules
+         below hold the same whatever the sampling and the frame rate.
+      2. Consecutive present frames form a run, however far apart they are. Two runs are merged
+         when the absence between them (the time the absent frames stand for:
+         ``t(first present of the second) - t(the frame after the last present of the first)``)
+         is ``<= max(max_gap, interval)`` (short absences are bridged, and one missed processed
+         frame always is; the absent frames become part of the event).
+      3. Events covering less than ``min_duration`` (``end_time - start_time`` plus the time the
+         last frame stands for) are dropped (short blips).
 
     Args:
         timestamps: [N] float seconds.
@@ -83,12 +86,15 @@ def detect_events(
     if present.size == 0:
         return []
     interval = float(np.median(np.diff(t))) if len(t) > 1 else 0.0
-    # A new run starts wherever the absence between consecutive present frames exceeds max_gap.
-    breaks = np.flatnonzero(np.diff(t[present]) - interval > max(max_gap, interval) + 1e-9) + 1
+    stands_for = np.append(np.diff(t), interval)  # each frame: the time until the next one
+    # A new run starts wherever the absent frames between two present ones stand for more than
+    # max(max_gap, interval); consecutive present frames (no absent frame between) never part.
+    absence = t[present[1:]] - t[present[:-1] + 1]
+    breaks = np.flatnonzero(absence > max(max_gap, interval) + 1e-9) + 1
     events = []
     for run in np.split(present, breaks):
         first, last = int(run[0]), int(run[-1])
-        if t[last] - t[first] + interval < min_duration - 1e-9:
+        if t[last] - t[first] + stands_for[last] < min_duration - 1e-9:
             continue
         span = area[first : last + 1]
         events.append(

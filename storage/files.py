@@ -48,3 +48,32 @@ def temporary_path(path: Path, suffix: str = ".tmp") -> Path:
 
 TEMPORARY_GLOB = ".*.tmp*"
 """What every :func:`temporary_path` name matches."""
+
+
+def check_store_path(store: Path, option: str = "--store") -> None:
+    """Check that a run can read and update the consensus store file ``store``
+    (:class:`~streamcosal.storage.ConsensusStore`), before any work: the file, where it exists, readable
+    and writable, and its folder writable (it is saved by :func:`atomic_write`, with a lock file beside
+    it), or creatable; without creating anything.
+
+    Raises:
+        ValueError: naming the store and what to do.
+    """
+    if store.is_dir():
+        raise ValueError(f"{option} {store} is a folder: give the store's file, e.g. {store / 'consensus.npz'}")
+    existing = store.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{option} {store} cannot be saved: {existing} is a file, not a folder; give a store path "
+                         "in a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {store} cannot be saved: its folder {existing} is read-only or not yours (the store "
+                         "is written through a temporary file and a lock file beside it); give a --store in a folder "
+                         "you can write to")
+    if store.exists() and not os.access(store, os.R_OK):
+        raise ValueError(f"{option} {store} cannot be read (no permission): give a store you can read and write, "
+                         "or another path for a new one")
+    if store.exists() and not os.access(store, os.W_OK):
+        raise ValueError(f"{option} {store} is read-only, and a run updates it: make it writable "
+                         f"(chmod u+w {store}) or give another --store")

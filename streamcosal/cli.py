@@ -35,21 +35,21 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def writable_folder(folder: Path) -> None:
+def writable_folder(folder: Path, option: str = "--out") -> None:
     """Check that ``folder`` can be created (or is there) and written, without creating it.
 
     Raises:
         ValueError: it (or a parent) is a file, or it cannot be written (read-only, no permission);
-            the message says what to do.
+            the message names ``option`` and ``folder`` and says what to do.
     """
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         where = "" if existing == folder else f" ({existing} is a file)"
-        raise ValueError(f"--out {folder} is a file, not a folder{where}: give a folder")
+        raise ValueError(f"{option} {folder} is a file, not a folder{where}: give a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {folder} cannot be written ({existing} is read-only or not yours): "
+        raise ValueError(f"{option} {folder} cannot be written ({existing} is read-only or not yours): "
                          "give a folder you can write to")
 
 
@@ -288,24 +288,31 @@ def video(
     group: Annotated[Optional[str], typer.Option("--group", help="One group for every SOURCE (cameras seeing the same object); default one group per source.")] = None,
     store: Annotated[Optional[Path], typer.Option("--store", help="Consensus store file (default OUT/consensus.npz).")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of this run's files (default: UTC time + random suffix).")] = None,
+    keep_history: Annotated[bool, typer.Option("--keep-history", help="Keep the results earlier runs wrote for these sources (default: a source's new results replace them once it is done).")] = False,
     params: RunParams = RUN,  # the run options (@run_options)
     spec: EngineSpec = ENGINE,  # the engine options (@engine_options)
 ) -> None:
     """Segment the object common to the frames of videos, streams or cameras; results to Parquet."""
     import logging
 
+    from streamcosal.io.frame import SourceError
+    from streamcosal.io.open import local_source
     from streamcosal.run.interrupts import Interrupted
-    from streamcosal.run.pipeline import run_pipeline
+    from streamcosal.run.pipeline import STORE_FILE, run_pipeline
     from streamcosal.run.records import PipelineConfig
+    from streamcosal.storage.files import check_store_path
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("streamcosal.run.metrics").setLevel(logging.INFO)  # the live status line
     try:
-        config = PipelineConfig(**params.model_dump(), store_path=store, run_id=run_id, show_progress=True)
+        sources = [str(local_source(s)) for s in sources]  # file:///path/clip.mp4 is the path
+        config = PipelineConfig(**params.model_dump(), store_path=store, run_id=run_id, show_progress=True,
+                                keep_history=keep_history)
         writable_folder(out)
+        check_store_path(store or out / STORE_FILE, "--store" if store else "the consensus store")
     except ValidationError as e:
         fail(explain(e), 2)
-    except ValueError as e:
+    except (ValueError, SourceError) as e:
         fail(str(e), 2)
     engine = load_engine(spec)
     try:
@@ -321,11 +328,13 @@ def video(
         if run.error:
             err.print(f"[red]error:[/red] {escape(run.error)}")
     print_consensus(report.consensus)
+    for note in report.notes:
+        err.print(f"[yellow]note:[/yellow] {escape(note)}")
     typer.echo(f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_s:.1f} frames/s), "
                f"{report.events} events; results in {out} (run {report.run_id})")
     for error in report.errors:
         err.print(f"[red]error:[/red] {escape(error)}")
-    if report.errors:
+    if report.errors and out.is_dir():
         err.print(f"free space on the disk of {escape(str(out))} (or fix the folder) and run again")
     if report.interrupted:
         err.print(f"stopped by {report.interrupted}: the results done so far are kept")
@@ -343,6 +352,7 @@ def search(
 ) -> None:
     """The groups/videos whose consensus is nearest to the query's: they share its common object."""
     from streamcosal.io.frame import SourceError
+    from streamcosal.run.search import check_query, in_store
     from streamcosal.run.search import search as nearest
     from streamcosal.storage import ConsensusStore
 
@@ -351,13 +361,15 @@ def search(
         fail(f"no consensus store at {path}: run `streamcosal video ... --out DIR` first", 2)
     try:
         consensus_store = ConsensusStore.open(path)
-        in_store = query in consensus_store and not Path(query).exists()
-        engine = None if in_store else load_engine(spec)
+        check_query(consensus_store, query)  # a name neither in the store nor on disk: said before the model loads
+        engine = None if in_store(consensus_store, query) else load_engine(spec)
         hits = nearest(consensus_store, query, engine, k=k, frames=frames)
     except (SourceError, ValueError) as e:
         fail(str(e), 2)
     if not hits:
         err.print(f"no other group in {escape(str(path))} to compare with")
+        return
+    typer.echo("rank\tsimilarity\tgroup")  # tab-separated, with a header (cosine similarity of the consensus)
     for rank, (name, score) in enumerate(hits, 1):
         typer.echo(f"{rank}\t{score:.4f}\t{name}")
 

@@ -8,13 +8,18 @@ and closes the connection at the end. Options simulate trouble:
   reconnecting client eventually gives up.
 - stall_after_bytes: every connection gets that many bytes, then silence (the connection stays
   open until the client gives up): a stalled feed.
+- status: every GET is answered with this HTTP error (401, 403, 404, 503...) and no stream.
 
 Use `serve_stream(...)` as a context manager (the server thread stops on exit, also when the
 test fails); `server.url` is the address, `server.connections` counts GETs.
+
+`serve_file(data, name)` serves a finished file instead, as a web server does: with its length
+(Content-Length) and byte ranges (Range requests, which MP4 readers use to seek).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -38,6 +43,7 @@ def serve_stream(
     drops: int = 1,
     plays: int | None = None,
     stall_after_bytes: int | None = None,
+    status: int | None = None,
 ) -> Iterator[StreamServer]:
     """Serve `data` (an MPEG-TS byte string) at http://127.0.0.1:<free port>/stream.ts."""
     state = StreamServer(url="")
@@ -54,6 +60,9 @@ def serve_stream(
             with lock:
                 state.connections += 1
                 number = state.connections
+            if status is not None:
+                self.send_error(status)
+                return
             if self.path != "/stream.ts" or (plays is not None and number > plays):
                 self.send_error(404, "stream over")
                 return
@@ -82,6 +91,62 @@ def serve_stream(
         yield state
     finally:
         stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextmanager
+def serve_file(data: bytes, name: str = "clip.mp4", content_type: str = "video/mp4") -> Iterator[StreamServer]:
+    """Serve `data` as a static file at http://127.0.0.1:<free port>/<name>, with Content-Length and
+    single byte ranges (206 Partial Content); other paths get 404."""
+    state = StreamServer(url="")
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # one request a connection, as simple servers do
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            with lock:
+                state.connections += 1
+            if self.path != f"/{name}":
+                self.send_error(404, "no such file")
+                return
+            start, end = 0, len(data) - 1
+            wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+            if wanted:
+                start = int(wanted.group(1))
+                end = min(int(wanted.group(2)), end) if wanted.group(2) else end
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(end - start + 1))
+            self.end_headers()
+            try:
+                self.wfile.write(data[start : end + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="test-file-server", daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
+    try:
+        yield state
+    finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)

@@ -120,7 +120,8 @@ def test_bad_files_are_reported_and_the_rest_is_processed(data: Path, tmp_path: 
     assert result.exit_code == 1
     for name in ("zero.jpg", "truncated.jpg", "fake.png", "'Empty'"):
         assert name in result.output, result.output
-    assert "notes.txt" not in result.output
+    assert "failed: " + str(inp / "Cat" / "notes.txt") not in result.output  # left out, not an error: a note names it
+    assert "group 'Cat': left out 1 file(s) that are not images: notes.txt" in " ".join(result.output.split())
     assert sorted(p.name for p in (out / "Cat").iterdir()) == sorted(f"{p.stem}.png" for p in good)
     assert (out / "Dog").is_dir() and len(list((out / "Dog").iterdir())) == 1
 

@@ -8,7 +8,9 @@ import shutil
 import sys
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
+from urllib.parse import quote
 
 import cv2
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from stream_server import serve_stream  # noqa: E402
+from stream_server import serve_file, serve_stream  # noqa: E402
 from video_fixtures import (  # noqa: E402
     DAVIS_IMAGES,
     corrupt_middle,
@@ -28,7 +30,7 @@ from video_fixtures import (  # noqa: E402
 )
 
 from streamcosal.io.frame import SourceError
-from streamcosal.io.open import open_source
+from streamcosal.io.open import local_source, open_source
 from streamcosal.io.redact import redact
 from streamcosal.io.stream import ReconnectPolicy
 
@@ -195,6 +197,27 @@ def test_missing_file(tmp_path):
         open_source(tmp_path / "missing.mp4")
 
 
+def test_a_file_url_is_read_as_its_path(tmp_path, videos, frames):
+    """Issue: `file:///path/to/existing.mp4` said "no such file"."""
+    clip = tmp_path / "my clip #1.mp4"  # percent-encoded in a URL: my%20clip%20%231.mp4
+    shutil.copy(videos["cfr"][0], clip)
+    url = "file://" + quote(str(clip))
+    assert "%20" in url and local_source(url) == str(clip)
+    for spec in (url, "file://localhost" + quote(str(clip)), "FILE:" + quote(str(clip))):
+        source, out = _read(spec)
+        assert source.name == str(clip) and [f.index for f in out] == list(range(N)), spec
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(DAVIS_IMAGES / "goat" / "00000.jpg", folder / "a.jpg")
+    source, out = _read("file://" + quote(str(folder)))
+    assert len(out) == 1 and out[0].source == str(folder / "a.jpg")
+    with pytest.raises(SourceError, match=rf"{tmp_path}/gone clip.mp4: no such file"):  # the path, decoded
+        open_source("file://" + quote(str(tmp_path / "gone clip.mp4")))
+    with pytest.raises(SourceError, match="on the machine 'nas'; mount it and give its local path"):
+        open_source("file://nas/share/clip.mp4")
+    assert local_source("rtsp://cam/live") == "rtsp://cam/live" and local_source(clip) == clip
+
+
 def test_zero_length_file(tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(SourceError, match=r"empty\.mp4: file is empty"):
@@ -276,7 +299,8 @@ def test_http_mpegts_stream_read_to_the_end(ts_bytes, videos, frames):
 
 def test_stream_drop_reconnects_then_ends_cleanly(ts_bytes, videos, caplog):
     """Cut at half, then the server plays the file again from its start: the frames already read
-    are not read again, the rest continue the stream's own time; then the bounded tries end it."""
+    are not read again, the rest continue the stream's own time; then the server's 404 ends it at
+    once (no retries)."""
     with serve_stream(ts_bytes, drop_after_bytes=len(ts_bytes) // 2, plays=2) as server:
         with caplog.at_level(logging.WARNING), open_source(server.url, reconnect=FAST_RETRY) as source:
             out = list(source)
@@ -287,8 +311,8 @@ def test_stream_drop_reconnects_then_ends_cleanly(ts_bytes, videos, caplog):
     assert len(out) >= N - lost and np.all(np.diff(times) > 0)  # every frame once (a frame lost at the cut may come back)
     assert np.abs(times[:, None] - np.asarray(videos["ts"][1])[None]).min(axis=1).max() < 1e-6  # the file's own times
     assert source.report.reconnects == 1
-    assert connections == 2 + FAST_RETRY.max_attempts  # bounded: two plays, then the failed tries
-    assert f"{server.url}: stream ended" in caplog.text
+    assert connections == 3  # two plays, then one try: the 404 that ends it is not retried
+    assert f"{server.url}: stream ended: reconnecting, the server answered 404 Not Found" in caplog.text
 
 
 def test_a_stalled_stream_replaying_its_start_ends_after_the_bounded_tries(ts_bytes, videos):
@@ -321,10 +345,138 @@ def test_closing_a_stream_ends_its_reconnect_backoff_at_once(ts_bytes):
 
 
 def test_unreachable_url_fails_after_bounded_tries():
-    with serve_stream(b"", plays=0) as server:
-        with pytest.raises(SourceError, match=r"unreachable after 3 tries .*404"):
+    with serve_stream(b"", status=503) as server:  # a server error: may pass, so retried
+        with pytest.raises(SourceError, match=r"unreachable after 3 tries .*5XX"):
             open_source(server.url, reconnect=FAST_RETRY)
         assert server.connections == 3
+
+
+@pytest.mark.parametrize(("status", "says"), [
+    (404, "404 Not Found"), (401, "401 Unauthorized"), (403, "403 Forbidden"),
+])
+def test_http_404_401_403_fail_at_once_naming_the_url(status, says):
+    """Issue: a 404 was retried 6 times over 15 s (the default policy) before failing."""
+    with serve_stream(b"", status=status) as server:
+        url = server.url.replace("http://", "http://viewer:s3cret@")
+        start = time.monotonic()
+        with pytest.raises(SourceError) as raised:
+            open_source(url)  # the default ReconnectPolicy: 6 tries over 15.5 s, were it retried
+        seconds, connections = time.monotonic() - start, server.connections
+    message = str(raised.value)
+    assert connections == 1 and seconds < 3
+    assert message.startswith(redact(url) + ": ") and "viewer:***@" in message and "s3cret" not in message
+    assert says in message and "Not retried" in message
+
+
+def test_a_camera_device_that_does_not_exist_fails_at_once():
+    """Issue: a missing /dev/videoN was retried like a dropped stream."""
+    device = next(f"/dev/video{n}" for n in range(90, 200) if not Path(f"/dev/video{n}").exists())
+    start = time.monotonic()
+    with pytest.raises(SourceError, match=rf"^{device}: no such camera device .*Not retried"):
+        open_source(device)
+    assert time.monotonic() - start < 1
+
+
+@pytest.mark.parametrize("faststart", [False, True])
+def test_a_file_served_over_http_ends_at_its_end(videos, frames, faststart, caplog):
+    """Issue: a finished MP4 on a web server ended with "no new frames after 5 reconnect tries" after
+    reconnecting and reading it again; it ends when read (an MP4 without faststart is read with ranges)."""
+    path = videos["faststart" if faststart else "cfr"][0]
+    with serve_file(path.read_bytes()) as server:
+        start = time.monotonic()
+        with caplog.at_level(logging.INFO), open_source(server.url) as source:
+            out = list(source)
+        seconds, connections = time.monotonic() - start, server.connections
+    assert [f.index for f in out] == list(range(N))
+    np.testing.assert_allclose([f.timestamp for f in out], videos["cfr"][1], atol=1e-6)
+    assert all(_close(f.image, frames[f.index]) for f in out)
+    assert source.report.warnings == [] and source.report.reconnects == 0
+    assert connections <= 2 and seconds < 5  # the file once (its index and data by ranges), no retries
+    assert f"{server.url}: ended: the whole file was read ({N} frames)" in caplog.text
+
+
+def test_a_dropped_stream_that_is_then_refused_ends_naming_why(ts_bytes):
+    """A 404 on a reconnect (the feed is over) ends the stream at once, the frames read kept."""
+    with serve_stream(ts_bytes, plays=1) as server, open_source(server.url) as source:  # default policy: 15 s of tries
+        start = time.monotonic()
+        out = list(source)
+        seconds = time.monotonic() - start
+    assert len(out) == N and server.connections == 2 and seconds < 3
+    assert source.report.warnings == [(f"{server.url}: stream ended: reconnecting, the server answered 404 Not Found "
+                                       f"(the stream is gone); not retried. {N} frames were read and kept.")]
+
+
+# ----------------------------------------------------------------------------- implausible frame rates
+
+VFR_TIMES = [0.0, 0.01, 0.02, 0.03, 0.04, 0.5, 0.51, 2.0, 3.5, 5.0, 7.0, 9.0]
+"""The issue's variable-frame-rate example: 12 frames, a burst at the start, then seconds apart."""
+
+
+@pytest.fixture(scope="module")
+def odd_rates(tmp_path_factory, frames) -> dict[str, tuple[Path, list[float]]]:
+    """MKVs that claim a frame rate that cannot be right: 2,000 frames/s (variable frame rate, 12
+    frames over 9 s) and 100,000 frames/s (read back as 30,000; 12 frames 40 ms apart)."""
+    root = tmp_path_factory.mktemp("rates")
+    ms = Fraction(1, 1000)
+    return {
+        "vfr": (root / "vfr.mkv", encode_video(frames[:12], root / "vfr.mkv", fps=2000,
+                                               pts=[round(t * 1000) for t in VFR_TIMES], time_base=ms)),
+        "fast": (root / "fast.mkv", encode_video(frames[:12], root / "fast.mkv", fps=100_000,
+                                                 pts=[40 * i for i in range(12)], time_base=ms)),
+    }
+
+
+@pytest.mark.parametrize("reader", ["decord", "pyav"])
+@pytest.mark.parametrize(("kind", "claimed", "rate"), [("vfr", "2,000", 1 / 0.46), ("fast", "30,000", 25.0)])
+def test_an_implausible_frame_rate_is_replaced_by_the_timestamps_own(odd_rates, kind, claimed, rate, reader):
+    path, written = odd_rates[kind]
+    import av
+
+    with av.open(str(path)) as container:  # what the file claims
+        assert float(container.streams.video[0].average_rate) > 1000
+    source, out = _read(path, reader=reader)
+    assert source.info.fps == pytest.approx(rate, rel=1e-4)
+    assert source.report.warnings == [(
+        f"{path}: the container claims {claimed} frames/s, which cannot be right (variable frame rate?); using "
+        f"{rate:.4g} frames/s, the spacing of its first 12 frames' timestamps (median {1000 / rate:.4g} ms)")]
+    np.testing.assert_allclose([f.timestamp for f in out], written, atol=1e-6)  # frames keep their own times
+    _, sampled = _read(path, reader=reader, fps=5)  # --fps 5: one frame per 0.2 s slot that has frames
+    slots = [math.floor(t * 5 + 1e-6) for t in written]
+    assert [f.index for f in sampled] == [i for i in range(12) if i == 0 or slots[i] > slots[i - 1]]
+
+
+def test_a_stream_with_an_implausible_rate_gets_its_timestamps_rate(odd_rates):
+    """A stream (no length) learns the rate from its first frames as they come."""
+    with serve_stream(odd_rates["fast"][0].read_bytes(), plays=1) as server, open_source(server.url) as source:
+        out = list(source)
+    assert len(out) == 12 and source.info.fps == pytest.approx(25.0)
+    assert any("claims 30,000 frames/s, which cannot be right" in w for w in source.report.warnings)
+
+
+def test_a_live_reader_strides_by_the_replaced_rate(odd_rates):
+    """--live --drop-policy stride keeps every k-th frame, k from the camera's rate: with 30,000 it kept
+    one frame in 1,800."""
+    from streamcosal.run.live import LiveReader
+
+    reader = LiveReader(open_source(odd_rates["fast"][0]), policy="stride")
+    try:
+        reader.adapt(engine_fps=20.0)
+        assert reader.stride == 2  # ceil(1.2 x 25 / 20)
+    finally:
+        reader.close()
+
+
+def test_plausible_rate_of_no_rate_and_of_timestamps_too_close(caplog):
+    from streamcosal.io.decode import plausible_rate
+    from streamcosal.io.frame import SourceReport
+
+    report = SourceReport()
+    assert plausible_rate(25.0, [], "a.mp4", report) == 25.0 and report.warnings == []
+    assert plausible_rate(0.0, [0.0, 0.5, 1.0, 1.1, 1.6], "b.mkv", report) == pytest.approx(2.0)
+    assert report.warnings[-1].startswith("b.mkv: the container claims no frame rate, which cannot be right")
+    assert plausible_rate(100_000.0, [i * 1e-5 for i in range(12)], "c.mp4", report) == 0.0
+    assert report.warnings[-1].startswith("c.mp4: the container claims 100,000 frames/s, and its first frames' "
+                                          "timestamps are 0.01 ms apart: its frame rate is unknown")
 
 
 def test_closing_a_stream_while_another_thread_reads_it(ts_bytes):

@@ -444,3 +444,341 @@ def test_a_broken_link_in_an_image_folder_video_is_skipped_and_said(data, tmp_pa
     (report,) = (tmp_path / "out" / "runs").glob("*.json")
     (run,) = json.loads(report.read_text())["sources"]
     assert any("gone.jpg: not found (a broken symbolic link?)" in w for w in run["warnings"])  # also logged on stderr
+
+
+# ----------------------------------------------------------------------------- issue: reported by users
+
+
+def _run_report(out: Path) -> dict:
+    import json
+
+    (report,) = (out / "runs").glob("*.json")
+    return json.loads(report.read_text())
+
+
+def test_a_file_url_is_a_source_of_the_video_command(tmp_path, checkpoint):
+    """`streamcosal video file:///path/to/existing.mp4` said "no such file"."""
+    from urllib.parse import quote
+
+    from video_fixtures import davis_frames, encode_video
+
+    clip = tmp_path / "my clip.mp4"
+    encode_video(davis_frames("blackswan", n=4), clip, fps=10)
+    result = runner.invoke(app, ["video", "file://" + quote(str(clip)), "--out", str(tmp_path / "out"),
+                                 "--weights", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    assert f"done  {clip}  group 'my clip': 4 frames" in result.output
+    gone = tmp_path / "gone clip.mp4"
+    result = runner.invoke(app, ["video", "file://" + quote(str(gone)), "--out", str(tmp_path / "out2"),
+                                 "--weights", str(checkpoint)])
+    assert result.exit_code == 1 and f"{gone}: no such file. Check the path." in result.output, result.output
+
+
+def test_a_variable_frame_rate_video_gives_one_event_over_its_whole_time(tmp_path):
+    """The issue's MKV: 12 frames at 0, 0.01, ... 0.5, 0.51, 2.0 ... 9.0 s, the swan in every one, and a
+    container that claims 2,000 frames/s. Its rate is taken from its timestamps (said, naming the file),
+    and its event covers 0-9 s (each frame stands for the time to the next), not 0-0.51 s; with --fps 5 too."""
+    from fractions import Fraction
+
+    from test_sources import VFR_TIMES
+    from video_fixtures import davis_frames, encode_video
+
+    from streamcosal.storage import read_events
+
+    clip = tmp_path / "vfr.mkv"
+    encode_video(davis_frames("blackswan", n=12), clip, fps=2000, pts=[round(t * 1000) for t in VFR_TIMES],
+                 time_base=Fraction(1, 1000))
+    for sampling, frames in (([], 12), (["--fps", "5"], 7)):
+        out = tmp_path / f"out{len(sampling)}"
+        result = runner.invoke(app, ["video", str(clip), "--out", str(out), *sampling])  # the embedded model
+        assert result.exit_code == 0, result.output
+        assert f"done  {clip}  group 'vfr': {frames} frames" in result.output
+        (run,) = _run_report(out)["sources"]
+        assert any(w.startswith(f"{clip}: the container claims 2,000 frames/s, which cannot be right") for w in run["warnings"])
+        events = [(e["start_time"], e["end_time"], e["start_frame"], e["end_frame"]) for e in read_events(out).to_pylist()]
+        assert events == [(0.0, 9.0, 0, 11)], sampling
+
+
+def test_each_frame_of_a_variable_frame_rate_video_stands_for_the_time_to_the_next():
+    """The events rule alone, on the issue's timestamps: the median spacing (0.46 s) took 2.0 ... 9.0 s,
+    1.5 to 2 s apart, for absences, and the event ended at 0.51 s."""
+    from test_sources import VFR_TIMES
+
+    from streamcosal.storage import detect_events
+
+    t = np.array(VFR_TIMES)
+    (event,) = detect_events(t, np.arange(12), np.full(12, 0.1))
+    assert (event.start_time, event.end_time, event.start_frame, event.end_frame, event.n_frames) == (0.0, 9.0, 0, 11, 12)
+    area = np.full(12, 0.1)
+    area[8:10] = 0.0  # absent in the frames at 3.5 s and 5.0 s: 3.5 s of absence, more than max_gap
+    assert [(e.start_time, e.end_time) for e in detect_events(t, np.arange(12), area)] == [(0.0, 2.0), (7.0, 9.0)]
+    area[8:10], area[9] = 0.1, 0.0  # absent at 5.0 s only, a frame that stands for 2 s: bridged by max_gap 2 s
+    assert [(e.start_time, e.end_time) for e in detect_events(t, np.arange(12), area, max_gap=2.0)] == [(0.0, 9.0)]
+
+
+def test_a_video_claiming_100000_frames_per_second_runs_live(tmp_path, checkpoint):
+    """--live and --fps on a 12-frame MKV claiming 100,000 frames/s (read as 30,000): its rate is its
+    timestamps' (25), said, and the live reader strides by it."""
+    from fractions import Fraction
+
+    from video_fixtures import davis_frames, encode_video
+
+    clip = tmp_path / "fast.mkv"
+    encode_video(davis_frames("blackswan", n=12), clip, fps=100_000, pts=[40 * i for i in range(12)],
+                 time_base=Fraction(1, 1000))
+    for options in (["--live", "--drop-policy", "all"], ["--fps", "5"]):
+        out = tmp_path / options[0].strip("-")
+        result = runner.invoke(app, ["video", str(clip), "--out", str(out), "--weights", str(checkpoint), *options])
+        assert result.exit_code == 0, result.output
+        frames = 12 if options[0] == "--live" else 3  # every frame (policy all); one per 0.2 s of its 0.44 s
+        assert f"done  {clip}  group 'fast': {frames} frames" in result.output
+        (run,) = _run_report(out)["sources"]
+        assert any("claims 30,000 frames/s, which cannot be right (variable frame rate?); using 25 frames/s" in w
+                   for w in run["warnings"]), run["warnings"]
+
+
+def test_every_image_format_pillow_reads_is_segmented_and_the_rest_is_named(data, tmp_path, checkpoint):
+    """An AVIF in a group was left out without a word (8 maps of 9 files); a group of only AVIF/HEIC said
+    "no readable images". AVIF is read (Pillow reads it here); a HEIC without the pillow-heif plugin, and
+    a file that is no image, are named with the reason."""
+    from PIL import Image
+
+    group = tmp_path / "in" / "horse"
+    jpgs = photos(data, group, n=9)
+    Image.open(jpgs[-1]).save(group / "z_photo.avif")  # a real photo as AVIF
+    jpgs[-1].unlink()
+    (group / "notes.txt").write_text("where the photos come from")
+    result = images(tmp_path / "in", tmp_path / "out", checkpoint)
+    assert result.exit_code == 0, result.output
+    assert "wrote 9 maps in 1 groups" in result.output and (tmp_path / "out" / "horse" / "z_photo.png").is_file()
+    assert "group 'horse': left out 1 file(s) that are not images: notes.txt" in result.output
+
+    phone = tmp_path / "phone" / "trip"
+    phone.mkdir(parents=True)
+    avif = (group / "z_photo.avif").read_bytes()
+    (phone / "a.avif").write_bytes(avif)
+    (phone / "b.heic").write_bytes(avif[:8] + b"heic" + avif[12:])  # a HEIF file of brand heic, as phones write
+    result = images(tmp_path / "phone", tmp_path / "out2", checkpoint)
+    assert result.exit_code == 1, result.output  # one image failed, the other was segmented
+    assert "wrote 1 maps in 1 groups" in result.output and (tmp_path / "out2" / "trip" / "a.png").is_file()
+    assert (f"failed: {phone / 'b.heic'}: HEIC images cannot be read here: Pillow has no HEIC decoder installed; "
+            "install pillow-heif (pip install pillow-heif)") in " ".join(result.output.split())
+
+    from streamcosal.io.frame import SourceError
+    from streamcosal.io.open import open_source
+
+    with open_source(phone) as source:  # `video` on the folder: the same, a warning naming the file
+        frames = list(source)
+    assert [Path(f.source).name for f in frames] == ["a.avif"]
+    assert source.report.unreadable_files == [str(phone / "b.heic")]
+    assert any(w.startswith(f"{phone / 'b.heic'}: HEIC images cannot be read here") for w in source.report.warnings)
+    (phone / "a.avif").unlink()
+    with pytest.raises(SourceError, match=r"none of the 1 images can be read: .*b\.heic: HEIC images cannot be read "
+                                          r"here.*pillow-heif"):
+        open_source(phone)
+
+
+@pytest.fixture(scope="module")
+def huge_jpegs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Flat-grey JPEGs of 14000x14000 and 20000x20000 (the 400-megapixel limit itself): 2-5 MB each."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("huge")
+    out = {}
+    for side in (14000, 20000):
+        out[side] = folder / f"{side}.jpg"
+        Image.new("L", (side, side), 90).save(out[side], quality=80)
+    return out
+
+
+def test_very_large_jpegs_are_decoded_at_a_reduced_scale(huge_jpegs, tmp_path):
+    """14000x14000 and 20000x20000 JPEGs were refused as "truncated, corrupted or not an image" (Pillow's
+    decompression-bomb limit, 179 megapixels), though the limit is 400 megapixels; over it, the message
+    says too large, with the limit."""
+    from streamcosal.io.imagefile import ImageReadError, image_sizes, read_image
+
+    for side, path in huge_jpegs.items():
+        small, size = read_image(path, max_side=4 * 224)  # what `images` asks for
+        assert size == (side, side) and small.shape == (side // 8, side // 8, 3)  # decoded at 1/8 scale
+        assert abs(int(small[0, 0, 0]) - 90) <= 2
+        assert image_sizes([path]) == [(side, side)]
+    over = tmp_path / "over.jpg"  # a JPEG whose header says 20001x20000: over the limit, refused before decoding
+    data = bytearray(huge_jpegs[14000].read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (20000).to_bytes(2, "big") + (20001).to_bytes(2, "big")
+    over.write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match=r"over\.jpg: 20001x20000 \(400 megapixels\) is too large: images of at most "
+                                             r"400,000,000 pixels \(400 megapixels\) are read; shrink it"):
+        read_image(over)
+    assert image_sizes([over]) == []
+
+
+@pytest.mark.slow
+def test_the_images_command_writes_the_map_of_a_14000_pixel_jpeg(data, huge_jpegs, tmp_path, checkpoint):
+    """The whole way: the photo decoded at 1/8, its map written at 14000x14000 (about 3 GB at the peak)."""
+    group = tmp_path / "in" / "g"
+    photos(data, group, n=1)
+    shutil.copy(huge_jpegs[14000], group / "huge.jpg")
+    result = images(tmp_path / "in", tmp_path / "out", checkpoint)
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 maps" in result.output
+    from streamcosal.io.imagefile import read_gray
+
+    assert read_gray(tmp_path / "out" / "g" / "huge.png").shape == (14000, 14000)
+    assert (group / "huge.jpg").read_bytes() == huge_jpegs[14000].read_bytes()  # untouched
+
+
+@pytest.mark.parametrize("size", ["32", "64", "96"])
+def test_an_input_size_too_small_for_the_backbone_is_refused(data, tmp_path, checkpoint, size):
+    """--input-size 32 ran and gave empty maps: below 128 px the consensus is lost (EngineSpec's note has the
+    measurements); refused before any work, naming the smallest usable size."""
+    from streamcosal.params import EngineSpec
+
+    photos(data, tmp_path / "in", n=1)
+    for args in (["images", str(tmp_path / "in"), "--out", str(tmp_path / "out")],
+                 ["video", str(tmp_path / "in"), "--out", str(tmp_path / "out")]):
+        result = runner.invoke(app, [*args, "--weights", str(checkpoint), "--input-size", size])
+        assert result.exit_code == 2, result.output
+        assert f"input_size {size} is too small" in result.output and "use 128 or more" in result.output
+        assert "model gicd" not in result.output and not (tmp_path / "out").exists()
+    assert EngineSpec(input_size=128).input_size == 128
+
+
+@pytest.fixture
+def read_only_store(tmp_path, checkpoint):
+    """A folder on a read-only file system holding a real consensus store (made by a run, then the
+    tmpfs remounted read-only)."""
+    from video_fixtures import davis_frames, encode_video
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True, text=True,
+                             check=False)
+    if mounted.returncode != 0:
+        pytest.fail(f"this test mounts a tmpfs and needs root: {mounted.stderr.strip()}")
+    try:
+        encode_video(davis_frames("goat", n=4), tmp_path / "goat.mp4", fps=10)
+        result = runner.invoke(app, ["video", str(tmp_path / "goat.mp4"), "--out", str(tmp_path / "first"),
+                                     "--store", str(folder / "store.npz"), "--weights", str(checkpoint)])
+        assert result.exit_code == 0, result.output
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def test_a_store_that_cannot_be_written_is_refused_before_any_work(tmp_path, checkpoint, read_only_store):
+    """A read-only --store failed only after the whole run, naming --out's folder and a full disk."""
+    from video_fixtures import davis_frames, encode_video
+
+    clip = tmp_path / "clip.mp4"
+    encode_video(davis_frames("blackswan", n=4), clip, fps=10)
+    for store, says in ((read_only_store / "store.npz", "its folder"),  # there, on a read-only file system
+                        (read_only_store / "new.npz", "its folder"),
+                        (read_only_store / "sub" / "new.npz", "its folder"),
+                        (tmp_path / "a_folder", "is a folder: give the store's file")):
+        (tmp_path / "a_folder").mkdir(exist_ok=True)
+        result = runner.invoke(app, ["video", str(clip), "--out", str(tmp_path / "out"), "--store", str(store),
+                                     "--weights", str(checkpoint)])
+        assert result.exit_code == 2, result.output
+        message = " ".join(result.output.split())
+        assert f"--store {store}" in message and says in message, message
+        assert "model gicd" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_search_for_a_group_not_in_the_store_says_so_before_loading_a_model(tmp_path, checkpoint):
+    """`search GROUP` for a group the store lacks loaded the model, then said "no such file"; the answer
+    had no header."""
+    from video_fixtures import davis_frames, encode_video
+
+    for name in ("blackswan", "goat"):
+        encode_video(davis_frames(name, n=4), tmp_path / f"{name}.mp4", fps=10)
+    result = runner.invoke(app, ["video", str(tmp_path / "blackswan.mp4"), str(tmp_path / "goat.mp4"),
+                                 "--out", str(tmp_path / "out"), "--weights", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["search", "swan", "--store", str(tmp_path / "out"), "--weights", str(checkpoint)])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"no group 'swan' in {tmp_path / 'out' / 'consensus.npz'}; its groups: 'blackswan', 'goat'." in message
+    assert "model gicd" not in result.output and "no such file" not in result.output
+    result = runner.invoke(app, ["search", "goat", "--store", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.splitlines()
+    assert header == "rank\tsimilarity\tgroup"
+    assert [row.split("\t")[::2] for row in rows] == [["1", "blackswan"]]
+
+
+def test_metrics_port_0_serves_on_a_free_port_and_says_which(tmp_path, checkpoint):
+    """--metrics-port 0 was accepted and never said where the metrics were."""
+    import re
+    import urllib.request
+
+    from video_fixtures import davis_frames, encode_video
+
+    from streamcosal.run.metrics import LiveMetrics
+
+    metrics = LiveMetrics()
+    with metrics.serving(0):
+        url = metrics.url
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", url) and not url.endswith(":0/metrics")
+        assert urllib.request.urlopen(url, timeout=5).status == 200
+    assert metrics.url is None
+
+    clip = tmp_path / "clip.mp4"
+    encode_video(davis_frames("blackswan", n=4), clip, fps=10)
+    run = subprocess.run([sys.executable, "-c", "from streamcosal.cli import app; app()", "video", str(clip), "--out", str(tmp_path / "out"),
+                          "--weights", str(checkpoint), "--live", "--metrics-port", "0"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    port = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics \(a free port", run.stderr)
+    assert port and int(port.group(1)) > 0, run.stderr
+
+
+# ----------------------------------------------------------------------------- Python API (engine-side checks pending)
+
+
+@pytest.fixture(scope="module")
+def api_engine(checkpoint):
+    from streamcosal.inference.engine import CoSalEngine
+
+    return CoSalEngine.from_checkpoint(checkpoint, device="cpu")
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1])
+def test_a_chunk_size_below_1_is_refused_when_the_engine_is_made(checkpoint, chunk_size):
+    """chunk_size 0 and -1 were accepted and failed later with internal errors (range() step 0, ...)."""
+    from streamcosal.inference.engine import CoSalEngine
+
+    with pytest.raises(ValueError, match=rf"chunk_size must be >= 1 \(images per batch\), got {chunk_size}"):
+        CoSalEngine.from_checkpoint(checkpoint, device="cpu", chunk_size=chunk_size)
+
+
+def test_an_empty_image_given_to_predict_group_is_named(data, api_engine):
+    """A 0-row image gave a raw OpenCV error from cv2.resize."""
+    photo = np.asarray(cv2.cvtColor(cv2.imread(str(group_images(data, "pascal_coseg", "Horse", 1)[0])), cv2.COLOR_BGR2RGB))
+    with pytest.raises(ValueError, match=r"image 1 is empty \(shape \(0, 640, 3\)\)"):
+        api_engine.predict_group([photo, np.zeros((0, 640, 3), np.uint8)])
+
+
+def test_predict_group_takes_pil_images_and_generators(data, api_engine):
+    """A PIL image gave AttributeError, a generator TypeError; both are what users have at hand."""
+    from PIL import Image
+
+    paths = group_images(data, "pascal_coseg", "Horse", 2)
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    expected = api_engine.predict_group(arrays)
+    for given in ([Image.open(p) for p in paths],  # RGB JPEGs, as opened
+                  [Image.open(p).convert("L") for p in paths][:1] + [Image.open(paths[1])],  # any mode: converted
+                  (a for a in arrays)):  # a generator: read once
+        maps = api_engine.predict_group(given)
+        assert [m.shape for m in maps] == [a.shape[:2] for a in arrays]
+    for got, want in zip(api_engine.predict_group(Image.open(p) for p in paths), expected):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_an_embedded_model_refuses_an_input_size_too_small():
+    """The CLI refuses --input-size below 128 (EngineSpec); the engine, for the embedded models, too."""
+    from streamcosal.inference.engine import CoSalEngine
+
+    with pytest.raises(ValueError, match="input_size 64 is too small"):
+        CoSalEngine.from_pretrained(device="cpu", input_size=64)

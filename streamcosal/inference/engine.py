@@ -26,10 +26,10 @@ from streamcosal.inference.device import resolve_device
 from streamcosal.inference.folding import fold_batch_norms
 from streamcosal.inference.precision import auto_reason, autocast, resolve_precision
 from streamcosal.inference.samepad import fold_same_padding
-from streamcosal.inference.transforms import prepare_image, upsample_map
+from streamcosal.inference.transforms import as_rgb_array, prepare_image, upsample_map
 from streamcosal.inference.weights import DEFAULT_BACKBONE, default_weights_path
 from streamcosal.model import GICD, GICDOutput, consensus_from_logits, load_checkpoint, load_official
-from streamcosal.params import EngineSpec, Precision, Upsampling
+from streamcosal.params import MIN_INPUT_SIZE, EngineSpec, Precision, Upsampling
 
 T = TypeVar("T")
 ConsensusOfLogits = Callable[[Tensor], Tensor]
@@ -76,6 +76,8 @@ class CoSalEngine:
                                  "everywhere); use e.g. 224, 256 or 288")
         if max_input_size is not None and max_input_size < input_size:
             raise ValueError(f"max_input_size {max_input_size} is smaller than input_size {input_size}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 (images per batch), got {chunk_size!r}")
         self.device = resolve_device(device)
         self.requested_precision = precision
         self.precision = resolve_precision(precision, self.device)
@@ -173,7 +175,12 @@ class CoSalEngine:
     @classmethod
     def from_pretrained(cls, backbone: str = DEFAULT_BACKBONE, **kwargs: object) -> "CoSalEngine":
         """An embedded model: GICD on EfficientNet-Lite2 (the default) or ``"efficientnet_lite0"``
-        (the previous default); nothing is downloaded."""
+        (smaller, faster); nothing is downloaded."""
+        size = kwargs.get("input_size")
+        if isinstance(size, int) and size < MIN_INPUT_SIZE:
+            raise ValueError(f"input_size {size} is too small: below {MIN_INPUT_SIZE} px the backbone's consensus no "
+                             f"longer names the object and the maps miss it (empty at 32 and 64 px); use "
+                             f"{MIN_INPUT_SIZE} or more")
         return cls.from_checkpoint(default_weights_path(backbone), **kwargs)
 
     @classmethod
@@ -316,9 +323,10 @@ class CoSalEngine:
         return out, self.model.flip_averaged(chunk, out, prior) if self.flip else out.maps
 
     # -- images ------------------------------------------------------------------------------
-    def predict_group(self, images: Sequence[np.ndarray], consensus: Tensor | None = None) -> list[np.ndarray]:
-        """HxWx3 uint8 RGB images of one group -> one HxW float32 map in [0,1] per image (the group runs at
-        :meth:`size_for` its images)."""
+    def predict_group(self, images: Iterable[np.ndarray], consensus: Tensor | None = None) -> list[np.ndarray]:
+        """HxWx3 uint8 RGB images (numpy arrays or PIL images, any iterable) of one group -> one HxW float32
+        map in [0,1] per image (the group runs at :meth:`size_for` its images)."""
+        images = [as_rgb_array(image, i) for i, image in enumerate(images)]
         if len(images) == 0:
             raise ValueError("predict_group needs at least one image")
         size = self.size_for(im.shape for im in images)

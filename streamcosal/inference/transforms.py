@@ -13,10 +13,28 @@ from streamcosal.inference.guided import guided_upsample
 from streamcosal.params import Upsampling
 
 
+def as_rgb_array(image: object, index: int | None = None) -> np.ndarray:
+    """An image given to the engine as HxWx3 uint8 RGB: a PIL image converted from any mode (without
+    importing PIL here), an array checked; ``index`` names it in the message.
+
+    Raises:
+        ValueError: not an HxWx3 uint8 array or a PIL image, or empty (no rows or no columns).
+    """
+    which = "image" if index is None else f"image {index}"
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL.Image.Image
+        image = np.asarray(image.convert("RGB"))
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{which}: expected an HxWx3 uint8 RGB numpy array or a PIL image, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"{which}: expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{which} is empty (shape {image.shape}): give images of at least 1x1 pixels")
+    return image
+
+
 def prepare_image(image: np.ndarray, size: int) -> Tensor:
     """HxWx3 uint8 RGB -> [3,S,S] float in [0,1] on the CPU, S = ``size`` (not yet normalised)."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+    image = as_rgb_array(image)
     shrink = image.shape[0] > size or image.shape[1] > size
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     # In numpy: torch's threaded uint8->float conversion of one small image took ~15 ms on a

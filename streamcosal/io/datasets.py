@@ -151,7 +151,8 @@ def load_dataset(root: Path | str, *, layout: str | None = None, name: str | Non
         groups = {group: samples for group, samples in groups.items() if samples}
     if not any(groups.values()):
         raise FileNotFoundError(
-            f"no image ({'/'.join(IMAGE_SUFFIXES)}) found in {image_dir} or its group folders"
+            f"no image ({'/'.join(IMAGE_SUFFIXES[:7])} or another format Pillow reads) found in {image_dir} or "
+            "its group folders"
         )
     return CoSODDataset(name, root, image_dir, mask_dir, groups, flat=flat, warnings=warnings)
 

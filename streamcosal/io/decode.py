@@ -1,12 +1,14 @@
 """PyAV decoding shared by the readers: upright frames (rotated by `VideoFrame.rotation`), packet-by-
 packet decoding that skips and counts bad packets, opening a container with a clear error, and exact
-timestamps `(pts - stream.start_time) * time_base`, so variable frame rate is right."""
+timestamps `(pts - stream.start_time) * time_base`, so variable frame rate is right. A frame rate a
+container claims that cannot be right (none, or above 1,000 frames/s: variable frame rate files often
+say so) is replaced by its timestamps' own (:func:`plausible_rate`)."""
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import av
 import numpy as np
@@ -14,6 +16,39 @@ import numpy as np
 from streamcosal.io.frame import SourceError, SourceReport, VideoInfo
 
 logger = logging.getLogger(__name__)
+
+MAX_PLAUSIBLE_FPS = 1000.0
+"""A container that claims more frames per second than this (or none) has its rate replaced by its
+timestamps' (:func:`plausible_rate`)."""
+RATE_SAMPLE = 16
+"""The first frames whose timestamps' spacing gives the rate of such a container."""
+
+
+def plausible_rate(claimed: float, timestamps: Sequence[float], name: str, report: SourceReport) -> float:
+    """``claimed`` (frames/s) where it is plausible, in (0, ``MAX_PLAUSIBLE_FPS``]; else the rate of the
+    timestamps' own spacing (seconds of the first frames: 1 / their median difference), with a warning
+    naming the source; 0.0 (unknown) when the timestamps are implausible too.
+
+    The rate is what a reader tells the live readers (drop-policy stride, window sizing) and the overlay
+    video; frames are sampled (``--fps``) and timed by their own timestamps either way."""
+    if 0 < claimed <= MAX_PLAUSIBLE_FPS:
+        return claimed
+    times = np.asarray(timestamps[:RATE_SAMPLE], dtype=np.float64)
+    steps = np.diff(times[np.isfinite(times)])
+    steps = steps[steps > 0]
+    spacing = float(np.median(steps)) if steps.size else 0.0
+    claim = f"claims {claimed:,.0f} frames/s" if claimed > 0 else "claims no frame rate"
+    if spacing > 0 and 1.0 / spacing <= MAX_PLAUSIBLE_FPS:
+        rate = 1.0 / spacing
+        report.warn(f"{name}: the container {claim}, which cannot be right (variable frame rate?); using "
+                    f"{rate:.4g} frames/s, the spacing of its first {steps.size + 1} frames' timestamps "
+                    f"(median {spacing * 1000:.4g} ms)")
+        return rate
+    what = f"{spacing * 1000:.3g} ms apart" if spacing > 0 else "too few to tell"
+    report.warn(f"{name}: the container {claim}, and its first frames' timestamps are {what}: its frame rate "
+                "is unknown. --fps sampling follows those timestamps; sample with --stride instead, or re-encode "
+                "it with a frame rate (ffmpeg -i IN -r 25 OUT.mp4)")
+    return 0.0
 
 
 def upright(frame: av.VideoFrame) -> np.ndarray:
@@ -156,15 +191,46 @@ class TimedFrames:
     ``count`` is the number of frames met so far, lost ones included (where a damaged file stopped).
     Demuxer errors propagate, as from :func:`decode_packets`."""
 
-    def __init__(self, container: av.container.InputContainer, name: str, info: VideoInfo, report: SourceReport):
-        self.container, self.name, self.report = container, name, report
+    def __init__(self, container: av.container.InputContainer, name: str, info: VideoInfo, report: SourceReport,
+                 check_rate: bool = True):
+        self.container, self.name, self.report, self.info = container, name, report, info
         self.timeline = Timeline(name, info, report)
         self.count = 0
+        self.check_rate = check_rate  # False where the reader checked info.fps itself (files)
 
     def __iter__(self) -> Iterator[tuple[int, float, av.VideoFrame]]:
         start_pts = self.container.streams.video[0].start_time or 0
+        rate = RateCheck(self.info if self.check_rate else None, self.name, self.report)
         for frame in decode_packets(self.container, self.name, self.report):
             index = self.count
             self.count += 1
             if frame is not None and frame.pts is not None:
-                yield index, self.timeline(index, float((frame.pts - start_pts) * frame.time_base), frame), frame
+                timestamp = self.timeline(index, float((frame.pts - start_pts) * frame.time_base), frame)
+                if rate.add(timestamp):
+                    self.timeline.interval = 1.0 / self.info.fps if self.info.fps else self.timeline.interval
+                yield index, timestamp, frame
+        rate.finish()
+
+
+class RateCheck:
+    """For a source read as it comes (a pipe, a stream): where ``info.fps`` is implausible, it becomes the
+    first ``RATE_SAMPLE`` timestamps' rate once they are read (at the end, for a shorter source), by
+    :func:`plausible_rate`; nothing to do for a plausible rate."""
+
+    def __init__(self, info: VideoInfo | None, name: str, report: SourceReport):
+        self.info, self.name, self.report = info, name, report
+        self.times: list[float] | None = None if info is None or 0 < info.fps <= MAX_PLAUSIBLE_FPS else []
+
+    def add(self, timestamp: float) -> bool:
+        """Count a frame's timestamp; True when this one fixed ``info.fps``."""
+        if self.times is None:
+            return False
+        self.times.append(timestamp)
+        return len(self.times) >= RATE_SAMPLE and self.finish()
+
+    def finish(self) -> bool:
+        if not self.times or self.info is None:
+            return False
+        self.info.fps = plausible_rate(self.info.fps, self.times, self.name, self.report)
+        self.times = None
+        return True

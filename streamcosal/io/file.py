@@ -7,6 +7,7 @@ for hours-long videos)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
@@ -15,10 +16,13 @@ import av
 import numpy as np
 
 from streamcosal.io.decode import (
+    MAX_PLAUSIBLE_FPS,
+    RATE_SAMPLE,
     TimedFrames,
     check_video_stream,
     decode_packets,
     open_container,
+    plausible_rate,
     summarise_skips,
     upright,
 )
@@ -52,13 +56,17 @@ class VideoFileSource(FrameSource):
                 raise SourceError(f"{path}: decord cannot open this file; use reader='pyav' or 'auto'.")
         if self._vr is not None and self.info.frame_count is None:
             self.info.frame_count = len(self._vr)
+        if not 0 < self.info.fps <= MAX_PLAUSIBLE_FPS:  # none, or e.g. 30,000 (variable frame rate)
+            times = self._timestamps[:RATE_SAMPLE] if self._vr is not None else self._first_timestamps
+            self.info.fps = plausible_rate(self.info.fps, list(times), self.name, self.report)
 
     def _probe(self) -> VideoInfo:
         """Stream metadata plus the rotation of the first frame (PyAV)."""
         with open_container(self.name, self.name) as container:
             stream = check_video_stream(container, self.name)
+            frames = (f for f in decode_packets(container, self.name, SourceReport()) if f is not None)
             try:
-                first = next((f for f in decode_packets(container, self.name, SourceReport()) if f is not None), None)
+                first = next(frames, None)
             except av.error.FFmpegError:
                 first = None
             if first is None:
@@ -66,6 +74,15 @@ class VideoFileSource(FrameSource):
             rotation = int(round(first.rotation or 0)) % 360
             width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
             rate = stream.average_rate or stream.guessed_rate
+            self._first_timestamps: list[float] = []  # an implausible rate is replaced by these frames' own
+            if not 0 < float(rate or 0) <= MAX_PLAUSIBLE_FPS:
+                start = stream.start_time or 0
+                try:
+                    for frame in itertools.chain([first], itertools.islice(frames, RATE_SAMPLE - 1)):
+                        if frame.pts is not None:
+                            self._first_timestamps.append(float((frame.pts - start) * frame.time_base))
+                except av.error.FFmpegError:  # a damaged file: the timestamps read so far
+                    pass
             duration = None
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
@@ -127,7 +144,7 @@ class VideoFileSource(FrameSource):
         sampler = Sampler(self._sampler.fps, self._sampler.stride)
         last_good = None
         with open_container(self.name, self.name) as container:
-            decoded = TimedFrames(container, self.name, self.info, self.report)
+            decoded = TimedFrames(container, self.name, self.info, self.report, check_rate=False)
             try:
                 for index, timestamp, frame in decoded:
                     if sampler.keep(index, timestamp) and index >= start_index:
@@ -163,7 +180,7 @@ class VideoFileSource(FrameSource):
             return
         wanted_set = set(wanted)
         with open_container(self.name, self.name) as container:
-            decoded = TimedFrames(container, self.name, self.info, SourceReport())
+            decoded = TimedFrames(container, self.name, self.info, SourceReport(), check_rate=False)
             try:
                 for index, timestamp, frame in decoded:
                     if index in wanted_set:

@@ -1,9 +1,17 @@
 """Reading image files: one reader for every part of streamcosal (image groups, image sources,
 evaluation, training data), with one rule for EXIF orientation.
 
-PIL decodes; what people have on disk is converted to HxWx3 uint8 RGB (:func:`read_image`):
-grayscale, palette, RGBA (alpha dropped), CMYK, 16-bit (scaled: 65535 -> 255) and float images;
-masks and maps to HxW uint8 (:func:`read_gray`).
+PIL decodes, every format it can open here (:data:`IMAGE_SUFFIXES`: PNG, JPEG, BMP, TIFF, WebP, AVIF,
+GIF, JPEG 2000, ...; HEIC/HEIF too where the ``pillow-heif`` plugin is installed: it is registered when
+found); what people have on disk is converted to HxWx3 uint8 RGB (:func:`read_image`): grayscale,
+palette, RGBA (alpha dropped), CMYK, 16-bit (scaled: 65535 -> 255) and float images; masks and maps to
+HxW uint8 (:func:`read_gray`). Image files no installed decoder reads (HEIC without ``pillow-heif``,
+JPEG XL without its plugin: :data:`PLUGIN_SUFFIXES`) are still listed as images, so that reading them
+fails with a message naming the file and the plugin, instead of their being left out without a word.
+
+Images up to :data:`MAX_PIXELS` are read (Pillow's own decompression-bomb limit, 179 megapixels, is
+replaced by it); larger ones are refused as too large. With ``max_side``, a large JPEG is decoded at a
+reduced scale (1/2, 1/4 or 1/8: PIL's draft mode), so a 20000x20000 photo costs about 6 megapixels.
 
 **EXIF orientation is applied** to every file, images and masks alike: a phone photo stored sideways
 with an orientation tag is read upright, as every viewer shows it, so its map lines up with what the
@@ -13,18 +21,85 @@ dataset here) are read as stored.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import EpsImagePlugin, ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-"""File endings read as images, compared in lower case; where two files share a stem (a dataset's
-mask beside an image), the earlier ending wins."""
+for _plugin, _register in (("pillow_heif", "register_heif_opener"), ("pillow_jxl", None)):
+    with contextlib.suppress(Exception):  # an optional plugin, used where installed (never a dependency)
+        _module = importlib.import_module(_plugin)
+        if _register:
+            getattr(_module, _register)()
+
+_FIRST = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_NOT_PHOTOS = {"MPEG", "IPTC"}  # Pillow only identifies these (.mpg videos, IPTC metadata): not images to read
+
+
+def _readable_suffixes() -> tuple[str, ...]:
+    """The file endings Pillow opens here: its formats and the installed plugins', less those it only
+    identifies (stubs without a handler, .mpg), EPS without Ghostscript."""
+    Image.init()
+    readable = []
+    for suffix, kind in Image.registered_extensions().items():
+        factory = Image.OPEN.get(kind, (None,))[0] if kind != "MPO" else Image.OPEN.get("JPEG", (None,))[0]
+        if factory is None or kind in _NOT_PHOTOS:
+            continue
+        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+            continue
+        if kind == "EPS" and not EpsImagePlugin.has_ghostscript():
+            continue
+        readable.append(suffix.lower())
+    return _FIRST + tuple(sorted(set(readable) - set(_FIRST)))
+
+
+IMAGE_SUFFIXES: tuple[str, ...] = _readable_suffixes()
+"""File endings read as images (every format Pillow opens here), compared in lower case; where two files
+share a stem (a dataset's mask beside an image), the earlier ending wins: .png, .jpg, .jpeg, .bmp, .tif,
+.tiff, .webp, then the others in alphabetical order."""
+PLUGIN_SUFFIXES: dict[str, tuple[str, str]] = {
+    suffix: what for suffix, what in {
+        ".heic": ("HEIC", "pillow-heif"), ".heif": ("HEIF", "pillow-heif"), ".hif": ("HEIF", "pillow-heif"),
+        ".avif": ("AVIF", "pillow-heif, or a Pillow built with libavif"), ".jxl": ("JPEG XL", "pillow-jxl-plugin"),
+    }.items() if suffix not in IMAGE_SUFFIXES
+}
+"""Image files no decoder here reads: ending -> (format, the Pillow plugin that reads it). They are listed
+as images (:func:`is_image_name`), and reading one says which plugin it needs."""
+ANIMATED_SUFFIXES = frozenset({".gif", ".apng", ".fli", ".flc", ".avifs"})
+"""Image formats that may hold an animation: one such file given alone is read as a video."""
 MAX_PIXELS = 400_000_000
+"""The largest image read (width x height); larger ones are refused as too large."""
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_OPENING = threading.Lock()  # Pillow's pixel limit is a module global: set aside only while a header is read
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether a file is taken as an image by its name: a readable format (:data:`IMAGE_SUFFIXES`) or one
+    that needs a plugin not installed here (:data:`PLUGIN_SUFFIXES`: reading it says so)."""
+    suffix = path.suffix.lower()
+    return suffix in IMAGE_SUFFIXES or suffix in PLUGIN_SUFFIXES
+
+
+def image_files(folder_or_paths: Path | Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """A folder's files (sorted by name), or the given paths (in their order), split into images
+    (:func:`is_image_name`; broken symbolic links included: reading them says so) and the other files
+    (hidden files and folders left out of both)."""
+    if isinstance(folder_or_paths, Path) and folder_or_paths.is_dir():
+        paths: Iterable[Path] = sorted(folder_or_paths.iterdir())
+    else:
+        paths = [Path(folder_or_paths)] if isinstance(folder_or_paths, (str, Path)) else folder_or_paths
+    images, others = [], []
+    for path in paths:
+        if is_image_name(path):
+            images.append(path)
+        elif not path.name.startswith(".") and not path.is_dir():
+            others.append(path)
+    return images, others
 
 
 class ImageReadError(OSError):
@@ -57,15 +132,30 @@ def read_gray(path: Path) -> np.ndarray:
 
 def image_sizes(paths: Iterable[Path]) -> list[tuple[int, int]]:
     """(H, W) of each file as stored, from its header without decoding it (the short side is the
-    upright image's); files that cannot be opened as images are left out (reading them says why)."""
+    upright image's); files that cannot be opened as images, or are too large, are left out (reading
+    them says why)."""
     sizes = []
     for path in paths:
         try:
-            with Image.open(path) as img:
-                sizes.append((img.height, img.width))
+            with _open(path) as img:
+                if img.height * img.width <= MAX_PIXELS:
+                    sizes.append((img.height, img.width))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             continue
     return sizes
+
+
+def _open(path: Path) -> Image.Image:
+    """``Image.open`` (the header only) with streamcosal's pixel limit instead of Pillow's: Pillow refuses
+    anything over 2 x ``Image.MAX_IMAGE_PIXELS`` (179 megapixels: a 14000x14000 photo) as a
+    decompression bomb; the callers refuse what is over :data:`MAX_PIXELS` before decoding it."""
+    with _OPENING:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # no warning, no error: the callers check MAX_PIXELS
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def _decode_upright(path: Path, max_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
@@ -73,19 +163,30 @@ def _decode_upright(path: Path, max_side: int | None) -> tuple[Image.Image, tupl
     try:
         if path.stat().st_size == 0:
             raise ImageReadError(f"{path}: empty file (0 bytes)")
-        with Image.open(path) as img:
+        with _open(path) as img:
             size = (img.height, img.width)
             if size[0] * size[1] > MAX_PIXELS:
-                raise ImageReadError(f"{path}: {size[1]}x{size[0]} is too large (over {MAX_PIXELS:,} pixels)")
+                raise ImageReadError(
+                    f"{path}: {size[1]}x{size[0]} ({size[0] * size[1] / 1e6:,.0f} megapixels) is too large: "
+                    f"images of at most {MAX_PIXELS:,} pixels ({MAX_PIXELS // 1_000_000} megapixels) are read; "
+                    "shrink it (e.g. to 8000 pixels a side)")
             if img.getexif().get(ExifTags.Base.Orientation) in _TRANSPOSED:
                 size = size[::-1]
-            if max_side is not None and img.format == "JPEG":
-                img.draft("RGB", (max_side, max_side))
+            if max_side is not None and img.format in ("JPEG", "MPO"):
+                img.draft("RGB", (max_side, max_side))  # decoded at 1/2, 1/4 or 1/8 scale, no smaller than max_side
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
     except ImageReadError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except UnidentifiedImageError as err:
+        if path.suffix.lower() in PLUGIN_SUFFIXES:
+            kind, plugin = PLUGIN_SUFFIXES[path.suffix.lower()]
+            raise ImageReadError(f"{path}: {kind} images cannot be read here: Pillow has no {kind} decoder "
+                                 f"installed; install {plugin} (pip install {plugin.split(',')[0]}) or convert "
+                                 "the file (e.g. to JPEG or PNG)") from err
+        raise ImageReadError(f"{path}: cannot decode image ({err.__class__.__name__}: {err}); "
+                             "the file is truncated, corrupted or not an image") from err
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageReadError(f"{path}: cannot decode image ({err.__class__.__name__}: {err}); "
                              "the file is truncated, corrupted or not an image") from err
     return img, size

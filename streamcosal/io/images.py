@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from pathlib import Path
@@ -18,7 +17,8 @@ class ImageGroupSource(FrameSource):
     """Images as one group: a folder (sorted by file name) or a list of files (in the given order).
 
     Timestamps are NaN (images have no time); fps sampling is refused, stride works.
-    Unreadable files are skipped with a warning naming them, and listed in report.unreadable_files.
+    Unreadable files (damaged, too large, or of a format no installed decoder reads: HEIC without
+    pillow-heif) are skipped with a warning naming each and why, and listed in report.unreadable_files.
     """
 
     def __init__(self, paths: Sequence[Path], name: str, sampler: Sampler):
@@ -28,7 +28,8 @@ class ImageGroupSource(FrameSource):
             raise SourceError(f"{name}: images have no timestamps, so fps sampling is impossible; use stride.")
         self._sampler = sampler
         if not self.paths:
-            raise SourceError(f"{name}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
+            raise SourceError(f"{name}: no images found (looked for {', '.join(IMAGE_SUFFIXES[:7])} and every other "
+                              "format Pillow reads).")
         missing = [str(p) for p in self.paths if not p.is_file()]
         if len(missing) == len(self.paths):
             raise SourceError(f"{name}: image file(s) not found: {', '.join(missing[:5])}. Check the paths.")
@@ -36,13 +37,16 @@ class ImageGroupSource(FrameSource):
             self.report.unreadable_files.append(path)
             self.report.warn(f"{path}: not found (a broken symbolic link?); skipped.")
         self.paths = [p for p in self.paths if p.is_file()]
-        first = None
+        first, errors = None, []
         for path in self.paths:
-            with contextlib.suppress(ImageReadError):
+            try:
                 first, _ = read_image(path)
                 break
+            except ImageReadError as err:
+                errors.append(str(err))
         if first is None:
-            raise SourceError(f"{name}: none of the {len(self.paths)} images can be read. Are they images?")
+            reasons = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
+            raise SourceError(f"{name}: none of the {len(self.paths)} images can be read: {reasons}")
         self.info = VideoInfo(
             width=first.shape[1], height=first.shape[0], fps=0.0, frame_count=len(self.paths),
             duration=None, rotation=0, codec="image",

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from streamcosal.inference.engine import CoSalEngine
 from streamcosal.inference.imagenet import top_classes
 from streamcosal.inference.transforms import resize_map, to_uint8
-from streamcosal.io.imagefile import IMAGE_SUFFIXES, ImageReadError, image_sizes, read_image
+from streamcosal.io.imagefile import ImageReadError, image_files, image_sizes, is_image_name, read_image
 from streamcosal.run.interrupts import Interrupted
 from streamcosal.storage.files import atomic_write
 
@@ -48,8 +48,9 @@ class OutputError(OSError):
 def find_groups(root: Path) -> dict[str, list[Path]]:
     """Groups of image files: one per subfolder, or the folder itself as one group when it has
     no subfolders. Images beside subfolders form one more group named after the folder. Non-image
-    files are left out (by suffix); broken symbolic links are listed (reading them fails with a
-    message); every group is listed, even empty.
+    files are left out (by suffix: :func:`left_out` names them); images of a format no installed
+    decoder reads (HEIC without pillow-heif) and broken symbolic links are listed (reading them fails
+    with a message naming them); every group is listed, even empty.
 
     Raises:
         FileNotFoundError: ``root`` is not a folder.
@@ -72,7 +73,21 @@ def find_groups(root: Path) -> dict[str, list[Path]]:
 def _images(folder: Path) -> list[Path]:
     """The image files of ``folder`` by suffix, sorted; broken symbolic links included."""
     return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists())))
+                  if is_image_name(p) and (p.is_file() or (p.is_symlink() and not p.exists())))
+
+
+def left_out(root: Path, groups: Collection[str]) -> list[str]:
+    """A note per group folder of ``root`` (of the groups named) holding files that are not images (by
+    suffix), naming them: nothing is left out without a word."""
+    name = root.resolve().name
+    notes = []
+    for group in groups:
+        folder = root if group == name and not (root / group).is_dir() else root / group
+        others = image_files(folder)[1] if folder.is_dir() else []
+        if others:
+            shown = ", ".join(p.name for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            notes.append(f"group {group!r}: left out {len(others)} file(s) that are not images: {shown}")
+    return notes
 
 
 def map_names(paths: list[Path]) -> dict[Path, str]:
@@ -170,7 +185,7 @@ def segment_folders(input_dir: Path, out_dir: Path, engine: CoSalEngine, *, show
     found = find_groups(input_dir)
     selected = {g: paths for g, paths in found.items() if groups is None or g in groups}
     check_outputs(input_dir, out_dir, selected)
-    report = FolderReport(out_dir)
+    report = FolderReport(out_dir, notes=left_out(input_dir, selected))
     total = sum(len(v) for v in selected.values())
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not show_progress) as progress:

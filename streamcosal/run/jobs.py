@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from streamcosal import markdown
 from streamcosal.inference.engine import engine_for
 from streamcosal.inference.imagenet import describe_classes
+from streamcosal.io.open import local_source
 from streamcosal.params import EngineSpec, RunParams
 from streamcosal.run.pipeline import run_pipeline
 from streamcosal.run.records import PipelineConfig, RunReport
@@ -55,7 +56,8 @@ def run_video(
     """
     specs = [sources] if isinstance(sources, (str, Path)) else list(sources)
     config = pipeline_config(params or RunParams(), run_id=run_id)
-    report = run_pipeline([str(s) for s in specs], Path(out), engine_for(engine or EngineSpec()), config, group=group)
+    report = run_pipeline([str(local_source(s)) for s in specs], Path(out), engine_for(engine or EngineSpec()), config,
+                          group=group)  # a file:// URL is its path
     if raise_on_failure:
         raise_for_failures(report)
     return report

@@ -124,6 +124,9 @@ class LiveMetrics(Collector):
 
     def __init__(self) -> None:
         self.stats: list[LiveStats] = []
+        self.url: str | None = None
+        """Where the metrics are served while :meth:`serving` (``http://127.0.0.1:PORT/metrics``, the port
+        the system chose for port 0), else None."""
 
     def add(self, reader: LiveReader, run: SourceRun) -> LiveStats:
         stats = LiveStats(reader, run)
@@ -132,7 +135,9 @@ class LiveMetrics(Collector):
 
     @contextlib.contextmanager
     def serving(self, port: int | None, host: str = "127.0.0.1") -> Iterator[None]:
-        """While inside, serve /metrics on host:port from a daemon thread (nothing when port is None).
+        """While inside, serve /metrics on host:port from a daemon thread (nothing when port is None);
+        port 0 takes a free port the system chooses. Logs where (INFO ``metrics at
+        http://127.0.0.1:PORT/metrics``, the port actually bound) and keeps it in ``url``.
 
         Raises OSError naming the port when it cannot be bound (e.g. in use)."""
         if port is None:
@@ -145,9 +150,13 @@ class LiveMetrics(Collector):
         except OSError as error:
             raise OSError(f"metrics port {port} on {host} cannot be used ({error.strerror or error}); "
                           "choose another --metrics-port, or stop what listens there") from error
+        bound = server.server_address[1]
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{bound}/metrics"
+        logger.info("metrics at %s%s", self.url, " (a free port, as --metrics-port 0 asks)" if port == 0 else "")
         try:
             yield
         finally:
+            self.url = None
             server.shutdown()
             server.server_close()
 

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from streamcosal.inference.engine import CoSalEngine
-from streamcosal.io.open import open_source
+from streamcosal.io.open import local_source, open_source
+from streamcosal.io.stream import is_stream
 from streamcosal.model import consensus_from_logits
 from streamcosal.run.windows import sample_consensus_frames
 from streamcosal.storage import ConsensusStore
@@ -34,14 +35,39 @@ def source_consensus(engine: CoSalEngine, spec: str | Path, frames: int = 32) ->
     return consensus_from_logits(logits)[0].numpy()
 
 
+def in_store(store: ConsensusStore, query: str | Path) -> bool:
+    """Whether `query` is the name of a group of `store` (and not a file or folder of that name)."""
+    return isinstance(query, str) and query in store and not Path(query).exists()
+
+
+def check_query(store: ConsensusStore, query: str | Path) -> None:
+    """Refuse, before any model is loaded, a query that is neither a group of `store` nor a source (an
+    existing file or folder, a ``file://`` URL of one, a stream URL or camera).
+
+    Raises:
+        ValueError: naming the query, the store and the groups it holds.
+    """
+    if in_store(store, query) or is_stream(query) or Path(local_source(query)).exists():
+        return
+    groups = store.groups()
+    listed = ", ".join(repr(g) for g in groups[:20]) + (f" and {len(groups) - 20} more" if len(groups) > 20 else "")
+    held = f"its groups: {listed}" if groups else "it holds no group yet"
+    raise ValueError(f"no group {str(query)!r} in {store.path}; {held}. Give one of them, or a video file, image "
+                     "folder or stream URL to search with")
+
+
 def search(store: ConsensusStore, query: str | Path, engine: CoSalEngine | None, k: int = 5,
            frames: int = 32) -> list[tuple[str, float]]:
     """The k groups of `store` whose consensus is nearest (cosine) to the query's, best first.
 
     query: the name of a group in the store (left out of the answer), or a video file, image
     folder or stream URL whose consensus is computed with `engine` from `frames` frames.
+
+    Raises:
+        ValueError: a query that is neither a group of `store` nor a source (:func:`check_query`).
     """
-    if isinstance(query, str) and query in store and not Path(query).exists():
+    check_query(store, query)
+    if in_store(store, query):
         return store.nearest(query, k)
     if engine is None:
         raise ValueError(f"{query!r} is not a group of {store.path}; to search with a video, pass an engine")
