@@ -27,6 +27,8 @@ from .files import TEMPORARY_GLOB
 from .parquet_files import PARTITION_KEY
 from .results import FRAMES_DIR
 
+STORE_FILE = "consensus.npz"
+"""The consensus store's file in a results folder, unless a run names another."""
 OVERLAYS_DIR = "overlays"
 REPORTS_DIR = "runs"
 UNFINISHED_DIR = "unfinished"

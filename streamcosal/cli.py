@@ -297,15 +297,19 @@ def video(
 
     from streamcosal.io.frame import SourceError
     from streamcosal.io.open import local_source
-    from streamcosal.run.interrupts import Interrupted
-    from streamcosal.run.pipeline import STORE_FILE, run_pipeline
+    from streamcosal.io.stream import is_stream
     from streamcosal.run.records import PipelineConfig
     from streamcosal.storage.files import check_store_path
+    from streamcosal.storage.layout import STORE_FILE
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("streamcosal.run.metrics").setLevel(logging.INFO)  # the live status line
     try:
         sources = [str(local_source(s)) for s in sources]  # file:///path/clip.mp4 is the path
+        missing = [s for s in sources if not is_stream(s) and not Path(s).exists()]
+        if missing:  # before the model loads, and nothing written
+            raise ValueError(f"no such file or folder: {', '.join(missing)}. Check the path"
+                             + ("s" if len(missing) > 1 else ""))
         config = PipelineConfig(**params.model_dump(), store_path=store, run_id=run_id, show_progress=True,
                                 keep_history=keep_history)
         writable_folder(out)
@@ -314,6 +318,9 @@ def video(
         fail(explain(e), 2)
     except (ValueError, SourceError) as e:
         fail(str(e), 2)
+    from streamcosal.run.interrupts import Interrupted
+    from streamcosal.run.pipeline import run_pipeline
+
     engine = load_engine(spec)
     try:
         report = run_pipeline(sources, out, engine, config, group=group)

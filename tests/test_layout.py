@@ -100,3 +100,13 @@ def test_the_cli_and_the_core_import_no_torch_and_no_extra() -> None:
     help_text = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     for command in ("images", "video", "search", "eval", "train", "serve"):
         assert f"  {command} " in help_text, help_text
+
+
+def test_a_wrong_path_fails_before_the_model_loads_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code = ("import sys, streamcosal.cli\ntry:\n    streamcosal.cli.app(['video', sys.argv[1], '--out', sys.argv[2]])\n"
+            "except SystemExit as e:\n    assert 'torch' not in sys.modules, 'torch was imported'\n    raise")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.mp4"), str(out)], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and f"no such file or folder: {tmp_path / 'missing.mp4'}" in done.stderr
+    assert not out.exists()
