@@ -83,7 +83,7 @@ def test_folder_tree_names_the_stages_and_modules_stay_small() -> None:
     for stage in STAGES:
         assert (REPO / "streamcosal" / stage / "__init__.py").is_file(), stage
     flat = sorted(p.name for p in (REPO / "streamcosal").glob("*.py"))
-    assert flat == ["__init__.py", "cli.py", "markdown.py", "params.py"], flat
+    assert flat == ["__init__.py", "markdown.py", "params.py"], flat  # and the cli/ package
     long = {str(path.relative_to(REPO)): n for path in modules().values()
             if (n := len(path.read_text().splitlines())) > 400}
     assert not long, f"modules over 400 lines: {long}"
