@@ -144,7 +144,10 @@ def test_nearest_group_search_finds_the_video(archive, data, dev_engine, tmp_pat
 
 def test_search_cli(archive, tmp_path):
     _, out, _ = archive
-    result = CliRunner().invoke(app, ["search", "goat", "--store", str(out), "-k", "2"])
+    unrelated = CliRunner().invoke(app, ["search", "goat", "--store", str(out)])  # a goat, a swan, a car
+    assert unrelated.exit_code == 0 and unrelated.stdout == "", unrelated.output
+    assert "no similar group in" in unrelated.stderr and "below --min-similarity 0.5" in unrelated.stderr
+    result = CliRunner().invoke(app, ["search", "goat", "--store", str(out), "-k", "2", "--min-similarity", "0"])
     assert result.exit_code == 0, result.output
     header, *lines = result.stdout.splitlines()
     ranked = [line.split("\t") for line in lines]
