@@ -59,7 +59,7 @@ class RunParams(BaseModel):
     temporal_smoothing: bool = Field(False, description=(
         "Videos and cameras: each frame's map averaged 1-2-1 with its neighbours' in time, within its window (no "
         "added latency; image folders never): less flicker for slow objects and still cameras, but fast motion "
-        "loses (14 DAVIS videos: mean IoU 0.654 -> 0.650; README, Videos)."))
+        "loses (14 DAVIS videos: mean IoU 0.654 -> 0.650; docs/video.md)."))
     overlay: bool = Field(False, description="Write H.264 overlay videos (PNGs and a contact sheet for image "
                                              "folders).")
     keep_prob_png: bool = Field(False, description="Store a small probability PNG per frame in the results.")
@@ -115,28 +115,30 @@ class EngineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     weights: Path | None = Field(None, description="A streamcosal checkpoint (default: the embedded model).")
-    official: Path | None = Field(None, description="The authors' gicd_ginet.pth (VGG-16 GICD); "
-                                                    "replaces weights.")
-    vgg16: Path | None = Field(None, description="torchvision's vgg16-397923af.pth (for official).")
+    official: Path | None = Field(None, description=(
+        "The authors' gicd_ginet.pth (VGG-16 GICD, published with their code: github.com/zzhanghub/gicd); "
+        "replaces weights."))
+    vgg16: Path | None = Field(None, description=(
+        "torchvision's ImageNet VGG-16 weights, vgg16-397923af.pth (VGG16_Weights.IMAGENET1K_V1; for official)."))
     precision: Precision = Field("auto", description="auto (bf16 where the CPU/GPU has it natively, else fp32 "
                                                      "on CPUs, fp16 on GPUs), fp32, bf16 or fp16 (GPUs).")
     device: str = Field("auto", description="auto, cpu or cuda.")
     input_size: int | None = Field(None, ge=MIN_INPUT_SIZE, le=1024, multiple_of=32, description=(
         "Frames are resized to SxS for the network (default: the checkpoint's sizes; the embedded Lite2 runs "
-        "each group at 224 to 288, the largest its median frame's short side is 1.4 times larger than: README, "
-        "Accuracy). A size given here is the only one; 128 to 1024, a multiple of 32."))
+        "each group at 224 to 288, the largest its median frame's short side is 1.4 times larger than; "
+        "docs/accuracy.md). A size given here is the only one; 128 to 1024, a multiple of 32."))
     upsampling: Upsampling | None = Field(None, description=(
         "How maps reach each frame's size: guided (a guided filter puts their edges on the frame's; 15-25 ms "
         "a 854x480 frame) or bilinear (as the paper; default: the checkpoint's, guided for the embedded default, "
-        "bilinear for the embedded Lite0 and --official; README, Accuracy)."))
+        "bilinear for the embedded Lite0 and --official; docs/accuracy.md)."))
     flip: bool = Field(False, description="Also segment each group mirrored and average each map with its mirrored "
                                           "twin's (test-time flip): twice the compute for slightly better maps.")
     embedding_share: float | None = Field(None, ge=0.0, le=1.0, description=(
         "GIM's share of the embedding consensus, 0 to 1 (0: GIM as in the paper; default: the checkpoint's, 0.4 "
-        "for the embedded default, 0 for --official; README, What GICD computes)."))
+        "for the embedded default, 0 for --official; docs/architecture.md)."))
     prototype_gate: float | None = Field(None, ge=0.0, le=1.0, description=(
         "Exponent of the object-prototype gate on each map, 0 to 1 (0: off, as in the paper; default: the "
-        "checkpoint's, 0.5 for the embedded models, 0 for --official; README, What GICD computes)."))
+        "checkpoint's, 0.5 for the embedded models, 0 for --official; docs/architecture.md)."))
     compile: bool = Field(False, description=(
         "torch.compile the network (weights frozen): the default model ran 15-23% faster in bf16 on 2 Zen4 "
         "cores, after 10-17 s of compiling per new group shape (about 25 s on a cold cache); pays on long "

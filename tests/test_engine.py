@@ -182,7 +182,7 @@ def test_a_group_runs_at_the_largest_size_its_median_frame_shrinks_to_by_1_4(unt
 def test_the_default_runs_854x480_frames_at_288_and_finds_more_of_the_object(data: Path) -> None:
     """8 frames each of three DAVIS videos at their 854x480: the default runs them at 288 (480 / 1.6 =
     300), against 224 when asked for. Measured mean IoU of the 0.5-masks, 288 against 224: blackswan
-    0.806 / 0.771, libby 0.658 / 0.603, car-roundabout 0.938 / 0.906 (14 videos whole: README, Accuracy)."""
+    0.806 / 0.771, libby 0.658 / 0.603, car-roundabout 0.938 / 0.906 (14 videos whole: docs/accuracy.md)."""
     auto, fixed = CoSalEngine.from_pretrained(device="cpu"), CoSalEngine.from_pretrained(device="cpu", input_size=224)
     ious: dict[str, list[float]] = {"auto": [], "fixed": []}
     for video in ("blackswan", "libby", "car-roundabout"):

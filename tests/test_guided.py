@@ -55,7 +55,7 @@ def test_a_flat_frame_leaves_the_map_as_it_is_up_to_smoothing() -> None:
 def test_guided_upsampling_finds_more_of_the_object_in_real_frames(data: Path) -> None:
     """The default's maps of 8 frames each of three DAVIS videos at 854x480, brought to the frames' size
     both ways. Measured mean IoU of the 0.5-masks, guided against bilinear: blackswan 0.827 / 0.806,
-    libby 0.674 / 0.658, car-roundabout 0.940 / 0.938 (14 videos whole and held-out groups: README, Accuracy)."""
+    libby 0.674 / 0.658, car-roundabout 0.940 / 0.938 (14 videos whole and held-out groups: docs/accuracy.md)."""
     engine = CoSalEngine.from_pretrained(device="cpu")
     assert engine.upsampling == "guided"
     gains = []

@@ -3,7 +3,7 @@
 glibc serves allocations over its mmap threshold (at most 32 MiB) with fresh mappings and unmaps
 them when freed, and trims the heap's free top: every group's large tensors are then faulted in
 again, page by page, and zeroed by the kernel. Keeping freed memory (``mallopt``: no mmap for
-allocations, no trimming) lets the next group reuse the same pages. Measured (README, Speed): the
+allocations, no trimming) lets the next group reuse the same pages. Measured (docs/speed.md): the
 bundled example end to end on 2 Zen4 cores, fp32 17.6 -> 21.7-22.3 frames/s, bf16 29.4-30.6 ->
 32.2-33.0; GICD-VGG16 fp32 on one core 2.08 -> 3.79 frames/s. The price: the process keeps its peak
 memory (about 70 MiB more for the default model in groups of 8 at 288).

@@ -6,7 +6,7 @@ activation or sum after it, and the small work between them (GIM's closed-form g
 the decoder's gating and upsampling, the object-prototype gate) is fused into a few loops. Two graphs
 (:func:`compiled_methods`): the features, then :meth:`GICD.decode`, because a streaming window's
 running consensus is made in Python from the logits of its own features, between them. On a Zen4
-(native bf16), groups of 8 at 224 (README, Speed; benchmarks/results/engine_cpu_zen4*.md): the default
+(native bf16), groups of 8 at 224 (docs/speed.md; benchmarks/results/engine_cpu_zen4*.md): the default
 model in bf16 +15-23% on 2 threads (84.5 -> 104.0 frames/s at a quiet moment; 75.6-78.8 -> 89.0-92.4
 in three busier runs, before streamcosal.inference.samepad).
 One graph for the whole forward measured the same (94.9 against 94.7 frames/s, the best of 30 calls

@@ -88,7 +88,7 @@ class CoSalEngine:
         """The largest: a group of large frames runs at up to it (:meth:`size_for`)."""
         self.flip = flip
         """Also segment the group mirrored, against the same consensus, and average each map with its
-        mirrored twin's (test-time flip): twice the work (accuracy: README, Accuracy)."""
+        mirrored twin's (test-time flip): twice the work (accuracy: docs/accuracy.md)."""
         if upsampling not in ("guided", "bilinear"):
             raise ValueError(f"unknown upsampling {upsampling!r}: use guided or bilinear")
         self.upsampling = upsampling

@@ -7,7 +7,7 @@ its edges across the frame's. The filter models the map, in each window, as a li
 the frame's colours, q = A . I + B, fitted to the coarse map at about its own resolution; applying
 A and B to the full-resolution frame puts the map's edges on the frame's edges.
 
-Measured (mean over groups; README, Accuracy; reports/guided/): on the default's held-out twin,
+Measured (mean over groups; docs/accuracy.md; reports/guided/): on the default's held-out twin,
 PASCAL Chair, Dog, Sofa maxF 0.585 -> 0.595, S 0.682 -> 0.689; 4 held-out DAVIS videos at 854x480
 IoU of the 0.5-masks 0.676 -> 0.688. Masks drawn wider than the object (Oxford pets' trimap
 boundary) lose about 0.02 IoU.

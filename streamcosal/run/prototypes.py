@@ -5,7 +5,7 @@ the group's maps found. Within one window that is a few frames, or one (a live s
 latency), and a frame compared only with itself gains nothing; so the pipeline keeps, per group,
 the sum of the prototypes of every frame segmented so far and gives it to the next window as its
 ``prototype_prior``. Held out, single-frame windows: composites maxF 0.509 with the window's own
-prototype, 0.600 with the running one (README, Accuracy).
+prototype, 0.600 with the running one (docs/accuracy.md).
 
     running = RunningPrototype(half_life=30.0, recent=8)  # streaming; None for a whole video
     prediction = engine.segment(x, consensus, running.prior(window))
