@@ -9,6 +9,7 @@ an engine slower than the camera makes its `segment` sleep.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -270,6 +271,146 @@ def test_two_cameras_in_one_group_and_one_stalls(clips, dev_engine, tmp_path):
     assert any(s == {a.url("/a")} for s in windows.values())  # a went on while b was frozen
     b_times = table.filter(pc.equal(table["source"], b.url("/b")))["latency_s"].to_pylist()
     assert len(b_times) == run_b.frames
+
+
+def closing_times(monkeypatch) -> dict[str, float]:
+    """source -> time.monotonic() at which the run closed its member (its results complete), filled while a
+    run runs."""
+    from streamcosal.run.sink import ResultSink
+
+    closed: dict[str, float] = {}
+    close_member = ResultSink.close_member
+
+    def timed(self, member):
+        closed[member.run.source] = time.monotonic()
+        return close_member(self, member)
+
+    monkeypatch.setattr(ResultSink, "close_member", timed)
+    return closed
+
+
+def test_two_cameras_in_their_own_groups_run_at_the_same_time(clips, dev_engine, tmp_path, monkeypatch, caplog):
+    """`streamcosal video rtsp://cam1 rtsp://cam2 --mode streaming`: each camera its own group (the default),
+    both read and segmented at once, sharing the engine by turns, each with its own consensus and live
+    summary; --duration stops both (was: the first camera's group ran alone, the second stayed "pending,
+    0 frames" until the first ended, which a camera never does)."""
+    caplog.set_level(logging.INFO, logger="streamcosal.run.metrics")
+    closed, out, duration = closing_times(monkeypatch), tmp_path / "out", 8.0
+    with rtsp_camera({"/a": clips["blackswan"], "/b": clips["goat"]}) as camera:
+        urls = [camera.url("/a"), camera.url("/b")]
+        start = time.monotonic()
+        report = run_pipeline(urls, out, dev_engine,
+                              PipelineConfig(mode="streaming", window=4, duration=duration, log_every_s=1.0))
+        took = time.monotonic() - start
+    assert [(r.source, r.group) for r in report.sources] == [(u, u) for u in urls]  # a group each
+    for run in report.sources:
+        assert run.status == "done" and run.mode == "streaming" and run.frames > 0, run
+        assert run.live is not None and run.live.processed == run.frames and run.live.received >= run.frames
+        assert run.live.latency_p95_s is not None
+    frames = [r.frames for r in report.sources]
+    assert min(frames) > 0.5 * max(frames), frames  # neither camera is starved of the engine
+    assert took < 2 * duration, took  # at once, not one camera after the other
+    assert abs(closed[urls[0]] - closed[urls[1]]) < 3.0, closed  # both stopped by --duration
+    assert set(report.consensus) == set(urls) and all(report.consensus.values())
+    assert set(ConsensusStore.open(out / "consensus.npz").groups()) == set(urls)
+    rows = read_results(out).select(["source", "group", "latency_s"]).to_pylist()
+    for url, run in zip(urls, report.sources):
+        mine = [r for r in rows if r["source"] == url]
+        assert len(mine) == run.frames and {r["group"] for r in mine} == {url}
+        assert all(r["latency_s"] is not None for r in mine)
+    saved = json.loads((out / "runs" / f"{report.run_id}.json").read_text())
+    assert [s["live"]["processed"] for s in saved["sources"]] == frames and saved["frames"] == sum(frames)
+    assert set(saved["consensus"]) == set(urls)
+    status = [line for line in caplog.messages if line.startswith("live: ")]
+    assert any(f"{urls[0]}: " in line and f"{urls[1]}: " in line for line in status), status  # both cameras
+
+
+def test_a_video_file_beside_a_camera_is_not_starved(clips, recording, dev_engine, tmp_path, monkeypatch):
+    """A camera and a video file, each its own group: the file is segmented (globally, every frame) while
+    the camera runs, instead of after a camera that never ends."""
+    closed, out, duration = closing_times(monkeypatch), tmp_path / "out", 8.0
+    clip = recording[0]
+    with rtsp_camera({"/cam": clips["blackswan"]}) as camera:
+        url = camera.url("/cam")
+        start = time.monotonic()
+        report = run_pipeline([url, clip], out, dev_engine, PipelineConfig(window=4, duration=duration))
+    cam, file = report.sources
+    assert file.status == "done" and file.mode == "global" and file.frames == 75 and file.live is None, file
+    assert cam.status == "done" and cam.mode == "streaming" and cam.frames > 0 and cam.live.processed == cam.frames
+    assert closed[str(clip)] < closed[url] - 1.0, (closed, start)  # done while the camera still ran
+    rows = read_results(out).select(["source", "frame_index", "latency_s"]).to_pylist()
+    indices = sorted(r["frame_index"] for r in rows if r["source"] == str(clip))
+    assert indices == list(range(75)) and all(r["latency_s"] is None for r in rows if r["source"] == str(clip))
+    assert set(report.consensus) == {url, clip.stem}
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")])
+def test_a_stop_signal_stops_every_camera_group(clips, dev_checkpoint, tmp_path, sig, code, name):  # noqa: F811
+    """Two cameras in their own groups (each in its own thread) and SIGTERM or Ctrl-C, which only the main
+    thread receives: every group stops, writes what it has, and the run ends as a one-camera run does."""
+    out = tmp_path / "out"
+    with rtsp_camera({"/a": clips["blackswan"], "/b": clips["goat"]}) as camera:
+        urls = [camera.url("/a"), camera.url("/b")]
+        cmd = [sys.executable, "-c", "from streamcosal.cli import app; app()", "video", *urls,
+               "--out", str(out), "--weights", str(dev_checkpoint), "--window", "4", "--overlay"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for("both cameras' first results", lambda: len(list(out.glob("overlays/*/.*.tmp.mp4"))) == 2, 60,
+                     interval_s=0.05, alive=proc)
+            time.sleep(1.0)
+            proc.send_signal(sig)
+            _, stderr = proc.communicate(timeout=10)  # as a one-camera run: well within a 30 s grace period
+        finally:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == code, stderr
+    rows = read_results(out).select(["source"]).to_pylist()
+    report = json.loads(next(out.glob("runs/*.json")).read_text())
+    assert report["interrupted"] == name and report["frames"] == len(rows)
+    for url, run in zip(urls, report["sources"]):
+        processed = sum(1 for r in rows if r["source"] == url)
+        assert run["status"] == "interrupted" and run["frames"] == processed > 0 and run["live"]["processed"] == processed
+        assert run["overlay"]
+    assert not list(out.rglob(".*"))  # no temporary file left
+
+
+def test_the_engine_is_shared_by_turns():
+    """The engine's lock while groups run at once: a group that asks again at once waits behind one already
+    waiting (a plain lock lets it take the engine again and again), so equal windows take strict turns;
+    a group whose windows have a quarter of the frames gets four turns for the other's one (the same frames)."""
+    from streamcosal.run.concurrent import FairLock
+
+    def share(costs: dict[str, int], turns: int) -> list[str]:
+        lock, order = FairLock(), []
+
+        def group(name: str) -> None:
+            for _ in range(turns // costs[name]):
+                with lock.turn(costs[name]):
+                    order.append(name)
+                    time.sleep(0.002 * costs[name])
+
+        threads = [threading.Thread(target=group, args=(name,)) for name in costs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        return order
+
+    def together(order: list[str]) -> list[str]:
+        """From the later group's first turn to the last turn before one of them was left alone."""
+        first = min(order.index(name) for name in set(order) if name != order[0])
+        last = len(order) - 1
+        while order[last - 1] == order[-1]:
+            last -= 1
+        return order[first - 1:last]
+
+    equal = share({"a": 1, "b": 1}, 40)
+    both = together(equal)
+    assert len(equal) == 80 and len(both) > 40, equal
+    assert all(x != y for x, y in itertools.pairwise(both)), equal  # strictly by turns
+    weighted = together(share({"a": 4, "b": 1}, 80))
+    assert weighted.count("b") > 3 * weighted.count("a") > 0, weighted
+    assert max(len(run) for run in "".join(weighted).split("a")) <= 5, weighted  # b: about 4 turns per a turn
 
 
 def scraper(port: int, scraped: list[str]) -> threading.Thread:

@@ -42,6 +42,13 @@ segments every frame against the group's running consensus, so a small window co
 fixed cost per window), not accuracy. The floor is one frame: an engine that needs more than
 max_latency_s for one frame gives that frame's time. `all` keeps the configured window (every
 frame is processed anyway; its latency grows as said above).
+
+Groups sharing the engine (several live groups running at once, `concurrent`): a window also waits
+for the other groups' turns on the engine, a wait per window whatever its size. `live_windows` is
+told how long (`waited`) and sizes the windows as n = floor((max_latency_s - w) / (c t + d)), w the
+moving average of that wait, t measured without it; one group alone never waits (w = 0). Counting
+the wait per frame instead would make the group with the smaller windows see a larger t and keep
+its windows small: two cameras on a saturated engine settled at 4 and 2 frames a window.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import get_args
 
@@ -79,15 +86,17 @@ class LiveCounters:
 @dataclass
 class WindowSize:
     """Frames per camera of the next live window, so that one window's wait and processing stay
-    within `max_latency_s` (see the module): n = floor(max_latency_s / (cameras x t + interval_s)),
-    clamped to 1..`largest`, t the moving average of the engine's seconds per frame.
-    `max_latency_s` None: always `largest`."""
+    within `max_latency_s` (see the module): n = floor((max_latency_s - w) / (cameras x t + interval_s)),
+    clamped to 1..`largest`, t the moving average of the engine's seconds per frame, w that of the
+    wait per window for other groups' turns on a shared engine (0 alone). `max_latency_s` None:
+    always `largest`."""
 
     largest: int  # frames per camera of a configured window
     max_latency_s: float | None
     cameras: int = 1
     interval_s: float = 0.0  # the slowest camera's seconds between frames (0: unknown)
     per_frame_s: float | None = None  # the engine's seconds per frame, moving average
+    wait_s: float = 0.0  # the wait per window for the engine (other groups' turns), moving average
 
     @property
     def frames(self) -> int:
@@ -95,14 +104,19 @@ class WindowSize:
             return self.largest
         if self.per_frame_s is None:
             return 1
-        fit = math.floor(self.max_latency_s / (self.cameras * self.per_frame_s + self.interval_s))
+        fit = math.floor((self.max_latency_s - self.wait_s) / (self.cameras * self.per_frame_s + self.interval_s))
         return max(1, min(self.largest, fit))
 
-    def measured(self, frames: int, seconds: float) -> None:
-        """The engine took `seconds` for a window of `frames` frames (all cameras, context included)."""
+    def measured(self, frames: int, seconds: float, waited_s: float = 0.0) -> None:
+        """The engine took `seconds` for a window of `frames` frames (all cameras, context included),
+        `waited_s` of them waiting for other groups' turns on it."""
         if frames > 0 and seconds > 0:
-            t = seconds / frames
-            self.per_frame_s = t if self.per_frame_s is None else (1 - SMOOTHING) * self.per_frame_s + SMOOTHING * t
+            t, waited_s = max(seconds - waited_s, 0.0) / frames, min(waited_s, seconds)
+            if self.per_frame_s is None:
+                self.per_frame_s, self.wait_s = t, waited_s
+            else:
+                self.per_frame_s = (1 - SMOOTHING) * self.per_frame_s + SMOOTHING * t
+                self.wait_s = (1 - SMOOTHING) * self.wait_s + SMOOTHING * waited_s
 
 
 class LiveReader:
@@ -254,12 +268,17 @@ class LiveReader:
                             self.name, engine_fps, fps, stride)
                 self.stride = stride
 
-    def close(self, timeout_s: float = 2.0) -> None:
-        """Stop reading; the thread closes the source when its current read returns (it is not
-        waited for longer than `timeout_s`: a read blocked on the network ends by its own timeout)."""
+    def stop(self) -> None:
+        """Stop reading, without waiting: a `wait` (the consumer's) returns at once, the thread ends at its
+        next frame and closes the source (any thread may call it; `close` also waits for the thread)."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop reading; the thread closes the source when its current read returns (it is not
+        waited for longer than `timeout_s`: a read blocked on the network ends by its own timeout)."""
+        self.stop()
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             logger.info("%s: reader still in a read after %.0f s; it closes the source when that returns",
@@ -268,7 +287,8 @@ class LiveReader:
 
 def live_windows(readers: Sequence[LiveReader], window: int, step: int | None = None,
                  stall_s: float = 2.0, until: float | None = None, warn_after_s: float = 30.0,
-                 max_latency_s: float | None = None) -> Iterator[Window]:
+                 max_latency_s: float | None = None, stop: threading.Event | None = None,
+                 waited: Callable[[], float] | None = None) -> Iterator[Window]:
     """Windows of the readers' frames, taken when the engine asks for the next one.
 
     One reader: windows of up to `window` frames, each with up to `step` new frames (default
@@ -276,9 +296,11 @@ def live_windows(readers: Sequence[LiveReader], window: int, step: int | None = 
     `window // len(readers)` new frames of each camera per window (no overlap), ordered by capture
     time; a camera with none after `stall_s` seconds is left out of that window (one that has had
     none for that long is not waited for). A camera without frames for `warn_after_s` gets a
-    warning (once per stall). Ends when every reader has finished, or at time.monotonic() `until`.
+    warning (once per stall). Ends when every reader has finished, at time.monotonic() `until`, or
+    once `stop` is set (checked before each window; stopping the readers, `LiveReader.stop`, ends a wait).
     With `max_latency_s` (ignored under policy `all`) each window has `WindowSize.frames` frames
-    per camera, so that its wait and processing fit in it (see the module).
+    per camera, so that its wait and processing fit in it (see the module); `waited`, when the engine is
+    shared with other groups: the seconds this consumer has waited for its turns so far.
     The time between windows (the engine's) sets each `stride` reader's rate (`LiveReader.adapt`).
     """
     step = window if step is None else step
@@ -292,7 +314,7 @@ def live_windows(readers: Sequence[LiveReader], window: int, step: int | None = 
     context: collections.deque[Frame] = collections.deque(maxlen=window - 1)
     rate: float | None = None  # new frames/s the consumer processes, smoothed
     index, first = 0, True
-    while until is None or time.monotonic() < until:
+    while (until is None or time.monotonic() < until) and not (stop is not None and stop.is_set()):
         per = size.frames
         want = per if first or not one else min(step, per)
         deadline = time.monotonic() + stall_s if until is None else min(time.monotonic() + stall_s, until)
@@ -313,10 +335,10 @@ def live_windows(readers: Sequence[LiveReader], window: int, step: int | None = 
             continue
         old = list(context)[-(per - len(new)):] if one and per > len(new) else []
         frames = [*old, *new]
-        yielded = time.monotonic()
+        yielded, before = time.monotonic(), waited() if waited is not None else 0.0
         yield Window(index=index, frames=frames, emit=[False] * len(old) + [True] * len(new))
         busy = time.monotonic() - yielded
-        size.measured(len(frames), busy)
+        size.measured(len(frames), busy, waited() - before if waited is not None else 0.0)
         if busy > 0:
             rate = len(new) / busy if rate is None else (1 - SMOOTHING) * rate + SMOOTHING * len(new) / busy
             for reader in readers:

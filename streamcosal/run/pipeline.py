@@ -25,6 +25,10 @@ Live sources (streams and cameras; with `live` every source: a video file is the
 timestamps, a pipe as its writer writes) are read by a `LiveReader` each, in streaming mode, with
 the drop policy; other sources give every frame, at the engine's pace.
 
+Groups run one after another in the calling thread, unless a run with several groups has a live one
+(which never ends): then every group runs in a thread of its own, at the same time, taking turns on
+the engine, the sink and the store (`concurrent.run_concurrently`).
+
 Outputs under `out` (a second run appends, never overwrites; paths spelled by storage.RunLayout):
     frames/...                    per-frame results, Parquet by source (storage.ResultWriter)
     events/...                    intervals in which the object is present (storage.write_events)
@@ -67,6 +71,7 @@ from streamcosal.io.images import ImageGroupSource
 from streamcosal.io.open import open_source
 from streamcosal.io.redact import redact
 from streamcosal.io.stream import StreamSource
+from streamcosal.run.concurrent import Together, any_live, run_concurrently
 from streamcosal.run.consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity
 from streamcosal.run.groups import default_groups, once
 from streamcosal.run.interrupts import Interrupted, Terminated, atomic, stop_signals
@@ -130,8 +135,12 @@ def run_pipeline(
         job = _Job(engine, config, store, sink, report, progress, metrics)
         try:
             runs = iter(report.sources)
-            for name, specs in jobs:
-                job.run_group(name, specs, [next(runs) for _ in specs])
+            groups = [(name, specs, [next(runs) for _ in specs]) for name, specs in jobs]
+            if len(groups) > 1 and any_live(sources, config.live):  # a live group never ends: all at once
+                run_concurrently(job, groups)
+            else:
+                for name, specs, group_runs in groups:
+                    job.run_group(name, specs, group_runs)
         except (KeyboardInterrupt, Terminated) as stop:
             report.interrupted = "SIGINT" if isinstance(stop, KeyboardInterrupt) else "SIGTERM"
             for run in report.sources:
@@ -217,6 +226,7 @@ class _Job:
     progress: Progress
     metrics: LiveMetrics
     last_log: float = field(default_factory=time.monotonic)
+    together: Together | None = None  # groups running at once (threads): what they share; None: one at a time
 
     def run_group(self, group: str, specs: list[str | Path], runs: list[SourceRun]) -> None:
         """Open the group's sources, segment every window, write results; failures go to `runs`."""
@@ -259,8 +269,8 @@ class _Job:
                         m.run.error = m.run.error or str(error)
                     if m.live is None:  # a live reader closes its own source
                         m.source.close()
-                with contextlib.suppress(OSError):  # the end of the run saves it again and reports a failure
-                    self.store.save()
+                with contextlib.suppress(OSError), self.together.store if self.together else contextlib.nullcontext():
+                    self.store.save()  # an error: the run's end saves it again and reports it
 
     def _segment_group(self, group: str, members: list[Member]) -> None:
         """The loop: prefetch -> consensus -> segment (against the group's running object
@@ -283,6 +293,8 @@ class _Job:
         writing = contextlib.nullcontext(self.sink.write) if live else SinkThread(self.sink)
         with self._prefetch(mode, members, live, size) as prepared, writing as write:
             for window, x in prepared:
+                if self.together is not None:
+                    self.together.check()  # the run is stopping: GroupStopped
                 prediction = self._timed(engine.segment, x, consensus(window), prototype.prior(window))
                 prototype.add(window, prediction)
                 if smoothing is not None:  # what is written; the prototype keeps the engine's maps
@@ -292,6 +304,8 @@ class _Job:
                 if live and time.monotonic() - self.last_log > cfg.log_every_s:
                     self.metrics.log()
                     self.last_log = time.monotonic()
+        if self.together is not None:
+            self.together.check()  # live windows end when the run stops: the group was stopped, not done
 
     @contextlib.contextmanager
     def _prefetch(self, mode: str, members: list[Member], live: bool,
@@ -309,9 +323,12 @@ class _Job:
                    for m in members]
         for m, reader in zip(members, readers):
             m.live = self.metrics.add(reader, m.run)
+        if self.together is not None:
+            self.together.add_readers(readers)
         try:
             windows = live_windows(readers, cfg.window, cfg.step, until=until, warn_after_s=cfg.stall_warning_s,
-                                   max_latency_s=cfg.max_latency)
+                                   max_latency_s=cfg.max_latency, stop=self.together.stop if self.together else None,
+                                   waited=self.together.engine.waited if self.together else None)
             yield _prepared(windows, self.engine, size)
         finally:
             for m, reader in zip(members, readers):
@@ -345,15 +362,18 @@ class _Job:
         if mode == "global":
             return GlobalConsensus.sample(group, sources, self.config.consensus_frames,
                                           lambda f: engine.prepare(f.image, size), logits, self.store)
-        return StreamingConsensus(group, self.store, self.config.half_life, STORE_SAVE_EVERY_S,
-                                  source=source_identity(sources))
+        streaming = StreamingConsensus(group, self.store, self.config.half_life, STORE_SAVE_EVERY_S,
+                                       source=source_identity(sources))
+        return self.together.consensus(streaming) if self.together is not None else streaming
 
-    def _timed(self, fn: Callable[..., T], *args: object) -> T:
-        start = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            self.report.engine_seconds += time.perf_counter() - start
+    def _timed(self, fn: Callable[..., T], x: Tensor, *args: object) -> T:
+        """An engine call on x [N,3,S,S], timed; while groups run at once, in this group's turn on the engine."""
+        with self.together.engine.turn(len(x)) if self.together else contextlib.nullcontext():
+            start = time.perf_counter()
+            try:
+                return fn(x, *args)
+            finally:
+                self.report.engine_seconds += time.perf_counter() - start
 
 
 def _windows(mode: str, sources: list[FrameSource], cfg: PipelineConfig) -> Iterator[Window]:

@@ -97,7 +97,9 @@ def owners(members: list[Member]) -> dict[str, Member]:
 
 
 class ResultSink:
-    """Writes what a run finds; one per run, shared by its groups (not thread-safe)."""
+    """Writes what a run finds; one per run, shared by its groups. Groups running at once (in threads)
+    may call it together: its writes (rows, counters, series, overlays, members) take turns on a lock;
+    the masks of a window are made outside it."""
 
     def __init__(self, writer: ResultWriter, config: PipelineConfig, report: RunReport, engine: CoSalEngine,
                  overlays: Path):
@@ -106,6 +108,7 @@ class ResultSink:
         self.overlays = overlays
         self.series: dict[tuple[str, str], Series] = {}
         self.last_flush = time.monotonic()
+        self._lock = threading.RLock()  # the writer, counters, series and overlays: one group at a time
         self._pool = ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="streamcosal-masks")
 
     def write(self, group: str, window: Window, prediction: GroupPrediction, owner: dict[str, Member]) -> None:
@@ -120,14 +123,15 @@ class ResultSink:
         if not emitted:
             return
         masks = self._masks([prediction.maps[i] for i in emitted], [window.frames[i].image for i in emitted])
-        for i, done in zip(emitted, masks):
-            frame = window.frames[i]
-            with atomic():  # its row and its overlay frame, or neither (Ctrl-C, SIGTERM)
-                self._write_frame(group, window.index, frame, done, float(prediction.similarity[i]),
-                                  owner[frame.source])
-        if time.monotonic() - self.last_flush > self.config.flush_every_s:
-            self.writer.flush()
-            self.last_flush = time.monotonic()
+        with self._lock:
+            for i, done in zip(emitted, masks):
+                frame = window.frames[i]
+                with atomic():  # its row and its overlay frame, or neither (Ctrl-C, SIGTERM)
+                    self._write_frame(group, window.index, frame, done, float(prediction.similarity[i]),
+                                      owner[frame.source])
+            if time.monotonic() - self.last_flush > self.config.flush_every_s:
+                self.writer.flush()
+                self.last_flush = time.monotonic()
 
     def _masks(self, maps: list[np.ndarray], images: list[np.ndarray]) -> list[FrameMask]:
         """Each frame's mask, area and mean probability from its [S,S] map, at the frame's size."""
@@ -182,14 +186,19 @@ class ResultSink:
         """Keep the member's rows hidden until :meth:`close_member`: a finite source's results appear
         whole, and a killed run's never do (``storage.layout.set_aside_unfinished``)."""
         member.staged = True
-        for name in row_sources(member):
-            self.writer.stage(name)
+        with self._lock:
+            for name in row_sources(member):
+                self.writer.stage(name)
 
     def close_member(self, member: Member) -> None:
         """Make the member's rows visible; unless ``config.keep_history``, a staged member that is done
         (or partial: what its damaged file held) replaces what earlier runs wrote for its source (a
         camera's earlier runs are its history and stay). Then
         finish its overlay; its path goes to the member's run record."""
+        with self._lock:
+            self._close_member(member)
+
+    def _close_member(self, member: Member) -> None:
         run = member.run
         failed: OSError | None = None
         try:

@@ -1,0 +1,240 @@
+"""Groups that run at the same time: one thread per group when a run has live groups.
+
+    if len(groups) > 1 and any_live(specs, config.live):
+        run_concurrently(job, groups)           # each group's `_Job.run_group` in its own thread
+    else:
+        for name, specs, runs in groups: job.run_group(name, specs, runs)   # one after another
+
+A live group never ends, so groups run one after another would leave every group after the first
+camera unread ("pending, 0 frames") until the run is stopped. When any group of the run is live
+(a stream or camera, or every source with `--live`), every group, finite ones too, runs in a thread
+of its own; each keeps its own consensus, latency target (`live.WindowSize`), readers and counters.
+What they share takes turns:
+
+- the engine: `FairLock`, taken for each engine call (a window's segmentation, a chunk of a global
+  consensus sample): turns in the order asked for (groups waiting together: about the same frames
+  each), so a busy camera cannot starve another group; a live group's windows are sized for its
+  latency target with its wait for the others' turns taken off (`FairLock.waited`, `live.WindowSize`);
+- the results: `ResultSink` serialises its writes with its own lock (live groups write inline, files
+  through their `SinkThread`);
+- the consensus store: the running consensus' update (inside the engine's call) and the store's
+  save take `Together.store` (the store is also thread-safe call by call).
+
+Signals (Ctrl-C, SIGTERM) reach the main thread only (`interrupts.stop_signals`): it waits for the
+group threads in short joins, so a signal raises there; it then asks every group to stop
+(`Together.stop`: checked between windows; every live reader is stopped, so a window being waited
+for returns at once), waits for each to write what it has and close its members (at most
+`STOP_GRACE_S`, later signals ignored meanwhile), and raises the signal's exception again, so the
+run ends as a run in one thread does. An unexpected error of a group thread fails that group's
+sources (as `run_group` records a source's error) and not the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from torch import Tensor
+
+from streamcosal.io.stream import is_stream
+from streamcosal.run.interrupts import Terminated
+from streamcosal.run.live import LiveReader
+from streamcosal.run.records import SourceRun, is_transient
+
+if TYPE_CHECKING:
+    from streamcosal.run.consensus import ConsensusStrategy
+    from streamcosal.run.windows import Window
+
+logger = logging.getLogger(__name__)
+
+JOIN_POLL_S = 0.2  # the main thread's joins: a signal is handled within this
+STOP_GRACE_S = 30.0  # after a stop, how long the groups are waited for (a camera's connection try may block)
+
+Group = tuple[str, list[str | Path], list[SourceRun]]  # name, sources, their run records
+
+
+class GroupRunner(Protocol):
+    """What runs a run's groups (the pipeline's job): one group at a time per call, sharing ``together``."""
+
+    together: Together | None
+
+    def run_group(self, group: str, specs: list[str | Path], runs: list[SourceRun]) -> None: ...
+
+
+class GroupStopped(BaseException):
+    """Raised in a group's thread between windows once the run is stopping; a BaseException, so that no
+    handler of errors takes it for the group's failure: its sources stay "running" (the run marks them
+    "interrupted"), as Ctrl-C leaves them in a run in one thread."""
+
+
+class FairLock:
+    """Turns on the engine for threads that ask for it at once, fair by frames (start-time fair queuing).
+
+    A turn asked for with `cost` (the window's frames) starts, in virtual time, at the later of the
+    virtual time now and the end of the asking thread's previous turn, and ends `cost` later; the
+    waiting turn that starts first goes next (equal starts: the first asked). The virtual time is
+    the start of the turn being served. So threads that ask again at once take strict turns when
+    their windows are equal (a ticket lock: one that asks again waits behind one already waiting),
+    and each gets about the same frames when they are not (a camera whose windows are half as big
+    gets two turns for the other's one); nobody waits for more than one turn of every other thread,
+    and a thread idle for a while gets no credit for it. Not reentrant.
+
+        with lock.turn(len(x)):
+            engine.segment(x, ...)
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held = False
+        self._virtual = 0.0  # the start of the turn being served (or the last one)
+        self._ends: dict[int, float] = {}  # thread id -> the virtual end of its last turn
+        self._waiting: list[tuple[float, int]] = []  # a heap of (virtual start, order asked)
+        self._asked = itertools.count()
+        self._waited: dict[int, float] = {}  # thread id -> seconds it has waited for its turns
+
+    def waited(self) -> float:
+        """The seconds the calling thread has waited for its turns so far (`live.WindowSize` takes them out
+        of the engine's time per frame: a wait per window, not per frame)."""
+        return self._waited.get(threading.get_ident(), 0.0)
+
+    @contextlib.contextmanager
+    def turn(self, cost: float = 1.0) -> Iterator[None]:
+        """Hold the lock for a turn costing `cost` (> 0; e.g. frames)."""
+        me, asked = threading.get_ident(), time.monotonic()
+        with self._cond:
+            start = max(self._virtual, self._ends.get(me, 0.0))
+            self._ends[me] = start + max(cost, 1e-6)
+            mine = (start, next(self._asked))
+            heapq.heappush(self._waiting, mine)
+            try:
+                while self._held or self._waiting[0] != mine:
+                    self._cond.wait()
+            except BaseException:  # gave up waiting (an asynchronous exception): out of the queue
+                self._waiting.remove(mine)
+                heapq.heapify(self._waiting)
+                self._cond.notify_all()
+                raise
+            heapq.heappop(self._waiting)
+            self._held, self._virtual = True, start
+            self._waited[me] = self._waited.get(me, 0.0) + time.monotonic() - asked
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify_all()
+
+
+@dataclass
+class Together:
+    """What the groups of a run share while they run at once (`_Job.together`)."""
+
+    engine: FairLock = field(default_factory=FairLock)
+    store: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+    readers: list[LiveReader] = field(default_factory=list)  # every live reader of the run
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self) -> None:
+        """Raise `GroupStopped` once the run is stopping (a group's thread, between windows)."""
+        if self.stop.is_set():
+            raise GroupStopped
+
+    def add_readers(self, readers: Sequence[LiveReader]) -> None:
+        """A group's live readers, stopped with the run (at once when it is stopping already)."""
+        with self._lock:
+            self.readers.extend(readers)
+            if self.stop.is_set():
+                for reader in readers:
+                    reader.stop()
+
+    def request_stop(self) -> None:
+        """Tell every group to stop: set `stop`, then stop every live reader (a wait for frames returns)."""
+        with self._lock:
+            self.stop.set()
+            for reader in self.readers:
+                reader.stop()
+
+    def consensus(self, strategy: ConsensusStrategy) -> ConsensusStrategy:
+        """`strategy` whose store updates (a running consensus, made inside the engine's call) hold `store`."""
+
+        def locked(window: Window) -> Tensor | Callable[[Tensor], Tensor]:
+            consensus = strategy(window)
+            if isinstance(consensus, Tensor):
+                return consensus
+            return functools.partial(self._under_store, consensus)
+
+        return locked
+
+    def _under_store(self, consensus: Callable[[Tensor], Tensor], logits: Tensor) -> Tensor:
+        with self.store:
+            return consensus(logits)
+
+
+def any_live(specs: Sequence[str | Path], live: bool) -> bool:
+    """Whether a run of these sources has a live group: `--live`, or a stream or camera among them."""
+    return live or any(is_stream(spec) for spec in specs)
+
+
+def run_concurrently(job: GroupRunner, groups: Sequence[Group]) -> None:
+    """Each group's `job.run_group` in its own thread, until every one has ended (see the module).
+    A stop signal stops them all, then is raised again here once they have written what they have."""
+    together = job.together = Together()  # kept set: a thread still running after a stop keeps checking it
+    threads = [threading.Thread(target=_run_group, args=(job, *group), name=f"streamcosal-group {group[0]}",
+                                daemon=True) for group in groups]
+    try:
+        for thread in threads:
+            thread.start()
+        _join(threads)
+    except BaseException:  # KeyboardInterrupt, Terminated: this thread is the one that gets them
+        together.request_stop()
+        _join_after_stop(threads)
+        raise
+
+
+def _run_group(job: GroupRunner, name: str, specs: list[str | Path], runs: list[SourceRun]) -> None:
+    """A group's thread: `job.run_group`; what it raises fails this group's sources, not the run."""
+    try:
+        job.run_group(name, specs, runs)
+    except GroupStopped:
+        pass
+    except BaseException as error:  # kept in the group's records; the other groups go on
+        message = f"group {name!r}: stopped after {sum(r.frames for r in runs)} frames: {type(error).__name__}: {error}"
+        logger.exception("%s", message)
+        for run in runs:
+            if run.status in ("pending", "running"):
+                run.status, run.error, run.transient = "failed", message, is_transient(error)
+
+
+def _join(threads: Sequence[threading.Thread]) -> None:
+    """Wait until every thread has ended, in short joins (a signal handler runs between them)."""
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(JOIN_POLL_S)
+
+
+def _join_after_stop(threads: Sequence[threading.Thread]) -> None:
+    """After a stop: wait for the groups to write what they have, at most `STOP_GRACE_S`; another Ctrl-C or
+    SIGTERM meanwhile does not cut that short."""
+    deadline = time.monotonic() + STOP_GRACE_S
+    while True:
+        try:
+            for thread in threads:
+                while thread.is_alive() and time.monotonic() < deadline:
+                    thread.join(JOIN_POLL_S)
+            break
+        except (KeyboardInterrupt, Terminated):
+            logger.warning("stopping: waiting for every group to write its results")
+    stuck = [t.name for t in threads if t.is_alive()]
+    if stuck:
+        logger.warning("stopping: %s still running after %.0f s (a source that does not answer); "
+                       "ending without them", ", ".join(stuck), STOP_GRACE_S)
