@@ -123,14 +123,16 @@ def run_pipeline(
     writer = ResultWriter(out, run_id, flush_every=config.flush_every, model=engine.model_metadata())
     metrics = LiveMetrics()
     start = time.perf_counter()
-    layout.lock.parent.mkdir(parents=True, exist_ok=True)
-    folder = out.stat()
-    for killed, files in set_aside_unfinished(out).items():
-        report.notes.append(f"run {killed} was killed before it finished: its {files} result files were moved to "
-                            f"{out / UNFINISHED_DIR / killed} and are not part of the results")
-        logger.warning("%s", report.notes[-1])
-    with FileLock(layout.lock), metrics.serving(config.metrics_port, config.metrics_host), stop_signals(), \
-            _progress(config.show_progress) as progress:
+    with metrics.serving(config.metrics_port, config.metrics_host), contextlib.ExitStack() as held:
+        layout.lock.parent.mkdir(parents=True, exist_ok=True)  # after the port is bound: a refused run writes nothing
+        held.enter_context(FileLock(layout.lock))
+        folder = out.stat()
+        for killed, files in set_aside_unfinished(out).items():
+            report.notes.append(f"run {killed} was killed before it finished: its {files} result files were moved "
+                                f"to {out / UNFINISHED_DIR / killed} and are not part of the results")
+            logger.warning("%s", report.notes[-1])
+        held.enter_context(stop_signals())
+        progress = held.enter_context(_progress(config.show_progress))
         sink = ResultSink(writer, config, report, engine, layout.overlays)
         job = _Job(engine, config, store, sink, report, progress, metrics)
         try:
