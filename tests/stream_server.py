@@ -82,18 +82,12 @@ def serve_stream(
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="test-stream-server", daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/stream.ts"
-    try:
-        yield state
-    finally:
-        stopping.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with _running(Handler, "test-stream-server") as port:
+        state.url = f"http://127.0.0.1:{port}/stream.ts"
+        try:
+            yield state
+        finally:
+            stopping.set()  # a stalled handler lets go before the server stops
 
 
 @contextmanager
@@ -139,13 +133,20 @@ def serve_file(data: bytes, name: str = "clip.mp4", content_type: str = "video/m
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="test-file-server", daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
-    try:
+    with _running(Handler, "test-file-server") as port:
+        state.url = f"http://127.0.0.1:{port}/{name}"
         yield state
+
+
+@contextmanager
+def _running(handler: type[BaseHTTPRequestHandler], name: str) -> Iterator[int]:
+    """An HTTP server of ``handler`` on 127.0.0.1 in a thread while inside; its port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()

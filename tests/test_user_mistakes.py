@@ -1,4 +1,4 @@
-"""Issue 12: what a careless or unlucky user runs into, on real files.
+"""What a careless or unlucky user runs into, on real files.
 
 The rule: a user's mistake or bad luck never destroys data, never ends in a traceback, never
 gives a wrong result with exit status 0; the message names the file and what to do.
