@@ -6,7 +6,7 @@ On a GPU this is what keeps the host from being the bottleneck: the guided filte
 took 15-25 ms of one CPU core per 854x480 frame. It is the same computation as
 :func:`streamcosal.inference.guided.guided_upsample` (the fast guided filter, OpenCV's symmetric
 borders, area reduction and half-pixel bilinear resizes) in torch, so it runs on any device; on the
-CPU the engine's numpy path stays the default (see :class:`PostProcessing`).
+CPU the engine's numpy path stays the default (``PipelineConfig.postprocess_on_device`` chooses).
 
     done = postprocess(maps, frames, "guided", threshold=0.5, device=torch.device("cuda"))
     done[0].mask      # [H,W] bool on the host; done[0].area, done[0].mean_prob: floats
