@@ -25,7 +25,9 @@ class GICDOutput:
     consensus: [1,1000] (None without GIM); similarity: [N] consensus . own logits (None without GIM);
     weights: [N,C5] GIM channel weights (ones without GIM);
     prototypes: each image's object prototype per gate level ([N,C_l], L2-normalised; None without
-    the object-prototype gate), for a running group prototype (the ``prototype_prior`` of later calls).
+    the object-prototype gate), for a running group prototype (the ``prototype_prior`` of later calls);
+    embeddings: [N,D] each image's classifier input, fp32 (None without GIM), for
+    :func:`streamcosal.inference.agreement.group_agreement`.
     """
 
     maps: Tensor
@@ -34,6 +36,7 @@ class GICDOutput:
     similarity: Tensor | None
     weights: Tensor
     prototypes: list[Tensor] | None = None
+    embeddings: Tensor | None = None
 
 
 class GICD(nn.Module):
@@ -145,7 +148,8 @@ class GICD(nn.Module):
         side_maps = [_upsample(p, x) for p in [cam, *preds]] if side_outputs else []
         maps = side_maps[-1] if side_outputs and final is preds[-1] else _upsample(final, x)
         return GICDOutput(maps=maps, side_maps=side_maps, consensus=consensus,
-                          similarity=similarity, weights=weights, prototypes=prototypes)
+                          similarity=similarity, weights=weights, prototypes=prototypes,
+                          embeddings=None if head is None else head.embedding)
 
     def flip_averaged(self, x: Tensor, out: GICDOutput, prototype_prior: list[Tensor] | None = None) -> Tensor:
         """Test-time flip: ``out``'s maps [N,1,H,W] (``out`` = this network on x) averaged with the

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .backbones import Backbone
+from .cooccurrence import common_region_embedding
 from .head import HeadPass
 
 
@@ -40,10 +41,11 @@ def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor,
     gradient is its own.
 
     ``embedding_share`` > 0 (not in the paper; 0 is GICD's GIM) mixes in the same weights for the
-    embedding consensus: d(e_mean . own e)/dF5, e the classifier's input (:meth:`Backbone.embed`,
-    [N,D]) and e_mean its mean over the N images given (the group, window or chunk). A consensus
-    class names one of ImageNet's 1,000; the embedding also holds what a group of mixed classes
-    (75 dogs of many breeds, a dog classified as a swing) shares. w = normalised((1 - share) w_class +
+    embedding consensus: d(e_common . own e)/dF5, e the classifier's input (:meth:`Backbone.embed`,
+    [N,D]) and e_common the embedding of the regions the N images given (the group, window or chunk)
+    share (:func:`~model.cooccurrence.common_region_embedding`). A consensus class names one of
+    ImageNet's 1,000; the shared regions' embedding also holds what a group of mixed classes (75 dogs
+    of many breeds) or of no class (people) has in common. w = normalised((1 - share) w_class +
     share w_embedding).
 
     Both gradients pass through the embedding: d(consensus . logits)/de is the class consensus as a
@@ -54,7 +56,7 @@ def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor,
     consensus = consensus.detach().float()
     directions = [head.class_direction(consensus)]
     if embedding_share > 0:
-        directions.append(head.embedding.mean(0, keepdim=True).expand_as(head.embedding))
+        directions.append(common_region_embedding(head).expand_as(head.embedding))
     grads = head.gradient_means(torch.stack(directions))
     w = _min_max(torch.relu(grads[0]))
     if embedding_share > 0:

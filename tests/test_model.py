@@ -30,6 +30,7 @@ from streamcosal.model import (
     save_checkpoint,
     soft_iou_loss,
 )
+from streamcosal.model.cooccurrence import common_region_embedding
 from streamcosal.model.head import PointwiseHeadPass, PooledLinearHeadPass, PullbackHeadPass
 
 
@@ -179,15 +180,16 @@ def test_vgg16s_head_pass_equals_the_pullback_and_follows_loaded_weights(data: P
                                        atol=1e-5 * grads.abs().max().item(), rtol=1e-4)
 
 
-def test_embedding_share_mixes_in_the_mean_embeddings_gradient(lite0: GICD, data: Path) -> None:
-    """share 1: the weights of d(mean e . own e)/dF5, computed per image by hand, and blind to the
-    class consensus; share s: the min-max normalised mix of the two; the mean is over the images given."""
+def test_embedding_share_mixes_in_the_shared_regions_embeddings_gradient(lite0: GICD, data: Path) -> None:
+    """share 1: the weights of d(e_common . own e)/dF5 (e_common: the embedding of the regions the
+    images given share), computed per image by hand, and blind to the class consensus; share s: the
+    min-max normalised mix of the two."""
     x = batch(lite0, group_images(data, "davis2016", "blackswan", 3) + group_images(data, "davis2016", "goat", 2))
     backbone = lite0.backbone
     with torch.no_grad():
         f5 = backbone.features(x)[4]
         consensus = consensus_from_logits(backbone.classify(f5))
-        e_mean = backbone.embed(f5).mean(0, keepdim=True)
+        e_mean = common_region_embedding(backbone.head_pass(f5))
     paper = gradient_induced_weights(backbone, f5, consensus).weights
     embedding_only = gradient_induced_weights(backbone, f5, consensus, embedding_share=1.0).weights
     for i in range(x.shape[0]):
@@ -204,7 +206,7 @@ def test_embedding_share_mixes_in_the_mean_embeddings_gradient(lite0: GICD, data
     expected = (expected - expected.min(1, keepdim=True).values) / (
         expected.max(1, keepdim=True).values - expected.min(1, keepdim=True).values)
     torch.testing.assert_close(mixed, expected, atol=1e-5, rtol=1e-4)
-    # the same blackswan frame among goats only: another mean embedding, other weights
+    # the same blackswan frame among goats only: other shared regions, other weights
     among_goats = gradient_induced_weights(backbone, f5[[0, 3, 4]], consensus, embedding_share=1.0).weights
     assert (among_goats[0] - embedding_only[0]).abs().max() > 0.05
     with pytest.raises(ValueError, match=r"embedding_share must be in \[0, 1\]"):
