@@ -36,7 +36,6 @@ ConsensusOfLogits = Callable[[Tensor], Tensor]
 """A group's consensus made from a group's logits: [N,1000] fp32 on the CPU -> [1,1000]."""
 
 
-
 MIN_SHRINK = 1.4
 """A group runs above ``input_size`` only at a size its frames' short side is at least this many times
 larger than (:meth:`CoSalEngine.size_for`): on 14 DAVIS videos 480 -> 288 (1.67x), 405 -> 288 and
@@ -48,14 +47,15 @@ class GroupPrediction:
     """Maps at the model's input size for N images. maps: [N,S,S] float32 in [0,1];
     similarity: [N] (consensus . own logits; NaN without GIM); consensus: [1000] (None without GIM);
     prototypes: each image's object prototype per gate level, [N,C_l] float32 (None without the
-    object-prototype gate; :class:`streamcosal.run.prototypes.RunningPrototype` sums them over windows)."""
+    object-prototype gate; :class:`streamcosal.run.prototypes.RunningPrototype` sums them over windows);
+    embeddings: [N,D] float32, each image's classifier input (None without GIM), what
+    :func:`streamcosal.inference.agreement.group_agreement` reads."""
 
     maps: np.ndarray
     similarity: np.ndarray
     consensus: np.ndarray | None
     prototypes: list[np.ndarray] | None = None
-
-
+    embeddings: np.ndarray | None = None
 
 
 class CoSalEngine:
@@ -290,7 +290,7 @@ class CoSalEngine:
             given = consensus_from_logits(self.logits(x))
         prior = None if prototype_prior is None else [torch.as_tensor(p, device=self.device).float()[None]
                                                       for p in prototype_prior]
-        maps, sims, prototypes = [], [], []
+        maps, sims, prototypes, embeddings = [], [], [], []
         for chunk in self._chunks(x):
             with autocast(self.precision, self.device):
                 feats = self.network.run(lambda: self.model.backbone.features(chunk))
@@ -302,6 +302,8 @@ class CoSalEngine:
                 given = out.consensus
             maps.append(prob[:, 0].float().cpu())
             sims.append(out.similarity.cpu() if out.similarity is not None else torch.full((chunk.shape[0],), float("nan")))
+            if out.embeddings is not None:
+                embeddings.append(out.embeddings.float().cpu())
             if out.prototypes is not None:
                 prototypes.append([p.float().cpu() for p in out.prototypes])
                 sums = [p.sum(0, keepdim=True) for p in out.prototypes]
@@ -312,6 +314,7 @@ class CoSalEngine:
             similarity=torch.cat(sims).numpy(),
             consensus=None if consensus is None else consensus[0].float().cpu().numpy(),
             prototypes=[torch.cat(level).numpy() for level in zip(*prototypes)] if prototypes else None,
+            embeddings=torch.cat(embeddings).numpy() if embeddings else None,
         )
 
     def _decode(self, chunk: Tensor, feats: list[Tensor], consensus: Tensor | None,

@@ -24,7 +24,8 @@ import torch
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.agreement import group_agreement
+from streamcosal.inference.engine import CoSalEngine, GroupPrediction
 from streamcosal.inference.imagenet import top_classes
 from streamcosal.inference.transforms import resize_map, to_uint8
 from streamcosal.io.imagefile import ImageReadError, image_files, image_sizes, is_image_name, read_image
@@ -118,6 +119,26 @@ def write_png(path: Path, image: np.ndarray) -> None:
             f.write(buf.tobytes())
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
+
+
+def group_notes(group: str, images: list[Path], pred: GroupPrediction) -> list[str]:
+    """What a group's answer cannot say by itself: a group of one image (nothing to compare), images
+    that split into two different objects (:func:`group_agreement`), no object in any image."""
+    notes = []
+    if len(images) == 1:
+        notes.append(f"group {group!r} has one image ({images[0].name}): with nothing to compare it with, its map "
+                     "is the image's own salient object; co-saliency needs two or more images of the object")
+    agreement = None if pred.embeddings is None else group_agreement(pred.embeddings)
+    if agreement is not None and agreement.uncertain:
+        halves = [", ".join(images[i].name for i in half[:3]) + (", ..." if len(half) > 3 else "")
+                  for half in agreement.halves]
+        notes.append(f"group {group!r} is uncertain: its images look like two different objects "
+                     f"({len(agreement.halves[0])} images: {halves[0]}; {len(agreement.halves[1])}: {halves[1]}; "
+                     f"similarity across the two {agreement.ratio:.2f} of within), so its maps may follow either or "
+                     "both; put each object's images in a group of its own")
+    if float(pred.maps.max(initial=0.0)) < 0.5:
+        notes.append(f"group {group!r}: no common object found (no map reaches 0.5 anywhere)")
+    return notes
 
 
 @dataclass
@@ -245,6 +266,7 @@ def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path]
     pred = engine.segment(torch.stack(batch))
     if pred.consensus is not None:
         report.consensus[group] = top_classes(pred.consensus)
+    report.notes.extend(group_notes(group, kept, pred))
     report.written[group] = 0
     for path, size, guide, saliency in zip(kept, sizes, guides, pred.maps):
         prob = resize_map(saliency, size) if guide is None else engine.upsample(saliency, guide, size)

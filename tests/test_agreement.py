@@ -1,0 +1,68 @@
+"""A group's answer says when it cannot be trusted: one image, two different objects, no object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import group_images
+from streamcosal import CoSalEngine
+from streamcosal.inference.agreement import group_agreement
+from streamcosal.run.images import segment_folders
+
+
+@pytest.fixture(scope="module")
+def engine() -> CoSalEngine:
+    return CoSalEngine.from_pretrained(device="cpu")
+
+
+def _folder(root: Path, name: str, images: list[Path]) -> Path:
+    (root / name).mkdir(parents=True)
+    for image in images:
+        (root / name / f"{image.parent.name}-{image.name}").symlink_to(image)
+    return root / name
+
+
+def test_two_different_objects_are_split_and_one_object_is_not(engine: CoSalEngine, data: Path) -> None:
+    cats, bikes = group_images(data, "pascal_coseg", "Cat", 8), group_images(data, "pascal_coseg", "Bicycle", 4)
+    mixed = engine.segment(_stack(engine, cats[:4] + bikes))
+    agreement = group_agreement(mixed.embeddings)
+    assert agreement is not None and agreement.uncertain
+    assert sorted(map(sorted, agreement.halves)) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    same = group_agreement(engine.segment(_stack(engine, cats)).embeddings)
+    assert same is not None and not same.uncertain and same.ratio > agreement.ratio
+
+
+def _stack(engine: CoSalEngine, paths: list[Path]) -> torch.Tensor:
+    """The images at 224 px, prepared for the engine: [N,3,224,224]."""
+    return torch.stack([engine.prepare(np.asarray(Image.open(p).convert("RGB")), 224) for p in paths])
+
+
+def test_agreement_needs_four_images_and_a_spread() -> None:
+    rng = np.random.default_rng(0)
+    assert group_agreement(rng.normal(size=(3, 16))) is None
+    assert group_agreement(np.ones((6, 16))) is None
+
+
+def test_folder_notes_name_the_uncertain_the_lonely_and_the_empty_group(engine: CoSalEngine, data: Path,
+                                                                          tmp_path: Path) -> None:
+    cats, bikes = group_images(data, "pascal_coseg", "Cat", 4), group_images(data, "pascal_coseg", "Bicycle", 4)
+    horses = group_images(data, "pascal_coseg", "Horse", 6)
+    src = tmp_path / "in"
+    _folder(src, "mixed", cats + bikes)
+    _folder(src, "horses", horses)
+    _folder(src, "alone", horses[:1])
+    (src / "blank").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((120, 160, 3), 100 + 20 * i, np.uint8)).save(src / "blank" / f"{i}.png")
+    report = segment_folders(src, tmp_path / "out", engine)
+    assert report.ok and report.maps == 8 + 6 + 1 + 4
+    notes = "\n".join(report.notes)
+    assert "group 'mixed' is uncertain" in notes and f"Cat-{cats[0].name}" in notes and f"Bicycle-{bikes[0].name}" in notes
+    assert "'horses'" not in notes
+    assert f"group 'alone' has one image (Horse-{horses[0].name})" in notes
+    assert "group 'blank': no common object found" in notes
