@@ -25,8 +25,6 @@ VAL_KINDS = ("groups", "composites", "frames")
 VAL_METRICS = ("maxF", "S", "MAE")
 
 
-
-
 @dataclass
 class ValGroup:
     """One validation group: images [N,3,S,S] uint8 and N uint8 masks (0/255) at their own size."""
@@ -35,9 +33,6 @@ class ValGroup:
     name: str
     images: Tensor
     masks: list[np.ndarray]
-
-
-
 
 
 def evenly(items: list[Any], n: int) -> list[Any]:
@@ -60,8 +55,6 @@ def held_out_samples(config: TrainConfig, key: str) -> list[tuple[Path, Path]]:
     if not samples:
         raise ConfigError(f"{config.source}: [validation] group {key!r} has no image with a mask")
     return samples  # type: ignore[return-value]
-
-
 
 
 def validation_set(config: TrainConfig, *, max_images: int | None = None,
@@ -117,24 +110,46 @@ def score(predict: Callable[[Tensor], np.ndarray], val: list[ValGroup]) -> dict[
     validation needs (its full meter's weighted F-measure alone tripled a validation's time).
     score = mean of groups_maxF and composites_maxF (those present).
     """
-    meters: dict[str, tuple[sod.FmeasureV2, sod.Smeasure, sod.MAE]] = {}
+    meters: dict[str, _Meters] = {}
     for group in val:
-        maps = predict(group.images)
-        meter = meters.setdefault(group.kind, (
-            sod.FmeasureV2({"fm": sod.FmeasureHandler(with_dynamic=True, with_adaptive=False, beta=0.3)}),
-            sod.Smeasure(alpha=0.5), sod.MAE()))
-        for saliency, mask in zip(maps, group.masks):
-            for metric in meter:
-                metric.step(to_uint8(resize_map(saliency, mask.shape)), mask)
+        meters.setdefault(group.kind, _Meters()).step(predict(group.images), group.masks)
     out: dict[str, float] = {}
     for kind in VAL_KINDS:
         if kind in meters:
-            fm, sm, mae = meters[kind]
-            out.update({f"{kind}_maxF": float(fm.get_results()["fm"]["dynamic"].max()),
-                        f"{kind}_S": float(sm.get_results()["sm"]), f"{kind}_MAE": float(mae.get_results()["mae"])})
+            out.update({f"{kind}_{name}": value for name, value in meters[kind].results().items()})
     parts = [out[f"{k}_maxF"] for k in ("groups", "composites") if f"{k}_maxF" in out]
     out["score"] = float(np.mean(parts)) if parts else float("nan")
     return out
+
+
+def score_groups(predict: Callable[[Tensor], np.ndarray], val: list[ValGroup]) -> list[dict[str, Any]]:
+    """:func:`score`'s metrics for each validation group on its own: one row per group, ``kind``,
+    ``group`` (``"<set>/<name>"``), ``images``, ``maxF``, ``S``, ``MAE``, in ``val``'s order."""
+    rows = []
+    for group in val:
+        meters = _Meters()
+        meters.step(predict(group.images), group.masks)
+        rows.append({"kind": group.kind, "group": group.name, "images": len(group.masks), **meters.results()})
+    return rows
+
+
+class _Meters:
+    """maxF (beta^2 0.3, dynamic thresholds), S-measure and MAE over the maps stepped in, pysodmetrics."""
+
+    def __init__(self) -> None:
+        self.fm = sod.FmeasureV2({"fm": sod.FmeasureHandler(with_dynamic=True, with_adaptive=False, beta=0.3)})
+        self.sm, self.mae = sod.Smeasure(alpha=0.5), sod.MAE()
+
+    def step(self, maps: np.ndarray, masks: list[np.ndarray]) -> None:
+        """maps [N,S,S] in [0,1], each resized to its uint8 mask's size (0/255)."""
+        for saliency, mask in zip(maps, masks):
+            pred = to_uint8(resize_map(saliency, mask.shape))
+            for metric in (self.fm, self.sm, self.mae):
+                metric.step(pred, mask)
+
+    def results(self) -> dict[str, float]:
+        return {"maxF": float(self.fm.get_results()["fm"]["dynamic"].max()),
+                "S": float(self.sm.get_results()["sm"]), "MAE": float(self.mae.get_results()["mae"])}
 
 
 def model_predictor(model: GICD, device: torch.device, flip: bool = False) -> Callable[[Tensor], np.ndarray]:

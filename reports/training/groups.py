@@ -1,0 +1,89 @@
+"""Per-group accuracy on the people-aware validation split (configs/lite2_people_cp.toml's): one column
+per model, one row per held-out group, plain and as jigsaw composites.
+
+    python reports/training/groups.py LABEL=CHECKPOINT[+emb<share>][+gate<exp>][+<size>px] ...
+
+e.g. ``default=streamcosal/weights/gicd_lite2.pt``. Scores every PASCAL image of the held-out groups
+and 24 evenly spaced frames of each held-out video (plain and as composites, made at 224 px), maxF
+per group (pysodmetrics, ``streamcosal.training.validation.score_groups``), one torch thread
+(``GROUPS_THREADS``). Columns scored before keep their values (groups.parquet); the table is
+rewritten as groups_table.md. A column's label says whether its model was trained on these groups.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from streamcosal.model import load_checkpoint
+from streamcosal.training.config import load_config
+from streamcosal.training.validation import model_predictor, score_groups, validation_set
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+KIND_NAMES = {"groups": "group", "frames": "frames", "composites": "composites"}
+
+
+def scored(spec: str, val: list) -> list[dict]:
+    """One model's rows: ``LABEL=PATH[+option...]`` -> score_groups rows with ``model`` set."""
+    label, _, target = spec.partition("=")
+    path, *options = target.split("+")
+    model, _ = load_checkpoint(ROOT / path)
+    for option in options:
+        if option.startswith("emb"):
+            model.embedding_share = float(option.removeprefix("emb"))
+        elif option.startswith("gate"):
+            model.prototype_gate = float(option.removeprefix("gate"))
+        else:
+            raise SystemExit(f"{spec}: unknown option {option!r} (emb<share>, gate<exponent>)")
+    rows = score_groups(model_predictor(model, torch.device("cpu")), val)
+    return [{**row, "model": label} for row in rows]
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: a row per (kind, group), a maxF column per model, then the mean of each kind."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    keys = list(dict.fromkeys((r["kind"], r["group"]) for r in rows))
+    value = {(r["model"], r["kind"], r["group"]): r["maxF"] for r in rows}
+    lines = ["| held-out group | as | images | " + " | ".join(models) + " |",
+             "| --- | --- | ---: |" + " ---: |" * len(models)]
+    images = {(r["kind"], r["group"]): r["images"] for r in rows}
+    for kind, group in keys:
+        cells = [f"{value[(m, kind, group)]:.3f}" if (m, kind, group) in value else "" for m in models]
+        lines.append(f"| {group} | {KIND_NAMES[kind]} | {images[(kind, group)]} | " + " | ".join(cells) + " |")
+    for kind in KIND_NAMES:
+        means = []
+        for m in models:
+            got = [value[(m, k, g)] for k, g in keys if k == kind and (m, k, g) in value]
+            means.append(f"**{sum(got) / len(got):.3f}**" if got else "")
+        lines.append(f"| mean of the groups | {KIND_NAMES[kind]} | | " + " | ".join(means) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    torch.set_num_threads(int(os.environ.get("GROUPS_THREADS", "1")))
+    config = load_config(ROOT / "configs" / "lite2_people_cp.toml")
+    val = validation_set(config, max_images=0, max_frames=24)
+    store = HERE / "groups.parquet"
+    rows = pq.read_table(store).to_pylist() if store.is_file() else []
+    for spec in sys.argv[1:]:
+        new = scored(spec, val)
+        rows = [r for r in rows if r["model"] != new[0]["model"]] + new
+        pq.write_table(pa.Table.from_pylist(rows), store)
+        print(f"scored {spec}", flush=True)
+    text = table(rows)
+    (HERE / "groups_table.md").write_text(
+        "maxF per held-out group of configs/lite2_people_cp.toml's validation split: every PASCAL image "
+        "of the groups, 24 evenly spaced frames of each video, plain and as jigsaw composites (each frame "
+        "joined with a frame of another held-out video; `python reports/training/groups.py`).\n\n"
+        f"{text}\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
