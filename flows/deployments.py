@@ -2,7 +2,7 @@
 
 | deployment | schedule | what |
 |---|---|---|
-| ``cosal-video/default`` | none (run it with ``--param source=... --param out=...``) | one video/stream/camera group |
+| ``cosal-video/default`` | none (``--param source=... --param out=...``, or ``cameras=FILE``) | videos, a camera file |
 | ``cosal-archive/nightly`` | cron ``STREAMCOSAL_ARCHIVE_CRON`` in ``STREAMCOSAL_TIMEZONE`` | a folder of videos, resumable |
 | ``cosal-eval/nightly`` | cron ``STREAMCOSAL_EVAL_CRON`` in ``STREAMCOSAL_TIMEZONE`` | evaluation, history, floors |
 | ``cosal-train/default`` | none | a training config |
@@ -48,7 +48,8 @@ def deployments(settings: OrchestrationSettings | None = None) -> list[RunnerDep
     eval_ready = bool(s.eval_datasets and s.eval_out)
     return [
         cosal_video.to_deployment(
-            "default", description="One video, stream, camera group or image folder -> Parquet results + overlay.",
+            "default", description="One video, stream, camera group or image folder (source), or every camera of "
+                                   "a camera file (cameras: its path) -> Parquet results + overlay.",
             **common),
         cosal_archive.to_deployment(
             "nightly", schedule=Cron(s.archive_cron, timezone=s.timezone, active=archive_ready),

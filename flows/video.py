@@ -1,4 +1,5 @@
-"""``cosal-video``: one video, stream, camera group or image folder -> Parquet results + overlay."""
+"""``cosal-video``: one video, stream, camera group or image folder, or the cameras of a camera file ->
+Parquet results + overlay."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ def segment_video(sources: Union[str, list[str]], out: str, engine: EngineSpec, 
                           raise_on_failure=False)
 
 
+@task(name="segment-cameras", cache_policy=NO_CACHE, persist_result=False)
+def segment_cameras(cameras: str, out: Optional[str], engine: EngineSpec, params: RunParams,
+                    run_id: Optional[str]) -> RunReport:
+    return jobs.run_cameras(cameras, out, engine=engine, params=params, run_id=run_id, raise_on_failure=False)
+
+
 @task(name="publish-report", cache_policy=NO_CACHE, persist_result=False)
 def publish(markdown: str, key: str) -> None:
     create_markdown_artifact(markdown, key=key, description="what the run did")
@@ -27,18 +34,31 @@ def publish(markdown: str, key: str) -> None:
 
 @flow(name="cosal-video", log_prints=True)
 def cosal_video(
-    source: Union[str, list[str]],
-    out: str,
+    source: Union[str, list[str], None] = None,
+    out: Optional[str] = None,
     engine: EngineSpec = EngineSpec(),
     params: RunParams = RunParams(),
     group: Optional[str] = None,
     run_id: Optional[str] = None,
+    cameras: Optional[str] = None,
 ) -> dict[str, Any]:
     """Segment the object common to the frames of ``source`` (a video file, stream URL, camera, image
     folder, or a list of them as one group with ``group``); results in ``out`` (``frames/`` Parquet,
     ``events/``, ``overlays/<run_id>/`` with ``params.overlay``, ``runs/<run_id>.json``). ``engine``:
-    the model (default: the embedded one). Fails when a source fails (the others' results are kept)."""
-    report = segment_video(source, out, engine, params, group, run_id)
+    the model (default: the embedded one). Fails when a source fails (the others' results are kept).
+    ``cameras`` instead of ``source``: the path of a camera file (docs/cameras.md), every camera of it
+    live, each with its own group, drop policy and latency target; what it sets replaces ``params`` and
+    ``engine``, and ``out`` defaults to its ``out``."""
+    if (source is None) == (cameras is None):
+        raise ValueError("give one of source (videos, streams, cameras) and cameras (a camera file's path)")
+    if cameras is not None and group is not None:
+        raise ValueError("group is for source: a camera file gives each camera's group")
+    if cameras is not None:
+        report = segment_cameras(cameras, out, engine, params, run_id)
+    elif out is None:
+        raise ValueError("out is missing: give the results folder")
+    else:
+        report = segment_video(source, out, engine, params, group, run_id)
     publish(jobs.report_markdown(report), "cosal-video")
     jobs.raise_for_failures(report)
     return jobs.report_summary(report)

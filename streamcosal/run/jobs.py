@@ -16,6 +16,7 @@ from streamcosal.inference.engine import engine_for
 from streamcosal.inference.imagenet import describe_classes
 from streamcosal.io.open import local_source
 from streamcosal.params import EngineSpec, RunParams
+from streamcosal.run.cameras import load_cameras
 from streamcosal.run.pipeline import run_pipeline
 from streamcosal.run.records import PipelineConfig, RunReport
 
@@ -58,6 +59,33 @@ def run_video(
     config = pipeline_config(params or RunParams(), run_id=run_id)
     report = run_pipeline([str(local_source(s)) for s in specs], Path(out), engine_for(engine or EngineSpec()), config,
                           group=group)  # a file:// URL is its path
+    if raise_on_failure:
+        raise_for_failures(report)
+    return report
+
+
+def run_cameras(
+    cameras: str | Path,
+    out: str | Path | None = None,
+    *,
+    engine: EngineSpec | None = None,
+    params: RunParams | None = None,
+    run_id: str | None = None,
+    raise_on_failure: bool = True,
+    **run: Any,
+) -> RunReport:
+    """What the ``cosal-video`` flow does with a camera file: every enabled camera of ``cameras``
+    (:mod:`streamcosal.run.cameras`), read live, each in its group with its drop policy and latency target;
+    results to ``out`` (default: the file's ``out``). ``engine`` and ``params``: what the file does not set;
+    ``run``: more `PipelineConfig` settings (``reconnect``...).
+
+    Raises:
+        CameraFileError: the file is wrong (one line per problem, naming the camera), before any work.
+        VideoJobError: a camera failed, unless ``raise_on_failure`` is False.
+    """
+    file = load_cameras(cameras)
+    config = file.pipeline_config(params, run_id=run_id, **run)
+    report = run_pipeline(file.sources(), file.out_folder(out), engine_for(file.engine(engine)), config)
     if raise_on_failure:
         raise_for_failures(report)
     return report

@@ -112,11 +112,12 @@ class LiveStats:
         recent = sum(1 for t, _ in list(self.recent) if t > now - FPS_SPAN_S)
         return recent / span if span > 0 else 0.0
 
-    def summary(self) -> LiveSummary:
+    def summary(self, max_latency_s: float | None = None) -> LiveSummary:
+        """The source's numbers for the run report; ``max_latency_s``: the latency target its windows kept to."""
         q = self.quantiles(recent=False)
         c = self.reader.counters
         return LiveSummary(self.reader.policy, c.received, self.run.frames, c.dropped,
-                           self.reader.source.report.reconnects, *(q if q else (None, None, None)))
+                           self.reader.source.report.reconnects, *(q if q else (None, None, None)), max_latency_s)
 
 
 class LiveMetrics(Collector):
