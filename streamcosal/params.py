@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from streamcosal.io.redact import redact
+
 Mode = Literal["auto", "global", "streaming"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 """What runs the network's arithmetic; ``auto`` resolves per device (:mod:`streamcosal.inference.precision`)."""
@@ -32,14 +34,16 @@ swan at 64); 96 px misses whole frames (the swan's class "beaver", frames with I
 with the right class ("black swan") and every frame found (IoU 0.67 / 0.68 / 0.89; 0.80 / 0.74 / 0.94 at 224;
 Lite0 the same way: empty at 32-64, frames missed at 96, 0.38 / 0.56 / 0.67 at 128)."""
 LIVE_ONLY = frozenset({"live", "drop_policy", "max_latency", "duration", "metrics_port", "metrics_host"})
+DELIVERY = frozenset({"webhook", "mqtt", "event_snapshots", "event_clips"})
+"""Where events are sent (docs/delivery.md): they change no result, so no archive unit's key either."""
 
 
 class RunParams(BaseModel):
     """The parameters of a video/stream run that a user, a job or a flow sets; the defaults are usable.
 
-    Every one of them changes the results except ``flush_every``; the live settings (``LIVE_ONLY``:
-    reading every source live, drop policy, latency target, duration, metrics endpoint) apply to live
-    sources only, never to an archive's files (see :meth:`result_params`).
+    Every one of them changes the results except ``flush_every`` and the event deliveries (``DELIVERY``); the
+    live settings (``LIVE_ONLY``: reading every source live, drop policy, latency target, duration, metrics
+    endpoint) apply to live sources only, never to an archive's files (see :meth:`result_params`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -67,6 +71,17 @@ class RunParams(BaseModel):
                                                                  "fraction >= this.")
     event_min_duration: float = Field(0.5, ge=0, description="Events: shorter intervals (seconds) are dropped.")
     event_max_gap: float = Field(0.5, ge=0, description="Events: absences up to this long (seconds) are bridged.")
+    webhook: list[str] = Field(default_factory=list, description=(
+        "POST each event as JSON, with a JPEG snapshot of its peak frame, to this http(s) URL (repeat for several; "
+        "USER:PASSWORD@ in it is sent as a Basic login and shown nowhere). Live sources' events go while they run, "
+        "files' when each is done; retried with backoff; what did not arrive is listed at the end (docs/delivery.md)."))
+    mqtt: str | None = Field(None, description=(
+        "Publish each event (the same JSON, QoS 1) to the MQTT broker mqtt://[USER:PASSWORD@]HOST[:PORT][/PREFIX] "
+        "(mqtts:// for TLS), topic PREFIX/<group>/<source>/events, PREFIX streamcosal by default."))
+    event_snapshots: bool = Field(True, description="Delivered events carry a JPEG of their peak frame with the "
+                                                    "overlay drawn.")
+    event_clips: bool = Field(False, description="Delivered events also carry an MP4 clip of their frames with the "
+                                                 "overlay drawn (the first 300).")
     flush_every: int = Field(256, ge=1, description="Result rows per Parquet file.")
     live: bool = Field(False, description=(
         "Read every source live, by its own thread at its own pace, with --drop-policy and --max-latency like a "
@@ -88,6 +103,21 @@ class RunParams(BaseModel):
     metrics_host: str = Field("127.0.0.1", description=(
         "Address the metrics are served on: 127.0.0.1 (this machine only), or e.g. 0.0.0.0 for every interface."))
 
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.lower().startswith(("http://", "https://")):
+                raise ValueError(f"{redact(url)} is not a webhook: give an http:// or https:// URL")
+        return urls
+
+    @field_validator("mqtt")
+    @classmethod
+    def _broker_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.lower().startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f"{redact(url)} is not a broker: give mqtt://[USER:PASSWORD@]HOST[:PORT][/PREFIX]")
+        return url
+
     @model_validator(mode="after")
     def _consistent(self) -> RunParams:
         if self.step is not None and self.step > self.window:
@@ -101,9 +131,9 @@ class RunParams(BaseModel):
 
     def result_params(self) -> dict[str, object]:
         """The parameters that change the results of files (what a resumable archive unit is keyed by):
-        not ``flush_every``, nor the live settings; nor ``temporal_smoothing`` when off, so that the units of
-        archives made before it existed keep their keys."""
-        params = self.model_dump(exclude={"flush_every", *LIVE_ONLY})
+        not ``flush_every``, nor the live settings, nor where events are delivered (``DELIVERY``); nor
+        ``temporal_smoothing`` when off, so that the units of archives made before it existed keep their keys."""
+        params = self.model_dump(exclude={"flush_every", *LIVE_ONLY, *DELIVERY})
         if not params["temporal_smoothing"]:
             del params["temporal_smoothing"]
         return params
@@ -195,5 +225,5 @@ def explain(error: ValidationError) -> str:
         where = ".".join(str(part) for part in problem["loc"])
         message = problem["msg"].removeprefix("Value error, ")
         lines.append(f"{where + ': ' if where else ''}{message}" +
-                     (f" (got {problem['input']!r})" if where else ""))
+                     (f" (got {redact(repr(problem['input']))})" if where else ""))
     return "; ".join(lines)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import group_images
 from PIL import Image
 
-from conftest import group_images
 from streamcosal import CoSalEngine
 from streamcosal.inference.agreement import group_agreement
 from streamcosal.run.images import segment_folders

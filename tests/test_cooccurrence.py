@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import group_images
+
 from streamcosal import CoSalEngine
 from streamcosal.io.imagefile import read_gray, read_image, resize
 from streamcosal.model.cooccurrence import common_region_embedding, position_support

@@ -4,7 +4,7 @@ through the ``streamcosal.commands`` entry points (``serve`` from the Prefect fl
 
 from importlib.metadata import entry_points
 
-from streamcosal.cli import evaluate, export, images, train, video  # noqa: F401  (their commands register on app)
+from streamcosal.cli import cameras, evaluate, export, images, train, video, view  # noqa: F401  (their commands register on app)
 from streamcosal.cli.app import app
 
 __all__ = ["app"]

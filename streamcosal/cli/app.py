@@ -19,6 +19,7 @@ from streamcosal.params import EngineSpec, RunParams, explain
 
 if TYPE_CHECKING:
     from streamcosal.inference.engine import CoSalEngine
+    from streamcosal.run.records import RunReport
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -120,3 +121,50 @@ def print_consensus(consensus: dict[str, list[tuple[str, float]]]) -> None:
 
     for name, classes in consensus.items():
         typer.echo(f"consensus of group {name!r}: {describe_classes(classes)}")
+
+
+MAX_UNDELIVERED_LISTED = 10  # per delivery target, at the end of a run (the run report lists them all)
+
+
+def print_deliveries(report: RunReport) -> None:
+    """Per ``--webhook``/``--mqtt`` target: how many events arrived; those that did not, as a note with the reason
+    (not an error: the results are saved; docs/delivery.md)."""
+    for sent in report.deliveries:
+        total = f"{sent.delivered} of {sent.delivered + len(sent.undelivered)} events delivered to {sent.target}"
+        if not sent.undelivered:
+            typer.echo(total)
+            continue
+        err.print(f"[yellow]note:[/yellow] {escape(total)}; not delivered:")
+        for miss in sent.undelivered[:MAX_UNDELIVERED_LISTED]:
+            err.print(f"  {escape(miss.event)} ({escape(miss.source)} at {miss.start_time:.1f} s): "
+                      f"{escape(miss.reason)}")
+        if len(sent.undelivered) > MAX_UNDELIVERED_LISTED:
+            err.print(f"  and {len(sent.undelivered) - MAX_UNDELIVERED_LISTED} more (all in "
+                      f"{escape(report.out)}/runs/{report.run_id}.json)")
+
+
+def print_run(report: RunReport, out: Path, names: dict[str, str] | None = None) -> None:
+    """What a run did: a line per source (``names``: a camera name per source, shown before it), the
+    consensus, notes, totals, deliveries, errors; the caller exits with ``report.exit_code``."""
+    for run in report.sources:
+        camera = f"{names.get(run.source, run.source)}  " if names is not None else ""
+        line = f"{run.status:>11}  {camera}{run.source}  group {run.group!r}: {run.frames} frames"
+        line += f" at {run.input_size} px" if run.input_size else ""
+        if run.live is not None and names is not None:
+            line += f", {run.live.dropped} dropped ({run.live.policy})"
+            line += f", latency p95 {run.live.latency_p95_s:.2f} s" if run.live.latency_p95_s is not None else ""
+        typer.echo(line + (f", overlay {run.overlay}" if run.overlay else ""))
+        if run.error:
+            err.print(f"[red]error:[/red] {escape(run.error)}")
+    print_consensus(report.consensus)
+    for note in report.notes:
+        err.print(f"[yellow]note:[/yellow] {escape(note)}")
+    typer.echo(f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_s:.1f} frames/s), "
+               f"{report.events} events; results in {out} (run {report.run_id})")
+    print_deliveries(report)
+    for error in report.errors:
+        err.print(f"[red]error:[/red] {escape(error)}")
+    if report.errors and out.is_dir():
+        err.print(f"free space on the disk of {escape(str(out))} (or fix the folder) and run again")
+    if report.interrupted:
+        err.print(f"stopped by {report.interrupted}: the results done so far are kept")

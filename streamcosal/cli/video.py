@@ -23,7 +23,7 @@ from streamcosal.cli.app import (
     err,
     fail,
     load_engine,
-    print_consensus,
+    print_run,
     run_options,
     writable_folder,
 )
@@ -78,23 +78,7 @@ def video(
         report = stop.report
     except (ValueError, OSError) as e:  # a bad run id, a damaged store, the metrics port in use
         fail(str(e), 2)
-    for run in report.sources:
-        line = f"{run.status:>11}  {run.source}  group {run.group!r}: {run.frames} frames"
-        line += f" at {run.input_size} px" if run.input_size else ""
-        typer.echo(line + (f", overlay {run.overlay}" if run.overlay else ""))
-        if run.error:
-            err.print(f"[red]error:[/red] {escape(run.error)}")
-    print_consensus(report.consensus)
-    for note in report.notes:
-        err.print(f"[yellow]note:[/yellow] {escape(note)}")
-    typer.echo(f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_s:.1f} frames/s), "
-               f"{report.events} events; results in {out} (run {report.run_id})")
-    for error in report.errors:
-        err.print(f"[red]error:[/red] {escape(error)}")
-    if report.errors and out.is_dir():
-        err.print(f"free space on the disk of {escape(str(out))} (or fix the folder) and run again")
-    if report.interrupted:
-        err.print(f"stopped by {report.interrupted}: the results done so far are kept")
+    print_run(report, out)
     raise typer.Exit(report.exit_code)
 
 

@@ -73,10 +73,12 @@ from streamcosal.io.redact import redact
 from streamcosal.io.stream import StreamSource
 from streamcosal.run.concurrent import Together, any_live, run_concurrently
 from streamcosal.run.consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity
+from streamcosal.run.feed import ResultFeed
 from streamcosal.run.groups import default_groups, once
 from streamcosal.run.interrupts import Interrupted, Terminated, atomic, stop_signals
 from streamcosal.run.live import LiveReader, live_windows
 from streamcosal.run.metrics import LiveMetrics
+from streamcosal.run.observers import EventRecord, FrameRecord, Observer, StopRun, stop_name
 from streamcosal.run.prefetch import Prefetcher
 from streamcosal.run.prototypes import RunningPrototype
 from streamcosal.run.records import PipelineConfig, RunReport, SourceRun, is_transient
@@ -99,10 +101,13 @@ def run_pipeline(
     engine: CoSalEngine,
     config: PipelineConfig | None = None,
     group: str | None = None,
+    *, on_frame: Callable[[FrameRecord], object] | None = None, on_event: Callable[[EventRecord], object] | None = None,
+    observers: Sequence[Observer] = (),
 ) -> RunReport:
     """Process `sources` (video files, stream URLs, cameras, image folders) into `out`.
 
     group: one group for every source; default one group per source (see `group_name`).
+    on_frame, on_event, observers: get each result and event as made, as config.webhook/mqtt do (docs/delivery.md).
     Returns the run's report (also saved in out/runs/); never raises for a bad source, a dropped
     stream or SIGTERM: see `RunReport.exit_code`. Ctrl-C raises `Interrupted` (a KeyboardInterrupt
     carrying the report) once everything done so far is saved.
@@ -118,8 +123,9 @@ def run_pipeline(
                        started=datetime.now(UTC).isoformat(timespec="seconds"),
                        precision=engine.precision, device=str(engine.device))
     sources = once(sources, report)
-    jobs = [(group, list(sources))] if group is not None else default_groups(sources, store)
+    jobs = [(group, list(sources))] if group is not None else default_groups(sources, store, config.per_source)
     report.sources = [SourceRun(redact(str(spec)), name) for name, specs in jobs for spec in specs]
+    feed = ResultFeed.for_run(run_id, config, observers, on_frame, on_event)  # a bad URL: ValueError, nothing written
     writer = ResultWriter(out, run_id, flush_every=config.flush_every, model=engine.model_metadata())
     metrics = LiveMetrics()
     start = time.perf_counter()
@@ -133,7 +139,7 @@ def run_pipeline(
             logger.warning("%s", report.notes[-1])
         held.enter_context(stop_signals())
         progress = held.enter_context(_progress(config.show_progress))
-        sink = ResultSink(writer, config, report, engine, layout.overlays)
+        sink = ResultSink(writer, config, report, engine, layout.overlays, feed)
         job = _Job(engine, config, store, sink, report, progress, metrics)
         try:
             runs = iter(report.sources)
@@ -143,8 +149,9 @@ def run_pipeline(
             else:
                 for name, specs, group_runs in groups:
                     job.run_group(name, specs, group_runs)
-        except (KeyboardInterrupt, Terminated) as stop:
-            report.interrupted = "SIGINT" if isinstance(stop, KeyboardInterrupt) else "SIGTERM"
+            feed.raise_if_stopped(report.sources)
+        except (KeyboardInterrupt, Terminated, StopRun) as stop:
+            report.interrupted = stop_name(stop)
             for run in report.sources:
                 if run.status == "running":
                     run.status = "interrupted"
@@ -156,6 +163,7 @@ def run_pipeline(
             report.consensus = {name: top_classes(store.consensus(name)) for name, _ in jobs if name in store}
             sink.close()
             report.events = _final_write(report, "the events", lambda: sink.write_events(out)) or 0
+            feed.finish(report)  # the events not handed over yet; the deliveries' last tries (`DeliveryPolicy.drain_s`)
             report.seconds = time.perf_counter() - start
             if not _same_folder(out, folder):
                 report.errors.append(f"the results folder {out} was deleted or replaced during the run: the results "
@@ -236,8 +244,8 @@ class _Job:
         members: list[Member] = []
         try:
             for spec, run in zip(specs, runs):
-                try:
-                    source = open_source(spec, fps=cfg.fps, stride=cfg.stride, reconnect=cfg.reconnect)
+                try:  # its own stride or fps where it has one (`PipelineConfig.per_source`)
+                    source = open_source(spec, reconnect=cfg.reconnect, **cfg.sampling(run.source))
                 except SourceError as error:
                     run.status, run.error = "failed", str(error)
                     logger.info("%s", error)
@@ -285,7 +293,7 @@ class _Job:
             m.run.mode, m.run.input_size = mode, size
         owner = owners(members)
         live = cfg.live or (mode == "streaming" and all(isinstance(s, StreamSource) for s in sources))
-        totals = [None if live else estimated_frames(s.info, cfg.stride, cfg.fps) for s in sources]
+        totals = [None if live else estimated_frames(m.source.info, **cfg.sampling(m.run.source)) for m in members]
         task = self.progress.add_task(escape(f"{group} ({mode})"), total=None if None in totals else sum(totals))
         consensus = self._consensus(mode, group, sources, size)
         prototype = RunningPrototype(cfg.half_life if mode == "streaming" else None, recent=cfg.window)
@@ -321,21 +329,23 @@ class _Job:
                 yield prepared
             return
         until = time.monotonic() + cfg.duration if cfg.duration is not None else None
-        readers = [LiveReader(m.source, cfg.drop_policy, cfg.live_buffer, paced=isinstance(m.source, VideoFileSource))
-                   for m in members]
+        own = [cfg.for_source(m.run.source) for m in members]  # each one's policy; the group's smallest target
+        readers = [LiveReader(m.source, o.drop_policy, cfg.live_buffer, paced=isinstance(m.source, VideoFileSource))
+                   for m, o in zip(members, own)]
+        latency = None if any(o.drop_policy == "all" for o in own) else min(o.max_latency for o in own)
         for m, reader in zip(members, readers):
             m.live = self.metrics.add(reader, m.run)
         if self.together is not None:
             self.together.add_readers(readers)
         try:
             windows = live_windows(readers, cfg.window, cfg.step, until=until, warn_after_s=cfg.stall_warning_s,
-                                   max_latency_s=cfg.max_latency, stop=self.together.stop if self.together else None,
+                                   max_latency_s=latency, stop=self.together.stop if self.together else None,
                                    waited=self.together.engine.waited if self.together else None)
             yield _prepared(windows, self.engine, size)
         finally:
             for m, reader in zip(members, readers):
                 reader.close()
-                m.run.live = m.live.summary() if m.live else None
+                m.run.live = m.live.summary(latency) if m.live else None
         failed = next((r for r in readers if r.error is not None), None)
         if failed is not None:
             raise SourceError(f"{failed.name}: reading stopped: {failed.error}")

@@ -9,12 +9,12 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from streamcosal.io.stream import ReconnectPolicy
-from streamcosal.params import RunParams
+from streamcosal.params import DropPolicy, RunParams
 from streamcosal.storage.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,20 @@ class LiveSummary:
     latency_p50_s: float | None
     latency_p95_s: float | None
     latency_max_s: float | None
+    max_latency_s: float | None = None  # the latency target its windows were sized for (None: policy all)
+
+
+class SourceSettings(BaseModel):
+    """A source's own settings where they differ from the run's (None: the run's), e.g. a camera of a camera
+    file (:mod:`streamcosal.run.cameras`): its group, drop policy, latency target and sampling."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group: str | None = None  # default: a group per source (`groups.default_groups`)
+    drop_policy: DropPolicy | None = None
+    max_latency: float | None = Field(None, gt=0)  # a group's cameras share windows: the group takes its smallest
+    stride: int | None = Field(None, ge=1)  # replaces the run's fps too
+    fps: float | None = Field(None, gt=0)  # replaces the run's stride too
 
 
 class PipelineConfig(RunParams):
@@ -55,6 +69,19 @@ class PipelineConfig(RunParams):
     postprocess_on_device: bool | None = None
     # keep the rows earlier runs wrote for a source this run redoes (default: the new ones replace them)
     keep_history: bool = False
+    # sources' own settings, by the source's name in the report (`SourceRun.source`: no password)
+    per_source: dict[str, SourceSettings] = Field(default_factory=dict)
+
+    def for_source(self, name: str) -> PipelineConfig:
+        """The settings of the source named ``name`` (`SourceRun.source`): the run's, with its own in their place."""
+        own = self.per_source[name].model_dump(exclude_none=True, exclude={"group"}) if name in self.per_source else {}
+        sampling = {"stride": 1} if "fps" in own else {"fps": None} if "stride" in own else {}
+        return self.model_copy(update={**sampling, **own}) if own else self
+
+    def sampling(self, name: str) -> dict[str, Any]:
+        """``stride`` and ``fps`` of the source named ``name`` (:meth:`for_source`), as keywords."""
+        own = self.for_source(name)
+        return {"stride": own.stride, "fps": own.fps}
 
 
 @dataclass
@@ -84,6 +111,26 @@ def is_transient(error: BaseException) -> bool:
 
 
 @dataclass
+class UndeliveredEvent:
+    """An event a delivery target did not get (`streamcosal.run.delivery`), and why."""
+
+    event: str  # `EventRecord.id`: <run_id>:<source key>:<start frame>
+    source: str
+    group: str
+    start_time: float
+    reason: str  # the last error (no password)
+
+
+@dataclass
+class DeliveryOutcome:
+    """What one delivery target (a webhook, an MQTT broker) got of the run's events."""
+
+    target: str  # its URL, password redacted
+    delivered: int = 0
+    undelivered: list[UndeliveredEvent] = field(default_factory=list)
+
+
+@dataclass
 class RunReport:
     """What a run did; saved as out/runs/<run_id>.json."""
 
@@ -97,10 +144,12 @@ class RunReport:
     engine_seconds: float = 0.0  # time spent in the engine (classifier passes and segmentation)
     frames: int = 0  # results written
     events: int = 0
-    interrupted: str | None = None  # "SIGINT" or "SIGTERM" when the run was stopped
+    interrupted: str | None = None  # "SIGINT" or "SIGTERM" when the run was stopped; "StopRun": by an observer
     sources: list[SourceRun] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # what could not be saved at the end (a full disk)
     notes: list[str] = field(default_factory=list)  # what the run did besides its sources (duplicates, killed runs)
+    deliveries: list[DeliveryOutcome] = field(default_factory=list)  # per --webhook/--mqtt target
+    callback_errors: list[str] = field(default_factory=list)  # observers' callbacks that raised (`run.observers`)
     # group -> the 3 most probable ImageNet classes of its consensus at the end, (name, probability):
     # the object the model took as the group's common one (none for a model without GIM)
     consensus: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
@@ -111,11 +160,12 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 all done; 1 a source failed or lost frames, or results could not be saved;
-        130 (SIGINT) / 143 (SIGTERM) stopped."""
-        if self.interrupted:
+        """0 all done (also when an observer stopped it, or events were not delivered); 1 a source failed or lost
+        frames, results could not be saved, or a callback raised; 130 (SIGINT) / 143 (SIGTERM) stopped."""
+        if self.interrupted in ("SIGINT", "SIGTERM"):
             return 130 if self.interrupted == "SIGINT" else 143
-        return 1 if self.errors or any(s.status in ("failed", "partial") for s in self.sources) else 0
+        failed = self.errors or self.callback_errors or any(s.status in ("failed", "partial") for s in self.sources)
+        return 1 if failed else 0
 
     def save(self, path: Path) -> None:
         """Write the report as JSON, atomically."""

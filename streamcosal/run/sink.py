@@ -13,7 +13,8 @@ source's counters (`SourceRun`: frames, first/last timestamp, last frame index) 
 advance, a point in the (source, group) series events are detected from, and with `overlay` a
 highlighted frame in its source's overlay (an H.264 video, PNGs for image groups). A frame read
 live (`Frame.captured`) gets its capture-to-result latency in the row (`latency_s`) and in its
-source's `LiveStats` (metrics). Rows are
+source's `LiveStats` (metrics). With a feed (`run.feed`), each window's records then go to the run's
+observers, and a closed source's events. Rows are
 flushed at least every `flush_every_s` seconds so readers see a slow stream's results.
 """
 
@@ -40,6 +41,7 @@ from streamcosal.inference.postprocess import FrameMask, postprocess
 from streamcosal.io.frame import Frame, FrameSource
 from streamcosal.io.images import ImageGroupSource
 from streamcosal.run.interrupts import atomic
+from streamcosal.run.observers import FrameRecord
 from streamcosal.run.overlay import ImageOverlaySink, VideoSink, highlight
 from streamcosal.run.windows import Window
 from streamcosal.storage import FrameResult, ResultWriter, detect_events, events_table, write_events
@@ -48,6 +50,7 @@ from streamcosal.storage.masks import encode_prob_png, mask_stats
 from streamcosal.storage.parquet_files import source_key
 
 if TYPE_CHECKING:
+    from streamcosal.run.feed import ResultFeed
     from streamcosal.run.metrics import LiveStats
     from streamcosal.run.records import PipelineConfig, RunReport, SourceRun
 
@@ -102,8 +105,9 @@ class ResultSink:
     the masks of a window are made outside it."""
 
     def __init__(self, writer: ResultWriter, config: PipelineConfig, report: RunReport, engine: CoSalEngine,
-                 overlays: Path):
+                 overlays: Path, feed: ResultFeed | None = None):
         self.writer, self.config, self.report = writer, config, report
+        self.feed = feed  # the run's observers get each window's frames once written (`run.feed`)
         self.engine = engine
         self.overlays = overlays
         self.series: dict[tuple[str, str], Series] = {}
@@ -123,15 +127,19 @@ class ResultSink:
         if not emitted:
             return
         masks = self._masks([prediction.maps[i] for i in emitted], [window.frames[i].image for i in emitted])
+        records = []
         with self._lock:
             for i, done in zip(emitted, masks):
                 frame = window.frames[i]
                 with atomic():  # its row and its overlay frame, or neither (Ctrl-C, SIGTERM)
-                    self._write_frame(group, window.index, frame, done, float(prediction.similarity[i]),
-                                      owner[frame.source])
+                    record = self._write_frame(group, window.index, frame, done, float(prediction.similarity[i]),
+                                               owner[frame.source])
+                records.append((record, owner[frame.source].staged))
             if time.monotonic() - self.last_flush > self.config.flush_every_s:
                 self.writer.flush()
                 self.last_flush = time.monotonic()
+        if self.feed is not None:  # outside the lock: other groups write meanwhile; may raise StopRun
+            self.feed.frames(records)
 
     def _masks(self, maps: list[np.ndarray], images: list[np.ndarray]) -> list[FrameMask]:
         """Each frame's mask, area and mean probability from its [S,S] map, at the frame's size."""
@@ -155,8 +163,8 @@ class ResultSink:
         self._pool.shutdown()
 
     def _write_frame(self, group: str, window: int, frame: Frame, done: FrameMask, similarity: float,
-                     member: Member) -> None:
-        """One frame's row, counters, series point and overlay frame; ``done``: its mask."""
+                     member: Member) -> FrameRecord:
+        """One frame's row, counters, series point and overlay frame; ``done``: its mask. Returns its record."""
         cfg = self.config
         latency = time.time() - frame.captured if frame.captured is not None else None
         result = FrameResult(
@@ -181,6 +189,8 @@ class ResultSink:
         if cfg.overlay:
             rate = cfg.fps or (member.source.info.fps / cfg.stride) or 10.0
             member.overlay(highlight(frame.image, result.mask), frame.source, frame.timestamp, self.overlays, rate)
+        return FrameRecord(self.report.run_id, frame.source, group, window, frame.index, frame.timestamp, done.area,
+                           done.mean_prob, similarity, done.mask, frame.image, latency)
 
     def stage_member(self, member: Member) -> None:
         """Keep the member's rows hidden until :meth:`close_member`: a finite source's results appear
@@ -195,8 +205,12 @@ class ResultSink:
         (or partial: what its damaged file held) replaces what earlier runs wrote for its source (a
         camera's earlier runs are its history and stay). Then
         finish its overlay; its path goes to the member's run record."""
-        with self._lock:
-            self._close_member(member)
+        try:
+            with self._lock:
+                self._close_member(member)
+        finally:  # its events go to the observers once its rows are visible
+            if self.feed is not None:
+                self.feed.source_done(row_sources(member), member.run.group)
 
     def _close_member(self, member: Member) -> None:
         run = member.run
