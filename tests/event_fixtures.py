@@ -14,6 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
+from test_pipeline import dev_checkpoint  # noqa: F401  (fixture)
 from torch import Tensor
 from video_fixtures import davis_frames, encode_video
 
@@ -74,3 +76,15 @@ def looks_highlighted(shown: np.ndarray, frame: np.ndarray) -> bool:
     tinted = redness(shown[:, half + 3:]) - redness(frame[:, half + 3:])
     untouched = float(np.mean(np.abs(shown[3:-3, 3: half - 6] - frame[3:-3, 3: half - 6])))
     return tinted > 40 and untouched < 12
+
+
+@pytest.fixture(scope="module")
+def engine(dev_checkpoint: Path) -> CoSalEngine:  # noqa: F811
+    """:func:`presence_engine` of the development checkpoint."""
+    return presence_engine(dev_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`events_video`'s default: the object present in frames 0-5 and 12-17."""
+    return events_video(tmp_path_factory.mktemp("videos") / "goat.mp4")

@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from event_fixtures import SIZE, config, events_video, presence_engine
-from test_pipeline import dev_checkpoint  # noqa: F401  (fixture)
+from event_fixtures import SIZE, config, dev_checkpoint, engine, events_video, video  # noqa: F401  (fixtures)
 
-from streamcosal.inference.engine import CoSalEngine
 from streamcosal.run.event_tracker import EventTracker
 from streamcosal.run.iterate import iter_results
 from streamcosal.run.observers import EventRecord, FrameRecord, Observer, StopRun
@@ -22,16 +19,6 @@ from streamcosal.storage import decode_mask, detect_events, read_events, read_re
 from streamcosal.storage.parquet_files import source_key
 
 EXPECTED_EVENTS = [(0, 5), (12, 17)]  # events_video's default
-
-
-@pytest.fixture(scope="module")
-def engine(dev_checkpoint) -> CoSalEngine:  # noqa: F811
-    return presence_engine(dev_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory) -> Path:
-    return events_video(tmp_path_factory.mktemp("videos") / "goat.mp4")
 
 
 def spans(events: list) -> list[tuple[int, int]]:

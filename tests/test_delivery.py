@@ -21,14 +21,23 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from event_fixtures import FPS, SIZE, THRESHOLD, config, decoded_frame, events_video, looks_highlighted, presence_engine
+from event_fixtures import (  # noqa: F401  (dev_checkpoint, engine, video: fixtures)
+    FPS,
+    SIZE,
+    THRESHOLD,
+    config,
+    decoded_frame,
+    dev_checkpoint,
+    engine,
+    events_video,
+    looks_highlighted,
+    video,
+)
 from PIL import Image
 from pydantic import ValidationError
-from test_pipeline import dev_checkpoint  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
 from streamcosal.cli import app
-from streamcosal.inference.engine import CoSalEngine
 from streamcosal.params import RunParams, explain
 from streamcosal.run.delivery import Delivery, DeliveryPolicy
 from streamcosal.run.delivery.mqtt import MqttTarget
@@ -158,16 +167,6 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture(scope="module")
-def engine(dev_checkpoint) -> CoSalEngine:  # noqa: F811
-    return presence_engine(dev_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory) -> Path:
-    return events_video(tmp_path_factory.mktemp("videos") / "goat.mp4")
 
 
 def check_snapshot(body: dict, video: Path) -> None:
