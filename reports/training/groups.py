@@ -1,11 +1,12 @@
 """Per-group accuracy on the people-aware validation split (configs/lite2_people_cp.toml's): one column
 per model, one row per held-out group, plain and as jigsaw composites.
 
-    python reports/training/groups.py LABEL=CHECKPOINT[+emb<share>][+gate<exp>][+<size>px] ...
+    python reports/training/groups.py LABEL=CHECKPOINT[+emb<share>][+gate<exp>][+mean] ...
 
 e.g. ``default=streamcosal/weights/gicd_lite2.pt``. Scores every PASCAL image of the held-out groups
 and 24 evenly spaced frames of each held-out video (plain and as composites, made at 224 px), maxF
-per group (pysodmetrics, ``streamcosal.training.validation.score_groups``), one torch thread
+per group (``+mean``: GIM's embedding consensus as the plain mean embedding, as before the
+shared-regions consensus of model/cooccurrence.py) (pysodmetrics, ``streamcosal.training.validation.score_groups``), one torch thread
 (``GROUPS_THREADS``). Columns scored before keep their values (groups.parquet); the table is
 rewritten as groups_table.md. A column's label says whether its model was trained on these groups.
 """
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+import streamcosal.model.gim as gim
 from streamcosal.model import load_checkpoint
 from streamcosal.training.config import load_config
 from streamcosal.training.validation import model_predictor, score_groups, validation_set
@@ -39,9 +41,15 @@ def scored(spec: str, val: list) -> list[dict]:
             model.embedding_share = float(option.removeprefix("emb"))
         elif option.startswith("gate"):
             model.prototype_gate = float(option.removeprefix("gate"))
-        else:
-            raise SystemExit(f"{spec}: unknown option {option!r} (emb<share>, gate<exponent>)")
-    rows = score_groups(model_predictor(model, torch.device("cpu")), val)
+        elif option != "mean":
+            raise SystemExit(f"{spec}: unknown option {option!r} (emb<share>, gate<exponent>, mean)")
+    shared = gim.common_region_embedding
+    if "mean" in options:
+        gim.common_region_embedding = lambda head: head.embedding.mean(0, keepdim=True)
+    try:
+        rows = score_groups(model_predictor(model, torch.device("cpu")), val)
+    finally:
+        gim.common_region_embedding = shared
     return [{**row, "model": label} for row in rows]
 
 
