@@ -54,13 +54,20 @@ class _Handover(Observer):
         self.put(event)
 
     def put(self, item: object) -> None:
-        while not self.closed.is_set():
-            try:
-                self.items.put(item, timeout=PUT_POLL_S)
-                return
-            except queue.Full:
-                continue
-        raise StopRun
+        if not _offer(self.items, self.closed, item):
+            raise StopRun
+
+
+def _offer(items: queue.Queue[object], closed: threading.Event, item: object) -> bool:
+    """Put ``item`` on ``items``, waiting while the queue is full; False (not put) once ``closed`` is set:
+    the consumer has left."""
+    while not closed.is_set():
+        try:
+            items.put(item, timeout=PUT_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class Results:
@@ -85,12 +92,7 @@ class Results:
         except BaseException as error:  # noqa: BLE001 - raised in the consumer's thread
             self._error = error
         finally:
-            while not self._closed.is_set():
-                try:
-                    self._items.put(_END, timeout=PUT_POLL_S)
-                    break
-                except queue.Full:
-                    continue
+            _offer(self._items, self._closed, _END)
 
     def __iter__(self) -> Iterator[FrameRecord | EventRecord]:
         return self
