@@ -80,15 +80,16 @@ def _list(camera_file: CameraFile) -> None:
     sources = {name: source for source, name in camera_file.names().items()}
     own = {name: config.for_source(source) for name, source in sources.items()}
     group = {name: config.per_source[source].group or name for name, source in sources.items()}
-    unbounded = {group[name] for name, o in own.items() if o.drop_policy == "all"}  # a group with `all`: no target
-    smallest: dict[str, float] = {}  # a group's windows keep to the smallest target of its cameras
-    for name, o in own.items():
-        smallest[group[name]] = min(smallest.get(group[name], o.max_latency), o.max_latency)
+    members: dict[str, list[str]] = {}
+    for name, source in sources.items():
+        members.setdefault(group[name], []).append(source)
+    target = {name: config.group_latency(group_sources) for name, group_sources in members.items()}
     for name, o in own.items():
         sampling = f"{o.fps:g} frames/s" if o.fps else f"every {o.stride}" if o.stride > 1 else "every frame"
-        latency = "none (all)" if group[name] in unbounded else f"{o.max_latency:g} s"
-        if group[name] not in unbounded and smallest[group[name]] < o.max_latency:
-            latency += f" (the group's: {smallest[group[name]]:g} s)"
+        shared = target[group[name]]  # a group's windows keep to one target (None: a camera with `all`)
+        latency = "none (all)" if shared is None else f"{o.max_latency:g} s"
+        if shared is not None and shared < o.max_latency:
+            latency += f" (the group's: {shared:g} s)"
         typer.echo(f"{name}\t{group[name]}\t{o.drop_policy}\t{latency}\t{sampling}\t{sources[name]}")
     for name, camera in camera_file.cameras.items():
         if not camera.enabled:

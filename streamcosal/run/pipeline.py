@@ -329,10 +329,9 @@ class _Job:
                 yield prepared
             return
         until = time.monotonic() + cfg.duration if cfg.duration is not None else None
-        own = [cfg.for_source(m.run.source) for m in members]  # each one's policy; the group's smallest target
-        readers = [LiveReader(m.source, o.drop_policy, cfg.live_buffer, paced=isinstance(m.source, VideoFileSource))
-                   for m, o in zip(members, own)]
-        latency = None if any(o.drop_policy == "all" for o in own) else min(o.max_latency for o in own)
+        readers = [LiveReader(m.source, cfg.for_source(m.run.source).drop_policy, cfg.live_buffer,
+                              paced=isinstance(m.source, VideoFileSource)) for m in members]
+        latency = cfg.group_latency(m.run.source for m in members)
         for m, reader in zip(members, readers):
             m.live = self.metrics.add(reader, m.run)
         if self.together is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -77,6 +78,12 @@ class PipelineConfig(RunParams):
         own = self.per_source[name].model_dump(exclude_none=True, exclude={"group"}) if name in self.per_source else {}
         sampling = {"stride": 1} if "fps" in own else {"fps": None} if "stride" in own else {}
         return self.model_copy(update={**sampling, **own}) if own else self
+
+    def group_latency(self, names: Iterable[str]) -> float | None:
+        """The latency target the shared windows of a group of the sources named ``names`` keep to: the
+        smallest of theirs (:meth:`for_source`); None (no target) when one of them drops nothing (``all``)."""
+        own = [self.for_source(name) for name in names]
+        return None if any(o.drop_policy == "all" for o in own) else min(o.max_latency for o in own)
 
     def sampling(self, name: str) -> dict[str, Any]:
         """``stride`` and ``fps`` of the source named ``name`` (:meth:`for_source`), as keywords."""
