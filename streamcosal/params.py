@@ -83,6 +83,10 @@ class RunParams(BaseModel):
     event_clips: bool = Field(False, description="Delivered events also carry an MP4 clip of their frames with the "
                                                  "overlay drawn (the first 300).")
     flush_every: int = Field(256, ge=1, description="Result rows per Parquet file.")
+    parallel_groups: int | None = Field(None, ge=1, description=(
+        "Files: groups (one per video by default) processed at once, sharing the engine in turns: their decoding, "
+        "frame preparation and writing overlap each other's and the engine's work. Default: 1 on a CPU (the engine "
+        "uses every core), 4 on a GPU. Live groups always run at once."))
     live: bool = Field(False, description=(
         "Read every source live, by its own thread at its own pace, with --drop-policy and --max-latency like a "
         "camera (streaming mode): a video file is released by its timestamps (a camera replaying the recording), "
@@ -131,9 +135,9 @@ class RunParams(BaseModel):
 
     def result_params(self) -> dict[str, object]:
         """The parameters that change the results of files (what a resumable archive unit is keyed by):
-        not ``flush_every``, nor the live settings, nor where events are delivered (``DELIVERY``); nor
+        not ``flush_every`` or ``parallel_groups``, nor the live settings, nor where events are delivered (``DELIVERY``); nor
         ``temporal_smoothing`` when off, so that the units of archives made before it existed keep their keys."""
-        params = self.model_dump(exclude={"flush_every", *LIVE_ONLY, *DELIVERY})
+        params = self.model_dump(exclude={"flush_every", "parallel_groups", *LIVE_ONLY, *DELIVERY})
         if not params["temporal_smoothing"]:
             del params["temporal_smoothing"]
         return params

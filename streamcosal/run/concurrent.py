@@ -1,7 +1,10 @@
-"""Groups that run at the same time: one thread per group when a run has live groups.
+"""Groups that run at the same time: one thread per group when a run has live groups, and a few
+threads taking the groups of an archive in turn when the engine is fast (``--parallel-groups``).
 
     if len(groups) > 1 and any_live(specs, config.live):
         run_concurrently(job, groups)           # each group's `_Job.run_group` in its own thread
+    elif workers > 1:
+        run_concurrently(job, groups, workers)  # `workers` threads, each taking the next group when done
     else:
         for name, specs, runs in groups: job.run_group(name, specs, runs)   # one after another
 
@@ -9,7 +12,9 @@ A live group never ends, so groups run one after another would leave every group
 camera unread ("pending, 0 frames") until the run is stopped. When any group of the run is live
 (a stream or camera, or every source with `--live`), every group, finite ones too, runs in a thread
 of its own; each keeps its own consensus, latency target (`live.WindowSize`), readers and counters.
-What they share takes turns:
+An archive's groups (files) end, but on a GPU one video's decoding, frame preparation and writing
+cannot keep the engine busy: a few of them at once can (`workers` threads; a group is still one
+video's frames, with its own consensus). What they share takes turns:
 
 - the engine: `FairLock`, taken for each engine call (a window's segmentation, a chunk of a global
   consensus sample): turns in the order asked for (groups waiting together: about the same frames
@@ -185,12 +190,25 @@ def any_live(specs: Sequence[str | Path], live: bool) -> bool:
     return live or any(is_stream(spec) for spec in specs)
 
 
-def run_concurrently(job: GroupRunner, groups: Sequence[Group]) -> None:
-    """Each group's `job.run_group` in its own thread, until every one has ended (see the module).
-    A stop signal stops them all, then is raised again here once they have written what they have."""
+def run_concurrently(job: GroupRunner, groups: Sequence[Group], workers: int | None = None) -> None:
+    """Each group's `job.run_group` in a thread, until every one has ended (see the module): every group at
+    once, or `workers` threads each taking the next group not yet begun. A stop signal stops them all (no
+    group begins after it), then is raised again here once they have written what they have."""
     together = job.together = Together()  # kept set: a thread still running after a stop keeps checking it
-    threads = [threading.Thread(target=_run_group, args=(job, *group), name=f"streamcosal-group {group[0]}",
-                                daemon=True) for group in groups]
+    queue = iter(groups)
+    taking = threading.Lock()
+
+    def work() -> None:
+        while not together.stop.is_set():
+            with taking:
+                group = next(queue, None)
+            if group is None:
+                return
+            threading.current_thread().name = f"streamcosal-group {group[0]}"
+            _run_group(job, *group)
+
+    count = len(groups) if workers is None else max(1, min(workers, len(groups)))
+    threads = [threading.Thread(target=work, name="streamcosal-group", daemon=True) for _ in range(count)]
     try:
         for thread in threads:
             thread.start()

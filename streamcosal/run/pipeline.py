@@ -26,8 +26,8 @@ timestamps, a pipe as its writer writes) are read by a `LiveReader` each, in str
 the drop policy; other sources give every frame, at the engine's pace.
 
 Groups run one after another in the calling thread, unless a run with several groups has a live one
-(which never ends): then every group runs in a thread of its own, at the same time, taking turns on
-the engine, the sink and the store (`concurrent.run_concurrently`).
+(which never ends; then every group runs in a thread of its own) or `parallel_groups` > 1 (files, that many
+at a time; a GPU engine's default): taking turns on the engine, sink and store (`concurrent.run_concurrently`).
 
 Outputs under `out` (a second run appends, never overwrites; paths spelled by storage.RunLayout):
     frames/...                    per-frame results, Parquet by source (storage.ResultWriter)
@@ -57,10 +57,8 @@ from typing import TypeVar
 
 import torch
 from filelock import FileLock
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
-from rich.text import Text
+from rich.progress import Progress
 from torch import Tensor
 
 from streamcosal.inference.engine import CoSalEngine
@@ -80,6 +78,7 @@ from streamcosal.run.live import LiveReader, live_windows
 from streamcosal.run.metrics import LiveMetrics
 from streamcosal.run.observers import EventRecord, FrameRecord, Observer, StopRun, stop_name
 from streamcosal.run.prefetch import Prefetcher
+from streamcosal.run.progress import frame_progress
 from streamcosal.run.prototypes import RunningPrototype
 from streamcosal.run.records import PipelineConfig, RunReport, SourceRun, is_transient
 from streamcosal.run.sink import Member, ResultSink, SinkThread, owners
@@ -93,6 +92,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 STORE_FILE = "consensus.npz"
 STORE_SAVE_EVERY_S = 30.0  # streaming: save the consensus store at least this often
+GPU_PARALLEL_GROUPS = 4  # a GPU engine's default `parallel_groups`: files decoded, prepared and written at once
 
 
 def run_pipeline(
@@ -138,14 +138,15 @@ def run_pipeline(
                                 f"to {out / UNFINISHED_DIR / killed} and are not part of the results")
             logger.warning("%s", report.notes[-1])
         held.enter_context(stop_signals())
-        progress = held.enter_context(_progress(config.show_progress))
+        progress = held.enter_context(frame_progress(config.show_progress))
         sink = ResultSink(writer, config, report, engine, layout.overlays, feed)
         job = _Job(engine, config, store, sink, report, progress, metrics)
         try:
             runs = iter(report.sources)
             groups = [(name, specs, [next(runs) for _ in specs]) for name, specs in jobs]
-            if len(groups) > 1 and any_live(sources, config.live):  # a live group never ends: all at once
-                run_concurrently(job, groups)
+            workers = config.parallel_groups or (1 if engine.device.type == "cpu" else GPU_PARALLEL_GROUPS)
+            if len(groups) > 1 and (any_live(sources, config.live) or workers > 1):  # live: all at once
+                run_concurrently(job, groups, None if any_live(sources, config.live) else workers)
             else:
                 for name, specs, group_runs in groups:
                     job.run_group(name, specs, group_runs)
@@ -194,17 +195,6 @@ def _final_write(report: RunReport, what: str, write: Callable[[], T]) -> T | No
         report.errors.append(f"{what} not saved: cannot write{where}: {error.strerror or error}")
         logger.warning("%s", report.errors[-1])
         return None
-
-
-class _RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} frames/s" if speed else "-- frames/s")
-
-
-def _progress(show: bool) -> Progress:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeRemainingColumn())
-    return Progress(*columns, console=Console(stderr=True), disable=not show)
 
 
 def estimated_frames(info: VideoInfo, stride: int, fps: float | None) -> int | None:

@@ -1,0 +1,89 @@
+"""An archive's videos processed a few at once (`parallel_groups`): the same results as one after
+another, in as many threads as asked, a broken file failing alone; on the CPU the device is a
+parameter like any other (a GPU engine's default is `GPU_PARALLEL_GROUPS`)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_pipeline import davis_video, dev_checkpoint, dev_engine  # noqa: F401  (fixtures)
+
+from streamcosal.inference.engine import CoSalEngine
+from streamcosal.run.pipeline import run_pipeline
+from streamcosal.run.records import PipelineConfig
+from streamcosal.storage import decode_mask, read_results
+
+VIDEOS = ("blackswan", "goat", "car-roundabout", "libby")
+
+
+@pytest.fixture(scope="module")
+def videos(data, tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("parallel")
+    return [davis_video(data, folder, name, n=12)[0] for name in VIDEOS]
+
+
+def run(videos: list[Path], out: Path, engine: CoSalEngine, monkeypatch: pytest.MonkeyPatch,
+        **settings: object) -> tuple[dict, list[str]]:
+    """Rows by (source, frame) and the name of the thread of each engine call."""
+    threads: list[str] = []
+    segment = engine.segment
+
+    def recorded(*args: object, **kwargs: object):
+        threads.append(threading.current_thread().name)
+        return segment(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "segment", recorded)
+    config = PipelineConfig(mode="global", window=4, consensus_frames=6, **settings)
+    report = run_pipeline(videos, out, engine, config)
+    monkeypatch.undo()
+    assert report.exit_code == 0 and [s.status for s in report.sources] == ["done"] * len(videos)
+    rows = {(r["source"], r["frame_index"]): r for r in read_results(out).to_pylist()}
+    return rows, threads
+
+
+def test_videos_at_once_give_the_results_of_one_after_another(videos, dev_engine, tmp_path, monkeypatch):
+    alone, alone_threads = run(videos, tmp_path / "one", dev_engine, monkeypatch)
+    together, together_threads = run(videos, tmp_path / "three", dev_engine, monkeypatch, parallel_groups=3)
+    assert set(alone_threads) == {threading.current_thread().name}  # the default on a CPU: one after another
+    # three workers, each naming the group it runs; every group's windows in one of them
+    assert {name for name in together_threads} == {f"streamcosal-group {v}" for v in VIDEOS}
+    assert len(alone) == len(together) == 12 * len(VIDEOS)
+    for key, row in alone.items():
+        other = together[key]
+        assert np.array_equal(decode_mask(row), decode_mask(other)), key
+        assert row["group"] == other["group"] and row["mean_prob"] == pytest.approx(other["mean_prob"], abs=1e-6)
+
+
+def test_workers_take_the_next_video_when_one_is_done(videos, dev_engine, tmp_path, monkeypatch):
+    seen: list[int] = []
+    segment = dev_engine.segment
+
+    def recorded(*args: object, **kwargs: object):
+        seen.append(threading.get_ident())
+        return segment(*args, **kwargs)
+
+    monkeypatch.setattr(dev_engine, "segment", recorded)
+    report = run_pipeline(videos, tmp_path / "out", dev_engine,
+                          PipelineConfig(mode="global", window=4, consensus_frames=6, parallel_groups=2))
+    assert report.frames == 12 * len(VIDEOS)
+    assert len(set(seen)) == 2  # four videos, two threads
+
+
+def test_a_broken_file_fails_alone(videos, dev_engine, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(videos[0].read_bytes()[:2000])  # the header and no frame
+    sources = [videos[0], broken, videos[1]]
+    report = run_pipeline(sources, tmp_path / "out", dev_engine,
+                          PipelineConfig(mode="global", window=4, consensus_frames=6, parallel_groups=3))
+    status = {Path(s.source).name: s for s in report.sources}
+    assert status["broken.mp4"].status == "failed" and "broken" in (status["broken.mp4"].error or "")
+    assert status[videos[0].name].status == status[videos[1].name].status == "done"
+    assert status[videos[0].name].frames == status[videos[1].name].frames == 12
+    assert report.exit_code != 0
+
+
+def test_parallel_groups_change_no_archive_key():
+    assert PipelineConfig(parallel_groups=4).result_params() == PipelineConfig().result_params()
