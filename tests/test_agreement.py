@@ -9,10 +9,13 @@ import pytest
 import torch
 from conftest import group_images
 from PIL import Image
+from video_fixtures import encode_video, load_frames
 
 from streamcosal import CoSalEngine
 from streamcosal.inference.agreement import group_agreement
 from streamcosal.run.images import segment_folders
+from streamcosal.run.pipeline import run_pipeline
+from streamcosal.run.records import PipelineConfig
 
 
 @pytest.fixture(scope="module")
@@ -65,4 +68,25 @@ def test_folder_notes_name_the_uncertain_the_lonely_and_the_empty_group(engine: 
     assert "group 'mixed' is uncertain" in notes and f"Cat-{cats[0].name}" in notes and f"Bicycle-{bikes[0].name}" in notes
     assert "'horses'" not in notes
     assert f"group 'alone' has one image (Horse-{horses[0].name})" in notes
+    assert "group 'blank': no common object found" in notes
+
+
+def test_video_groups_say_when_their_frames_show_two_objects_one_frame_or_none(engine: CoSalEngine, data: Path,
+                                                                                tmp_path: Path) -> None:
+    """Through the video pipeline: a recording that cuts from the goat to the car is uncertain (its halves
+    named by frame), the goat alone is not; a one-frame video and a blank video say so."""
+    goat = load_frames(data / "davis2016" / "images" / "goat", max_frames=16, size=(320, 180))
+    car = load_frames(data / "davis2016" / "images" / "car-roundabout", max_frames=16, size=(320, 180))
+    encode_video(goat + car, tmp_path / "cut.mp4", fps=8)
+    encode_video(goat, tmp_path / "goat.mp4", fps=8)
+    encode_video(goat[:1], tmp_path / "still.mp4", fps=8)
+    encode_video([np.full((180, 320, 3), 90, np.uint8)] * 8, tmp_path / "blank.mp4", fps=8)
+    sources = [tmp_path / f"{name}.mp4" for name in ("cut", "goat", "still", "blank")]
+    report = run_pipeline(sources, tmp_path / "out", engine, PipelineConfig(mode="global", window=8, consensus_frames=8))
+    assert [s.status for s in report.sources] == ["done"] * 4
+    notes = "\n".join(report.notes)
+    assert "group 'cut' is uncertain: its frames look like two different objects" in notes
+    assert "cut.mp4 frames 0-15" in notes and "cut.mp4 frames 16-31" in notes  # the two scenes, as halves
+    assert "group 'goat'" not in notes
+    assert "group 'still' has one frame" in notes
     assert "group 'blank': no common object found" in notes

@@ -71,6 +71,7 @@ from streamcosal.io.redact import redact
 from streamcosal.io.stream import StreamSource
 from streamcosal.run.concurrent import Together, any_live, run_concurrently
 from streamcosal.run.consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity
+from streamcosal.run.evidence import GroupEvidence
 from streamcosal.run.feed import ResultFeed
 from streamcosal.run.groups import default_groups, once
 from streamcosal.run.interrupts import Interrupted, Terminated, atomic, stop_signals
@@ -288,6 +289,7 @@ class _Job:
         consensus = self._consensus(mode, group, sources, size)
         prototype = RunningPrototype(cfg.half_life if mode == "streaming" else None, recent=cfg.window)
         smoothing = TemporalSmoothing() if cfg.temporal_smoothing else None
+        evidence = GroupEvidence(group)  # one frame, two objects, none: said in the run's notes at the end
         # files: results are written in a thread beside the engine's next window; live: before the next window
         # is taken, so that the windows' sizing for --max-latency counts the writing too
         writing = contextlib.nullcontext(self.sink.write) if live else SinkThread(self.sink)
@@ -297,6 +299,7 @@ class _Job:
                     self.together.check()  # the run is stopping: GroupStopped
                 prediction = self._timed(engine.segment, x, consensus(window), prototype.prior(window))
                 prototype.add(window, prediction)
+                evidence.add(window, prediction)
                 if smoothing is not None:  # what is written; the prototype keeps the engine's maps
                     prediction = replace(prediction, maps=smoothing(window, prediction.maps))
                 write(group, window, prediction, owner)
@@ -306,6 +309,7 @@ class _Job:
                     self.last_log = time.monotonic()
         if self.together is not None:
             self.together.check()  # live windows end when the run stops: the group was stopped, not done
+        self.report.notes += evidence.notes(cfg.threshold)
 
     @contextlib.contextmanager
     def _prefetch(self, mode: str, members: list[Member], live: bool,
