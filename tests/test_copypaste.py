@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import DATA
 
 from streamcosal.io.imagefile import resize
@@ -126,3 +127,40 @@ def test_a_target_with_an_empty_mask_falls_back_with_a_warning(tmp_path) -> None
     with pytest.warns(UserWarning, match="empty.png: its mask is empty"):
         rgb, mask = sampler.sample(groups["cat"][0], others, np.random.default_rng(0))
     assert rgb.shape == (64, 64, 3) and mask.sum() == 0
+
+
+def test_instance_groups_show_one_real_object_pasted_onto_other_photos() -> None:
+    """A share of the steps is one SOD object seen max_images times: each view holds its pixels (its mask the
+    pasted object), on different backgrounds; the other steps' batches are those of a sampler without them."""
+    groups = {"cat": real_items("pascal_coseg", "Cat", 3), "horse": real_items("pascal_coseg", "Horse", 3)}
+    extra = real_items("sod", "sod", 4)
+    aug = Augmentation(jigsaw_prob=0.5, copy_paste_prob=0.5, hflip=False, crop_scale=1.0, colour=0.0,
+                       instance_groups=0.5)
+    sampler = GroupSampler(groups, size=96, max_images=4, augment=aug, seed=2, extra=extra)
+    plain = GroupSampler(groups, size=96, max_images=4, augment=aug.model_copy(update={"instance_groups": 0.0}),
+                         seed=2, extra=extra)
+    instance_steps = 0
+    for step in range(12):
+        x, y = sampler.batch("cat", 0, step)
+        x_plain, y_plain = plain.batch("cat", 0, step)
+        if torch.equal(x, x_plain) and torch.equal(y, y_plain):
+            assert x.shape[0] == 3  # the cat group's three images
+            continue
+        instance_steps += 1
+        assert x.shape == (4, 3, 96, 96) and y.shape == (4, 1, 96, 96)
+        assert all(0 < float(m.mean()) < 0.9 for m in y)  # the object in every view, never the whole canvas
+        backgrounds = [float((img * (1 - m)).sum() / (1 - m).sum()) for img, m in zip(x, y)]
+        assert len({round(b, 3) for b in backgrounds}) > 1  # pasted onto different photos
+        colours = torch.stack([(img * m).flatten(1).sum(1) / m.sum() for img, m in zip(x, y)])  # [4,3]
+        assert float((colours - colours.mean(0)).abs().max()) < 0.15  # one object in every view
+        again, _ = sampler.batch("cat", 0, step)
+        assert torch.equal(again, x)  # seeded
+    assert 2 <= instance_steps <= 10  # about half of 12
+
+
+def test_instance_groups_need_images_outside_the_groups() -> None:
+    groups = {"cat": real_items("pascal_coseg", "Cat", 3), "horse": real_items("pascal_coseg", "Horse", 3)}
+    aug = Augmentation(jigsaw_prob=0.5, instance_groups=1.0)
+    sampler = GroupSampler(groups, size=64, max_images=3, augment=aug, seed=0)  # no extra: training groups only
+    x, _ = sampler.batch("cat", 0, 0)
+    assert x.shape[0] == 3

@@ -63,7 +63,13 @@ class Augmentation(BaseModel):
     colour: strength c of brightness, contrast and saturation factors drawn in [1-c, 1+c] (0 = none);
     sizes: multi-scale training, each step's group at one of these sizes (drawn per step; multiples of
     32, as the engine's input sizes), so the decoder learns more than one scale of the same scene
-    (empty = the model's input size).
+    (empty = the model's input size);
+    instance_groups: the share of steps whose group is one object seen N times instead of a training
+    group: a masked image in no training group (the sampler's ``extra``: SOD's photos, classes too
+    small to group), its object pasted onto N other photos beside one or two foreign objects (or kept
+    in its own photo with them pasted over it, ``copy_paste_native``), each view cropped, flipped and
+    coloured apart. The groups hold a few dozen classes; these add common objects of any kind, people
+    among them, that no ImageNet class names (0 = none; the other steps' batches stay the same).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -75,6 +81,7 @@ class Augmentation(BaseModel):
     crop_scale: float = Field(0.6, gt=0.0, le=1.0)
     colour: float = Field(0.25, ge=0.0, lt=1.0)
     sizes: list[int] = Field(default_factory=list)
+    instance_groups: float = Field(0.0, ge=0.0, le=1.0)
 
     @field_validator("sizes")
     @classmethod
@@ -136,6 +143,7 @@ class GroupSampler:
         everything += [(-1, item) for item in extra]
         self._items = [item for _, item in everything]
         self._owner = np.array([owner for owner, _ in everything])
+        self._instances = np.flatnonzero(self._owner == -1)  # what `instance_groups` draws from
 
     def epoch_groups(self, epoch: int, steps: int) -> list[str]:
         """The group of each step of an epoch: shuffled passes over all groups, ``steps`` long."""
@@ -147,7 +155,11 @@ class GroupSampler:
 
     def batch(self, group: str, epoch: int, step: int) -> tuple[Tensor, Tensor]:
         """Images [N,3,S,S] float in [0,1] and masks [N,1,S,S] float {0,1}, N = min(max_images, |group|);
-        S is the sampler's size, or the step's draw from ``augment.sizes``."""
+        S is the sampler's size, or the step's draw from ``augment.sizes``. In a share
+        ``augment.instance_groups`` of the steps, an instance group instead (:meth:`instance_batch`)."""
+        draw = np.random.default_rng([self.seed, epoch, step, INSTANCE_STREAM])
+        if len(self._instances) and draw.random() < self.augment.instance_groups:
+            return self.instance_batch(int(draw.choice(self._instances)), epoch, step)
         items = self.groups[group]
         rng = np.random.default_rng([self.seed, epoch, step])
         chosen = rng.choice(len(items), size=min(self.max_images, len(items)), replace=False)
@@ -155,9 +167,24 @@ class GroupSampler:
         others = np.flatnonzero(self._owner != self.names.index(group))
         pairs = [self.sample(items[i], others, np.random.default_rng([self.seed, epoch, step, k]), size)
                  for k, i in enumerate(chosen)]
-        x = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).float().div_(255.0)
-        y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None].float()
-        return x, y
+        return _stacked(pairs)
+
+    def instance_batch(self, index: int, epoch: int, step: int) -> tuple[Tensor, Tensor]:
+        """``max_images`` copy-paste views of the object of ``self._items[index]`` (see ``instance_groups``),
+        as :meth:`batch`; an object that cannot be cut out (its mask empty or whole) gives a plain batch of it."""
+        item, rng = self._items[index], np.random.default_rng([self.seed, epoch, step])
+        size = int(rng.choice(self.augment.sizes)) if self.augment.sizes else self.size
+        others = np.flatnonzero(np.arange(len(self._items)) != index)
+        rgb, mask = load_pair(item.image, item.mask)
+        pairs = []
+        for k in range(self.max_images):
+            view = np.random.default_rng([self.seed, epoch, step, k])
+            try:
+                composite, label = self._copy_paste(rgb, mask, item, others, view, size)
+            except CutOutError:
+                composite, label = resize(rgb, size, size), resize(mask, size, size, nearest=True)
+            pairs.append((colour_jitter(composite, self.augment.colour, view), label))
+        return _stacked(pairs)
 
     def sample(self, item: ManifestItem, others: np.ndarray, rng: np.random.Generator,
                size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -213,3 +240,12 @@ class GroupSampler:
 
 MAX_DRAWS = 5
 """Draws of a distractor before giving up on it (its mask empty or full each time)."""
+INSTANCE_STREAM = 2**32 - 1
+"""The last seed word of a step's draw of an instance group (the samples' are 0..max_images - 1): a stream apart."""
+
+
+def _stacked(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[Tensor, Tensor]:
+    """N ([S,S,3] uint8, [S,S] {0,1}) -> images [N,3,S,S] float in [0,1], masks [N,1,S,S] float."""
+    x = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).float().div_(255.0)
+    y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None].float()
+    return x, y

@@ -188,6 +188,12 @@ def _model_and_data(config: TrainConfig, device: torch.device) -> tuple[GICD, Gr
     torch.manual_seed(config.train.seed)
     model = build_model(config).to(device)
     groups, extra, notes = training_groups(config, model.backbone)
+    share = config.augment.instance_groups
+    if share > 0:
+        notes.append(f"instance groups: {share:.0%} of the steps show one of the {len(extra)} objects in no training "
+                     "group, pasted onto other photos" if extra else
+                     f"[augment] instance_groups = {share:g} has no object to draw: every masked image is in a training "
+                     "group (set [data] all_masks_as_distractors = true, or add a set); the groups train alone")
     sampler = GroupSampler(groups, size=config.model.input_size, max_images=config.train.max_images,
                            augment=config.augment, seed=config.train.seed, extra=extra)
     return model, sampler, notes
