@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -62,13 +63,19 @@ def make_video(path: Path, frames: int) -> Path:
     return path
 
 
+def key(x: torch.Tensor) -> tuple[tuple[int, ...], float]:
+    """What identifies an engine call's input: its shape and sum (groups running at once call in any order;
+    the same frames give the same outputs, so a copy of a video replays its original's calls)."""
+    return tuple(x.shape), round(float(x.double().sum()), 3)
+
+
 class Replay:
-    """Records an engine's `logits` and `segment` outputs in call order, then replays them."""
+    """Records an engine's `logits` and `segment` outputs by their input, then replays them."""
 
     def __init__(self, engine: CoSalEngine) -> None:
         self.engine = engine
-        self.logits_calls: list[torch.Tensor] = []
-        self.segment_calls: list[tuple[Any, torch.Tensor | None]] = []  # (prediction, logits given to a consensus function)
+        self.logits_calls: dict[tuple, torch.Tensor] = {}
+        self.segment_calls: dict[tuple, tuple[Any, torch.Tensor | None]] = {}  # (prediction, a consensus function's logits)
         self.engine_seconds = 0.0
 
     def record(self) -> None:
@@ -78,7 +85,7 @@ class Replay:
             start = time.perf_counter()
             out = logits(self.engine, x)
             self.engine_seconds += time.perf_counter() - start
-            self.logits_calls.append(out)
+            self.logits_calls[key(x)] = out
             return out
 
         def recording_segment(x: torch.Tensor, consensus: Any = None, prototype_prior: Any = None) -> Any:
@@ -93,22 +100,28 @@ class Replay:
             start = time.perf_counter()
             out = segment(self.engine, x, consensus, prototype_prior)
             self.engine_seconds += time.perf_counter() - start
-            self.segment_calls.append((out, seen[0] if seen else None))
+            self.segment_calls[key(x)] = (out, seen[0] if seen else None)
             return out
 
         self.engine.logits, self.engine.segment = recording_logits, recording_segment  # type: ignore[method-assign]
 
     def replay(self) -> None:
-        logits, segments = iter(self.logits_calls), iter(self.segment_calls)
-
         def replayed_segment(x: torch.Tensor, consensus: Any = None, prototype_prior: Any = None) -> Any:
-            prediction, window_logits = next(segments)
+            prediction, window_logits = self.segment_calls[key(x)]
             if callable(consensus) and window_logits is not None:
                 consensus(window_logits)  # the running consensus is updated as in the recording
             return prediction
 
-        self.engine.logits = lambda x: next(logits)  # type: ignore[method-assign]
+        self.engine.logits = lambda x: self.logits_calls[key(x)]  # type: ignore[method-assign]
         self.engine.segment = replayed_segment  # type: ignore[method-assign]
+
+
+def archive_words(videos: int, settings: dict[str, int]) -> str:
+    """How the table's header names what ran."""
+    if videos == 1:
+        return ""
+    parallel = settings.get("parallel_groups", "the device's default")
+    return f"an archive of {videos} copies (a group each, parallel_groups {parallel}) of "
 
 
 def timed(run: Callable[[], Any]) -> float:
@@ -124,32 +137,37 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the pipeline's other threads run beside)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--videos", type=int, default=1, help="an archive of this many copies of the video (a group each)")
+    parser.add_argument("--parallel-groups", type=int, default=None, help="the run's parallel_groups (default: the device's)")
     parser.add_argument("--label", default="", help="what is measured (e.g. a commit), for the table")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     scratch = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     video = make_video(scratch / "cat480.mp4", args.frames)
+    archive = [video] + [shutil.copy(video, scratch / f"cat480_{i}.mp4") for i in range(1, args.videos)]
+    frames = args.frames * len(archive)
+    settings = {} if args.parallel_groups is None else {"parallel_groups": args.parallel_groups}
     rows = []
     for mode in args.modes:
         engine = CoSalEngine.from_pretrained(device=args.device)
         replay = Replay(engine)
         replay.record()
-        config = PipelineConfig(mode=mode, window=8)
-        recording = timed(lambda: run_pipeline([video], scratch / f"record-{mode}", engine, config))
+        config = PipelineConfig(mode=mode, window=8, **settings)
+        recording = timed(lambda: run_pipeline([video], scratch / f"record-{mode}", engine, config))  # copies: the same calls
         seconds = []
         for run in range(args.runs):
             replay.replay()
-            seconds.append(timed(lambda: run_pipeline([video], scratch / f"replay-{mode}-{run}", engine, config)))
+            seconds.append(timed(lambda: run_pipeline(archive, scratch / f"replay-{mode}-{run}", engine, config)))
         best, median = min(seconds), statistics.median(seconds)
-        rows.append((mode, args.frames / best, args.frames / median, args.frames / recording,
-                     replay.engine_seconds / recording))
-        print(f"{mode}: pipeline alone {args.frames / best:.1f} frames/s (median {args.frames / median:.1f}); "
+        rows.append((mode, frames / best, frames / median, args.frames / recording, replay.engine_seconds / recording))
+        print(f"{mode}: pipeline alone {frames / best:.1f} frames/s (median {frames / median:.1f}); "
               f"with the engine {args.frames / recording:.1f}", flush=True)
     cpu = platform.processor() or platform.machine()
     lines = [f"# The pipeline's own rate{': ' + args.label if args.label else ''}", "",
-             f"`run_pipeline` on an 854x480 H.264 video of {args.frames} frames (the bundled example scaled and "
-             f"looped), the engine's calls replayed from a recording; {args.threads} torch thread(s), device "
+             f"`run_pipeline` on {archive_words(len(archive), settings)}an 854x480 H.264 video of {args.frames} frames "
+             f"(the bundled example scaled and looped), the engine's calls replayed from a recording (\"with the engine\": "
+             f"one video, recorded); {args.threads} torch thread(s), device "
              f"{args.device}; {os.cpu_count()} cores ({cpu}); torch {torch.__version__}; "
              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; best and median of {args.runs} runs.", "",
              "| mode | pipeline alone, frames/s (best) | (median) | with the engine, frames/s | engine share |",
