@@ -6,7 +6,8 @@
 #   1. install into DEPS (pip --target; the machine's torch stays), unless streamcosal already imports;
 #   2. the GPU tests (`pytest -m gpu`; real data from STREAMCOSAL_DATA);
 #   3. the engine on the GPU (benchmarks/bench_gpu.py): frames/s and peak memory by model, precision, group;
-#   4. the pipeline's own rate with the engine's calls replayed, and with the engine (bench_pipeline.py);
+#   4. the pipeline's own rate with the engine's calls replayed, and with the engine (bench_pipeline.py; one
+#      video, and an archive of 4 run 4 at a time, the GPU's default parallel_groups);
 #   5. `streamcosal video --device cuda` end to end on an archive of 480p H.264 videos, and on one of them.
 # Tables go to OUT (default benchmarks/results). Usage, from the repository root:
 #   WHEELS=.gpu_wheels STREAMCOSAL_DATA=/path/to/data benchmarks/gpu.sh
@@ -34,6 +35,8 @@ tests=${PIPESTATUS[0]}
 timeout 240 python benchmarks/bench_gpu.py --runs 3 --groups 8 32 64 --out "$OUT/engine_gpu.md" || status=$?
 timeout 240 python benchmarks/bench_pipeline.py --device cuda --threads 4 --frames 1800 --runs 2 \
   --out "$OUT/pipeline_gpu.md" || status=$?
+timeout 240 python benchmarks/bench_pipeline.py --device cuda --threads 4 --videos 4 --frames 600 --modes global \
+  --runs 2 --out "$OUT/pipeline_archive_gpu.md" || status=$?
 timeout 300 python benchmarks/bench_archive.py --device cuda --videos 4 --frames 1800 --out "$OUT/video_gpu.md" \
   || status=$?
 echo "gpu.sh: tests exit $tests, benchmarks exit $status"
