@@ -95,6 +95,12 @@ VARIANTS += [  # the shipped settings, test time on the same decoders: embedding
     ("lite2_all_ms, share 0.4, gate 0.5, run at 288 px (NOT held out)", "lite2_all_ms+288px+emb0.4+gate0.5",
      True, True, True, 1800),
 ]
+VARIANTS += [  # GIM trained at the share the engine runs, with the shared-regions consensus (configs/lite2_sr_*.toml)
+    ("lite2_sr_ms (shared regions in training), last epoch, share 0.4, gate 0.5", "lite2_sr_ms+last+224px+emb0.4+gate0.5",
+     True, True, True, 1800),
+    ("lite2_sr_ms, last epoch, share 0.4, gate 0.5, run at 288 px", "lite2_sr_ms+last+288px+emb0.4+gate0.5",
+     True, True, True, 1800),
+]
 COLUMNS = [f"{kind}_{m}" for kind in ("groups", "composites", "frames") for m in ("maxF", "S", "MAE")]
 
 
