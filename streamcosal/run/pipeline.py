@@ -145,9 +145,10 @@ def run_pipeline(
         try:
             runs = iter(report.sources)
             groups = [(name, specs, [next(runs) for _ in specs]) for name, specs in jobs]
+            live = any_live(sources, config.live)  # a live group never ends: every group at once
             workers = config.parallel_groups or (1 if engine.device.type == "cpu" else GPU_PARALLEL_GROUPS)
-            if len(groups) > 1 and (any_live(sources, config.live) or workers > 1):  # live: all at once
-                run_concurrently(job, groups, None if any_live(sources, config.live) else workers)
+            if len(groups) > 1 and (live or workers > 1):
+                run_concurrently(job, groups, None if live else workers)
             else:
                 for name, specs, group_runs in groups:
                     job.run_group(name, specs, group_runs)
