@@ -157,9 +157,10 @@ class GroupSampler:
         """Images [N,3,S,S] float in [0,1] and masks [N,1,S,S] float {0,1}, N = min(max_images, |group|);
         S is the sampler's size, or the step's draw from ``augment.sizes``. In a share
         ``augment.instance_groups`` of the steps, an instance group instead (:meth:`instance_batch`)."""
-        draw = np.random.default_rng([self.seed, epoch, step, INSTANCE_STREAM])
-        if len(self._instances) and draw.random() < self.augment.instance_groups:
-            return self.instance_batch(int(draw.choice(self._instances)), epoch, step)
+        if self.augment.instance_groups > 0 and len(self._instances):
+            draw = np.random.default_rng([self.seed, epoch, step, INSTANCE_STREAM])
+            if draw.random() < self.augment.instance_groups:
+                return self.instance_batch(int(draw.choice(self._instances)), epoch, step)
         items = self.groups[group]
         rng = np.random.default_rng([self.seed, epoch, step])
         chosen = rng.choice(len(items), size=min(self.max_images, len(items)), replace=False)
