@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import select
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from prefect_fixtures import free_port
 from video_fixtures import davis_frames, encode_video
@@ -43,6 +45,7 @@ class RtspCamera:
     port: int = field(default_factory=free_port)
     auth: str | None = None  # "user:password": clients must log in
     process: subprocess.Popen[str] | None = None
+    _stderr: IO[str] | None = None
 
     def url(self, mount: str, credentials: str | None = None) -> str:
         login = f"{credentials}@" if credentials else ""
@@ -53,21 +56,36 @@ class RtspCamera:
         args = [SYSTEM_PYTHON, str(SERVER), str(self.port), *(f"{m}={c}" for m, c in self.mounts.items())]
         if self.auth:
             args += ["--auth", self.auth]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # a file, not a pipe (a full pipe would block the server), open while the server runs
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
         line = self.process.stdout.readline() if ready else ""
         if line.strip() != "ready":
             self.process.kill()
-            _, stderr = self.process.communicate(timeout=10)
+            self.process.wait(timeout=10)
             self.process = None
-            raise RuntimeError(f"the RTSP server did not start: {line!r} {stderr[-2000:]}")
+            raise RuntimeError(f"the RTSP server did not start: {line!r} {self.stderr()}")
+
+    def stderr(self) -> str:
+        """The end of what the server wrote to stderr (GStreamer's warnings, an abort's assertion)."""
+        self._stderr.seek(0)
+        return self._stderr.read()[-2000:]
 
     def stop(self) -> None:
-        """Kill the server process (by its PID) and wait for it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
+        """Kill the server process (by its PID) and wait for it; a server that died on its own fails
+        the test with what it wrote (a test's camera going away is `stop`, never a crash)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        crashed = process.poll()
+        if crashed is None:
+            process.kill()
+            process.wait(timeout=10)
+        said = self.stderr()
+        self._stderr.close()
+        if crashed not in (None, 0):
+            raise RuntimeError(f"the RTSP server on port {self.port} died (exit {crashed}): {said}")
 
 
 @contextlib.contextmanager

@@ -13,18 +13,27 @@ Prints "ready" on stdout once listening.
 """
 
 import sys
+import time
 
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer
+
+HELD: dict[str, tuple[Gst.Pad, int]] = {}  # a media's bin name -> (pad, probe) holding its first buffer
 
 
 def loop_clip(factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
     """Play the clip as segments: at each segment's end, seek its demuxer back to the start
-    without flushing, so the stream goes on and its time keeps increasing."""
-    demux = media.get_element().get_by_name("demux")
+    without flushing, so the stream goes on and its time keeps increasing.
+
+    The first seek flushes the prerolled media; its first buffer is then held (`HELD`) until the
+    client's PLAY (`release`). While it is held, the clip's length is unknown to the server and
+    the SDP's range stays open (npt=0-), as a camera's, however long the client takes."""
+    element = media.get_element()
+    demux = element.get_by_name("demux")
 
     def seek(flags: Gst.SeekFlags) -> bool:
         demux.seek(1.0, Gst.Format.TIME, flags | Gst.SeekFlags.SEGMENT, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1)
@@ -35,9 +44,30 @@ def loop_clip(factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSP
             GLib.idle_add(seek, Gst.SeekFlags.NONE)
         return Gst.PadProbeReturn.OK
 
-    media.get_element().get_by_name("parse").get_static_pad("sink").add_probe(
-        Gst.PadProbeType.EVENT_DOWNSTREAM, on_event)
-    media.connect("prepared", lambda m: seek(Gst.SeekFlags.FLUSH))
+    def start(media: GstRtspServer.RTSPMedia) -> None:
+        pad = element.get_by_name("parse").get_static_pad("sink")
+        probe = pad.add_probe(Gst.PadProbeType.BLOCK_DOWNSTREAM | Gst.PadProbeType.BUFFER,
+                              lambda *_: Gst.PadProbeReturn.OK)
+        HELD[element.get_name()] = (pad, probe)
+        seek(Gst.SeekFlags.FLUSH)
+
+    element.get_by_name("parse").get_static_pad("sink").add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, on_event)
+    media.connect("prepared", start)
+
+
+def release(client: GstRtspServer.RTSPClient, context: GstRtspServer.RTSPContext) -> GstRtsp.RTSPStatusCode:
+    """At a PLAY: let the held buffer go and wait until the payloader has its segment again. The
+    flushing seek cleared it, and a PLAY answered before the demuxer sends the next makes the
+    server abort (gst_rtsp_media_get_rates asserts on a stream without a segment)."""
+    element = context.media.get_element()
+    held = HELD.pop(element.get_name(), None)
+    if held is not None:
+        held[0].remove_probe(held[1])
+    pay = element.get_by_name("pay0").get_static_pad("src")
+    deadline = time.monotonic() + 10.0
+    while pay.get_sticky_event(Gst.EventType.SEGMENT, 0) is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return GstRtsp.RTSPStatusCode.OK
 
 
 def main(argv: list[str]) -> None:
@@ -69,6 +99,7 @@ def main(argv: list[str]) -> None:
         token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
         checker.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
         server.set_auth(checker)
+    server.connect("client-connected", lambda _, client: client.connect("pre-play-request", release))
     if server.attach(None) == 0:
         sys.exit(f"rtsp_server: cannot listen on 127.0.0.1:{port}")
     print("ready", flush=True)
