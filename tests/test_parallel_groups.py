@@ -87,3 +87,40 @@ def test_a_broken_file_fails_alone(videos, dev_engine, tmp_path):
 
 def test_parallel_groups_change_no_archive_key():
     assert PipelineConfig(parallel_groups=4).result_params() == PipelineConfig().result_params()
+
+
+def test_a_signal_during_the_wait_still_waits_for_every_group():
+    """Ctrl-C lands while the main thread waits for the group threads (as it does all run long): each group
+    still finishes its window and is waited for before the signal is raised again. (`Thread.join`, cut by
+    a signal, could mark a thread that still runs as ended; the interpreter then exited under a group
+    inside the engine and aborted: "terminate called without an active exception", exit -6.)"""
+    import signal
+    import time
+
+    from streamcosal.run.concurrent import run_concurrently
+
+    finished: list[str] = []
+
+    class Job:
+        together = None
+
+        def run_group(self, group, specs, runs):
+            while not self.together.stop.is_set():
+                time.sleep(0.01)
+            time.sleep(0.5)  # the window in the engine when the stop came
+            finished.append(group)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        for _ in range(4):
+            finished.clear()
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(KeyboardInterrupt):
+                run_concurrently(Job(), [("a", [], [])])  # one thread: the one whose wait the signal cuts
+            assert finished == ["a"]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

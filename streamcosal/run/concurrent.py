@@ -43,7 +43,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -198,24 +198,28 @@ def run_concurrently(job: GroupRunner, groups: Sequence[Group], workers: int | N
     queue = iter(groups)
     taking = threading.Lock()
 
-    def work() -> None:
-        while not together.stop.is_set():
-            with taking:
-                group = next(queue, None)
-            if group is None:
-                return
-            threading.current_thread().name = f"streamcosal-group {group[0]}"
-            _run_group(job, *group)
+    def work(ended: threading.Event) -> None:
+        try:
+            while not together.stop.is_set():
+                with taking:
+                    group = next(queue, None)
+                if group is None:
+                    return
+                threading.current_thread().name = f"streamcosal-group {group[0]}"
+                _run_group(job, *group)
+        finally:
+            ended.set()
 
     count = len(groups) if workers is None else max(1, min(workers, len(groups)))
-    threads = [threading.Thread(target=work, name="streamcosal-group", daemon=True) for _ in range(count)]
+    workers_ended = {threading.Thread(target=work, args=(ended,), name="streamcosal-group", daemon=True): ended
+                     for ended in (threading.Event() for _ in range(count))}
     try:
-        for thread in threads:
+        for thread in workers_ended:
             thread.start()
-        _join(threads)
+        _join(workers_ended.values())
     except BaseException:  # KeyboardInterrupt, Terminated: this thread is the one that gets them
         together.request_stop()
-        _join_after_stop(threads)
+        _join_after_stop(workers_ended)
         raise
 
 
@@ -233,26 +237,28 @@ def _run_group(job: GroupRunner, name: str, specs: list[str | Path], runs: list[
                 run.status, run.error, run.transient = "failed", message, is_transient(error)
 
 
-def _join(threads: Sequence[threading.Thread]) -> None:
-    """Wait until every thread has ended, in short joins (a signal handler runs between them)."""
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(JOIN_POLL_S)
+def _join(ended: Iterable[threading.Event]) -> None:
+    """Wait until every thread has ended, in short waits (a signal handler runs between them). Each thread
+    sets its own event: `Thread.join` interrupted by a signal can mark a thread that still runs as ended
+    (Python before 3.13), and the interpreter would then exit under a thread still inside the engine."""
+    for event in ended:
+        while not event.wait(JOIN_POLL_S):
+            pass
 
 
-def _join_after_stop(threads: Sequence[threading.Thread]) -> None:
+def _join_after_stop(workers_ended: dict[threading.Thread, threading.Event]) -> None:
     """After a stop: wait for the groups to write what they have, at most `STOP_GRACE_S`; another Ctrl-C or
     SIGTERM meanwhile does not cut that short."""
     deadline = time.monotonic() + STOP_GRACE_S
     while True:
         try:
-            for thread in threads:
-                while thread.is_alive() and time.monotonic() < deadline:
-                    thread.join(JOIN_POLL_S)
+            for ended in workers_ended.values():
+                while not ended.wait(JOIN_POLL_S) and time.monotonic() < deadline:
+                    pass
             break
         except (KeyboardInterrupt, Terminated):
             logger.warning("stopping: waiting for every group to write its results")
-    stuck = [t.name for t in threads if t.is_alive()]
+    stuck = [t.name for t, ended in workers_ended.items() if not ended.is_set()]
     if stuck:
         logger.warning("stopping: %s still running after %.0f s (a source that does not answer); "
                        "ending without them", ", ".join(stuck), STOP_GRACE_S)
