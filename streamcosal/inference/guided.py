@@ -39,8 +39,7 @@ def guided_upsample(saliency: np.ndarray, image: np.ndarray, radius: int = RADIU
     h, w = image.shape[:2]
     scale = max(1.0, min(h, w) / saliency.shape[0])
     low = (max(1, round(w / scale)), max(1, round(h / scale)))
-    guide = [c.astype(np.float32) * np.float32(1 / 255)
-             for c in cv2.split(cv2.resize(image, low, interpolation=cv2.INTER_AREA))]
+    guide = cv2.split(cv2.resize(image, low, interpolation=cv2.INTER_AREA).astype(np.float32) * np.float32(1 / 255))
     p = cv2.resize(np.asarray(saliency, dtype=np.float32), low, interpolation=cv2.INTER_LINEAR)
     mean_i = [_box(c, radius) for c in guide]
     mean_p = _box(p, radius)
@@ -59,10 +58,10 @@ def guided_upsample(saliency: np.ndarray, image: np.ndarray, radius: int = RADIU
          (c_rb * x + c_gb * y + c_bb * z) / det]
     b = mean_p - a[0] * mean_i[0] - a[1] * mean_i[1] - a[2] * mean_i[2]
 
-    def full(coefficient: np.ndarray) -> np.ndarray:
-        return cv2.resize(_box(coefficient, radius), (w, h), interpolation=cv2.INTER_LINEAR)
-
-    q = full(b)
-    for coefficient, channel in zip(a, cv2.split(image)):
-        q += full(coefficient) * channel.astype(np.float32) * np.float32(1 / 255)
+    # at full resolution, in as few passes over the frame as can be (memory, not arithmetic, is the cost):
+    # A's three planes upsampled as one image, A . I as one product and one channel sum
+    a_full = cv2.resize(cv2.merge([_box(c, radius) * np.float32(1 / 255) for c in a]), (w, h),
+                        interpolation=cv2.INTER_LINEAR)
+    q = cv2.transform(cv2.multiply(a_full, image, dtype=cv2.CV_32F), np.ones((1, 3), np.float32))
+    q += cv2.resize(_box(b, radius), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.clip(q, 0.0, 1.0, out=q)
