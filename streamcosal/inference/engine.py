@@ -24,7 +24,7 @@ from streamcosal.inference.allocator import keep_freed_memory
 from streamcosal.inference.compilation import CompileGuard
 from streamcosal.inference.device import resolve_device
 from streamcosal.inference.folding import fold_batch_norms
-from streamcosal.inference.precision import auto_reason, autocast, resolve_precision
+from streamcosal.inference.precision import autocast, measure_fastest, precision_words, resolve_precision
 from streamcosal.inference.samepad import fold_same_padding
 from streamcosal.inference.transforms import as_rgb_array, prepare_image, upsample_map
 from streamcosal.inference.weights import DEFAULT_BACKBONE, default_weights_path
@@ -68,7 +68,8 @@ class CoSalEngine:
     def __init__(self, model: GICD, *, device: str = "auto", precision: Precision = "auto",
                  input_size: int = 224, max_input_size: int | None = None, flip: bool = False,
                  upsampling: Upsampling = "bilinear", chunk_size: int = 32, channels_last: bool = True,
-                 compile: bool = False, name: str = "gicd", version: str | None = None) -> None:
+                 compile: bool = False, name: str = "gicd", version: str | None = None,
+                 measure_precision: bool | None = None) -> None:
         for what, size in (("input_size", input_size), ("max_input_size", max_input_size or input_size)):
             if size < 32 or size % 32:
                 raise ValueError(f"{what} {size} is not a multiple of 32 (the backbone's stride): the decoder's "
@@ -82,6 +83,10 @@ class CoSalEngine:
         self.requested_precision = precision
         self.precision = resolve_precision(precision, self.device)
         """The precision that runs: ``auto`` resolved for the device (:mod:`streamcosal.inference.precision`)."""
+        self.precision_seconds: dict[str, float] | None = None
+        """``auto`` measured: each candidate's seconds for one group (:meth:`settle_precision`)."""
+        self._to_measure = precision == "auto" and (self.device.type == "cuda" if measure_precision is None
+                                                    else measure_precision)
         self.input_size = input_size
         """The smallest size frames are resized to (SxS), and the size of groups of small frames."""
         self.max_input_size = max_input_size or input_size
@@ -119,11 +124,27 @@ class CoSalEngine:
         line = (f"model {self.name} {self.version} on {self.device}, {self.sizes()} px"
                 f"{', flip' if self.flip else ''}{', guided upsampling' if self.upsampling == 'guided' else ''}"
                 f"{f', GIM embedding share {share:g}' if share else ''}"
-                f"{f', object-prototype gate {gate:g}' if gate else ''}{', compiled' if self.compiled else ''}"
-                f", precision {self.precision}")
-        if self.requested_precision == "auto":
-            line += f" (auto: {auto_reason(self.device)})"
-        return line
+                f"{f', object-prototype gate {gate:g}' if gate else ''}{', compiled' if self.compiled else ''}")
+        return line + ", precision " + precision_words(self.precision, self.requested_precision, self.device,
+                                                      self.precision_seconds, pending=self._to_measure)
+
+    def settle_precision(self, group_size: int) -> None:
+        """``auto`` measured (on a GPU, or with ``measure_precision``): keep the fastest candidate on a group
+        of ``group_size`` random frames now, before a run records the precision that made its maps (else
+        the first :meth:`segment` measures on its own group)."""
+        if self._to_measure:  # random frames: the time does not depend on what they show
+            self._measure_precision(torch.rand(min(group_size, self.chunk_size), 3, self.input_size, self.input_size))
+
+    def _measure_precision(self, x: Tensor) -> None:
+        """Each candidate on x's first chunk, with its own consensus and no prior (no run state touched)."""
+        sample = x[:self.chunk_size]
+
+        def run(precision: str) -> None:
+            self.precision = resolve_precision(precision, self.device)
+            self._segment(sample, None, None)
+
+        self.precision, self.precision_seconds = measure_fastest(run, self.device, sample.shape[0])
+        self._to_measure = False
 
     def model_metadata(self) -> dict[str, str]:
         """What the results record about the model that made them."""
@@ -262,6 +283,8 @@ class CoSalEngine:
         """
         if x.shape[0] == 0:
             raise ValueError("cannot segment an empty group")
+        if self._to_measure:
+            self._measure_precision(x)
         if callable(consensus):
             consensus = _called_once(consensus)
         while True:

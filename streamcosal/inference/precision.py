@@ -4,12 +4,20 @@
 bf16 (AMX or AVX512-BF16), fp32 on a CPU without it (there oneDNN emulates bf16, about 9x slower
 than fp32), bf16 on a GPU that supports it and fp16 on one that does not. Consensus, GIM and
 normalisations stay fp32 whatever is chosen (see :mod:`streamcosal.model.gim`).
+
+On a GPU no rule holds: bf16 ran slower than fp32 at groups of 8 on an H200, fp16 fastest at 64
+compiled. There the inference engine measures instead (:func:`fastest`, over
+:func:`measured_candidates`) at the run's group size, once, and keeps the fastest: every candidate
+is at least as exact as bf16, the precision the accuracy tables are measured at.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal, get_args
 
 import torch
@@ -19,6 +27,7 @@ from streamcosal.params import Precision
 ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
 """What actually runs."""
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+logger = logging.getLogger(__name__)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -61,3 +70,69 @@ def autocast(precision: ResolvedPrecision, device: torch.device) -> contextlib.A
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def measured_candidates(device: torch.device) -> tuple[ResolvedPrecision, ...]:
+    """What :func:`fastest` tries on ``device``: fp16, bf16 (where supported) and fp32 on a GPU; fp32 and
+    bf16 (only where native) on a CPU."""
+    if device.type == "cuda":
+        return ("fp16", "bf16", "fp32") if torch.cuda.is_bf16_supported() else ("fp16", "fp32")
+    return ("bf16", "fp32") if device.type == "cpu" and cpu_has_native_bf16() else ("fp32",)
+
+
+def fastest(run: Callable[[str], object], candidates: tuple[ResolvedPrecision, ...],
+            device: torch.device, repeats: int = 3) -> tuple[ResolvedPrecision, dict[str, float]]:
+    """The candidate whose ``run`` takes least time on ``device`` (the best of ``repeats`` calls after one
+    warm-up call, the device synchronised around each), and every candidate's seconds. A candidate that
+    runs out of GPU memory is left out; when all do, the last error is raised."""
+    seconds: dict[ResolvedPrecision, float] = {}
+    error: torch.OutOfMemoryError | None = None
+    for precision in candidates:
+        try:
+            run(precision)
+            best = float("inf")
+            for _ in range(repeats):
+                _synchronize(device)
+                start = time.perf_counter()
+                run(precision)
+                _synchronize(device)
+                best = min(best, time.perf_counter() - start)
+            seconds[precision] = best
+        except torch.OutOfMemoryError as oom:
+            error = oom
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    if not seconds:
+        assert error is not None
+        raise error
+    return min(seconds, key=seconds.__getitem__), {str(p): s for p, s in seconds.items()}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_fastest(run: Callable[[str], object], device: torch.device,
+                    group_size: int) -> tuple[ResolvedPrecision, dict[str, float]]:
+    """:func:`fastest` of :func:`measured_candidates` for ``run`` (one group of ``group_size``), logged with
+    every candidate's time and what measuring cost."""
+    start = time.perf_counter()
+    choice, seconds = fastest(run, measured_candidates(device), device)
+    logger.info("precision %s: the fastest on %s at groups of %d (%s per group; measuring took %.1f s)",
+                choice, device, group_size, per_group(seconds), time.perf_counter() - start)
+    return choice, seconds
+
+
+def per_group(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{precision} {1000 * s:.1f} ms" for precision, s in seconds.items())
+
+
+def precision_words(precision: ResolvedPrecision, requested: str, device: torch.device,
+                    seconds: dict[str, float] | None, pending: bool) -> str:
+    """The precision for a run's first line: what runs and, for ``auto``, why (or that it is measured yet)."""
+    if pending:
+        return f"auto (the fastest of {', '.join(measured_candidates(device))}, measured on the first group)"
+    if seconds:
+        return f"{precision} (auto: the fastest measured here, {per_group(seconds)} per group)"
+    return f"{precision} (auto: {auto_reason(device)})" if requested == "auto" else precision

@@ -120,6 +120,7 @@ def run_pipeline(
     run_id = config.run_id or new_run_id()
     layout = RunLayout(out, run_id)
     store = ConsensusStore.open(config.store_path or out / STORE_FILE, group_size=config.consensus_frames)
+    engine.settle_precision(config.window)  # `auto` measured on a GPU: before the precision is recorded
     report = RunReport(run_id=run_id, out=str(out), model=f"{engine.name} {engine.version}",
                        started=datetime.now(UTC).isoformat(timespec="seconds"),
                        precision=engine.precision, device=str(engine.device))
