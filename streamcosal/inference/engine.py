@@ -83,10 +83,10 @@ class CoSalEngine:
         self.requested_precision = precision
         self.precision = resolve_precision(precision, self.device)
         """The precision that runs: ``auto`` resolved for the device (:mod:`streamcosal.inference.precision`)."""
-        self.precision_seconds: dict[str, float] | None = None
-        """``auto`` measured: each candidate's seconds for one group (:meth:`settle_precision`)."""
-        self._to_measure = precision == "auto" and (self.device.type == "cuda" if measure_precision is None
-                                                    else measure_precision)
+        self.precision_seconds: dict[str, float] | None = None  # auto measured: each candidate's, one group
+        measure = self.device.type == "cuda" if measure_precision is None else measure_precision
+        self._to_measure = precision == "auto" and measure
+        self._measuring = threading.Lock()  # units of an archive in threads share one engine
         self.input_size = input_size
         """The smallest size frames are resized to (SxS), and the size of groups of small frames."""
         self.max_input_size = max_input_size or input_size
@@ -129,9 +129,8 @@ class CoSalEngine:
                                                       self.precision_seconds, pending=self._to_measure)
 
     def settle_precision(self, group_size: int) -> None:
-        """``auto`` measured (on a GPU, or with ``measure_precision``): keep the fastest candidate on a group
-        of ``group_size`` random frames now, before a run records the precision that made its maps (else
-        the first :meth:`segment` measures on its own group)."""
+        """``auto`` measured (GPU, or ``measure_precision``): the fastest on ``group_size`` random frames, before
+        a run records the precision that made its maps (else the first :meth:`segment` measures on its own)."""
         if self._to_measure:  # random frames: the time does not depend on what they show
             self._measure_precision(torch.rand(min(group_size, self.chunk_size), 3, self.input_size, self.input_size))
 
@@ -143,8 +142,10 @@ class CoSalEngine:
             self.precision = resolve_precision(precision, self.device)
             self._segment(sample, None, None)
 
-        self.precision, self.precision_seconds = measure_fastest(run, self.device, sample.shape[0])
-        self._to_measure = False
+        with self._measuring:
+            if self._to_measure:
+                self.precision, self.precision_seconds = measure_fastest(run, self.device, sample.shape[0])
+                self._to_measure = False
 
     def model_metadata(self) -> dict[str, str]:
         """What the results record about the model that made them."""
