@@ -26,7 +26,8 @@ video's frames, with its own consensus). What they share takes turns:
   save take `Together.store` (the store is also thread-safe call by call).
 
 Signals (Ctrl-C, SIGTERM) reach the main thread only (`interrupts.stop_signals`): it waits for the
-group threads in short joins, so a signal raises there; it then asks every group to stop
+group threads in short waits on each one's own "ended" event (never `Thread.join`, whose state a signal
+can corrupt before Python 3.13), so a signal raises there; it then asks every group to stop
 (`Together.stop`: checked between windows; every live reader is stopped, so a window being waited
 for returns at once), waits for each to write what it has and close its members (at most
 `STOP_GRACE_S`, later signals ignored meanwhile), and raises the signal's exception again, so the
