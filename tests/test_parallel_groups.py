@@ -91,9 +91,9 @@ def test_parallel_groups_change_no_archive_key():
 
 def test_a_signal_during_the_wait_still_waits_for_every_group():
     """Ctrl-C lands while the main thread waits for the group threads (as it does all run long): each group
-    still finishes its window and is waited for before the signal is raised again. (`Thread.join`, cut by
-    a signal, could mark a thread that still runs as ended; the interpreter then exited under a group
-    inside the engine and aborted: "terminate called without an active exception", exit -6.)"""
+    still finishes its window and is waited for before the signal is raised again. (On Python < 3.13 a
+    `Thread.join` cut by a signal can mark a thread that still runs as ended; the interpreter would then
+    exit under a group inside the engine and abort: "terminate called without an active exception".)"""
     import signal
     import time
 
