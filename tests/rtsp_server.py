@@ -33,7 +33,7 @@ def loop_clip(factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSP
     client's PLAY (`release`). While it is held, the clip's length is unknown to the server and
     the SDP's range stays open (npt=0-), as a camera's, however long the client takes."""
     element = media.get_element()
-    demux = element.get_by_name("demux")
+    demux, parse_sink = element.get_by_name("demux"), element.get_by_name("parse").get_static_pad("sink")
 
     def seek(flags: Gst.SeekFlags) -> bool:
         demux.seek(1.0, Gst.Format.TIME, flags | Gst.SeekFlags.SEGMENT, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1)
@@ -45,13 +45,12 @@ def loop_clip(factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSP
         return Gst.PadProbeReturn.OK
 
     def start(media: GstRtspServer.RTSPMedia) -> None:
-        pad = element.get_by_name("parse").get_static_pad("sink")
-        probe = pad.add_probe(Gst.PadProbeType.BLOCK_DOWNSTREAM | Gst.PadProbeType.BUFFER,
-                              lambda *_: Gst.PadProbeReturn.OK)
-        HELD[element.get_name()] = (pad, probe)
+        probe = parse_sink.add_probe(Gst.PadProbeType.BLOCK_DOWNSTREAM | Gst.PadProbeType.BUFFER,
+                                     lambda *_: Gst.PadProbeReturn.OK)
+        HELD[element.get_name()] = (parse_sink, probe)
         seek(Gst.SeekFlags.FLUSH)
 
-    element.get_by_name("parse").get_static_pad("sink").add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, on_event)
+    parse_sink.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, on_event)
     media.connect("prepared", start)
 
 
