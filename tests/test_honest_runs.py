@@ -90,7 +90,8 @@ def test_a_results_folder_deleted_during_the_run_is_an_error(clip, dev_checkpoin
     run = subprocess.Popen(video([clip], out, dev_checkpoint, "--flush-every", "4"), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     started(out, run)
-    shutil.rmtree(out)
+    out.rename(tmp_path / "deleted")  # at once: a removal file by file races the run's new files
+    shutil.rmtree(tmp_path / "deleted")
     stdout, stderr = run.communicate(timeout=300)
     assert run.returncode == 1, stderr[-3000:]
     assert f"the results folder {out} was deleted or replaced during the run" in stderr
