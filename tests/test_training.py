@@ -15,6 +15,7 @@ from streamcosal.model import gicd_loss
 from streamcosal.training import loop as training
 from streamcosal.training.config import ConfigError, TrainConfig, load_config
 from streamcosal.training.jigsaw import Augmentation, GroupSampler
+from streamcosal.training.loader import loader_workers
 from streamcosal.training.loop import TrainingError, build_model, train
 from streamcosal.training.manifest import Manifest, build_manifest
 
@@ -252,6 +253,28 @@ def test_resume_equals_uninterrupted(tmp_path: Path, tiny: Path) -> None:
     table = pq.read_table(resumed.metrics).to_pydict()
     assert table["epoch"] == [1, 2] and {"groups_maxF", "composites_S", "frames_MAE", "images_per_s"} <= set(table)
     assert np.isfinite(resumed.best_score)
+
+
+def test_batches_made_by_worker_processes_train_the_same_decoder(tmp_path: Path, tiny: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    here = train(write_config((tmp_path / "a").mkdir() or tmp_path / "a" / "c.toml", tiny,
+                              extra="loader_workers = 0"))
+    ahead = train(write_config((tmp_path / "b").mkdir() or tmp_path / "b" / "c.toml", tiny,
+                               extra="loader_workers = 2"))
+    said = capsys.readouterr().err
+    assert "batches made in the training process" in said and "batches made ahead by 2 worker processes" in said
+    assert [r["loss"] for r in here.history] == [r["loss"] for r in ahead.history]
+    a, b = decoder_of(here.state), decoder_of(ahead.state)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loader_workers_default_to_none_on_a_cpu_and_to_the_cores_for_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert loader_workers(None, torch.device("cpu")) == 0
+    assert loader_workers(None, torch.device("cuda")) == 8
+    assert loader_workers(3, torch.device("cpu")) == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert loader_workers(None, torch.device("cuda")) == 1
 
 
 def test_init_starts_the_decoder_from_a_checkpoint_of_the_same_model(tmp_path: Path, tiny: Path) -> None:

@@ -128,7 +128,9 @@ class OptimConfig(_Section):
 class RunConfig(_Section):
     """Schedule and machine. ``steps_per_epoch = 0``: one step per training group (the paper's
     epoch). ``threads = 0`` keeps torch's default. ``precision``: ``auto`` (bf16 on GPUs and CPUs with
-    AVX512-BF16/AMX, fp32 elsewhere; :mod:`streamcosal.inference.precision`), or fp32, bf16, fp16."""
+    AVX512-BF16/AMX, fp32 elsewhere; :mod:`streamcosal.inference.precision`), or fp32, bf16, fp16.
+    ``loader_workers``: processes making the batches ahead of the loop; by default none on a CPU
+    and one per core but one (at most 8) for a GPU (:mod:`streamcosal.training.loader`)."""
 
     out_dir: ConfigPath
     seed: int = 0
@@ -139,6 +141,7 @@ class RunConfig(_Section):
     device: Literal["cpu", "cuda", "auto"] | Annotated[str, Field(pattern=r"^cuda:\d+$")] = "cpu"
     precision: Precision = "auto"
     log_every: int = Field(10, ge=1)
+    loader_workers: int | None = Field(None, ge=0)
 
 
 class TrainConfig(_Section):

@@ -47,6 +47,7 @@ from streamcosal.model.checkpoint import atomic_torch_save, read_checkpoint
 from streamcosal.storage.parquet_files import write_atomic
 from streamcosal.training.config import ConfigError, TrainConfig, load_config
 from streamcosal.training.jigsaw import GroupSampler
+from streamcosal.training.loader import loader_workers, run_batches
 from streamcosal.training.manifest import GroupingRule, Manifest, ManifestItem, build_manifest, file_hash
 from streamcosal.training.validation import (
     VAL_KINDS,
@@ -209,7 +210,9 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
     config, device = _prepare(config_path)
     t = config.train
     precision = resolve_precision(t.precision, device)
-    console.print(f"precision: {precision} (asked: {t.precision})")
+    workers = loader_workers(t.loader_workers, device)
+    console.print(f"precision: {precision} (asked: {t.precision}); batches made "
+                  + (f"ahead by {workers} worker processes" if workers else "in the training process"))
     out = t.out_dir
     state_path, best_path, metrics_path = out / "state.pt", out / "best.pt", out / "metrics.parquet"
     last_path = out / "last.pt"
@@ -239,6 +242,7 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:
         task = progress.add_task(escape(config.name), total=t.epochs * steps, completed=start * steps)
+        batches = run_batches(sampler, steps, start, end, workers, pin_memory=device.type == "cuda")
         for epoch in range(start, end):
             model.train()
             losses, images, seconds = [], 0, 0.0
@@ -248,7 +252,7 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 tic = time.perf_counter()
-                x, y = sampler.batch(group, epoch, step)
+                x, y = next(batches)
                 loss = train_step(model, optimizer, x, y, precision, scaler)
                 if not math.isfinite(loss):
                     raise TrainingError(
@@ -300,7 +304,7 @@ def train_step(model: GICD, optimizer: torch.optim.Optimizer, x: Tensor, y: Tens
     model's). Returns the summed loss; the optimizer steps only when it is finite (and, in fp16,
     when ``scaler`` finds the gradients finite). ``scaler``: see :func:`grad_scaler`."""
     device = model.backbone.pixel_mean.device
-    x, y = model.backbone.preprocess(x.to(device)), y.to(device)
+    x, y = model.backbone.preprocess(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
     with autocast(precision, device):
         loss = gicd_loss(model(x).side_maps, y)
     value = loss.item()
@@ -329,7 +333,7 @@ class BenchmarkRow:
 
 def benchmark(config_path: Path, steps: int = 3) -> tuple[list[BenchmarkRow], str]:
     """Training images/s of a config on this machine for each precision it can run, data loading
-    included; returns the rows and the precision ``auto`` would use. Writes nothing.
+    included (by the run's loader workers); returns the rows and the precision ``auto`` would use. Writes nothing.
 
     fp32 and bf16 on a CPU (bf16 is emulated, and slow, without AVX512-BF16/AMX), plus fp16 on a GPU.
     One warm-up step per precision is not timed.
@@ -337,7 +341,7 @@ def benchmark(config_path: Path, steps: int = 3) -> tuple[list[BenchmarkRow], st
     config, device = _prepare(config_path)
     t = config.train
     model, sampler, _ = _model_and_data(config, device)
-    names = sampler.epoch_groups(0, steps + 1)
+    workers = loader_workers(t.loader_workers, device)
     rows = []
     candidates: list[ResolvedPrecision] = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
     for precision in candidates:
@@ -345,9 +349,10 @@ def benchmark(config_path: Path, steps: int = 3) -> tuple[list[BenchmarkRow], st
         optimizer = torch.optim.Adam(model.decoder.parameters(), lr=config.optim.lr)
         scaler = grad_scaler(precision, device)
         images, seconds = 0, 0.0
-        for step, group in enumerate(names):
+        batches = run_batches(sampler, steps + 1, 0, 1, workers, pin_memory=device.type == "cuda")
+        for step in range(steps + 1):
             tic = time.perf_counter()
-            x, y = sampler.batch(group, 0, step)
+            x, y = next(batches)
             train_step(model, optimizer, x, y, precision, scaler)
             if step > 0:
                 seconds += time.perf_counter() - tic
