@@ -128,7 +128,7 @@ def test_video_end_to_end_on_cuda(data: Path, tmp_path: Path) -> None:
 
 def test_fp16_training_steps_with_loss_scaling(images: list[np.ndarray]) -> None:
     """fp16 training (precision auto on GPUs without bf16) scales the loss: the decoder learns, its weights stay finite."""
-    from streamcosal.training.loop import grad_scaler, train_step
+    from streamcosal.training.step import grad_scaler, train_step
 
     # the model as training builds it: an engine's network is frozen and folded for inference
     model, _ = load_checkpoint(default_weights_path())

@@ -16,6 +16,7 @@ from streamcosal.training import loop as training
 from streamcosal.training.config import ConfigError, TrainConfig, load_config
 from streamcosal.training.jigsaw import Augmentation, GroupSampler
 from streamcosal.training.loader import loader_workers
+from streamcosal.training import step
 from streamcosal.training.loop import TrainingError, build_model, train
 from streamcosal.training.manifest import Manifest, build_manifest
 
@@ -262,10 +263,28 @@ def test_batches_made_by_worker_processes_train_the_same_decoder(tmp_path: Path,
     ahead = train(write_config((tmp_path / "b").mkdir() or tmp_path / "b" / "c.toml", tiny,
                                extra="loader_workers = 2"))
     said = capsys.readouterr().err
-    assert "batches made in the training process" in said and "batches made ahead by 2 worker processes" in said
+    assert "batches: made in the training process" in said and "batches: made ahead by 2 worker processes" in said
     assert [r["loss"] for r in here.history] == [r["loss"] for r in ahead.history]
     a, b = decoder_of(here.state), decoder_of(ahead.state)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_auto_precision_measured_leaves_no_trace_and_a_resumed_run_keeps_it(
+        tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write_config((tmp_path / "a").mkdir() or tmp_path / "a" / "c.toml", tiny)
+    first = train(cfg, stop_after=1, measure_precision=True)  # as on a GPU: each candidate timed on the first batch
+    said = re.search(r"precision: (\w+) \(auto: the fastest measured here, (.*) a step's pass\)", capsys.readouterr().err)
+    assert said, "the run says which precision it measured fastest"
+    chosen = said.group(1)
+    assert "fp32" in said.group(2) and torch.load(first.state, weights_only=True)["precision"] == chosen
+    monkeypatch.setattr(step, "fastest_training_precision", lambda *a: pytest.fail("a resumed run measured again"))
+    resumed = train(cfg, resume=True, measure_precision=True)
+    assert f"precision: {chosen} (auto: as the run started)" in capsys.readouterr().err
+    fixed = train(write_config((tmp_path / "b").mkdir() or tmp_path / "b" / "c.toml", tiny,
+                               extra=f'precision = "{chosen}"'))
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in fixed.history]
+    a, b = decoder_of(resumed.state), decoder_of(fixed.state)
+    assert all(torch.equal(a[k], b[k]) for k in a), "measuring changed what was trained"
 
 
 def test_loader_workers_default_to_none_on_a_cpu_and_to_the_cores_for_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -301,7 +320,7 @@ def test_init_starts_the_decoder_from_a_checkpoint_of_the_same_model(tmp_path: P
 
 def test_nan_loss_stops_naming_epoch_step_group(tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = write_config(tmp_path / "c.toml", tiny)
-    monkeypatch.setattr(training, "gicd_loss", lambda side, target: side[-1].sum() * float("nan"))
+    monkeypatch.setattr(step, "gicd_loss", lambda side, target: side[-1].sum() * float("nan"))
     with pytest.raises(TrainingError, match=r"loss is nan at epoch 1, step 1 \(global step 1\), group 'tiny/"):
         train(cfg)
 

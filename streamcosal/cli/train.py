@@ -28,7 +28,7 @@ def train(
     from streamcosal.model import WeightsError
     from streamcosal.training.config import ConfigError
     from streamcosal.training.loop import TrainingError
-    from streamcosal.training.loop import benchmark as run_benchmark
+    from streamcosal.training.speed import benchmark as run_benchmark
     from streamcosal.training.loop import train as run_training
 
     try:

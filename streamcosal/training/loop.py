@@ -37,18 +37,18 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch import Tensor
 
 from streamcosal.inference.device import resolve_device
-from streamcosal.inference.precision import ResolvedPrecision, autocast, resolve_precision
+from streamcosal.inference.precision import resolve_precision
 from streamcosal.io.datasets import load_dataset
-from streamcosal.model import GICD, WeightsError, build_backbone, gicd_loss, save_checkpoint
+from streamcosal.model import GICD, WeightsError, build_backbone, save_checkpoint
 from streamcosal.model.checkpoint import atomic_torch_save, read_checkpoint
 from streamcosal.storage.parquet_files import write_atomic
 from streamcosal.training.config import ConfigError, TrainConfig, load_config
 from streamcosal.training.jigsaw import GroupSampler
 from streamcosal.training.loader import loader_workers, run_batches
 from streamcosal.training.manifest import GroupingRule, Manifest, ManifestItem, build_manifest, file_hash
+from streamcosal.training.step import grad_scaler, train_step, training_precision
 from streamcosal.training.validation import (
     VAL_KINDS,
     VAL_METRICS,
@@ -174,7 +174,7 @@ def check_inputs(config: TrainConfig) -> None:
                           "set out_dir to a folder (it is created if missing)")
 
 
-def _prepare(config_path: Path | TrainConfig) -> tuple[TrainConfig, torch.device]:
+def checked_config(config_path: Path | TrainConfig) -> tuple[TrainConfig, torch.device]:
     """The checked config (a TOML file, or one read and changed already) and its device; torch's
     threads set as the config says."""
     config = config_path if isinstance(config_path, TrainConfig) else load_config(Path(config_path))
@@ -184,7 +184,7 @@ def _prepare(config_path: Path | TrainConfig) -> tuple[TrainConfig, torch.device
     return config, resolve_device(config.train.device)
 
 
-def _model_and_data(config: TrainConfig, device: torch.device) -> tuple[GICD, GroupSampler, list[str]]:
+def model_and_data(config: TrainConfig, device: torch.device) -> tuple[GICD, GroupSampler, list[str]]:
     """The seeded model on ``device``, the sampler of its training groups, and the data notes."""
     torch.manual_seed(config.train.seed)
     model = build_model(config).to(device)
@@ -200,19 +200,18 @@ def _model_and_data(config: TrainConfig, device: torch.device) -> tuple[GICD, Gr
     return model, sampler, notes
 
 
-def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: int | None = None) -> TrainResult:
+def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: int | None = None,
+          measure_precision: bool | None = None) -> TrainResult:
     """Train the decoder of one config (a TOML file or a :class:`TrainConfig`); ``resume``
     continues from ``<out_dir>/state.pt``.
 
     ``stop_after``: leave after this many epochs of this call (as if killed after a checkpoint;
-    for time-boxed runs and tests).
+    for time-boxed runs and tests). ``measure_precision``: whether ``auto`` measures which precision
+    trains fastest (by default on a GPU; :mod:`streamcosal.training.step`).
     """
-    config, device = _prepare(config_path)
+    config, device = checked_config(config_path)
     t = config.train
-    precision = resolve_precision(t.precision, device)
-    workers = loader_workers(t.loader_workers, device)
-    console.print(f"precision: {precision} (asked: {t.precision}); batches made "
-                  + (f"ahead by {workers} worker processes" if workers else "in the training process"))
+    resolve_precision(t.precision, device)  # an impossible precision stops the run before any work
     out = t.out_dir
     state_path, best_path, metrics_path = out / "state.pt", out / "best.pt", out / "metrics.parquet"
     last_path = out / "last.pt"
@@ -220,7 +219,7 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
         raise TrainingError(f"{out} already holds a run ({state_path}): pass --resume to continue it, "
                             "or set [train] out_dir to another folder")
     out.mkdir(parents=True, exist_ok=True)
-    model, sampler, notes = _model_and_data(config, device)
+    model, sampler, notes = model_and_data(config, device)
     groups = sampler.groups
     for note in notes:
         console.print(f"[yellow]data:[/yellow] {escape(note)}")
@@ -229,13 +228,18 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
     drop_step = round(config.optim.lr_drop_at * t.epochs * steps)
     o = config.optim
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
-    scaler = grad_scaler(precision, device)
-    start, best_score, best_epoch, history = 0, -math.inf, 0, []
+    start, best_score, best_epoch, history, started = 0, -math.inf, 0, [], None
     if resume and state_path.exists():
-        start, best_score, best_epoch, history = _restore(state_path, config, model, optimizer)
+        start, best_score, best_epoch, history, started = _restore(state_path, config, model, optimizer)
         console.print(f"resuming {escape(config.name)} after epoch {start} (best {best_score:.4f} at epoch {best_epoch})")
     elif resume:
         console.print(f"[yellow]nothing to resume in {escape(str(out))}: starting from scratch[/yellow]")
+    precision, said = training_precision(t.precision, device, measure_precision, started, model,
+                                         lambda: sampler.batch(sampler.epoch_groups(start, steps)[0], start, 0))
+    scaler = grad_scaler(precision, device)
+    workers = loader_workers(t.loader_workers, device)
+    console.print(f"precision: {said}", soft_wrap=True)
+    console.print("batches: " + (f"made ahead by {workers} worker processes" if workers else "made in the training process"))
     console.print(f"{escape(config.name)}: {len(groups)} training groups, {sum(map(len, groups.values()))} images; "
                   f"{t.epochs} epochs x {steps} steps; validation: {len(val)} groups")
     end = t.epochs if stop_after is None else min(t.epochs, start + stop_after)
@@ -286,7 +290,7 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
                 best_score, best_epoch = metrics["score"], epoch + 1
                 save_checkpoint(model, best_path, **export)
             save_checkpoint(model, last_path, **export)
-            _save_state(state_path, config, model, optimizer, epoch + 1, best_score, best_epoch, history)
+            _save_state(state_path, config, model, optimizer, epoch + 1, best_score, best_epoch, history, precision)
             _write_metrics(metrics_path, history)
             console.print(f"epoch {epoch + 1}/{t.epochs}: loss/img {row['loss']:.4f}, {row['images_per_s']:.2f} img/s, "
                           + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + (" (best)" if improved else ""))
@@ -298,86 +302,25 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
                        best_score, {k: v for k, v in best_metrics.items() if k in _metric_keys()}, history)
 
 
-def train_step(model: GICD, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
-               precision: ResolvedPrecision, scaler: torch.amp.GradScaler) -> float:
-    """One step on one group: x [N,3,S,S] in [0,1], y [N,1,S,S] {0,1} (any device: moved to the
-    model's). Returns the summed loss; the optimizer steps only when it is finite (and, in fp16,
-    when ``scaler`` finds the gradients finite). ``scaler``: see :func:`grad_scaler`."""
-    device = model.backbone.pixel_mean.device
-    x, y = model.backbone.preprocess(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
-    with autocast(precision, device):
-        loss = gicd_loss(model(x).side_maps, y)
-    value = loss.item()
-    if math.isfinite(value):
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    return value
-
-
-def grad_scaler(precision: ResolvedPrecision, device: torch.device) -> torch.amp.GradScaler:
-    """Loss scaling for fp16 (its gradients underflow without it); a pass-through otherwise."""
-    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-
-@dataclass
-class BenchmarkRow:
-    """Training speed of one precision on this machine: images/s over ``steps`` steps of ``group`` images."""
-
-    precision: str
-    images_per_s: float
-    steps: int
-    group: int
-
-
-def benchmark(config_path: Path, steps: int = 3) -> tuple[list[BenchmarkRow], str]:
-    """Training images/s of a config on this machine for each precision it can run, data loading
-    included (by the run's loader workers); returns the rows and the precision ``auto`` would use. Writes nothing.
-
-    fp32 and bf16 on a CPU (bf16 is emulated, and slow, without AVX512-BF16/AMX), plus fp16 on a GPU.
-    One warm-up step per precision is not timed.
-    """
-    config, device = _prepare(config_path)
-    t = config.train
-    model, sampler, _ = _model_and_data(config, device)
-    workers = loader_workers(t.loader_workers, device)
-    rows = []
-    candidates: list[ResolvedPrecision] = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
-    for precision in candidates:
-        model.train()
-        optimizer = torch.optim.Adam(model.decoder.parameters(), lr=config.optim.lr)
-        scaler = grad_scaler(precision, device)
-        images, seconds = 0, 0.0
-        batches = run_batches(sampler, steps + 1, 0, 1, workers, pin_memory=device.type == "cuda")
-        for step in range(steps + 1):
-            tic = time.perf_counter()
-            x, y = next(batches)
-            train_step(model, optimizer, x, y, precision, scaler)
-            if step > 0:
-                seconds += time.perf_counter() - tic
-                images += x.shape[0]
-        rows.append(BenchmarkRow(precision, images / seconds, steps, t.max_images))
-    return rows, resolve_precision(t.precision, device)
-
-
 def _metric_keys() -> set[str]:
     return {f"{k}_{m}" for k in VAL_KINDS for m in VAL_METRICS} | {"score"}
 
 
 def _save_state(path: Path, config: TrainConfig, model: GICD, optimizer: torch.optim.Optimizer, epoch: int,
-                best_score: float, best_epoch: int, history: list[dict[str, Any]]) -> None:
+                best_score: float, best_epoch: int, history: list[dict[str, Any]], precision: str) -> None:
     """Everything ``resume`` needs, written to a temporary file then renamed."""
     atomic_torch_save({
         "decoder": {k: v.detach().cpu().clone() for k, v in model.decoder.state_dict().items()},
         "optimizer": optimizer.state_dict(), "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
-        "history": history, "torch_rng": torch.get_rng_state(), "config": config.to_dict(),
+        "history": history, "torch_rng": torch.get_rng_state(), "config": config.to_dict(), "precision": precision,
     }, path)
 
 
 def _restore(path: Path, config: TrainConfig, model: GICD,
-             optimizer: torch.optim.Optimizer) -> tuple[int, float, int, list[dict[str, Any]]]:
-    """Load a training state; the config must be the one the run started with."""
+             optimizer: torch.optim.Optimizer) -> tuple[int, float, int, list[dict[str, Any]], str | None]:
+    """Load a training state; the config must be the one the run started with. Returns the epochs done,
+    the best score and epoch, the history, and the precision it trained in (None in states from before
+    it was kept)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     # through the model: keys added since (at their defaults) do not stop a resume
     saved, now = TrainConfig.model_validate(state["config"]).to_dict(), config.to_dict()
@@ -388,7 +331,7 @@ def _restore(path: Path, config: TrainConfig, model: GICD,
     model.decoder.load_state_dict(state["decoder"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
-    return state["epoch"], state["best_score"], state["best_epoch"], state["history"]
+    return state["epoch"], state["best_score"], state["best_epoch"], state["history"], state.get("precision")
 
 
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
