@@ -10,6 +10,7 @@ not in its own frames/s line (which this table reports).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -27,8 +28,9 @@ from results_file import write_results  # noqa: E402
 CLI = [sys.executable, "-c", "from streamcosal.cli import app; app()"]
 
 
-def run(videos: list[Path], out: Path, device: str, extra: list[str]) -> tuple[int, float, str]:
-    """(frames, frames/s as the run reports them, its first line: model, device, precision)."""
+def run(videos: list[Path], out: Path, device: str, extra: list[str]) -> tuple[int, float, str, str]:
+    """(frames, frames/s as the run reports them, its first line: model, device, precision; what decoded
+    the videos, from the run report)."""
     done = subprocess.run([*CLI, "video", *map(str, videos), "--out", str(out), "--device", device, *extra],
                           capture_output=True, text=True)
     if done.returncode != 0:
@@ -36,7 +38,9 @@ def run(videos: list[Path], out: Path, device: str, extra: list[str]) -> tuple[i
     match = re.search(r"(\d+) frames in ([\d.]+) s \(([\d.]+) frames/s\)", done.stdout)
     if match is None:
         raise SystemExit(f"no summary line in:\n{done.stdout}")
-    return int(match[1]), float(match[3]), done.stderr.splitlines()[0]
+    report = json.loads(next((out / "runs").glob("*.json")).read_text())
+    decoders = sorted({source["decoder"] for source in report["sources"]})
+    return int(match[1]), float(match[3]), done.stderr.splitlines()[0], "; ".join(decoders)
 
 
 def main() -> None:
@@ -53,10 +57,13 @@ def main() -> None:
         (scratch / f"video{i}.mp4").hardlink_to(first)
         videos.append(scratch / f"video{i}.mp4")
     rows = []
-    for label, batch, extra in (("one video", videos[:1], []), (f"archive of {len(videos)} videos", videos, []),
+    archive = f"archive of {len(videos)} videos"
+    for label, batch, extra in (("one video", videos[:1], []), (archive, videos, []),
+                                ("one video, `--decoder cpu`", videos[:1], ["--decoder", "cpu"]),
+                                (f"{archive}, `--decoder cpu`", videos, ["--decoder", "cpu"]),
                                 ("one video, bilinear at 224", videos[:1], ["--upsampling", "bilinear", "--input-size", "224"])):
-        frames, rate, first_line = run(batch, scratch / f"out-{len(rows)}", args.device, extra)
-        rows.append(f"| {label} | {frames} | {rate:.0f} |")
+        frames, rate, first_line, decoders = run(batch, scratch / f"out-{len(rows)}", args.device, extra)
+        rows.append(f"| {label} | {decoders} | {frames} | {rate:.0f} |")
         print(rows[-1], "|", first_line, flush=True)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     lines = ["# `streamcosal video` end to end", "",
@@ -64,7 +71,7 @@ def main() -> None:
              f"`--device {args.device}`, default model and precision; {gpu}, {os.cpu_count()} CPU cores, torch "
              f"{torch.__version__}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. frames/s as the run reports it "
              "(from its first frame to its results saved; model loading excluded). Model line: " + first_line, "",
-             "| what | frames | frames/s |", "|---|---:|---:|", *rows]
+             "| what | decoded by | frames | frames/s |", "|---|---|---:|---:|", *rows]
     write_results("\n".join(lines) + "\n", args.out)
 
 

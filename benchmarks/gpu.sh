@@ -37,7 +37,7 @@ timeout 240 python benchmarks/bench_pipeline.py --device cuda --threads 4 --fram
   --out "$OUT/pipeline_gpu.md" || status=$?
 timeout 240 python benchmarks/bench_pipeline.py --device cuda --threads 4 --videos 4 --frames 600 --modes global \
   --runs 2 --out "$OUT/pipeline_archive_gpu.md" || status=$?
-timeout 300 python benchmarks/bench_archive.py --device cuda --videos 4 --frames 1800 --out "$OUT/video_gpu.md" \
+timeout 300 python benchmarks/bench_archive.py --device cuda --videos 4 --frames 900 --out "$OUT/video_gpu.md" \
   || status=$?
 echo "gpu.sh: tests exit $tests, benchmarks exit $status"
 exit $(( tests != 0 ? tests : status ))

@@ -25,6 +25,8 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Upsampling = Literal["guided", "bilinear"]
 """How maps reach each frame's size (:mod:`streamcosal.inference.guided`)."""
 DropPolicy = Literal["latest", "stride", "all"]
+Decoder = Literal["auto", "cpu", "nvdec"]
+"""What decodes video files (:mod:`streamcosal.io.nvdec`)."""
 MIN_INPUT_SIZE = 128
 """The smallest input size (S x S) that works: below it the backbone's 1/32-scale features are 3x3 or smaller,
 the consensus no longer names the object and the maps come out empty. Measured with both embedded models on 8
@@ -87,6 +89,10 @@ class RunParams(BaseModel):
         "Files: groups (one per video by default) processed at once, sharing the engine in turns: their decoding, "
         "frame preparation and writing overlap each other's and the engine's work. Default: 1 on a CPU (the engine "
         "uses every core), 4 on a GPU. Live groups always run at once."))
+    decoder: Decoder = Field("auto", description=(
+        "Video files: cpu (decord; PyAV where decord cannot), nvdec (the GPU's video decoder, through PyAV's FFmpeg) "
+        "or auto (nvdec when the engine runs on a GPU and PyAV's FFmpeg has CUDA). Where NVDEC cannot run or fails on "
+        "a file, that file is decoded on the CPU, said once; the run report names each file's decoder."))
     live: bool = Field(False, description=(
         "Read every source live, by its own thread at its own pace, with --drop-policy and --max-latency like a "
         "camera (streaming mode): a video file is released by its timestamps (a camera replaying the recording), "
@@ -135,9 +141,9 @@ class RunParams(BaseModel):
 
     def result_params(self) -> dict[str, object]:
         """The parameters that change the results of files (what a resumable archive unit is keyed by):
-        not ``flush_every`` or ``parallel_groups``, nor the live settings, nor where events are delivered (``DELIVERY``); nor
+        not ``flush_every``, ``parallel_groups`` or ``decoder``, nor the live settings, nor where events are delivered (``DELIVERY``); nor
         ``temporal_smoothing`` when off, so that the units of archives made before it existed keep their keys."""
-        params = self.model_dump(exclude={"flush_every", "parallel_groups", *LIVE_ONLY, *DELIVERY})
+        params = self.model_dump(exclude={"flush_every", "parallel_groups", "decoder", *LIVE_ONLY, *DELIVERY})
         if not params["temporal_smoothing"]:
             del params["temporal_smoothing"]
         return params

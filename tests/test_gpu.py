@@ -19,6 +19,7 @@ from video_fixtures import encode_video, load_frames
 
 from streamcosal.inference.engine import CoSalEngine
 from streamcosal.inference.weights import default_weights_path
+from streamcosal.io.open import open_source
 from streamcosal.model import load_checkpoint
 from streamcosal.run.pipeline import run_pipeline
 from streamcosal.run.records import PipelineConfig
@@ -124,6 +125,20 @@ def test_video_end_to_end_on_cuda(data: Path, tmp_path: Path) -> None:
         a, b = decode_mask(gpu_row), decode_mask(cpu_row)
         union = np.logical_or(a, b).sum()
         assert union == 0 or np.logical_and(a, b).sum() / union > 0.95, gpu_row["frame_index"]
+
+
+def test_nvdec_decodes_as_the_cpu_does(data: Path, tmp_path: Path) -> None:
+    """NVDEC (PyAV's FFmpeg with CUDA) runs on this GPU and gives the CPU decoder's frames."""
+    video = tmp_path / "goat.mp4"
+    encode_video(load_frames(data / "davis2016" / "images" / "goat", max_frames=24, size=(320, 192)), video, fps=10)
+    with open_source(video, reader="nvdec") as source:
+        frames = list(source)
+    assert source.decoder == "nvdec", source.decoder  # else it says why NVDEC did not run here
+    with open_source(video, reader="pyav") as cpu_source:
+        cpu = list(cpu_source)
+    assert [f.index for f in frames] == [f.index for f in cpu] == list(range(24))
+    for f, c in zip(frames, cpu):  # the same H.264 decoding; nv12 and yuv420p reach RGB by other rounding
+        assert np.abs(f.image.astype(np.int16) - c.image).mean() < 1.0, f.index
 
 
 def test_fp16_training_steps_with_loss_scaling(images: list[np.ndarray]) -> None:

@@ -47,7 +47,7 @@ def test_a_pipeline_config_is_the_run_parameters_plus_the_runs_own() -> None:
     params = RunParams(window=4, mode="global")
     config = PipelineConfig(**params.model_dump(), run_id="r1")
     assert config.window == 4 and config.run_id == "r1" and isinstance(config, RunParams)
-    assert set(params.result_params()) == set(RunParams.model_fields) - {"flush_every", "parallel_groups", "temporal_smoothing"} - LIVE_ONLY - DELIVERY
+    assert set(params.result_params()) == set(RunParams.model_fields) - {"flush_every", "parallel_groups", "decoder", "temporal_smoothing"} - LIVE_ONLY - DELIVERY
     smoothed = RunParams(window=4, mode="global", temporal_smoothing=True).result_params()
     assert smoothed == params.result_params() | {"temporal_smoothing": True}  # off: keys as before it existed
 

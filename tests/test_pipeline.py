@@ -30,6 +30,7 @@ from video_fixtures import encode_audio_only, encode_video, load_frames, truncat
 from streamcosal.cli import app
 from streamcosal.inference.engine import CoSalEngine
 from streamcosal.inference.precision import cpu_has_native_bf16
+from streamcosal.io import nvdec
 from streamcosal.io.open import open_source
 from streamcosal.io.stream import ReconnectPolicy
 from streamcosal.model import GICD, build_backbone, save_checkpoint
@@ -128,7 +129,31 @@ def test_global_results_match_the_source(archive):
                      "input_size": "64", "upsampling": "guided", "embedding_share": "0", "prototype_gate": "0",
                      "compiled": "false"}
     assert [s["input_size"] for s in saved["sources"]] == [64] * 3  # the size each group ran at
+    assert [s["decoder"] for s in saved["sources"]] == ["cpu"] * 3  # decoder auto with an engine on the CPU
     assert not list(out.rglob(".*"))  # no hidden temporary file left
+
+
+def test_nvdec_asked_for_where_it_cannot_run_gives_the_cpus_results(archive, dev_engine, tmp_path, monkeypatch):
+    videos, out, _ = archive
+
+    def no_device(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")  # av.open's error on a machine without a GPU
+
+    monkeypatch.setattr(nvdec, "_unavailable", None)
+    monkeypatch.setattr(nvdec, "nvdec_built", lambda: True)
+    monkeypatch.setattr(nvdec, "HWAccel", no_device)
+    config = PipelineConfig(mode="global", window=4, consensus_frames=6, decoder="nvdec")
+    report = run_pipeline([videos[n][0] for n in VIDEOS], tmp_path / "out", dev_engine, config)
+    assert report.exit_code == 0 and report.frames == 24
+    said = "cpu (NVDEC unavailable: no CUDA device could be opened ([Errno 1] Operation not permitted))"
+    assert [s.decoder for s in report.sources] == [said] * 3
+
+    def key(row: dict) -> tuple[str, int]:
+        return row["source"], row["frame_index"]
+
+    cpu, again = (sorted(read_results(o).to_pylist(), key=key) for o in (out, tmp_path / "out"))
+    assert [key(r) for r in cpu] == [key(r) for r in again]
+    assert all(np.array_equal(decode_mask(a), decode_mask(b)) for a, b in zip(cpu, again))
 
 
 def test_nearest_group_search_finds_the_video(archive, data, dev_engine, tmp_path):

@@ -3,7 +3,12 @@
 fails on while decoding (corrupt packets make decord raise for the whole batch): PyAV decodes packet
 by packet, skipping and counting bad ones. Both readers return upright frames: decord 0.6.0 applies
 the display matrix itself. decord timestamps are float32 frame start times (error below 1 ms even
-for hours-long videos)."""
+for hours-long videos).
+
+With ``reader="nvdec"`` the frames are decoded by the GPU's NVDEC through PyAV (:mod:`streamcosal.io.nvdec`;
+exact timestamps, as PyAV's): where NVDEC cannot run the file is read as with ``"auto"``, and where it
+fails on a frame the CPU decodes the file from that frame on (said once, in the source's report).
+`VideoFileSource.decoder` says which ran."""
 
 from __future__ import annotations
 
@@ -27,11 +32,12 @@ from streamcosal.io.decode import (
     upright,
 )
 from streamcosal.io.frame import Frame, FrameSource, Sampler, SourceError, SourceReport, VideoInfo
+from streamcosal.io.nvdec import NvdecUnavailable, open_nvdec
 
 logger = logging.getLogger(__name__)
 
 
-Reader = Literal["auto", "decord", "pyav"]
+Reader = Literal["auto", "decord", "pyav", "nvdec"]
 
 
 class VideoFileSource(FrameSource):
@@ -41,6 +47,7 @@ class VideoFileSource(FrameSource):
         super().__init__()
         self.path, self.name = path, str(path)
         self._sampler, self._batch_size = sampler, batch_size
+        self._nvdec = reader == "nvdec"
         if not path.exists():
             raise SourceError(f"{path}: no such file. Check the path.")
         if path.is_dir():
@@ -118,6 +125,13 @@ class VideoFileSource(FrameSource):
         return vr
 
     def _generate(self) -> Iterator[Frame]:
+        if self._nvdec:
+            start = yield from self._nvdec_frames()
+            if start is None:
+                return
+            if start > 0:  # NVDEC stopped: the rest on the CPU
+                yield from self._pyav_frames(start_index=start)
+                return
         if self._vr is None:
             yield from self._pyav_frames(start_index=0)
             return
@@ -138,6 +152,37 @@ class VideoFileSource(FrameSource):
                 return
             for index, image in zip(chunk, images):
                 yield Frame(image=image, index=index, timestamp=float(timestamps[index]), source=self.name)
+
+    def _nvdec_frames(self) -> Iterator[Frame]:
+        """Frames decoded by NVDEC; returns None when it decoded the whole file, else the index of the first
+        frame the CPU must decode: 0 where NVDEC cannot run, the frame it rejected, or where the file ended
+        early or its demuxer failed (the CPU reader then reports the damage, as without NVDEC)."""
+        sampler = Sampler(self._sampler.fps, self._sampler.stride)
+        rejected = SourceReport()  # NVDEC's: the CPU decodes from the first and counts what is really damaged
+        start = 0
+        try:
+            with open_nvdec(self.name) as container:
+                self.decoder = "nvdec"
+                decoded = TimedFrames(container, self.name, self.info, rejected, check_rate=False)
+                for index, timestamp, frame in decoded:
+                    if rejected.bad_packets or rejected.corrupt_frames:
+                        self.report.warn(f"{self.name}: NVDEC could not decode frame {start}: the CPU decodes the "
+                                         "file from there (the frames before it came from NVDEC)")
+                        break
+                    image = upright(frame)
+                    start = index + 1
+                    if sampler.keep(index, timestamp):
+                        yield Frame(image=image, index=index, timestamp=timestamp, source=self.name)
+                else:
+                    if self.info.frame_count is None or decoded.count >= self.info.frame_count:
+                        return None
+        except NvdecUnavailable as error:
+            self.decoder = f"cpu (NVDEC unavailable: {error})"
+            return 0
+        except (av.error.FFmpegError, OSError) as error:
+            logger.info("%s: NVDEC's reading stopped at frame %d (%s); the CPU reads on", self.name, start, error)
+        self.decoder = f"nvdec, then the CPU from frame {start}" if start else "cpu"
+        return start
 
     def _pyav_frames(self, start_index: int) -> Iterator[Frame]:
         """Decode with PyAV, yielding sampled frames with index >= start_index."""

@@ -109,6 +109,7 @@ class FrameSource:
     name: str
     info: VideoInfo
     report: SourceReport
+    decoder: str = "cpu"  # what decoded the frames (`VideoFileSource`: NVDEC where asked and it ran)
 
     def __init__(self) -> None:
         self.report = SourceReport()

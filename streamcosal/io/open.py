@@ -65,7 +65,8 @@ def open_source(
     images.
 
     fps: keep about this many frames per second (by timestamp); stride: keep every stride-th frame.
-    reader: for video files, "auto" (decord, PyAV fallback), "decord" or "pyav".
+    reader: for video files, "auto" (decord, PyAV fallback), "decord", "pyav" or "nvdec" (the GPU's decoder
+    where it can run, :mod:`streamcosal.io.nvdec`).
     reconnect: backoff policy for live streams (default ReconnectPolicy()).
     Raises SourceError with a message naming the input and what to do.
     """

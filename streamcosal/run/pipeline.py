@@ -63,9 +63,10 @@ from torch import Tensor
 
 from streamcosal.inference.engine import CoSalEngine
 from streamcosal.inference.imagenet import top_classes
-from streamcosal.io.file import VideoFileSource
+from streamcosal.io.file import Reader, VideoFileSource
 from streamcosal.io.frame import FrameSource, SourceError, VideoInfo
 from streamcosal.io.images import ImageGroupSource
+from streamcosal.io.nvdec import nvdec_built
 from streamcosal.io.open import open_source
 from streamcosal.io.redact import redact
 from streamcosal.io.stream import StreamSource
@@ -142,7 +143,9 @@ def run_pipeline(
         held.enter_context(stop_signals())
         progress = held.enter_context(frame_progress(config.show_progress))
         sink = ResultSink(writer, config, report, engine, layout.overlays, feed)
-        job = _Job(engine, config, store, sink, report, progress, metrics)
+        on_gpu = config.decoder == "auto" and engine.device.type == "cuda" and nvdec_built()
+        job = _Job(engine, config, store, sink, report, progress, metrics,
+                   reader="nvdec" if config.decoder == "nvdec" or on_gpu else "auto")
         try:
             runs = iter(report.sources)
             groups = [(name, specs, [next(runs) for _ in specs]) for name, specs in jobs]
@@ -230,6 +233,7 @@ class _Job:
     metrics: LiveMetrics
     last_log: float = field(default_factory=time.monotonic)
     together: Together | None = None  # groups running at once (threads): what they share; None: one at a time
+    reader: Reader = "auto"  # video files' (`PipelineConfig.decoder` resolved for the engine's device)
 
     def run_group(self, group: str, specs: list[str | Path], runs: list[SourceRun]) -> None:
         """Open the group's sources, segment every window, write results; failures go to `runs`."""
@@ -238,7 +242,7 @@ class _Job:
         try:
             for spec, run in zip(specs, runs):
                 try:  # its own stride or fps where it has one (`PipelineConfig.per_source`)
-                    source = open_source(spec, reconnect=cfg.reconnect, **cfg.sampling(run.source))
+                    source = open_source(spec, reader=self.reader, reconnect=cfg.reconnect, **cfg.sampling(run.source))
                 except SourceError as error:
                     run.status, run.error = "failed", str(error)
                     logger.info("%s", error)
@@ -264,7 +268,7 @@ class _Job:
         finally:
             with atomic():  # a stop signal waits until every member is closed and the store saved
                 for m in members:
-                    m.run.warnings = list(m.source.report.warnings)
+                    m.run.warnings, m.run.decoder = list(m.source.report.warnings), m.source.decoder
                     try:
                         self.sink.close_member(m)
                     except OSError as error:  # the overlay video could not be finished (a full disk)

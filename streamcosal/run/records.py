@@ -109,6 +109,7 @@ class SourceRun:
     warnings: list[str] = field(default_factory=list)
     overlay: str | None = None
     live: LiveSummary | None = None  # live sources: counts, drops and latency
+    decoder: str = ""  # what decoded its frames (`FrameSource.decoder`), once it was read
 
 
 def is_transient(error: BaseException) -> bool:
