@@ -153,7 +153,9 @@ def main() -> None:
         engine = CoSalEngine.from_pretrained(device=args.device)
         replay = Replay(engine)
         replay.record()
-        config = PipelineConfig(mode=mode, window=8, **settings)
+        # each window its own engine call (recorded and replayed by its input), also where a GPU's run batches
+        # the windows of videos at once (`batch_groups`: an engine matter, measured by bench_archive.py)
+        config = PipelineConfig(mode=mode, window=8, batch_groups=False, **settings)
         recording = timed(lambda: run_pipeline([video], scratch / f"record-{mode}", engine, config))  # copies: the same calls
         seconds = []
         for run in range(args.runs):

@@ -26,8 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .head import HeadPass
-
 
 def position_support(features: Tensor) -> Tensor:
     """[N,D,h,w] -> [N,h*w]: each position's cosine similarity to its best match in each OTHER image,
@@ -43,15 +41,15 @@ def position_support(features: Tensor) -> Tensor:
     return best.masked_fill(own, 0.0).sum(2) / (n - 1)
 
 
-def common_region_embedding(head: HeadPass) -> Tensor:
-    """The group's class-agnostic embedding consensus, [1,D], for N images' head pass.
+def common_region_embedding(features: Tensor, embedding: Tensor) -> Tensor:
+    """The group's class-agnostic embedding consensus, [1,D], from N images' head features
+    [N,D',h,w] and embeddings [N,D] (:class:`~model.head.HeadPass`).
 
     Falls back to the mean embedding where the head's features are not what its embedding pools
     (their channel counts differ: VGG-16's fc layers) or the group is one image.
     """
-    features = head.features
-    if features.shape[0] == 1 or features.shape[1] != head.embedding.shape[1]:
-        return head.embedding.mean(0, keepdim=True)
+    if features.shape[0] == 1 or features.shape[1] != embedding.shape[1]:
+        return embedding.mean(0, keepdim=True)
     support = position_support(features)
     weights = torch.relu(support - support.mean(1, keepdim=True))
     total = weights.sum(1, keepdim=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor, nn
 
 from .backbones import Backbone
 from .decoder import ARMDecoder
-from .gim import class_activation_map, consensus_from_logits, gradient_induced_weights
+from .gim import class_activation_map, consensus_from_logits, gradient_induced_weights, segment_index
 from .head import HeadPass
 from .prototype import group_prototypes, object_prototypes, prototype_gate
 
@@ -122,17 +123,24 @@ class GICD(nn.Module):
         return self.decode(x, self.backbone.features(x), consensus, side_outputs, prototype_prior)
 
     def decode(self, x: Tensor, feats: list[Tensor], consensus: Tensor | None = None, side_outputs: bool = True,
-               prototype_prior: list[Tensor] | None = None) -> GICDOutput:
+               prototype_prior: list[Tensor] | None = None, segments: Sequence[int] | None = None) -> GICDOutput:
         """:meth:`forward` from the backbone's features of x, ``feats`` [F1..F5]: the head, GIM, the
         decoder and the gate (a caller that needs x's logits first, for a running consensus, reads
-        them from F5 with :meth:`consensus_logits` and passes the consensus)."""
+        them from F5 with :meth:`consensus_logits` and passes the consensus).
+
+        ``segments``: x holds several groups, of these sizes, one after another (their windows in one
+        pass); ``consensus`` is then theirs, [S,1000], and ``prototype_prior`` [S,C_l] per level (zeros
+        for none). Each group's maps are those it gets alone: what the images of a group share (the
+        consensus, the shared regions, the object prototype) is reduced within its own segment.
+        """
         f5 = feats[4]
         head = None
         if self.use_gim:
             head = self.backbone.head_pass(f5)
             if consensus is None:
                 consensus = consensus_from_logits(self.consensus_logits(x, f5, head))
-            gim = gradient_induced_weights(self.backbone, f5, consensus, self.embedding_share, head)
+            per_image = consensus if segments is None else consensus[segment_index(segments, consensus.device)]
+            gim = gradient_induced_weights(self.backbone, f5, per_image, self.embedding_share, head, segments)
             induced, weights, similarity = gim.induced, gim.weights, gim.similarity
         else:
             consensus, similarity = None, None
@@ -144,7 +152,8 @@ class GICD(nn.Module):
         if self.prototype_gate > 0:
             levels = [self.backbone.head_features(f5) if head is None else head.features, feats[3]]
             prototypes = object_prototypes(levels, final)
-            final = prototype_gate(levels, group_prototypes(prototypes, prototype_prior), final, self.prototype_gate)
+            final = prototype_gate(levels, group_prototypes(prototypes, prototype_prior, segments), final,
+                                   self.prototype_gate)
         side_maps = [_upsample(p, x) for p in [cam, *preds]] if side_outputs else []
         maps = side_maps[-1] if side_outputs and final is preds[-1] else _upsample(final, x)
         return GICDOutput(maps=maps, side_maps=side_maps, consensus=consensus,

@@ -5,6 +5,8 @@ All of it runs in fp32, whatever precision the backbone and decoder use.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +22,12 @@ def consensus_from_logits(logits: Tensor) -> Tensor:
     return torch.softmax(logits.float().sum(0, keepdim=True), dim=1)
 
 
+def segment_index(segments: Sequence[int], device: torch.device) -> Tensor:
+    """Each image's group, for images of several groups one after another: sizes [n_0, n_1, ...] ->
+    [0]*n_0 + [1]*n_1 + ..., a long tensor on ``device``."""
+    return torch.repeat_interleave(torch.arange(len(segments), device=device), torch.tensor(segments, device=device))
+
+
 @dataclass
 class GIMOutput:
     """induced: F~5 = F5 * w, [N,C5,h,w]; weights: w, [N,C5] in [0,1]; similarity: [N]."""
@@ -29,13 +37,14 @@ class GIMOutput:
     similarity: Tensor
 
 
-def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor,
-                             embedding_share: float = 0.0, head: HeadPass | None = None) -> GIMOutput:
+def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor, embedding_share: float = 0.0,
+                             head: HeadPass | None = None, segments: Sequence[int] | None = None) -> GIMOutput:
     """Channel weights from d(consensus . own logits)/dF5, through the classifier head only.
 
-    f5: [N,C5,h,w] (any dtype; used in fp32), consensus: [1,1000] (no gradient); head: the backbone's
-    :meth:`~model.backbones.Backbone.head_pass` of f5 when the caller has it (the consensus and the
-    object-prototype gate read the same pass).
+    f5: [N,C5,h,w] (any dtype; used in fp32), consensus: [1,1000], or [N,1000] one per image (no gradient);
+    head: the backbone's :meth:`~model.backbones.Backbone.head_pass` of f5 when the caller has it (the
+    consensus and the object-prototype gate read the same pass); segments: the sizes of the groups f5
+    holds one after another (None: one group), whose shared regions are each group's own.
     w = ReLU(spatial mean of the gradient), min-max normalised over each image's C5 values.
     No parameter receives a gradient, and the head's images do not interact, so each image's
     gradient is its own.
@@ -56,7 +65,9 @@ def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor,
     consensus = consensus.detach().float()
     directions = [head.class_direction(consensus)]
     if embedding_share > 0:
-        directions.append(common_region_embedding(head).expand_as(head.embedding))
+        bounds = [0, *itertools.accumulate(segments or [f5.shape[0]])]
+        directions.append(torch.cat([common_region_embedding(head.features[a:b], head.embedding[a:b]).expand(b - a, -1)
+                                     for a, b in itertools.pairwise(bounds)]))
     grads = head.gradient_means(torch.stack(directions))
     w = _min_max(torch.relu(grads[0]))
     if embedding_share > 0:

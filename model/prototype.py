@@ -15,11 +15,13 @@ object rather than with itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .gim import spatial_min_max
+from .gim import segment_index, spatial_min_max
 
 
 def object_prototypes(levels: list[Tensor], pred: Tensor) -> list[Tensor]:
@@ -34,17 +36,26 @@ def object_prototypes(levels: list[Tensor], pred: Tensor) -> list[Tensor]:
     return out
 
 
-def group_prototypes(own: list[Tensor], prior: list[Tensor] | None = None) -> list[Tensor]:
+def group_prototypes(own: list[Tensor], prior: list[Tensor] | None = None,
+                     segments: Sequence[int] | None = None) -> list[Tensor]:
     """The group's object per level: the normalised sum of the images' prototypes ([N,C_l] each)
-    and of ``prior`` ([1,C_l] each: the summed prototypes of images segmented before) -> [1,C_l]."""
+    and of ``prior`` ([1,C_l] each: the summed prototypes of images segmented before) -> [1,C_l].
+
+    ``segments``: the images are several groups of these sizes, one after another, and ``prior`` is
+    [S,C_l] (one row per group): each image gets its own group's object, [N,C_l]."""
     if prior is not None and len(prior) != len(own):
         raise ValueError(f"prototype prior has {len(prior)} levels, the model {len(own)}")
-    return [F.normalize(p.sum(0, keepdim=True) + (0 if prior is None else prior[k].to(p)), dim=1)
-            for k, p in enumerate(own)]
+    if segments is None:
+        return [F.normalize(p.sum(0, keepdim=True) + (0 if prior is None else prior[k].to(p)), dim=1)
+                for k, p in enumerate(own)]
+    index = segment_index(segments, own[0].device)
+    sums = [torch.zeros(len(segments), p.shape[1], device=p.device, dtype=p.dtype).index_add_(0, index, p)
+            for p in own]
+    return [F.normalize(s + (0 if prior is None else prior[k].to(s)), dim=1)[index] for k, s in enumerate(sums)]
 
 
 def prototype_similarity(features: Tensor, group: Tensor) -> Tensor:
-    """Each position's similarity to the group's object: [N,C,h,w], [1,C] -> [N,1,h,w] in [0,1]:
+    """Each position's similarity to the group's object: [N,C,h,w], [1,C] (or [N,C], each image's) -> [N,1,h,w] in [0,1]:
     the ReLU of the cosine similarity, min-max normalised per image. fp32."""
     cosine = (F.normalize(features.float(), dim=1) * group[:, :, None, None]).sum(1, keepdim=True)
     return spatial_min_max(torch.relu(cosine))
@@ -52,7 +63,7 @@ def prototype_similarity(features: Tensor, group: Tensor) -> Tensor:
 
 def prototype_gate(levels: list[Tensor], groups: list[Tensor], pred: Tensor, exponent: float) -> Tensor:
     """pred [N,1,H,W] in [0,1] times (the product over ``levels`` ([N,C_l,h_l,w_l]) of their
-    similarity maps to ``groups`` ([1,C_l], :func:`group_prototypes`), upsampled to HxW) ** exponent;
+    similarity maps to ``groups`` ([1,C_l] or [N,C_l], :func:`group_prototypes`), upsampled to HxW) ** exponent;
     fp32."""
     if not levels or len(levels) != len(groups):
         raise ValueError(f"prototype_gate needs one group prototype per feature level, got {len(groups)} "

@@ -47,7 +47,7 @@ def test_a_confident_group_keeps_its_maps(engine: CoSalEngine, data: Path, monke
     embedding give the same maps within 0.005 mean absolute difference (measured 0.0005)."""
     x = _group(engine, group_images(data, "davis2016", "blackswan", 8))
     shared = engine.segment(x).maps
-    monkeypatch.setattr("streamcosal.model.gim.common_region_embedding", lambda head: head.embedding.mean(0, keepdim=True))
+    monkeypatch.setattr("streamcosal.model.gim.common_region_embedding", lambda features, embedding: embedding.mean(0, keepdim=True))
     plain = engine.segment(x).maps
     assert np.abs(shared - plain).mean() < 0.005
 
@@ -61,9 +61,5 @@ def test_support_of_one_image_and_of_copies() -> None:
 
 def test_a_head_whose_features_are_not_its_embedding_falls_back_to_the_mean() -> None:
     """VGG-16: F5 (512 channels) is not what fc7 (4096) pools: the plain mean embedding."""
-    from streamcosal.model.head import HeadPass
-
     embedding = torch.rand(4, 32)
-    head = HeadPass(features=torch.rand(4, 8, 3, 3), embedding=embedding, logits=torch.rand(4, 10),
-                    classify_logits=torch.rand(4, 10), classify_pullback=lambda v: (v,))
-    assert torch.equal(common_region_embedding(head), embedding.mean(0, keepdim=True))
+    assert torch.equal(common_region_embedding(torch.rand(4, 8, 3, 3), embedding), embedding.mean(0, keepdim=True))

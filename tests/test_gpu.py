@@ -127,6 +127,25 @@ def test_video_end_to_end_on_cuda(data: Path, tmp_path: Path) -> None:
         assert union == 0 or np.logical_and(a, b).sum() / union > 0.95, gpu_row["frame_index"]
 
 
+def test_an_archive_on_cuda_batches_its_videos_windows_with_the_maps_of_each_alone(data: Path, tmp_path: Path) -> None:
+    """Three videos at once on the GPU (its default: their windows in one engine call) give the masks of the
+    same run with each window its own call."""
+    videos = []
+    for name in ("goat", "blackswan", "car-roundabout"):
+        videos.append(tmp_path / f"{name}.mp4")
+        encode_video(load_frames(data / "davis2016" / "images" / name, max_frames=16, size=(320, 192)), videos[-1], fps=10)
+    engine = CoSalEngine.from_pretrained(device="cuda", precision="fp32")
+    rows = {}
+    for batched in (True, False):
+        config = PipelineConfig(mode="global", window=8, consensus_frames=8, parallel_groups=3, batch_groups=batched)
+        assert run_pipeline(videos, tmp_path / str(batched), engine, config).frames == 48
+        rows[batched] = {(r["source"], r["frame_index"]): decode_mask(r) for r in read_results(tmp_path / str(batched)).to_pylist()}
+    for key, a in rows[True].items():
+        b = rows[False][key]
+        union = np.logical_or(a, b).sum()
+        assert union == 0 or np.logical_and(a, b).sum() / union > 0.99, key
+
+
 def test_nvdec_decodes_as_the_cpu_does(data: Path, tmp_path: Path) -> None:
     """NVDEC (PyAV's FFmpeg with CUDA) runs on this GPU and gives the CPU decoder's frames."""
     video = tmp_path / "goat.mp4"

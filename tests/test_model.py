@@ -189,7 +189,8 @@ def test_embedding_share_mixes_in_the_shared_regions_embeddings_gradient(lite0: 
     with torch.no_grad():
         f5 = backbone.features(x)[4]
         consensus = consensus_from_logits(backbone.classify(f5))
-        e_mean = common_region_embedding(backbone.head_pass(f5))
+        head = backbone.head_pass(f5)
+        e_mean = common_region_embedding(head.features, head.embedding)
     paper = gradient_induced_weights(backbone, f5, consensus).weights
     embedding_only = gradient_induced_weights(backbone, f5, consensus, embedding_share=1.0).weights
     for i in range(x.shape[0]):

@@ -12,6 +12,8 @@ import pytest
 from test_pipeline import davis_video, dev_checkpoint, dev_engine  # noqa: F401  (fixtures)
 
 from streamcosal.inference.engine import CoSalEngine
+from streamcosal.run import batches
+from streamcosal.run.batches import EngineBatches
 from streamcosal.run.pipeline import run_pipeline
 from streamcosal.run.records import PipelineConfig
 from streamcosal.storage import decode_mask, read_results
@@ -26,30 +28,44 @@ def videos(data, tmp_path_factory) -> list[Path]:
 
 
 def run(videos: list[Path], out: Path, engine: CoSalEngine, monkeypatch: pytest.MonkeyPatch,
-        **settings: object) -> tuple[dict, list[str]]:
-    """Rows by (source, frame) and the name of the thread of each engine call."""
+        **settings: object) -> tuple[dict, list[str], list[int]]:
+    """Rows by (source, frame), the name of the thread of each window's engine call, and the windows of
+    each batched engine call (groups at once)."""
     threads: list[str] = []
-    segment = engine.segment
+    batched: list[int] = []
+    segment, ask, together = engine.segment, EngineBatches.segment, batches.segment_together
 
     def recorded(*args: object, **kwargs: object):
         threads.append(threading.current_thread().name)
         return segment(*args, **kwargs)
 
+    def asked(*args: object, **kwargs: object):
+        threads.append(threading.current_thread().name)
+        return ask(*args, **kwargs)
+
+    def batch(engine: CoSalEngine, requests: list) -> list:
+        batched.append(len(requests))
+        return together(engine, requests)
+
     monkeypatch.setattr(engine, "segment", recorded)
+    monkeypatch.setattr(EngineBatches, "segment", asked)
+    monkeypatch.setattr(batches, "segment_together", batch)
     config = PipelineConfig(mode="global", window=4, consensus_frames=6, **settings)
     report = run_pipeline(videos, out, engine, config)
     monkeypatch.undo()
     assert report.exit_code == 0 and [s.status for s in report.sources] == ["done"] * len(videos)
     rows = {(r["source"], r["frame_index"]): r for r in read_results(out).to_pylist()}
-    return rows, threads
+    return rows, threads, batched
 
 
 def test_videos_at_once_give_the_results_of_one_after_another(videos, dev_engine, tmp_path, monkeypatch):
-    alone, alone_threads = run(videos, tmp_path / "one", dev_engine, monkeypatch)
-    together, together_threads = run(videos, tmp_path / "three", dev_engine, monkeypatch, parallel_groups=3)
-    assert set(alone_threads) == {threading.current_thread().name}  # the default on a CPU: one after another
-    # three workers, each naming the group it runs; every group's windows in one of them
+    alone, alone_threads, alone_batched = run(videos, tmp_path / "one", dev_engine, monkeypatch)
+    together, together_threads, batched = run(videos, tmp_path / "three", dev_engine, monkeypatch, parallel_groups=3,
+                                              batch_groups=True)  # as on a GPU
+    assert set(alone_threads) == {threading.current_thread().name} and not alone_batched  # a CPU's default
+    # three workers, each naming the group it runs; every group's windows asked for in one of them
     assert {name for name in together_threads} == {f"streamcosal-group {v}" for v in VIDEOS}
+    assert sum(batched) == 3 * len(VIDEOS), batched  # every window through the batches: 3 a video
     assert len(alone) == len(together) == 12 * len(VIDEOS)
     for key, row in alone.items():
         other = together[key]

@@ -287,7 +287,7 @@ class CoSalEngine:
         if self._to_measure:
             self._measure_precision(x)
         if callable(consensus):
-            consensus = _called_once(consensus)
+            consensus = called_once(consensus)
         while True:
             try:
                 return self._segment(x, consensus, prototype_prior)
@@ -387,7 +387,7 @@ def engine_for(spec: EngineSpec) -> CoSalEngine:
     return engine
 
 
-def _called_once(consensus: ConsensusOfLogits) -> ConsensusOfLogits:
+def called_once(consensus: ConsensusOfLogits) -> ConsensusOfLogits:
     """``consensus`` whose first result is returned again on later calls: a running consensus adds a
     window's frames once, however often the window is segmented."""
     results: list[Tensor] = []

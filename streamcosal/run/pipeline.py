@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,21 +54,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import torch
 from filelock import FileLock
 from rich.markup import escape
 from rich.progress import Progress
 from torch import Tensor
 
-from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.engine import ConsensusOfLogits, CoSalEngine, GroupPrediction
 from streamcosal.inference.imagenet import top_classes
 from streamcosal.io.file import Reader, VideoFileSource
-from streamcosal.io.frame import FrameSource, SourceError, VideoInfo
+from streamcosal.io.frame import FrameSource, SourceError
 from streamcosal.io.images import ImageGroupSource
 from streamcosal.io.nvdec import nvdec_built
 from streamcosal.io.open import open_source
 from streamcosal.io.redact import redact
 from streamcosal.io.stream import StreamSource
+from streamcosal.run.batches import EngineBatches
 from streamcosal.run.concurrent import Together, any_live, run_concurrently
 from streamcosal.run.consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity
 from streamcosal.run.evidence import GroupEvidence
@@ -80,7 +81,7 @@ from streamcosal.run.live import LiveReader, live_windows
 from streamcosal.run.metrics import LiveMetrics
 from streamcosal.run.observers import EventRecord, FrameRecord, Observer, StopRun, stop_name
 from streamcosal.run.prefetch import Prefetcher
-from streamcosal.run.progress import frame_progress
+from streamcosal.run.progress import estimated_frames, frame_progress
 from streamcosal.run.prototypes import RunningPrototype
 from streamcosal.run.records import PipelineConfig, RunReport, SourceRun, is_transient
 from streamcosal.run.sink import Member, ResultSink, SinkThread, owners
@@ -151,6 +152,8 @@ def run_pipeline(
             groups = [(name, specs, [next(runs) for _ in specs]) for name, specs in jobs]
             live = any_live(sources, config.live)  # a live group never ends: every group at once
             workers = config.parallel_groups or (1 if engine.device.type == "cpu" else GPU_PARALLEL_GROUPS)
+            batched = engine.device.type == "cuda" if config.batch_groups is None else config.batch_groups
+            job.batches = EngineBatches(engine) if batched and not live else None  # files at once: windows batched
             if len(groups) > 1 and (live or workers > 1):
                 run_concurrently(job, groups, None if live else workers)
             else:
@@ -203,17 +206,6 @@ def _final_write(report: RunReport, what: str, write: Callable[[], T]) -> T | No
         return None
 
 
-def estimated_frames(info: VideoInfo, stride: int, fps: float | None) -> int | None:
-    """How many frames a finite source will give with this sampling (None when unknown)."""
-    if not info.frame_count:
-        return None
-    if fps is not None:
-        if info.duration and info.fps > fps:
-            return min(info.frame_count, math.ceil(info.duration * fps))
-        return info.frame_count
-    return math.ceil(info.frame_count / stride)
-
-
 def _prepared(windows: Iterable[Window], engine: CoSalEngine, size: int) -> Iterator[tuple[Window, Tensor]]:
     """Windows with their frames resized for the engine: (window, [N,3,S,S] in [0,1]), S = size."""
     for window in windows:
@@ -234,6 +226,7 @@ class _Job:
     last_log: float = field(default_factory=time.monotonic)
     together: Together | None = None  # groups running at once (threads): what they share; None: one at a time
     reader: Reader = "auto"  # video files' (`PipelineConfig.decoder` resolved for the engine's device)
+    batches: EngineBatches | None = None  # groups of files at once: their windows segmented in batches
 
     def run_group(self, group: str, specs: list[str | Path], runs: list[SourceRun]) -> None:
         """Open the group's sources, segment every window, write results; failures go to `runs`."""
@@ -303,7 +296,7 @@ class _Job:
             for window, x in prepared:
                 if self.together is not None:
                     self.together.check()  # the run is stopping: GroupStopped
-                prediction = self._timed(engine.segment, x, consensus(window), prototype.prior(window))
+                prediction = self._segment(x, consensus(window), prototype.prior(window))
                 prototype.add(window, prediction)
                 evidence.add(window, prediction)
                 if smoothing is not None:  # what is written; the prototype keeps the engine's maps
@@ -376,6 +369,14 @@ class _Job:
         streaming = StreamingConsensus(group, self.store, self.config.half_life, STORE_SAVE_EVERY_S,
                                        source=source_identity(sources))
         return self.together.consensus(streaming) if self.together is not None else streaming
+
+    def _segment(self, x: Tensor, consensus: Tensor | ConsensusOfLogits, prior: list[np.ndarray] | None) -> GroupPrediction:
+        """A window's segmentation; while groups of files run at once, batched with theirs (`EngineBatches`)."""
+        if self.together is None or self.batches is None:
+            return self._timed(self.engine.segment, x, consensus, prior)
+        prediction, seconds = self.batches.segment(x, consensus, prior, self.together.engine)
+        self.report.engine_seconds += seconds
+        return prediction
 
     def _timed(self, fn: Callable[..., T], x: Tensor, *args: object) -> T:
         """An engine call on x [N,3,S,S], timed; while groups run at once, in this group's turn on the engine."""

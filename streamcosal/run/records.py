@@ -68,6 +68,9 @@ class PipelineConfig(RunParams):
     # masks made on the engine's device, batched per window (streamcosal.inference.postprocess); None: when
     # the engine runs on a GPU (on a CPU OpenCV's per-frame path is faster)
     postprocess_on_device: bool | None = None
+    # groups of files running at once (`parallel_groups`) segment their windows together, in one engine call
+    # (streamcosal.run.batches); None: when the engine runs on a GPU (on a CPU a larger batch is slower)
+    batch_groups: bool | None = None
     # keep the rows earlier runs wrote for a source this run redoes (default: the new ones replace them)
     keep_history: bool = False
     # sources' own settings, by the source's name in the report (`SourceRun.source`: no password)
