@@ -62,6 +62,7 @@ def run_batches(sampler: GroupSampler, steps: int, first: int, end: int, workers
     batches = RunBatches(sampler, steps, first, end)
     if workers == 0:
         return (batches[i] for i in range(len(batches)))
+    # spawned, not forked: a fork taken while another thread holds OpenMP's or OpenCV's pool locks hangs its child
     loader = DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory,
-                        prefetch_factor=4, worker_init_fn=_one_thread)
+                        prefetch_factor=4, worker_init_fn=_one_thread, multiprocessing_context="spawn")
     return iter(loader)
