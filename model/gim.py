@@ -28,6 +28,11 @@ def segment_index(segments: Sequence[int], device: torch.device) -> Tensor:
     return torch.repeat_interleave(torch.arange(len(segments), device=device), torch.tensor(segments, device=device))
 
 
+def segment_bounds(segments: Sequence[int]) -> list[tuple[int, int]]:
+    """Each group's images as (start, end), for groups of these sizes one after another."""
+    return list(itertools.pairwise([0, *itertools.accumulate(segments)]))
+
+
 @dataclass
 class GIMOutput:
     """induced: F~5 = F5 * w, [N,C5,h,w]; weights: w, [N,C5] in [0,1]; similarity: [N]."""
@@ -65,9 +70,8 @@ def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor, 
     consensus = consensus.detach().float()
     directions = [head.class_direction(consensus)]
     if embedding_share > 0:
-        bounds = [0, *itertools.accumulate(segments or [f5.shape[0]])]
         directions.append(torch.cat([common_region_embedding(head.features[a:b], head.embedding[a:b]).expand(b - a, -1)
-                                     for a, b in itertools.pairwise(bounds)]))
+                                     for a, b in segment_bounds(segments or [f5.shape[0]])]))
     grads = head.gradient_means(torch.stack(directions))
     w = _min_max(torch.relu(grads[0]))
     if embedding_share > 0:

@@ -16,7 +16,6 @@ and a running consensus still adds each window once.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from torch import Tensor
 from streamcosal.inference.engine import ConsensusOfLogits, CoSalEngine, GroupPrediction, called_once
 from streamcosal.inference.precision import autocast
 from streamcosal.model import consensus_from_logits
+from streamcosal.model.gim import segment_bounds
 
 
 @dataclass
@@ -86,7 +86,7 @@ def _segment_batch(engine: CoSalEngine, requests: list[SegmentRequest]) -> list[
     """Requests of one input size, at most a chunk of frames in all, in one pass."""
     model, device = engine.model, engine.device
     sizes = [r.x.shape[0] for r in requests]
-    bounds = list(itertools.pairwise([0, *itertools.accumulate(sizes)]))
+    bounds = segment_bounds(sizes)
     engine.settle_precision(max(sizes))
     x = engine.normalise(torch.cat([r.x for r in requests]))
     consensus, prior = None, _stacked_priors(requests, device)
