@@ -246,19 +246,19 @@ def test_camera_killed_and_restarted_midstream(clips, dev_engine, tmp_path, monk
 
 def test_two_cameras_in_one_group_and_one_stalls(clips, dev_engine, tmp_path):
     """Two cameras, one group: windows hold the newest frames of both; while one camera is frozen
-    (its server stopped with SIGSTOP) the other goes on alone, and the frozen one is named."""
+    (its server stopped with SIGSTOP until the run ends) the other goes on alone, and the frozen one is
+    named. The freeze outlasts the group's wait for a camera (up to twice its 2 s stall wait, plus an
+    engine call) on any machine: a 3 s freeze raced it on a slower one."""
     with rtsp_camera({"/a": clips["blackswan"]}) as a, rtsp_camera({"/b": clips["goat"]}) as b:
-        def freeze_b() -> None:
-            time.sleep(2.5)
-            b.process.send_signal(signal.SIGSTOP)
-            time.sleep(3.0)
-            b.process.send_signal(signal.SIGCONT)
-
-        chaos = threading.Thread(target=freeze_b, daemon=True)
-        chaos.start()
+        frozen = threading.Timer(2.5, b.process.send_signal, (signal.SIGSTOP,))
+        frozen.start()
         config = PipelineConfig(window=4, duration=9.0, stall_warning_s=1.0)
-        report = run_pipeline([a.url("/a"), b.url("/b")], tmp_path / "out", dev_engine, config, group="lobby")
-        chaos.join(timeout=30)
+        try:
+            report = run_pipeline([a.url("/a"), b.url("/b")], tmp_path / "out", dev_engine, config, group="lobby")
+        finally:
+            frozen.cancel()
+            b.process.send_signal(signal.SIGCONT)
+        assert frozen.finished.is_set()
     run_a, run_b = report.sources
     assert run_a.frames > 0 and run_b.frames > 0 and run_a.live.received > 0 and run_b.live.received > 0
     assert any("no frame for 1 s" in w for w in run_b.warnings) and not run_a.warnings
