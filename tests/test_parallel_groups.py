@@ -1,6 +1,6 @@
 """An archive's videos processed a few at once (`parallel_groups`): the same results as one after
 another, in as many threads as asked, a broken file failing alone; on the CPU the device is a
-parameter like any other (a GPU engine's default is `GPU_PARALLEL_GROUPS`)."""
+parameter like any other (a GPU engine's default is `GPU_FILES_AT_ONCE`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_pipeline import davis_video, dev_checkpoint, dev_engine  # noqa: F401  (fixtures)
 
 from streamcosal.inference.engine import CoSalEngine
@@ -140,3 +141,28 @@ def test_a_signal_during_the_wait_still_waits_for_every_group():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_threads_sharing_an_engine_get_the_maps_of_one_at_a_time(data, dev_engine):
+    """An archive's units in threads call one engine at once (no run's turns between them): each call's maps
+    equal the same call alone. (Two passes at once clashed on torch.func's process-wide forward-AD levels:
+    "Trying to access a forward AD level with an invalid index", or wrong maps.)"""
+    from video_fixtures import davis_frames
+
+    groups = [torch.stack([dev_engine.prepare(image) for image in davis_frames(video, 6)]) for video in VIDEOS[:2]]
+    alone = [dev_engine.segment(x).maps for x in groups]
+    results: dict[int, list[np.ndarray]] = {0: [], 1: []}
+
+    def calls(i: int) -> None:
+        for _ in range(10):
+            results[i].append(dev_engine.segment(groups[i]).maps)
+
+    threads = [threading.Thread(target=calls, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in (0, 1):
+        assert len(results[i]) == 10
+        for maps in results[i]:
+            np.testing.assert_allclose(maps, alone[i], atol=1e-6)

@@ -23,6 +23,7 @@ input size).
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from typing import Callable, TypeVar
 
@@ -70,6 +71,8 @@ class CompileGuard:
 
     def __init__(self, model: GICD, compile: bool) -> None:
         self.model = model
+        self._passes = threading.RLock()  # threads sharing an engine (an archive's units) take turns: torch.func's
+        # forward-AD levels are process-wide, and two passes at once fail ("... a forward AD level with an invalid index")
         self.compiled = False
         """Whether the network runs compiled now (False again after compiling failed)."""
         if compile:
@@ -80,15 +83,16 @@ class CompileGuard:
                 self._failed(error)
 
     def run(self, call: Callable[[], T]) -> T:
-        """call() (a pass of the network), under :func:`frozen` when compiled."""
-        if not self.compiled:
-            return call()
-        try:
-            with frozen():
+        """call() (a pass of the network), under :func:`frozen` when compiled; one pass at a time."""
+        with self._passes:
+            if not self.compiled:
                 return call()
-        except torch._dynamo.exc.TorchDynamoException as error:
-            self._failed(error)
-            return call()
+            try:
+                with frozen():
+                    return call()
+            except torch._dynamo.exc.TorchDynamoException as error:
+                self._failed(error)
+                return call()
 
     def _failed(self, error: Exception) -> None:
         """Run uncompiled from now on, and warn with the reason (the error's first line)."""
