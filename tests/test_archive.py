@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -210,6 +212,80 @@ def test_units_serve_no_live_metrics(tmp_path: Path, assets: dict[str, Path], en
         assert archive.run_unit(unit, tmp_path / "out", engine, jobs.pipeline_config(params)).status == "done"
     rows = read_results(tmp_path / "out").to_pylist()
     assert len(rows) == CLIP_FRAMES and all(r["latency_s"] is None for r in rows)
+
+
+def unit_threads(engine, monkeypatch: pytest.MonkeyPatch, then=None) -> list[str]:
+    """The names of the threads the engine's windows are segmented in, filled as a run runs; `then()` after
+    each call."""
+    names: list[str] = []
+    segment = engine.segment
+
+    def recorded(*args, **kwargs):
+        names.append(threading.current_thread().name)
+        result = segment(*args, **kwargs)
+        if then is not None:
+            then()
+        return result
+
+    monkeypatch.setattr(engine, "segment", recorded)
+    return names
+
+
+def test_units_at_once_give_the_rows_of_one_after_another(tmp_path: Path, assets: dict[str, Path], engine,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`parallel_groups` units in threads sharing the engine (a GPU's default; asked for here on the CPU):
+    the rows, run ids and stores of one unit after another; a broken video fails alone."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 1000)
+    videos = [str(assets["a"]), str(broken), str(assets["b"])]
+    with pytest.raises(archive.ArchiveFailed):
+        archive.run_archive(videos, tmp_path / "one", spec(assets), PARAMS)
+    names = unit_threads(engine, monkeypatch)
+    with pytest.raises(archive.ArchiveFailed) as failed:
+        archive.run_archive(videos, tmp_path / "two", spec(assets), PARAMS.model_copy(update={"parallel_groups": 2}))
+    assert [r.status for r in failed.value.summary.records] == ["done", "failed", "done"], [r.error for r in failed.value.summary.records]
+    assert set(names) == {"streamcosal-unit blackswan.mp4", "streamcosal-unit goat.mp4"}
+    assert sorted_rows(read_results(tmp_path / "two")) == sorted_rows(read_results(tmp_path / "one"))  # run ids too
+    assert read_results(tmp_path / "two").num_rows == 2 * CLIP_FRAMES
+    stores = [ConsensusStore.open(tmp_path / out / "archive" / "consensus.npz") for out in ("one", "two")]
+    for video in videos[::2]:
+        assert np.allclose(stores[0].consensus(video), stores[1].consensus(video))
+
+
+def test_ctrl_c_stops_the_units_under_way_and_a_rerun_does_them(tmp_path: Path, assets: dict[str, Path], engine,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C reaches the main thread, which waits for the units' threads: each unit stops at its next frame,
+    its files deleted and nothing committed; the signal is raised again; a rerun does both units."""
+    videos = [str(assets["a"]), str(assets["b"])]
+    params = PARAMS.model_copy(update={"parallel_groups": 2})
+    reference = tmp_path / "reference"
+    archive.run_archive(videos, reference, spec(assets), params)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    first = threading.Lock()
+
+    def ctrl_c_at_the_first_window() -> None:
+        if first.acquire(blocking=False):  # once, whichever unit's window ends first
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            time.sleep(0.5)  # the window still in the engine when the stop comes
+
+    out = tmp_path / "out"
+    unit_threads(engine, monkeypatch, ctrl_c_at_the_first_window)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            archive.run_archive(videos, out, spec(assets), params)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    monkeypatch.undo()
+    assert archive.Manifest(out).records() == [] and read_results(out).num_rows == 0
+    assert not list(out.glob("frames/source_key=*/*.parquet"))  # the units' flushed rows deleted
+    summary = archive.run_archive(videos, out, spec(assets), params)
+    assert summary.counts()["processed"] == 2
+    assert sorted_rows(read_results(out)) == sorted_rows(read_results(reference))
 
 
 KILLED_RUN = textwrap.dedent("""

@@ -47,8 +47,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
+import torch
 from torch import Tensor
 
 from streamcosal.io.stream import is_stream
@@ -64,7 +65,9 @@ logger = logging.getLogger(__name__)
 
 JOIN_POLL_S = 0.2  # the main thread's joins: a signal is handled within this
 STOP_GRACE_S = 30.0  # after a stop, how long the groups are waited for (a camera's connection try may block)
+GPU_FILES_AT_ONCE = 4  # a GPU engine's default `parallel_groups`: files decoded, prepared and written at once
 
+T = TypeVar("T")
 Group = tuple[str, list[str | Path], list[SourceRun]]  # name, sources, their run records
 
 
@@ -196,30 +199,47 @@ def run_concurrently(job: GroupRunner, groups: Sequence[Group], workers: int | N
     once, or `workers` threads each taking the next group not yet begun. A stop signal stops them all (no
     group begins after it), then is raised again here once they have written what they have."""
     together = job.together = Together()  # kept set: a thread still running after a stop keeps checking it
-    queue = iter(groups)
+    count = len(groups) if workers is None else workers
+    each_in_threads(groups, lambda group: _run_group(job, *group), count, lambda group: f"streamcosal-group {group[0]}",
+                    together.stop, together.request_stop)
+
+
+def files_at_once(asked: int | None, device: torch.device) -> int:
+    """How many files (groups, or an archive's units) run at once: `asked`, else 1 on a CPU (the engine uses
+    every core) and `GPU_FILES_AT_ONCE` on a GPU."""
+    return asked or (1 if device.type == "cpu" else GPU_FILES_AT_ONCE)
+
+
+def each_in_threads(items: Sequence[T], work: Callable[[T], object], workers: int, name: Callable[[T], str],
+                    stop: threading.Event, request_stop: Callable[[], None]) -> None:
+    """`work(item)` for every item, in `workers` threads (at most one per item), each taking the next item
+    not yet begun until `stop` is set; `work` handles its own errors. Call from the thread that gets the
+    signals: a Ctrl-C or SIGTERM there calls `request_stop` (which must set `stop`), waits for the threads
+    (at most `STOP_GRACE_S`) and is raised again."""
+    queue = iter(items)
     taking = threading.Lock()
 
-    def work(ended: threading.Event) -> None:
+    def run(ended: threading.Event) -> None:
         try:
-            while not together.stop.is_set():
+            while not stop.is_set():
                 with taking:
-                    group = next(queue, None)
-                if group is None:
+                    item = next(queue, None)
+                if item is None:
                     return
-                threading.current_thread().name = f"streamcosal-group {group[0]}"
-                _run_group(job, *group)
+                threading.current_thread().name = name(item)
+                work(item)
         finally:
             ended.set()
 
-    count = len(groups) if workers is None else max(1, min(workers, len(groups)))
-    workers_ended = {threading.Thread(target=work, args=(ended,), name="streamcosal-group", daemon=True): ended
+    count = max(1, min(workers, len(items)))
+    workers_ended = {threading.Thread(target=run, args=(ended,), name="streamcosal-worker", daemon=True): ended
                      for ended in (threading.Event() for _ in range(count))}
     try:
         for thread in workers_ended:
             thread.start()
         _join(workers_ended.values())
     except BaseException:  # KeyboardInterrupt, Terminated: this thread is the one that gets them
-        together.request_stop()
+        request_stop()
         _join_after_stop(workers_ended)
         raise
 
@@ -258,7 +278,7 @@ def _join_after_stop(workers_ended: dict[threading.Thread, threading.Event]) -> 
                     pass
             break
         except (KeyboardInterrupt, Terminated):
-            logger.warning("stopping: waiting for every group to write its results")
+            logger.warning("stopping: waiting for every thread to write its results")
     stuck = [t.name for t, ended in workers_ended.items() if not ended.is_set()]
     if stuck:
         logger.warning("stopping: %s still running after %.0f s (a source that does not answer); "

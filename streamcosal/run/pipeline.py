@@ -71,7 +71,7 @@ from streamcosal.io.open import open_source
 from streamcosal.io.redact import redact
 from streamcosal.io.stream import StreamSource
 from streamcosal.run.batches import EngineBatches
-from streamcosal.run.concurrent import Together, any_live, run_concurrently
+from streamcosal.run.concurrent import Together, any_live, files_at_once, run_concurrently
 from streamcosal.run.consensus import ConsensusStrategy, GlobalConsensus, StreamingConsensus, source_identity
 from streamcosal.run.evidence import GroupEvidence
 from streamcosal.run.feed import ResultFeed
@@ -95,7 +95,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 STORE_FILE = "consensus.npz"
 STORE_SAVE_EVERY_S = 30.0  # streaming: save the consensus store at least this often
-GPU_PARALLEL_GROUPS = 4  # a GPU engine's default `parallel_groups`: files decoded, prepared and written at once
 
 
 def run_pipeline(
@@ -151,7 +150,7 @@ def run_pipeline(
             runs = iter(report.sources)
             groups = [(name, specs, [next(runs) for _ in specs]) for name, specs in jobs]
             live = any_live(sources, config.live)  # a live group never ends: every group at once
-            workers = config.parallel_groups or (1 if engine.device.type == "cpu" else GPU_PARALLEL_GROUPS)
+            workers = files_at_once(config.parallel_groups, engine.device)
             batched = engine.device.type == "cuda" if config.batch_groups is None else config.batch_groups
             job.batches = EngineBatches(engine) if batched and not live else None  # files at once: windows batched
             if len(groups) > 1 and (live or workers > 1):

@@ -1,9 +1,11 @@
 """Running units: one at a time with :func:`run_unit` (a scheduler runs many), or a whole archive
-sequentially with :func:`run_archive`; the merged consensus store of the committed units."""
+with :func:`run_archive` (a few units at once on a GPU); the merged consensus store of the committed units."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +18,11 @@ from streamcosal.run.archive.lock import archive_lock
 from streamcosal.run.archive.manifest import Manifest, done_keys
 from streamcosal.run.archive.summary import ArchiveFailed, ArchiveSummary, summarize
 from streamcosal.run.archive.units import ARCHIVE_DIR, COMMITTED, Unit, UnitRecord, list_videos, now, plan_units
+from streamcosal.run.concurrent import each_in_threads, files_at_once
 from streamcosal.run.groups import group_name
+from streamcosal.run.interrupts import stop_signals
 from streamcosal.run.jobs import pipeline_config
+from streamcosal.run.observers import FrameRecord, StopRun
 from streamcosal.run.pipeline import run_pipeline
 from streamcosal.run.records import PipelineConfig
 from streamcosal.run.records import is_transient as pipeline_transient
@@ -35,10 +40,13 @@ class UnitFailed(RuntimeError):
         return (type(self), (self.video, self.error, self.transient))
 
 
-def run_unit(unit: Unit, out: str | Path, engine: Any, config: PipelineConfig | None = None) -> UnitRecord:
+def run_unit(unit: Unit, out: str | Path, engine: Any, config: PipelineConfig | None = None,
+             stop: threading.Event | None = None) -> UnitRecord:
     """Process one unit into ``out`` unless the manifest says it is done; commit it when it completes.
 
-    Returns the record (``skipped`` when it was already done).
+    Returns the record (``skipped`` when it was already done). ``stop``, once set, stops the unit at its
+    next frame as Ctrl-C would (its files deleted, ``UnitFailed`` transient): for units running in
+    threads, which get no signals.
 
     Raises:
         UnitFailed: the video failed (recorded in the manifest with its error; its files deleted).
@@ -62,7 +70,8 @@ def run_unit(unit: Unit, out: str | Path, engine: Any, config: PipelineConfig | 
     # live metrics: units running at once would share the port); its manifest says which units are current
     start = time.perf_counter()
     try:
-        report = run_pipeline([unit.video], out, engine, config, group=group_name(unit.video))
+        report = run_pipeline([unit.video], out, engine, config, group=group_name(unit.video),
+                              on_frame=None if stop is None else functools.partial(_stop_if_set, stop))
     except BaseException as error:
         discard_run(out, unit.run_id)
         if isinstance(error, Exception):
@@ -88,6 +97,11 @@ def run_unit(unit: Unit, out: str | Path, engine: Any, config: PipelineConfig | 
     record.overlay, record.finished, record.precision = source.overlay, now(), report.precision
     manifest.write(record)  # the commit: from here on the unit is done
     return record
+
+
+def _stop_if_set(stop: threading.Event, _: FrameRecord) -> None:
+    if stop.is_set():
+        raise StopRun
 
 
 def _fail(manifest: Manifest, record: UnitRecord, error: str) -> None:
@@ -155,20 +169,36 @@ def prepare(videos: str | Sequence[str], out: str | Path, model: str, params: di
 
 def run_archive(videos: str | Sequence[str], out: str | Path, engine: EngineSpec | None = None,
                 params: RunParams | None = None) -> ArchiveSummary:
-    """Process an archive sequentially, without a scheduler (the ``cosal-archive`` flow runs units
-    concurrently on a task runner); units are keyed as the flow keys them (:meth:`EngineSpec.identity`,
-    :meth:`RunParams.result_params`), so either can resume the other's ``out``. Raises
-    :class:`ArchiveFailed` after the others finished."""
+    """Process an archive without a scheduler (the ``cosal-archive`` flow runs units on a task runner):
+    ``params.parallel_groups`` units at once (default one on a CPU, four on a GPU), in threads sharing one
+    engine; units are keyed as the flow keys them (:meth:`EngineSpec.identity`, :meth:`RunParams.result_params`),
+    so either can resume the other's ``out``. Ctrl-C or SIGTERM stops the units under way (their files
+    deleted, as a killed unit's are) and is raised again. Raises :class:`ArchiveFailed` after the others
+    finished."""
     engine, params = engine or EngineSpec(), params or RunParams()
     with archive_lock(out):
         plan = prepare(videos, out, engine.identity(), params.result_params())
-        for unit in plan.todo:
-            try:
-                run_unit(unit, out, engine_for(engine), pipeline_config(params))
-            except Exception:  # recorded in the manifest by run_unit; the others go on
-                pass
+        built, config = engine_for(engine), pipeline_config(params)
+        workers = files_at_once(params.parallel_groups, built.device)
+        if workers == 1:
+            for unit in plan.todo:
+                _run_recorded(unit, out, built, config)
+        else:
+            stop = threading.Event()
+            with stop_signals():
+                each_in_threads(plan.todo, lambda unit: _run_recorded(unit, out, built, config, stop), workers,
+                                lambda unit: f"streamcosal-unit {Path(unit.video).name}", stop, stop.set)
         rebuild_archive_store(out)
     summary = summarize(out, plan.units, plan.duplicates, plan.done, plan.discarded)
     if not summary.ok:
         raise ArchiveFailed(summary)
     return summary
+
+
+def _run_recorded(unit: Unit, out: str | Path, engine: Any, config: PipelineConfig,
+                  stop: threading.Event | None = None) -> None:
+    """`run_unit`, its failure left in the manifest (for the summary) and not raised: the others go on."""
+    try:
+        run_unit(unit, out, engine, config, stop)
+    except Exception:
+        pass
