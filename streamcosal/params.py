@@ -38,6 +38,10 @@ Lite0 the same way: empty at 32-64, frames missed at 96, 0.38 / 0.56 / 0.67 at 1
 LIVE_ONLY = frozenset({"live", "drop_policy", "max_latency", "duration", "metrics_port", "metrics_host"})
 DELIVERY = frozenset({"webhook", "mqtt", "event_snapshots", "event_clips"})
 """Where events are sent (docs/delivery.md): they change no result, so no archive unit's key either."""
+CPU_WINDOW = 8
+"""The default window on a CPU, where a larger engine call is not faster (docs/speed.md)."""
+GPU_WINDOW = 32
+"""The default window on a GPU: a group of 8 kept the default engine at 545-596 frames/s on an H200, 64 at 3,440."""
 
 
 class RunParams(BaseModel):
@@ -52,7 +56,9 @@ class RunParams(BaseModel):
 
     mode: Mode = Field("auto", description="global (consensus over the whole video), streaming (running "
                                            "consensus) or auto (global for files, streaming for live input).")
-    window: int = Field(8, ge=1, description="Frames segmented together.")
+    window: int | None = Field(None, ge=1, description=(
+        "Frames segmented together, in one engine call (default: 8 on a CPU, 32 on a GPU, or the step when it is "
+        "larger; 14 DAVIS videos scored the same at 8 and 32, docs/speed.md)."))
     step: int | None = Field(None, ge=1, description="Streaming, one source: new frames per window (< window "
                                                      "overlaps); default window.")
     stride: int = Field(1, ge=1, description="Process every N-th frame.")
@@ -130,7 +136,7 @@ class RunParams(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunParams:
-        if self.step is not None and self.step > self.window:
+        if self.step is not None and self.window is not None and self.step > self.window:
             raise ValueError(f"step must be in 1..window ({self.window}), got {self.step}")
         if self.fps is not None and self.stride != 1:
             raise ValueError("give either fps or stride, not both")
@@ -142,10 +148,13 @@ class RunParams(BaseModel):
     def result_params(self) -> dict[str, object]:
         """The parameters that change the results of files (what a resumable archive unit is keyed by):
         not ``flush_every``, ``parallel_groups`` or ``decoder``, nor the live settings, nor where events are delivered (``DELIVERY``); nor
-        ``temporal_smoothing`` when off, so that the units of archives made before it existed keep their keys."""
+        ``temporal_smoothing`` when off, so that the units of archives made before it existed keep their keys. The
+        device's default window is keyed as `CPU_WINDOW`, as those archives' units are."""
         params = self.model_dump(exclude={"flush_every", "parallel_groups", "decoder", *LIVE_ONLY, *DELIVERY})
         if not params["temporal_smoothing"]:
             del params["temporal_smoothing"]
+        if params["window"] is None:  # the device's default, keyed as archives made before it were: like the device
+            params["window"] = CPU_WINDOW  # and the precision it changes the maps a little, so units count on either
         return params
 
 

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from video_fixtures import DAVIS_IMAGES, davis_frames, encode_video  # noqa: E402
+from test_pipeline import davis_video, dev_checkpoint, dev_engine  # noqa: F401  (fixtures)
+from video_fixtures import DAVIS_IMAGES, davis_frames, encode_video
 
 from streamcosal.io.frame import Frame, SourceError
 from streamcosal.io.open import open_source
-from streamcosal.run.windows import global_windows, interleave, sample_consensus_frames, streaming_windows  # noqa: E402
+from streamcosal.params import CPU_WINDOW, GPU_WINDOW, RunParams
+from streamcosal.run.pipeline import run_pipeline
+from streamcosal.run.records import PipelineConfig
+from streamcosal.run.windows import (
+    frames_per_window,
+    global_windows,
+    interleave,
+    sample_consensus_frames,
+    streaming_windows,
+)
+from streamcosal.storage import read_results
 
 TINY = np.zeros((2, 2, 3), np.uint8)
 
@@ -102,3 +115,20 @@ def test_interleave_round_robin_without_timestamps_and_uneven_lengths():
     assert [(f.source, f.index) for f in windows[1].frames] == [("img", 2), ("cam", 2), ("cam", 3)]
     assert [(f.source, f.index) for f in windows[2].frames] == [("cam", 4)]  # the other source goes on
     assert sum(len(w.emitted) for w in windows) == 8
+
+
+def test_a_runs_window_is_its_devices_unless_asked(data, dev_engine, tmp_path):
+    """The default window: 8 frames on a CPU, 32 on a GPU (one engine call that fills it), or a streaming
+    run's step where that is larger; a window asked for is kept."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert (frames_per_window(None, None, cpu), frames_per_window(None, None, cuda)) == (CPU_WINDOW, GPU_WINDOW) == (8, 32)
+    assert frames_per_window(None, 40, cuda) == 40 and frames_per_window(5, None, cuda) == 5
+    assert RunParams().result_params()["window"] == RunParams(window=8).result_params()["window"] == 8  # archive keys
+    path, _ = davis_video(data, tmp_path, "goat", n=20)
+    for config, frames_by_window in ((PipelineConfig(mode="global", consensus_frames=4), [8, 8, 4]),
+                                     (PipelineConfig(mode="streaming", step=12), [12, 8])):
+        assert config.window is None
+        report = run_pipeline([path], tmp_path / config.mode, dev_engine, config)
+        assert report.exit_code == 0 and report.frames == 20
+        windows = Counter(row["window"] for row in read_results(tmp_path / config.mode).to_pylist())
+        assert [windows[i] for i in sorted(windows)] == frames_by_window, windows

@@ -86,7 +86,7 @@ from streamcosal.run.prototypes import RunningPrototype
 from streamcosal.run.records import PipelineConfig, RunReport, SourceRun, is_transient
 from streamcosal.run.sink import Member, ResultSink, SinkThread, owners
 from streamcosal.run.smoothing import TemporalSmoothing
-from streamcosal.run.windows import Window, global_windows, interleave, streaming_windows
+from streamcosal.run.windows import Window, frames_per_window, global_windows, interleave, streaming_windows
 from streamcosal.storage import ConsensusStore, ResultWriter
 from streamcosal.storage.layout import UNFINISHED_DIR, RunLayout, new_run_id, set_aside_unfinished
 
@@ -115,6 +115,7 @@ def run_pipeline(
     carrying the report) once everything done so far is saved.
     """
     config = config or PipelineConfig()
+    config = config.model_copy(update={"window": frames_per_window(config.window, config.step, engine.device)})
     if not sources:
         raise ValueError("run_pipeline needs at least one source")
     out = Path(out)

@@ -26,10 +26,18 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+import torch
 
 from streamcosal.io.frame import Frame, FrameSource, SourceError
+from streamcosal.params import CPU_WINDOW, GPU_WINDOW
 
 logger = logging.getLogger(__name__)
+
+
+def frames_per_window(asked: int | None, step: int | None, device: torch.device) -> int:
+    """A run's window: ``asked``, else `CPU_WINDOW` on a CPU and `GPU_WINDOW` on a GPU, or ``step`` (a
+    streaming run's new frames per window) where that is larger."""
+    return asked or max(CPU_WINDOW if device.type == "cpu" else GPU_WINDOW, step or 1)
 
 
 @dataclass
