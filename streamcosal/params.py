@@ -41,7 +41,8 @@ DELIVERY = frozenset({"webhook", "mqtt", "event_snapshots", "event_clips"})
 CPU_WINDOW = 8
 """The default window on a CPU, where a larger engine call is not faster (docs/speed.md)."""
 GPU_WINDOW = 32
-"""The default window on a GPU: a group of 8 kept the default engine at 545-596 frames/s on an H200, 64 at 3,440."""
+"""The default window for files on a GPU: a group of 8 kept the default engine at 545-596 frames/s on an H200, 64
+at 3,440. Live runs keep `CPU_WINDOW`: a window waits for its frames."""
 
 
 class RunParams(BaseModel):
@@ -57,8 +58,8 @@ class RunParams(BaseModel):
     mode: Mode = Field("auto", description="global (consensus over the whole video), streaming (running "
                                            "consensus) or auto (global for files, streaming for live input).")
     window: int | None = Field(None, ge=1, description=(
-        "Frames segmented together, in one engine call (default: 8 on a CPU, 32 on a GPU, or the step when it is "
-        "larger; 14 DAVIS videos scored the same at 8 and 32, docs/speed.md)."))
+        "Frames segmented together, in one engine call (default: 32 for files on a GPU, else 8, or the step when "
+        "it is larger; 14 DAVIS videos scored the same at 8 and 32, docs/speed.md)."))
     step: int | None = Field(None, ge=1, description="Streaming, one source: new frames per window (< window "
                                                      "overlaps); default window.")
     stride: int = Field(1, ge=1, description="Process every N-th frame.")

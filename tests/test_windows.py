@@ -118,11 +118,12 @@ def test_interleave_round_robin_without_timestamps_and_uneven_lengths():
 
 
 def test_a_runs_window_is_its_devices_unless_asked(data, dev_engine, tmp_path):
-    """The default window: 8 frames on a CPU, 32 on a GPU (one engine call that fills it), or a streaming
-    run's step where that is larger; a window asked for is kept."""
+    """The default window: 32 frames for files on a GPU (one engine call that fills it), 8 on a CPU and for
+    live sources, or a streaming run's step where that is larger; a window asked for is kept."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert (frames_per_window(None, None, cpu), frames_per_window(None, None, cuda)) == (CPU_WINDOW, GPU_WINDOW) == (8, 32)
-    assert frames_per_window(None, 40, cuda) == 40 and frames_per_window(5, None, cuda) == 5
+    assert [frames_per_window(None, None, device, live=False) for device in (cpu, cuda)] == [CPU_WINDOW, GPU_WINDOW]
+    assert (CPU_WINDOW, GPU_WINDOW) == (8, 32) and frames_per_window(None, None, cuda, live=True) == 8
+    assert frames_per_window(None, 40, cuda, live=False) == 40 and frames_per_window(5, None, cuda, live=False) == 5
     assert RunParams().result_params()["window"] == RunParams(window=8).result_params()["window"] == 8  # archive keys
     path, _ = davis_video(data, tmp_path, "goat", n=20)
     for config, frames_by_window in ((PipelineConfig(mode="global", consensus_frames=4), [8, 8, 4]),

@@ -115,7 +115,8 @@ def run_pipeline(
     carrying the report) once everything done so far is saved.
     """
     config = config or PipelineConfig()
-    config = config.model_copy(update={"window": frames_per_window(config.window, config.step, engine.device)})
+    window = frames_per_window(config.window, config.step, engine.device, any_live(sources, config.live))
+    config = config.model_copy(update={"window": window})
     if not sources:
         raise ValueError("run_pipeline needs at least one source")
     out = Path(out)

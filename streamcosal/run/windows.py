@@ -34,10 +34,11 @@ from streamcosal.params import CPU_WINDOW, GPU_WINDOW
 logger = logging.getLogger(__name__)
 
 
-def frames_per_window(asked: int | None, step: int | None, device: torch.device) -> int:
-    """A run's window: ``asked``, else `CPU_WINDOW` on a CPU and `GPU_WINDOW` on a GPU, or ``step`` (a
-    streaming run's new frames per window) where that is larger."""
-    return asked or max(CPU_WINDOW if device.type == "cpu" else GPU_WINDOW, step or 1)
+def frames_per_window(asked: int | None, step: int | None, device: torch.device, live: bool) -> int:
+    """A run's window: ``asked``, else `GPU_WINDOW` for files on a GPU and `CPU_WINDOW` otherwise (a live
+    run's windows wait for their frames: larger ones add latency), or ``step`` (a streaming run's new frames
+    per window) where that is larger."""
+    return asked or max(GPU_WINDOW if device.type != "cpu" and not live else CPU_WINDOW, step or 1)
 
 
 @dataclass
