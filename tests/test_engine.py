@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -309,12 +310,19 @@ def test_the_shared_regions_find_the_person_that_imagenet_cannot_name(data: Path
 
 
 @pytest.mark.slow
-def test_a_compiled_engine_gives_the_uncompiled_maps(data: Path) -> None:
-    """compile=True (torch.compile, weights frozen) on real frames: the same maps, said on the first line."""
+def test_a_compiled_engine_gives_the_uncompiled_maps(data: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """compile=True (torch.compile, weights frozen) on real frames: the same maps, said on the first line; the
+    first pass of each kind and shape is timed in the log, as it compiles, and the next call's are not."""
     images = load(group_images(data, "davis2016", "blackswan", 4))
     eager = CoSalEngine.from_pretrained(device="cpu", precision="fp32")
     compiled = CoSalEngine.from_pretrained(device="cpu", precision="fp32", compile=True)
-    maps = compiled.predict_group(images)
+    with caplog.at_level(logging.INFO, logger="streamcosal.inference.compilation"):
+        maps = compiled.predict_group(images)
+        compiled.predict_group(images)
+    timed = [r.getMessage() for r in caplog.records if r.name == "streamcosal.inference.compilation"]
+    assert [m.split(" pass of ")[0] for m in timed] == ["torch.compile: the first features", "torch.compile: the first decode"]
+    size = compiled.size_for(image.shape for image in images)
+    assert all(m.split(" pass of ")[1].startswith(f"4x3x{size}x{size} took ") for m in timed), timed
     assert compiled.compiled and ", compiled, " in compiled.describe() and ", compiled" not in eager.describe()
     assert compiled.model_metadata()["compiled"] == "true" and eager.model_metadata()["compiled"] == "false"
     diff = [np.abs(a - b) for a, b in zip(maps, eager.predict_group(images))]

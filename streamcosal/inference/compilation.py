@@ -11,6 +11,8 @@ model in bf16 +15-23% on 2 threads (84.5 -> 104.0 frames/s at a quiet moment; 75
 in three busier runs, before streamcosal.inference.samepad).
 One graph for the whole forward measured the same (94.9 against 94.7 frames/s, the best of 30 calls
 in three alternating runs). A shape compiled in 10-17 s there (about 25 s with inductor's cache cold).
+The first call of each pass and shape is timed and logged (``torch.compile: the first decode pass of
+4x3x288x288 took 14.1 s``), so that a run states what compiling cost it.
 
 Each new group shape (images per group, input size) compiles anew, and so does each way of calling
 (with or without a consensus given, a prototype prior, the mirrored pass of ``flip``), so it pays on
@@ -23,7 +25,9 @@ input size).
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import time
 import warnings
 from typing import Callable, TypeVar
 
@@ -34,6 +38,7 @@ from torch import nn
 from streamcosal.model import GICD
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def compiled_methods(model: GICD) -> list[tuple[nn.Module, str]]:
@@ -75,6 +80,7 @@ class CompileGuard:
         # forward-AD levels are process-wide, and two passes at once fail ("... a forward AD level with an invalid index")
         self.compiled = False
         """Whether the network runs compiled now (False again after compiling failed)."""
+        self._timed: set[tuple[str, tuple[int, ...]]] = set()  # (pass, input shape): first call logged
         if compile:
             try:
                 compile_for_inference(model)
@@ -82,17 +88,25 @@ class CompileGuard:
             except Exception as error:  # torch.compile unavailable on this platform or Python
                 self._failed(error)
 
-    def run(self, call: Callable[[], T]) -> T:
-        """call() (a pass of the network), under :func:`frozen` when compiled; one pass at a time."""
+    def run(self, call: Callable[[], T], name: str = "", shape: tuple[int, ...] = ()) -> T:
+        """call() (a pass of the network), under :func:`frozen` when compiled; one pass at a time. ``name`` and
+        ``shape`` (the pass and its input's [N,3,S,S]) name it: compiled, the first call of each is timed and
+        logged, as it is the one that compiles."""
         with self._passes:
             if not self.compiled:
                 return call()
+            start = time.perf_counter()
             try:
                 with frozen():
-                    return call()
+                    out = call()
             except torch._dynamo.exc.TorchDynamoException as error:
                 self._failed(error)
                 return call()
+            if name and (name, shape) not in self._timed:
+                self._timed.add((name, shape))
+                logger.info("torch.compile: the first %s pass of %s took %.1f s (compiling; once for each input "
+                            "shape)", name, "x".join(map(str, shape)), time.perf_counter() - start)
+            return out
 
     def _failed(self, error: Exception) -> None:
         """Run uncompiled from now on, and warn with the reason (the error's first line)."""

@@ -108,8 +108,7 @@ class CoSalEngine:
         model = fold_same_padding(fold_batch_norms(model, torch.zeros(1, 3, input_size, input_size, device=self.device)))
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.network = CompileGuard(self.model, compile)
-        """Runs the network's passes, compiled with ``compile`` where that works
-        (:mod:`streamcosal.inference.compilation`)."""
+        """Runs the network's passes, compiled where that works (:mod:`streamcosal.inference.compilation`)."""
 
     @property
     def compiled(self) -> bool:
@@ -262,7 +261,7 @@ class CoSalEngine:
         out = []
         for chunk in self._chunks(x):
             with autocast(self.precision, self.device):
-                out.append(self.network.run(lambda: self.model.consensus_logits(chunk)).cpu())
+                out.append(self.network.run(lambda: self.model.consensus_logits(chunk), "logits", chunk.shape).cpu())
         return torch.cat(out)
 
     @torch.no_grad()
@@ -317,11 +316,12 @@ class CoSalEngine:
         maps, sims, prototypes, embeddings = [], [], [], []
         for chunk in self._chunks(x):
             with autocast(self.precision, self.device):
-                feats = self.network.run(lambda: self.model.backbone.features(chunk))
+                feats = self.network.run(lambda: self.model.backbone.features(chunk), "features", chunk.shape)
                 if of_logits is not None:  # outside the retry of a failed compile: called once
-                    logits = self.network.run(lambda: self.model.consensus_logits(chunk, feats[4])).cpu()
-                    given, of_logits = of_logits(logits), None
-                out, prob = self.network.run(lambda: self._decode(chunk, feats, given, prior))
+                    logits = self.network.run(lambda: self.model.consensus_logits(chunk, feats[4]), "logits",
+                                              chunk.shape)
+                    given, of_logits = of_logits(logits.cpu()), None
+                out, prob = self.network.run(lambda: self._decode(chunk, feats, given, prior), "decode", chunk.shape)
             if given is None:  # the group's own, from its only chunk
                 given = out.consensus
             maps.append(prob[:, 0].float().cpu())
