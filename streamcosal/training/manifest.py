@@ -165,16 +165,18 @@ def classify_images(paths: Sequence[Path], backbone: Backbone, *, batch_size: in
     """Top-1 ImageNet class and softmax confidence of each image: ([N] int, [N] float).
 
     Each image is resized to input_size x input_size and normalised for the backbone; the logits
-    are ``backbone.classify(backbone.features(x)[4])``.
+    are ``backbone.classify(backbone.features(x)[4])``, on the backbone's device (a training run's is
+    the run's: a GPU).
     """
+    device = backbone.pixel_mean.device
     classes, confidences = [], []
     for start in range(0, len(paths), batch_size):
         batch = [resize(read_image(p)[0], input_size, input_size) for p in paths[start:start + batch_size]]
-        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div(255.0)
+        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).to(device).float().div(255.0)
         probs = torch.softmax(backbone.classify(backbone.features(backbone.preprocess(x))[4]).float(), dim=1)
         conf, cls = probs.max(dim=1)
-        classes.append(cls.numpy())
-        confidences.append(conf.numpy())
+        classes.append(cls.cpu().numpy())
+        confidences.append(conf.cpu().numpy())
     return np.concatenate(classes).astype(np.int64), np.concatenate(confidences).astype(np.float32)
 
 

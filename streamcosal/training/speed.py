@@ -48,6 +48,8 @@ def benchmark(config_path: Path, steps: int = 3) -> tuple[list[BenchmarkRow], st
             tic = time.perf_counter()
             x, y = next(batches)
             train_step(model, optimizer, x, y, precision, scaler)
+            if device.type == "cuda":  # the step's backward pass and update run on after train_step returns
+                torch.cuda.synchronize(device)
             if step > 0:
                 seconds += time.perf_counter() - tic
                 images += x.shape[0]
