@@ -155,7 +155,7 @@ def main() -> None:
         replay.record()
         # each window its own engine call (recorded and replayed by its input), also where a GPU's run batches
         # the windows of videos at once (`batch_groups`: an engine matter, measured by bench_archive.py)
-        config = PipelineConfig(mode=mode, window=8, batch_groups=False, **settings)
+        config = PipelineConfig(mode=mode, batch_groups=False, **settings)  # the device's window, as a run's
         recording = timed(lambda: run_pipeline([video], scratch / f"record-{mode}", engine, config))  # copies: the same calls
         seconds = []
         for run in range(args.runs):

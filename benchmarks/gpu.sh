@@ -30,7 +30,11 @@ fi
 python -c "import torch, streamcosal; print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, streamcosal {streamcosal.__version__}')"
 
 status=0
-timeout 300 python -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt"
+# faiss's GPU build needs CUDA 12 libraries of several hundred MB, more than can be carried: the store test that
+# needs it runs where the gpu extra is installed (python -m pytest -m gpu), not here
+if python -c "import faiss, sys; sys.exit(faiss.get_num_gpus() == 0)" 2>/dev/null; then selection="gpu"
+else selection="gpu and not faiss_gpu"; echo "gpu.sh: faiss has no GPU here (faiss-cpu): the faiss_gpu test is left out"; fi
+timeout 300 python -m pytest -m "$selection" -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt"
 tests=${PIPESTATUS[0]}
 timeout 240 python benchmarks/bench_gpu.py --runs 3 --groups 8 32 64 --out "$OUT/engine_gpu.md" || status=$?
 timeout 240 python benchmarks/bench_pipeline.py --device cuda --threads 4 --frames 1800 --runs 2 \
