@@ -156,6 +156,19 @@ def test_device_and_precision_choices(untrained: GICD) -> None:
         CoSalEngine(untrained, device="cpu", input_size=260)
 
 
+def test_a_gpu_number_the_machine_lacks_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda:N past the machine's GPUs fails when asked for, in one line, not at the first tensor moved there
+    (a machine with one GPU, as the CUDA runtime reports it)."""
+    from streamcosal.inference.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0") and resolve_device("cuda") == torch.device("cuda")
+    with pytest.raises(ValueError, match=r"^device 'cuda:2' was asked for but this machine has 1 CUDA GPU\(s\): use "
+                                         r"cuda:0 to cuda:0, cuda or auto$"):
+        resolve_device("cuda:2")
+
+
 def test_a_group_runs_at_the_largest_size_its_median_frame_shrinks_to_by_1_4(untrained: GICD, tmp_path: Path) -> None:
     from model.checkpoint import save_checkpoint
 

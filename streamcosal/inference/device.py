@@ -14,5 +14,8 @@ def resolve_device(device: str) -> torch.device:
     except RuntimeError as e:
         raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda (cuda:N for one GPU)") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use device='auto' or 'cpu'")
+        raise ValueError(f"device {device!r} was asked for but no CUDA GPU is available; use device='auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= (count := torch.cuda.device_count()):
+        raise ValueError(f"device {device!r} was asked for but this machine has {count} CUDA GPU(s): use cuda:0 to "
+                         f"cuda:{count - 1}, cuda or auto")
     return dev
