@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from streamcosal.run.windows import (
     sample_consensus_frames,
     streaming_windows,
 )
-from streamcosal.storage import read_results
+from streamcosal.storage import decode_mask, read_results
 
 TINY = np.zeros((2, 2, 3), np.uint8)
 
@@ -133,3 +134,28 @@ def test_a_runs_window_is_its_devices_unless_asked(data, dev_engine, tmp_path):
         assert report.exit_code == 0 and report.frames == 20
         windows = Counter(row["window"] for row in read_results(tmp_path / config.mode).to_pylist())
         assert [windows[i] for i in sorted(windows)] == frames_by_window, windows
+
+
+def test_frames_resized_in_the_runs_host_threads_give_the_same_rows(data, dev_engine, tmp_path, monkeypatch):
+    """As a run on a GPU engine does (`prepare_in_threads`, by default there): each window's frames resized in the
+    run's host threads, not in the group's prefetch thread alone; the rows are the same."""
+    path, _ = davis_video(data, tmp_path, "blackswan", n=12)
+    prepare, threads = dev_engine.prepare, set()
+
+    def recorded(image: np.ndarray, size: int | None = None) -> torch.Tensor:
+        threads.add(threading.current_thread().name)
+        return prepare(image, size)
+
+    monkeypatch.setattr(dev_engine, "prepare", recorded)
+    rows, names = {}, {}
+    for in_threads in (False, True):
+        threads.clear()
+        config = PipelineConfig(mode="global", window=4, consensus_frames=4, prepare_in_threads=in_threads)
+        assert run_pipeline([path], tmp_path / str(in_threads), dev_engine, config).exit_code == 0
+        rows[in_threads] = sorted(read_results(tmp_path / str(in_threads)).to_pylist(), key=lambda r: r["frame_index"])
+        names[in_threads] = {name.split("_")[0] for name in threads}
+    assert "streamcosal-host" in names[True] and "streamcosal-host" not in names[False], names
+    assert "streamcosal-prefetch" in names[False]
+    assert len(rows[True]) == len(rows[False]) == 12
+    for a, b in zip(rows[False], rows[True]):
+        assert np.array_equal(decode_mask(a), decode_mask(b)) and a["mean_prob"] == b["mean_prob"], a["frame_index"]

@@ -45,17 +45,17 @@ finished, events written, the store and the report saved; `RunReport.exit_code` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import torch
 from filelock import FileLock
 from rich.markup import escape
 from rich.progress import Progress
@@ -80,7 +80,7 @@ from streamcosal.run.interrupts import Interrupted, Terminated, atomic, stop_sig
 from streamcosal.run.live import LiveReader, live_windows
 from streamcosal.run.metrics import LiveMetrics
 from streamcosal.run.observers import EventRecord, FrameRecord, Observer, StopRun, stop_name
-from streamcosal.run.prefetch import Prefetcher
+from streamcosal.run.prefetch import Prefetcher, prepared_windows
 from streamcosal.run.progress import estimated_frames, frame_progress
 from streamcosal.run.prototypes import RunningPrototype
 from streamcosal.run.records import PipelineConfig, RunReport, SourceRun, is_transient
@@ -207,12 +207,6 @@ def _final_write(report: RunReport, what: str, write: Callable[[], T]) -> T | No
         return None
 
 
-def _prepared(windows: Iterable[Window], engine: CoSalEngine, size: int) -> Iterator[tuple[Window, Tensor]]:
-    """Windows with their frames resized for the engine: (window, [N,3,S,S] in [0,1]), S = size."""
-    for window in windows:
-        yield window, torch.stack([engine.prepare(f.image, size) for f in window.frames])
-
-
 @dataclass
 class _Job:
     """The state one run shares across its groups."""
@@ -317,9 +311,11 @@ class _Job:
         """The group's windows, prepared for the engine at `size`: decoded ahead in a `Prefetcher` (files), or
         read by a `LiveReader` per live source (its drop policy) and taken when the engine asks."""
         cfg = self.config
+        threads = cfg.prepare_in_threads if cfg.prepare_in_threads is not None else self.engine.device.type != "cpu"
+        prepare, pool = functools.partial(self.engine.prepare, size=size), self.sink.pool if threads else None
         if not live:
             windows = _windows(mode, [m.source for m in members], cfg)
-            with Prefetcher(_prepared(windows, self.engine, size), maxsize=cfg.prefetch_windows) as prepared:
+            with Prefetcher(prepared_windows(windows, prepare, pool), maxsize=cfg.prefetch_windows) as prepared:
                 yield prepared
             return
         until = time.monotonic() + cfg.duration if cfg.duration is not None else None
@@ -334,7 +330,7 @@ class _Job:
             windows = live_windows(readers, cfg.window, cfg.step, until=until, warn_after_s=cfg.stall_warning_s,
                                    max_latency_s=latency, stop=self.together.stop if self.together else None,
                                    waited=self.together.engine.waited if self.together else None)
-            yield _prepared(windows, self.engine, size)
+            yield prepared_windows(windows, prepare, pool)
         finally:
             for m, reader in zip(members, readers):
                 reader.close()

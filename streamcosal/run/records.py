@@ -71,6 +71,9 @@ class PipelineConfig(RunParams):
     # groups of files running at once (`parallel_groups`) segment their windows together, in one engine call
     # (streamcosal.run.batches); None: when the engine runs on a GPU (on a CPU a larger batch is slower)
     batch_groups: bool | None = None
+    # each window's frames resized for the engine in the run's host threads (`ResultSink.pool`), not the group's
+    # prefetch thread alone; None: when the engine runs on a GPU (on a CPU the engine's threads use every core)
+    prepare_in_threads: bool | None = None
     # keep the rows earlier runs wrote for a source this run redoes (default: the new ones replace them)
     keep_history: bool = False
     # sources' own settings, by the source's name in the report (`SourceRun.source`: no password)

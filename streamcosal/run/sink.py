@@ -113,7 +113,8 @@ class ResultSink:
         self.series: dict[tuple[str, str], Series] = {}
         self.last_flush = time.monotonic()
         self._lock = threading.RLock()  # the writer, counters, series and overlays: one group at a time
-        self._pool = ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="streamcosal-masks")
+        self.pool = ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="streamcosal-host")
+        """The run's host threads: each window's masks on a CPU engine; frames resized ahead of a GPU engine."""
 
     def write(self, group: str, window: Window, prediction: GroupPrediction, owner: dict[str, Member]) -> None:
         """Results (and overlays) of the window's emitted frames, at each frame's own size.
@@ -156,11 +157,11 @@ class ResultSink:
 
         if len(maps) == 1:
             return [on_host(maps[0], images[0])]
-        return list(self._pool.map(on_host, maps, images))
+        return list(self.pool.map(on_host, maps, images))
 
     def close(self) -> None:
         """Stop the host's worker threads."""
-        self._pool.shutdown()
+        self.pool.shutdown()
 
     def _write_frame(self, group: str, window: int, frame: Frame, done: FrameMask, similarity: float,
                      member: Member) -> FrameRecord:
