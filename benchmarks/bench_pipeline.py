@@ -149,7 +149,9 @@ def main() -> None:
     video = make_video(scratch / "cat480.mp4", args.frames)
     archive = [video] + [shutil.copy(video, scratch / f"cat480_{i}.mp4") for i in range(1, args.videos)]
     frames = args.frames * len(archive)
-    settings = {} if args.parallel_groups is None else {"parallel_groups": args.parallel_groups}
+    settings: dict[str, object] = {} if args.parallel_groups is None else {"parallel_groups": args.parallel_groups}
+    if "batch_groups" in PipelineConfig.model_fields:  # versions before it batched nothing
+        settings["batch_groups"] = False
     rows = []
     for mode in args.modes:
         engine = CoSalEngine.from_pretrained(device=args.device)
@@ -157,7 +159,7 @@ def main() -> None:
         replay.record()
         # each window its own engine call (recorded and replayed by its input), also where a GPU's run batches
         # the windows of videos at once (`batch_groups`: an engine matter, measured by bench_archive.py)
-        config = PipelineConfig(mode=mode, batch_groups=False, **settings)  # the device's window, as a run's
+        config = PipelineConfig(mode=mode, **settings)  # the device's window, as a run's
         recording = timed(lambda: run_pipeline([video], scratch / f"record-{mode}", engine, config))  # copies: the same calls
         seconds = []
         for run in range(args.runs):
