@@ -115,10 +115,10 @@ def run_pipeline(
     carrying the report) once everything done so far is saved.
     """
     config = config or PipelineConfig()
-    window = frames_per_window(config.window, config.step, engine.device, any_live(sources, config.live))
-    config = config.model_copy(update={"window": window})
     if not sources:
         raise ValueError("run_pipeline needs at least one source")
+    window = frames_per_window(config.window, config.step, engine.device, any_live(sources, config.live))
+    config = config.model_copy(update={"window": window})
     out = Path(out)
     run_id = config.run_id or new_run_id()
     layout = RunLayout(out, run_id)
