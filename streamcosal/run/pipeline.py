@@ -83,7 +83,7 @@ from streamcosal.run.observers import EventRecord, FrameRecord, Observer, StopRu
 from streamcosal.run.prefetch import Prefetcher, prepared_windows
 from streamcosal.run.progress import estimated_frames, frame_progress
 from streamcosal.run.prototypes import RunningPrototype
-from streamcosal.run.records import PipelineConfig, RunReport, SourceRun, is_transient
+from streamcosal.run.records import PipelineConfig, RunReport, SourceRun, gpu_default, is_transient
 from streamcosal.run.sink import Member, ResultSink, SinkThread, owners
 from streamcosal.run.smoothing import TemporalSmoothing
 from streamcosal.run.windows import Window, frames_per_window, global_windows, interleave, streaming_windows
@@ -311,7 +311,7 @@ class _Job:
         """The group's windows, prepared for the engine at `size`: decoded ahead in a `Prefetcher` (files), or
         read by a `LiveReader` per live source (its drop policy) and taken when the engine asks."""
         cfg = self.config
-        threads = cfg.prepare_in_threads if cfg.prepare_in_threads is not None else self.engine.device.type != "cpu"
+        threads = gpu_default(cfg.prepare_in_threads, self.engine.device)
         prepare, pool = functools.partial(self.engine.prepare, size=size), self.sink.pool if threads else None
         if not live:
             windows = _windows(mode, [m.source for m in members], cfg)

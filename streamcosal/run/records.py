@@ -10,13 +10,16 @@ import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamcosal.io.stream import ReconnectPolicy
 from streamcosal.params import DropPolicy, RunParams
 from streamcosal.storage.files import atomic_write
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,12 @@ class SourceSettings(BaseModel):
     max_latency: float | None = Field(None, gt=0)  # a group's cameras share windows: the group takes its smallest
     stride: int | None = Field(None, ge=1)  # replaces the run's fps too
     fps: float | None = Field(None, gt=0)  # replaces the run's stride too
+
+
+def gpu_default(asked: bool | None, device: torch.device) -> bool:
+    """A setting of :class:`PipelineConfig` that is on by default where the engine runs on a GPU
+    (``postprocess_on_device``, ``prepare_in_threads``): ``asked``, or (None) whether ``device`` is not the CPU."""
+    return device.type != "cpu" if asked is None else asked
 
 
 class PipelineConfig(RunParams):

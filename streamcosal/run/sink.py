@@ -43,6 +43,7 @@ from streamcosal.io.images import ImageGroupSource
 from streamcosal.run.interrupts import atomic
 from streamcosal.run.observers import FrameRecord
 from streamcosal.run.overlay import ImageOverlaySink, VideoSink, highlight
+from streamcosal.run.records import gpu_default
 from streamcosal.run.windows import Window
 from streamcosal.storage import FrameResult, ResultWriter, detect_events, events_table, write_events
 from streamcosal.storage.layout import remove_other_runs
@@ -145,8 +146,7 @@ class ResultSink:
     def _masks(self, maps: list[np.ndarray], images: list[np.ndarray]) -> list[FrameMask]:
         """Each frame's mask, area and mean probability from its [S,S] map, at the frame's size."""
         cfg = self.config
-        on_device = cfg.postprocess_on_device
-        if on_device if on_device is not None else self.engine.device.type != "cpu":
+        if gpu_default(cfg.postprocess_on_device, self.engine.device):
             return postprocess(np.stack(maps), images, self.engine.upsampling, threshold=cfg.threshold,
                                device=self.engine.device, keep_probs=cfg.keep_prob_png)
 
