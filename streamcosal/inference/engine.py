@@ -9,7 +9,6 @@ by chunk), so memory stays flat however large the group is.
 from __future__ import annotations
 
 import os
-import statistics
 import threading
 import warnings
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from streamcosal.inference.device import resolve_device
 from streamcosal.inference.folding import fold_batch_norms
 from streamcosal.inference.precision import autocast, measure_fastest, precision_words, resolve_precision
 from streamcosal.inference.samepad import fold_same_padding
-from streamcosal.inference.transforms import as_rgb_array, prepare_image, upsample_map
+from streamcosal.inference.transforms import as_rgb_array, input_size_for, prepare_image, upsample_map
 from streamcosal.inference.weights import DEFAULT_BACKBONE, default_weights_path
 from streamcosal.model import GICD, GICDOutput, consensus_from_logits, load_checkpoint, load_official
 from streamcosal.params import MIN_INPUT_SIZE, EngineSpec, Precision, Upsampling
@@ -34,12 +33,6 @@ from streamcosal.params import MIN_INPUT_SIZE, EngineSpec, Precision, Upsampling
 T = TypeVar("T")
 ConsensusOfLogits = Callable[[Tensor], Tensor]
 """A group's consensus made from a group's logits: [N,1000] fp32 on the CPU -> [1,1000]."""
-
-
-MIN_SHRINK = 1.4
-"""A group runs above ``input_size`` only at a size its frames' short side is at least this many times
-larger than (:meth:`CoSalEngine.size_for`): on 14 DAVIS videos 480 -> 288 (1.67x), 405 -> 288 and
-360 -> 256 (1.41x) held, 360 -> 288 (1.25x) lost breakdance (0.53 -> 0.12 IoU: its consensus flips)."""
 
 
 @dataclass
@@ -225,7 +218,8 @@ class CoSalEngine:
     def size_for(self, shapes: Iterable[tuple[int, ...]]) -> int:
         """The input size S of a group whose frames have these shapes ((H, W, ...) each): the largest
         multiple of 32 from ``input_size`` to ``max_input_size`` that shrinks the median frame's short
-        side by at least ``MIN_SHRINK``; ``input_size`` for smaller frames.
+        side by at least ``MIN_SHRINK`` (:func:`~streamcosal.inference.transforms.input_size_for`);
+        ``input_size`` for smaller frames.
 
         Larger inputs give the decoder's maps more detail where the frames have it (the default on
         the 14 DAVIS videos, mean IoU of 0.5-masks: at 854x480, 0.660 at 224 and 0.684 at 288, every
@@ -238,8 +232,7 @@ class CoSalEngine:
         IoU at 288 against 224: thumbnails 0.681 against 0.648, large frames 0.686 against 0.652;
         reports/guided/mixed_sizes.md).
         """
-        side = statistics.median_low([min(shape[:2]) for shape in shapes] or [0])
-        return max(self.input_size, min(self.max_input_size, int(side / MIN_SHRINK) // 32 * 32))
+        return input_size_for(shapes, self.input_size, self.max_input_size)
 
     def prepare(self, image: np.ndarray, size: int | None = None) -> Tensor:
         """HxWx3 uint8 RGB -> [3,S,S] float in [0,1] on the CPU (resized to ``size``, by default
