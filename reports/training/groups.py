@@ -1,13 +1,16 @@
 """Per-group accuracy on the people-aware validation split (configs/lite2_people_cp.toml's): one column
 per model, one row per held-out group, plain and as jigsaw composites.
 
-    python reports/training/groups.py LABEL=CHECKPOINT[+emb<share>][+gate<exp>][+mean] ...
+    python reports/training/groups.py LABEL=CHECKPOINT[+emb<share>][+gate<exp>][+mean][+sizes] ...
 
 e.g. ``default=streamcosal/weights/gicd_lite2.pt``. Scores every PASCAL image of the held-out groups
-and 24 evenly spaced frames of each held-out video (plain and as composites, made at 224 px), maxF
-per group (``+mean``: GIM's embedding consensus as the plain mean embedding, as before the
-shared-regions consensus of model/cooccurrence.py) (pysodmetrics, ``streamcosal.training.validation.score_groups``), one torch thread
-(``GROUPS_THREADS``). Columns scored before keep their values (groups.parquet); the table is
+and 24 evenly spaced frames of each held-out video (plain and as composites, made at 224 px, the
+default's input size), maxF per group (pysodmetrics, ``streamcosal.training.validation.score_groups``),
+one torch thread (``GROUPS_THREADS``). Options: ``+mean``: GIM's embedding consensus as the plain
+mean embedding, as before the shared-regions consensus of model/cooccurrence.py; ``+sizes``: each
+part at the input size the engine picks for its images (``streamcosal.inference.transforms.
+input_size_for``: for the default, PASCAL's photos at 224, the DAVIS videos' 854x480 frames and
+their composites at 288). Columns scored before keep their values (groups.parquet); the table is
 rewritten as groups_table.md. A column's label says whether its model was trained on these groups.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,27 +26,43 @@ import pyarrow.parquet as pq
 import torch
 
 import streamcosal.model.gim as gim
+from streamcosal.inference.transforms import input_size_for
 from streamcosal.model import load_checkpoint
 from streamcosal.training.config import load_config
-from streamcosal.training.validation import model_predictor, score_groups, validation_set
+from streamcosal.training.validation import ValGroup, model_predictor, score_groups, validation_set
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 KIND_NAMES = {"groups": "group", "frames": "frames", "composites": "composites"}
 
 
-def scored(spec: str, val: list) -> list[dict]:
-    """One model's rows: ``LABEL=PATH[+option...]`` -> score_groups rows with ``model`` set."""
+def at_engine_sizes(val_at: Callable[[int], list[ValGroup]], smallest: int, largest: int) -> list[ValGroup]:
+    """The validation groups, each made at the input size the engine picks for its source images (a
+    video's composites at its frames' size)."""
+    sources = {g.name: [m.shape for m in g.masks] for g in val_at(smallest) if g.kind != "composites"}
+    out = []
+    for group in val_at(smallest):
+        size = input_size_for(sources[group.name], smallest, largest)
+        out.append(next(g for g in val_at(size) if (g.kind, g.name) == (group.kind, group.name)))
+    return out
+
+
+def scored(spec: str, val_at: Callable[[int], list[ValGroup]], size: int) -> list[dict]:
+    """One model's rows: ``LABEL=PATH[+option...]`` -> score_groups rows with ``model`` set; the groups
+    made at ``size`` (the default's input size), or from it up to the checkpoint's largest (``+sizes``)."""
     label, _, target = spec.partition("=")
     path, *options = target.split("+")
-    model, _ = load_checkpoint(ROOT / path)
+    model, meta = load_checkpoint(ROOT / path)
+    val = val_at(size)
     for option in options:
         if option.startswith("emb"):
             model.embedding_share = float(option.removeprefix("emb"))
         elif option.startswith("gate"):
             model.prototype_gate = float(option.removeprefix("gate"))
+        elif option == "sizes":
+            val = at_engine_sizes(val_at, size, meta["max_input_size"])
         elif option != "mean":
-            raise SystemExit(f"{spec}: unknown option {option!r} (emb<share>, gate<exponent>, mean)")
+            raise SystemExit(f"{spec}: unknown option {option!r} (emb<share>, gate<exponent>, mean, sizes)")
     shared = gim.common_region_embedding
     if "mean" in options:
         gim.common_region_embedding = lambda head: head.embedding.mean(0, keepdim=True)
@@ -76,11 +96,17 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     torch.set_num_threads(int(os.environ.get("GROUPS_THREADS", "1")))
     config = load_config(ROOT / "configs" / "lite2_people_cp.toml")
-    val = validation_set(config, max_images=0, max_frames=24)
+    vals: dict[int, list[ValGroup]] = {}  # by input size (the composites are made at it)
+
+    def val_at(size: int) -> list[ValGroup]:
+        if size not in vals:
+            at = config.model_copy(update={"model": config.model.model_copy(update={"input_size": size})})
+            vals[size] = validation_set(at, max_images=0, max_frames=24)
+        return vals[size]
     store = HERE / "groups.parquet"
     rows = pq.read_table(store).to_pylist() if store.is_file() else []
     for spec in sys.argv[1:]:
-        new = scored(spec, val)
+        new = scored(spec, val_at, config.model.input_size)
         rows = [r for r in rows if r["model"] != new[0]["model"]] + new
         pq.write_table(pa.Table.from_pylist(rows), store)
         print(f"scored {spec}", flush=True)
