@@ -4,6 +4,7 @@ candidate is kept, a candidate that runs out of memory is left out, and measurin
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import numpy as np
@@ -65,6 +66,22 @@ def test_measuring_changes_no_map(dev_checkpoint):  # noqa: F811
     assert "auto: the fastest measured here" in engine.describe()
     fixed = CoSalEngine.from_checkpoint(dev_checkpoint, precision=engine.precision)
     np.testing.assert_allclose(measured.maps, fixed.segment(x, consensus=running_consensus).maps, atol=1e-6)
+
+
+def test_measured_at_the_largest_input_size_the_engine_runs(dev_checkpoint, caplog):  # noqa: F811
+    """Before a run, `auto` is measured at the size where a run's time goes (the engine's largest: 854x480
+    video's), or at the size a batch of groups runs at; the log names the shape."""
+    engine = CoSalEngine.from_checkpoint(dev_checkpoint, precision="auto", measure_precision=True,
+                                         input_size=64, max_input_size=96)
+    with caplog.at_level(logging.INFO, logger="streamcosal.inference.precision"):
+        engine.settle_precision(3)
+    assert "at groups of 3x3x96x96" in caplog.text and engine.precision_seconds is not None
+    caplog.clear()
+    other = CoSalEngine.from_checkpoint(dev_checkpoint, precision="auto", measure_precision=True,
+                                        input_size=64, max_input_size=96)
+    with caplog.at_level(logging.INFO, logger="streamcosal.inference.precision"):
+        other.settle_precision(2, 64)
+    assert "at groups of 2x3x64x64" in caplog.text
 
 
 def test_a_run_records_the_measured_precision(dev_checkpoint, data, tmp_path):  # noqa: F811

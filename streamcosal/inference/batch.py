@@ -87,7 +87,7 @@ def _segment_batch(engine: CoSalEngine, requests: list[SegmentRequest]) -> list[
     model, device = engine.model, engine.device
     sizes = [r.x.shape[0] for r in requests]
     bounds = segment_bounds(sizes)
-    engine.settle_precision(max(sizes))
+    engine.settle_precision(max(sizes), requests[0].x.shape[-1])
     x = engine.normalise(torch.cat([r.x for r in requests]))
     consensus, prior = None, _stacked_priors(requests, device)
     with autocast(engine.precision, device):

@@ -120,11 +120,13 @@ class CoSalEngine:
         return line + ", precision " + precision_words(self.precision, self.requested_precision, self.device,
                                                       self.precision_seconds, pending=self._to_measure)
 
-    def settle_precision(self, group_size: int) -> None:
-        """``auto`` measured (GPU, or ``measure_precision``): the fastest on ``group_size`` random frames, before
-        a run records the precision that made its maps (else the first :meth:`segment` measures on its own)."""
+    def settle_precision(self, group_size: int, size: int | None = None) -> None:
+        """``auto`` measured (GPU, or ``measure_precision``): the fastest on ``group_size`` random frames at
+        ``size`` (by default the largest the engine runs, ``max_input_size``: 854x480 video's), before a run
+        records the precision that made its maps (else the first :meth:`segment` measures on its own)."""
         if self._to_measure:  # random frames: the time does not depend on what they show
-            self._measure_precision(torch.rand(min(group_size, self.chunk_size), 3, self.input_size, self.input_size))
+            size = size or self.max_input_size
+            self._measure_precision(torch.rand(min(group_size, self.chunk_size), 3, size, size))
 
     def _measure_precision(self, x: Tensor) -> None:
         """Each candidate on x's first chunk, with its own consensus and no prior (no run state touched)."""
@@ -136,7 +138,7 @@ class CoSalEngine:
 
         with self._measuring:
             if self._to_measure:
-                self.precision, self.precision_seconds = measure_fastest(run, self.device, sample.shape[0])
+                self.precision, self.precision_seconds = measure_fastest(run, self.device, sample.shape)
                 self._to_measure = False
 
     def model_metadata(self) -> dict[str, str]:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, get_args
 
 import torch
@@ -114,13 +114,13 @@ def _synchronize(device: torch.device) -> None:
 
 
 def measure_fastest(run: Callable[[str], object], device: torch.device,
-                    group_size: int) -> tuple[ResolvedPrecision, dict[str, float]]:
-    """:func:`fastest` of :func:`measured_candidates` for ``run`` (one group of ``group_size``), logged with
-    every candidate's time and what measuring cost."""
+                    shape: Sequence[int]) -> tuple[ResolvedPrecision, dict[str, float]]:
+    """:func:`fastest` of :func:`measured_candidates` for ``run`` (one group, its input of ``shape``,
+    [N,3,S,S]), logged with every candidate's time and what measuring cost."""
     start = time.perf_counter()
     choice, seconds = fastest(run, measured_candidates(device), device)
-    logger.info("precision %s: the fastest on %s at groups of %d (%s per group; measuring took %.1f s)",
-                choice, device, group_size, per_group(seconds), time.perf_counter() - start)
+    logger.info("precision %s: the fastest on %s at groups of %s (%s per group; measuring took %.1f s)",
+                choice, device, "x".join(map(str, shape)), per_group(seconds), time.perf_counter() - start)
     return choice, seconds
 
 

@@ -64,7 +64,7 @@ def fastest_training_precision(model: GICD, x: Tensor, y: Tensor) -> tuple[Resol
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    return measure_fastest(run, device, x.shape[0])
+    return measure_fastest(run, device, x.shape)
 
 
 def training_precision(asked: str, device: torch.device, measure: bool | None, started: str | None, model: GICD,
