@@ -20,6 +20,7 @@ included. Checkpoints were selected on a smaller subsample of the same split (24
 group, 8 frames per video), so these numbers are optimistic for every variant alike.
 """
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -107,13 +108,8 @@ COLUMNS = [f"{kind}_{m}" for kind in ("groups", "composites", "frames") for m in
 def main() -> None:
     torch.set_num_threads(int(os.environ.get("ABLATION_THREADS", "2")))
     config = load_config(HERE.parents[1] / "configs" / "lite0.toml")
-    vals: dict[int, list] = {}  # by input size (the composites are made at it)
-
-    def val_at(size: int) -> list:
-        if size not in vals:
-            at = config.model_copy(update={"model": config.model.model_copy(update={"input_size": size})})
-            vals[size] = validation_set(at, max_images=0, max_frames=24)
-        return vals[size]
+    # by input size (the composites are made at it)
+    val_at = functools.cache(lambda size: validation_set(config, max_images=0, max_frames=24, size=size))
     val = val_at(config.model.input_size)
     wanted = set(sys.argv[1:]) or {"center", *(v[1] for v in VARIANTS)}
     store = HERE / "ablation.parquet"

@@ -16,6 +16,7 @@ rewritten as groups_table.md. A column's label says whether its model was traine
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -96,13 +97,7 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     torch.set_num_threads(int(os.environ.get("GROUPS_THREADS", "1")))
     config = load_config(ROOT / "configs" / "lite2_people_cp.toml")
-    vals: dict[int, list[ValGroup]] = {}  # by input size (the composites are made at it)
-
-    def val_at(size: int) -> list[ValGroup]:
-        if size not in vals:
-            at = config.model_copy(update={"model": config.model.model_copy(update={"input_size": size})})
-            vals[size] = validation_set(at, max_images=0, max_frames=24)
-        return vals[size]
+    val_at = functools.cache(lambda size: validation_set(config, max_images=0, max_frames=24, size=size))
     store = HERE / "groups.parquet"
     rows = pq.read_table(store).to_pylist() if store.is_file() else []
     for spec in sys.argv[1:]:

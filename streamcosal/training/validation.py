@@ -58,14 +58,15 @@ def held_out_samples(config: TrainConfig, key: str) -> list[tuple[Path, Path]]:
 
 
 def validation_set(config: TrainConfig, *, max_images: int | None = None,
-                   max_frames: int | None = None) -> list[ValGroup]:
-    """The held-out groups, the held-out videos' plain frames and their jigsaw composites.
+                   max_frames: int | None = None, size: int | None = None) -> list[ValGroup]:
+    """The held-out groups, the held-out videos' plain frames and their jigsaw composites, made at
+    ``size`` (by default the config's input size).
 
     A composite joins each frame with a frame of another held-out video, drawn with
     ``seed`` (the target video's object is the only foreground). max_images / max_frames override
     the config's (0 = all).
     """
-    v, s, seed = config.validation, config.model.input_size, config.train.seed
+    v, s, seed = config.validation, size or config.model.input_size, config.train.seed
     max_images = v.max_images if max_images is None else max_images
     max_frames = v.max_frames if max_frames is None else max_frames
     out = []
