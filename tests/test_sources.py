@@ -100,6 +100,21 @@ def test_decord_and_pyav_agree(videos, kind):
     assert all(_close(a.image, b.image, tol=2.0) for a, b in zip(by_decord, by_pyav))
 
 
+def test_an_mpeg_ts_whose_first_frames_decord_skips_is_read_with_pyav(tmp_path, frames, caplog):
+    """decord 0.6.0 starts MPEG-2 in MPEG-TS a GOP late (its frame 0 is the file's frame 12, every frame
+    after shifted, the last repeated): its frame 0 is checked against FFmpeg's, and PyAV reads the file."""
+    path = tmp_path / "recorder.ts"
+    encode_video(frames, path, fps=24, codec="mpeg2video", container_format="mpegts")
+    with caplog.at_level(logging.INFO, logger="streamcosal"):
+        _, out = _read(path)
+    _, by_pyav = _read(path, reader="pyav")
+    assert [f.index for f in out] == list(range(N))
+    assert all(_close(a.image, b.image, tol=0.5) for a, b in zip(out, by_pyav))
+    nearest = [int(np.argmin([np.abs(f.image.astype(int) - g).mean() for g in frames])) for f in out]
+    assert nearest == list(range(N))  # each frame is its own (MPEG-2 at its default rate: 5-13 levels off)
+    assert "decord's frame 0 is not the file's first frame" in caplog.text
+
+
 @pytest.mark.parametrize("reader", ["decord", "pyav"])
 def test_rotation_applied(videos, frames, reader):
     source, out = _read(videos["rot90"][0], reader=reader)

@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 
 Reader = Literal["auto", "decord", "pyav", "nvdec"]
+FIRST_FRAME_TOLERANCE = 1.0
+"""Mean absolute difference (0-255 levels) allowed between decord's frame 0 and PyAV's: both decode with
+FFmpeg, equal to the bit for 8-bit video (0.26 for 10-bit, converted to RGB differently); a wrong frame
+differs by tens."""
 
 
 class VideoFileSource(FrameSource):
@@ -78,6 +82,7 @@ class VideoFileSource(FrameSource):
                 first = None
             if first is None:
                 raise SourceError(f"{self.name}: no decodable video frame in the file. Re-encode or re-record it.")
+            self._first_image = upright(first)  # what decord's frame 0 must be
             rotation = int(round(first.rotation or 0)) % 360
             width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
             rate = stream.average_rate or stream.guessed_rate
@@ -108,7 +113,8 @@ class VideoFileSource(FrameSource):
     def _open_decord(self):  # -> decord.VideoReader | None
         """decord's reader, or None where decord cannot open the file or cannot be trusted with it:
         timestamps that do not increase (clips joined together, e.g. concatenated MPEG-TS: decord
-        then gives frames of the first clip's size and duplicate timestamps)."""
+        then gives frames of the first clip's size and duplicate timestamps), or a first frame that is
+        not FFmpeg's (MPEG-TS with B-frames: decord 0.6.0 starts a GOP late, every frame shifted)."""
         import decord
 
         try:
@@ -121,6 +127,15 @@ class VideoFileSource(FrameSource):
         if back.size:
             logger.info("%s: timestamps do not increase at frame %d (joined clips?); reading with PyAV",
                         self.name, back[0] + 1)
+            return None
+        try:
+            first = vr.get_batch([0]).asnumpy()[0]
+        except Exception as error:
+            logger.info("%s: decord cannot decode frame 0 (%s); reading with PyAV", self.name, str(error).splitlines()[0])
+            return None
+        expected, self._first_image = self._first_image, None
+        if first.shape != expected.shape or np.abs(first.astype(np.int16) - expected).mean() > FIRST_FRAME_TOLERANCE:
+            logger.info("%s: decord's frame 0 is not the file's first frame; reading with PyAV", self.name)
             return None
         return vr
 
