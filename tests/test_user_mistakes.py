@@ -260,10 +260,14 @@ def test_an_out_that_is_a_file_or_read_only_is_refused_before_any_work(data, tmp
     assert a_file.read_text() == "keep me" and not list(tmp_path.glob("**/runs"))
 
 
-def test_an_unknown_device_is_a_one_line_error(data, tmp_path, checkpoint):
+@pytest.mark.parametrize(("device", "says"), [("tpu", "unknown device 'tpu': use auto, cpu or cuda"),
+                                              ("mps", "device 'mps' is not supported: streamcosal runs on the CPU or a "
+                                                      "CUDA GPU; use auto, cpu or cuda"),
+                                              ("meta", "device 'meta' is not supported")])
+def test_an_unknown_or_unsupported_device_is_a_one_line_error(data, tmp_path, checkpoint, device, says):
     photos(data, tmp_path / "in", n=1)
-    result = images(tmp_path / "in", tmp_path / "out", checkpoint, "--device", "tpu")
-    assert result.exit_code == 2 and "unknown device 'tpu': use auto, cpu or cuda" in result.output
+    result = images(tmp_path / "in", tmp_path / "out", checkpoint, "--device", device)
+    assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
 
 
