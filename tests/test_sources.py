@@ -24,6 +24,7 @@ from video_fixtures import (  # noqa: E402
     corrupt_middle,
     davis_frames,
     encode_audio_only,
+    encode_picture_then_video,
     encode_vfr_video,
     encode_video,
     truncate_file,
@@ -243,6 +244,21 @@ def test_audio_only_file(tmp_path):
     encode_audio_only(tmp_path / "audio.mp4")
     with pytest.raises(SourceError, match=r"audio\.mp4: has no video stream .*audio aac"):
         open_source(tmp_path / "audio.mp4")
+
+
+def test_an_audio_file_with_cover_art_has_no_video(tmp_path):
+    encode_audio_only(tmp_path / "song.mp4", cover=True)
+    with pytest.raises(SourceError, match=r"song\.mp4: has no video stream .*video mjpeg \(a picture: cover art"):
+        open_source(tmp_path / "song.mp4")
+
+
+def test_the_video_is_read_where_a_picture_stream_comes_first(tmp_path, frames):
+    """A one-frame picture stream before the video (a thumbnail): the video's frames are read, by both readers."""
+    encode_picture_then_video(frames, tmp_path / "thumb.mkv")
+    for reader in ("auto", "pyav"):
+        source, out = _read(tmp_path / "thumb.mkv", reader=reader)
+        assert (source.info.width, source.info.height, source.info.codec) == (160, 96, "h264")
+        assert [f.index for f in out] == list(range(N)) and all(_close(f.image, frames[f.index]) for f in out)
 
 
 def test_text_file_named_mp4(tmp_path):

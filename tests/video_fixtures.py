@@ -119,11 +119,49 @@ def encode_vfr_video(
     return encode_video(frames, path, fps=25, pts=pts, time_base=Fraction(1, 1000))
 
 
-def encode_audio_only(path: str | Path, seconds: float = 1.0, rate: int = 16000) -> None:
-    """Write a file holding only an AAC audio stream (no video), e.g. `x.mp4`."""
+def _picture_stream(container: av.container.OutputContainer, cover: bool) -> av.video.stream.VideoStream:
+    """A 64x64 MJPEG video stream for one picture; ``cover``: marked as cover art (attached_pic)."""
+    stream = container.add_stream("mjpeg", rate=1)
+    stream.width, stream.height, stream.pix_fmt = 64, 64, "yuvj420p"
+    if cover:
+        stream.disposition = av.stream.Disposition.attached_pic
+    return stream
+
+
+def _mux_picture(container: av.container.OutputContainer, stream: av.video.stream.VideoStream) -> None:
+    """Its one grey picture, once every stream of the container is added."""
+    for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="rgb24")):
+        container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+def encode_picture_then_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 24) -> None:
+    """An MKV whose first video stream is one MJPEG picture and whose second is ``frames`` as H.264 (a
+    thumbnail stream before the video)."""
+    height, width = frames[0].shape[:2]
     with av.open(str(path), mode="w") as container:
+        picture = _picture_stream(container, cover=False)
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"bf": "0", "preset": "ultrafast"}
+        _mux_picture(container, picture)
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def encode_audio_only(path: str | Path, seconds: float = 1.0, rate: int = 16000, cover: bool = False) -> None:
+    """Write a file holding only an AAC audio stream (no video), e.g. `x.mp4`; ``cover``: with cover
+    art (a picture stream marked attached_pic, as music files carry)."""
+    with av.open(str(path), mode="w") as container:
+        picture = _picture_stream(container, cover=True) if cover else None
         stream = container.add_stream("aac", rate=rate)
         stream.layout = "mono"
+        if picture is not None:
+            _mux_picture(container, picture)
         n = int(seconds * rate)
         tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32)
         chunk = 1024

@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 
 import av
 import numpy as np
+from av.stream import Disposition
 
 from streamcosal.io.frame import SourceError, SourceReport, VideoInfo
 
@@ -61,12 +62,12 @@ def upright(frame: av.VideoFrame) -> np.ndarray:
 def decode_packets(
     container: av.container.InputContainer, name: str, report: SourceReport
 ) -> Iterator[av.VideoFrame | None]:
-    """Decode the first video stream packet by packet; None stands for a lost frame.
+    """Decode the container's video (:func:`video_stream`) packet by packet; None stands for a lost frame.
 
     Rejected packets and frames flagged corrupt are counted in `report` and yielded as None so
     frame indices stay right. Demuxer errors (truncation, dropped connection) propagate.
     """
-    stream = container.streams.video[0]
+    stream = video_stream(container)
     stream.thread_type = "AUTO"
     try:
         for packet in container.demux(stream):
@@ -112,11 +113,28 @@ def open_container(spec: str, name: str, **kwargs: object) -> av.container.Input
         ) from error
 
 
+STILL = Disposition.attached_pic | Disposition.timed_thumbnails | Disposition.still_image
+"""Video streams that are pictures, not the video: cover art (an audio file's too), thumbnails."""
+
+
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The container's video: FFmpeg's best video stream (``av_find_best_stream``: the default, more
+    than one frame, the highest bit rate) among those that are not pictures (:data:`STILL`); None when
+    there is none. Not simply the first: a cover picture or a one-frame stream can come before it."""
+    moving = [s for s in container.streams.video if not s.disposition & STILL]
+    if len(moving) < 2:
+        return moving[0] if moving else None
+    best = container.streams.best("video")
+    return best if best in moving else moving[0]
+
+
 def check_video_stream(container: av.container.InputContainer, name: str) -> av.video.stream.VideoStream:
-    if not container.streams.video:
-        kinds = ", ".join(f"{s.type} {getattr(s.codec_context, 'name', '?')}" for s in container.streams) or "none"
+    stream = video_stream(container)
+    if stream is None:
+        kinds = ", ".join(f"{s.type} {getattr(s.codec_context, 'name', '?')}"
+                          + (" (a picture: cover art or thumbnail)" if s.type == "video" else "")
+                          for s in container.streams) or "none"
         raise SourceError(f"{name}: has no video stream (streams: {kinds}). Is it an audio-only file?")
-    stream = container.streams.video[0]
     if stream.codec_context is None:
         raise SourceError(
             f"{name}: video stream #{stream.index} uses a codec this FFmpeg build cannot decode. "
@@ -199,7 +217,7 @@ class TimedFrames:
         self.check_rate = check_rate  # False where the reader checked info.fps itself (files)
 
     def __iter__(self) -> Iterator[tuple[int, float, av.VideoFrame]]:
-        start_pts = self.container.streams.video[0].start_time or 0
+        start_pts = video_stream(self.container).start_time or 0
         rate = RateCheck(self.info if self.check_rate else None, self.name, self.report)
         for frame in decode_packets(self.container, self.name, self.report):
             index = self.count

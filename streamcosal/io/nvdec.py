@@ -19,6 +19,8 @@ import threading
 import av
 from av.codec.hwaccel import HWAccel, hwdevices_available
 
+from streamcosal.io.decode import video_stream
+
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
@@ -49,7 +51,7 @@ def open_nvdec(path: str) -> av.container.InputContainer:
         except (OSError, av.error.FFmpegError, RuntimeError) as error:
             reason = f"no CUDA device could be opened ({error})"
         else:
-            stream = container.streams.video[0] if container.streams.video else None
+            stream = video_stream(container)
             if stream is not None and stream.codec_context.is_hwaccel():
                 return container
             container.close()
