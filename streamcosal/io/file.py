@@ -1,6 +1,7 @@
 """Video files: decoded with decord (`VideoReader.get_batch` on the sampled indices, timestamps from
-`get_frame_timestamp`); PyAV takes over for anything decord cannot open (e.g. a truncated MP4) or
-fails on while decoding (corrupt packets make decord raise for the whole batch): PyAV decodes packet
+`get_frame_timestamp`) where the container has an index and decord's first frame is FFmpeg's; PyAV
+reads every other file (MPEG-TS: decord misreads it) and takes over for anything decord cannot open
+(e.g. a truncated MP4) or fails on while decoding (corrupt packets make decord raise for the whole batch): PyAV decodes packet
 by packet, skipping and counting bad ones. Both readers return upright frames: decord 0.6.0 applies
 the display matrix itself. decord timestamps are float32 frame start times (error below 1 ms even
 for hours-long videos).
@@ -38,6 +39,11 @@ logger = logging.getLogger(__name__)
 
 
 Reader = Literal["auto", "decord", "pyav", "nvdec"]
+INDEXED_FORMATS = {"mov", "mp4", "matroska", "webm", "avi"}
+"""Containers (FFmpeg's names) whose index decord seeks by. Without one (MPEG-TS, MPEG-PS, raw H.264)
+decord 0.6.0 guesses frames by position and is wrong without a word: MPEG-TS with B-frames starts a
+GOP late, every frame shifted; a recording cut inside a GOP gets the undecodable frames' slots as
+copies of its last frame, every timestamp early. PyAV decodes them in order."""
 FIRST_FRAME_TOLERANCE = 1.0
 """Mean absolute difference (0-255 levels) allowed between decord's frame 0 and PyAV's: both decode with
 FFmpeg, equal to the bit for 8-bit video (0.26 for 10-bit, converted to RGB differently); a wrong frame
@@ -64,7 +70,8 @@ class VideoFileSource(FrameSource):
         if reader != "pyav":
             self._vr = self._open_decord()
             if self._vr is None and reader == "decord":
-                raise SourceError(f"{path}: decord cannot open this file; use reader='pyav' or 'auto'.")
+                raise SourceError(f"{path}: decord cannot open this file or misreads it (the log says why); use "
+                                  "reader='pyav' or 'auto'.")
         if self._vr is not None and self.info.frame_count is None:
             self.info.frame_count = len(self._vr)
         if not 0 < self.info.fps <= MAX_PLAUSIBLE_FPS:  # none, or e.g. 30,000 (variable frame rate)
@@ -75,6 +82,7 @@ class VideoFileSource(FrameSource):
         """Stream metadata plus the rotation of the first frame (PyAV)."""
         with open_container(self.name, self.name) as container:
             stream = check_video_stream(container, self.name)
+            self._indexed = bool(set(container.format.name.split(",")) & INDEXED_FORMATS)
             frames = (f for f in decode_packets(container, self.name, SourceReport()) if f is not None)
             try:
                 first = next(frames, None)
@@ -111,12 +119,15 @@ class VideoFileSource(FrameSource):
             )
 
     def _open_decord(self):  # -> decord.VideoReader | None
-        """decord's reader, or None where decord cannot open the file or cannot be trusted with it:
-        timestamps that do not increase (clips joined together, e.g. concatenated MPEG-TS: decord
-        then gives frames of the first clip's size and duplicate timestamps), or a first frame that is
-        not FFmpeg's (MPEG-TS with B-frames: decord 0.6.0 starts a GOP late, every frame shifted)."""
+        """decord's reader, or None where decord cannot open the file or cannot be trusted with it: a
+        container without an index (:data:`INDEXED_FORMATS`), timestamps that do not increase (clips
+        joined together: decord then gives frames of the first clip's size and duplicate timestamps), or
+        a first frame that is not FFmpeg's (an edit list or a late start it misreads)."""
         import decord
 
+        if not self._indexed:
+            logger.info("%s: a container without an index; reading with PyAV", self.name)
+            return None
         try:
             vr = decord.VideoReader(self.name, ctx=decord.cpu(0))
         except Exception as error:  # decord raises RuntimeError or DECORDError
