@@ -75,6 +75,9 @@ def test_units_are_keyed_by_content_model_and_parameters(tmp_path: Path) -> None
     (tmp_path / "v" / "sub").mkdir()
     (tmp_path / "v" / "sub" / "b.mov").write_bytes(b"video b")
     (tmp_path / "v" / "notes.txt").write_text("not a video")
+    (tmp_path / "v" / "._a.mp4").write_bytes(b"macOS's AppleDouble of a copied a.mp4")
+    (tmp_path / "v" / ".Trashes").mkdir()
+    (tmp_path / "v" / ".Trashes" / "deleted.mp4").write_bytes(b"video c")
     videos = archive.list_videos(tmp_path / "v")
     assert [Path(v).name for v in videos] == ["a.mp4", "copy_of_a.mp4", "b.mov"]
     assert archive.list_videos(str(tmp_path / "v" / "*.mp4")) == videos[:2]

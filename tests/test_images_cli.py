@@ -115,6 +115,8 @@ def test_bad_files_are_reported_and_the_rest_is_processed(data: Path, tmp_path: 
     (inp / "Cat" / "truncated.jpg").write_bytes(good[0].read_bytes()[:2000])
     (inp / "Cat" / "fake.png").write_text("not an image")
     (inp / "Cat" / "notes.txt").write_text("a non-image file is left out, not an error")
+    (inp / "Cat" / f"._{good[0].name}").write_bytes(b"\x00\x05\x16\x07" + bytes(80))  # macOS's AppleDouble of a copy
+    (inp / "Cat" / ".DS_Store").write_bytes(bytes(64))
     (inp / "Empty").mkdir()
     result = runner.invoke(app, ["images", str(inp), "--out", str(out), "--weights", str(checkpoint)])
     assert result.exit_code == 1
@@ -122,6 +124,7 @@ def test_bad_files_are_reported_and_the_rest_is_processed(data: Path, tmp_path: 
         assert name in result.output, result.output
     assert "failed: " + str(inp / "Cat" / "notes.txt") not in result.output  # left out, not an error: a note names it
     assert "group 'Cat': left out 1 file(s) that are not images: notes.txt" in " ".join(result.output.split())
+    assert "._" not in result.output and ".DS_Store" not in result.output  # hidden files: neither images nor notes
     assert sorted(p.name for p in (out / "Cat").iterdir()) == sorted(f"{p.stem}.png" for p in good)
     assert (out / "Dog").is_dir() and len(list((out / "Dog").iterdir())) == 1
 

@@ -86,18 +86,18 @@ def is_image_name(path: Path) -> bool:
 
 
 def image_files(folder_or_paths: Path | Iterable[Path]) -> tuple[list[Path], list[Path]]:
-    """A folder's files (sorted by name), or the given paths (in their order), split into images
-    (:func:`is_image_name`; broken symbolic links included: reading them says so) and the other files
-    (hidden files and folders left out of both)."""
+    """A folder's files (sorted by name; hidden files left out: macOS's ``._IMG_1.jpg`` beside each copied
+    photo is no image), or the given paths (in their order), split into images (:func:`is_image_name`;
+    broken symbolic links included: reading them says so) and the other files (folders left out)."""
     if isinstance(folder_or_paths, Path) and folder_or_paths.is_dir():
-        paths: Iterable[Path] = sorted(folder_or_paths.iterdir())
+        paths: Iterable[Path] = sorted(p for p in folder_or_paths.iterdir() if not p.name.startswith("."))
     else:
         paths = [Path(folder_or_paths)] if isinstance(folder_or_paths, (str, Path)) else folder_or_paths
     images, others = [], []
     for path in paths:
         if is_image_name(path):
             images.append(path)
-        elif not path.name.startswith(".") and not path.is_dir():
+        elif not path.is_dir():
             others.append(path)
     return images, others
 

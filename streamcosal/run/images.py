@@ -28,7 +28,7 @@ from streamcosal.inference.agreement import group_agreement
 from streamcosal.inference.engine import CoSalEngine, GroupPrediction
 from streamcosal.inference.imagenet import top_classes
 from streamcosal.inference.transforms import resize_map, to_uint8
-from streamcosal.io.imagefile import ImageReadError, image_files, image_sizes, is_image_name, read_image
+from streamcosal.io.imagefile import ImageReadError, image_files, image_sizes, read_image
 from streamcosal.run.interrupts import Interrupted
 from streamcosal.storage.files import atomic_write
 
@@ -72,9 +72,9 @@ def find_groups(root: Path) -> dict[str, list[Path]]:
 
 
 def _images(folder: Path) -> list[Path]:
-    """The image files of ``folder`` by suffix, sorted; broken symbolic links included."""
-    return sorted(p for p in folder.iterdir()
-                  if is_image_name(p) and (p.is_file() or (p.is_symlink() and not p.exists())))
+    """The image files of ``folder`` by suffix, sorted (:func:`image_files`: hidden files left out); broken
+    symbolic links included."""
+    return [p for p in image_files(folder)[0] if p.is_file() or (p.is_symlink() and not p.exists())]
 
 
 def left_out(root: Path, groups: Collection[str]) -> list[str]:

@@ -74,7 +74,8 @@ class UnitRecord:
 
 
 def list_videos(spec: str | Path | Sequence[str | Path]) -> list[str]:
-    """Videos of a folder (recursively, by suffix, sorted), a glob pattern, a file, or a list of those.
+    """Videos of a folder (recursively, by suffix, sorted; hidden files and folders left out: a copy's
+    ``._clip.mp4`` from macOS, ``.Trashes``), a glob pattern, a file, or a list of those.
 
     A path that does not exist is kept (its unit fails with a clear error); a pattern or folder
     that matches nothing is an error.
@@ -84,7 +85,8 @@ def list_videos(spec: str | Path | Sequence[str | Path]) -> list[str]:
     text = str(spec)
     path = Path(text).expanduser()
     if path.is_dir():
-        found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
         if not found:
             raise FileNotFoundError(f"no video files ({', '.join(sorted(VIDEO_SUFFIXES))}) in folder {path}")
         return found
