@@ -214,6 +214,14 @@ def test_image_folder_sorted_with_odd_formats_and_a_broken_file(tmp_path, caplog
     assert [f.index for f in out] == [0, 1, 2, 4, 5, 6]  # index = position in the group
 
 
+def test_a_folder_of_videos_given_as_an_image_group_says_how_to_give_them(tmp_path, videos):
+    shutil.copy(videos["cfr"][0], tmp_path / "porch.mp4")
+    shutil.copy(videos["vfr"][0], tmp_path / "yard.mp4")
+    with pytest.raises(SourceError, match=r"a folder is one group of images, and it holds 2 video file\(s\) \(porch\.mp4, "
+                                          r"yard\.mp4\) and no image: give the videos themselves \(.*/\*\.mp4\)"):
+        open_source(tmp_path)
+
+
 def test_image_list_keeps_given_order_and_refuses_fps(tmp_path):
     paths = sorted((DAVIS_IMAGES / "goat").iterdir())[:3][::-1]
     with open_source(paths) as source:

@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 
 Reader = Literal["auto", "decord", "pyav", "nvdec"]
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".ts", ".mts", ".mpg", ".mpeg", ".flv",
+                  ".wmv", ".3gp"}
+"""What a folder's video files end with (an archive's, a folder given where images are expected)."""
 INDEXED_FORMATS = {"mov", "mp4", "matroska", "webm", "avi"}
 """Containers (FFmpeg's names) whose index decord seeks by. Without one (MPEG-TS, MPEG-PS, raw H.264)
 decord 0.6.0 guesses frames by position and is wrong without a word: MPEG-TS with B-frames starts a

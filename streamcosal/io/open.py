@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import unquote
 
-from streamcosal.io.file import Reader, VideoFileSource
+from streamcosal.io.file import VIDEO_SUFFIXES, Reader, VideoFileSource
 from streamcosal.io.frame import FrameSource, Sampler, SourceError
 from streamcosal.io.imagefile import ANIMATED_SUFFIXES, image_files
 from streamcosal.io.images import ImageGroupSource
@@ -82,6 +82,14 @@ def open_source(
         return PipeSource(path, sampler)
     if path.is_dir():
         images, others = image_files(path)
+        videos = [p for p in others if p.suffix.lower() in VIDEO_SUFFIXES]
+        if not images and videos:
+            suffixes = {p.suffix for p in videos}
+            pattern = path / ("*" + suffixes.pop() if len(suffixes) == 1 else "*")
+            raise SourceError(f"{path}: a folder is one group of images, and it holds {len(videos)} video file(s) "
+                              f"({', '.join(p.name for p in videos[:3])}{', ...' if len(videos) > 3 else ''}) and no "
+                              f"image: give the videos themselves ({pattern}), each its own group, or run the folder "
+                              "as an archive (the cosal-archive flow: one resumable unit per video)")
         source = ImageGroupSource(images, name=str(path), sampler=sampler)
         if others:  # named, so that nothing is left out without a word
             shown = ", ".join(p.name for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")

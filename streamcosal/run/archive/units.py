@@ -12,12 +12,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from streamcosal.io.file import VIDEO_SUFFIXES
 from streamcosal.params import hash_file
 
 ARCHIVE_DIR = "archive"
 RUN_PREFIX = "arc-"
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".ts", ".mts", ".mpg", ".mpeg", ".flv",
-                  ".wmv", ".3gp"}
 Status = Literal["done", "partial", "failed"]
 COMMITTED: tuple[str, ...] = ("done", "partial")
 
