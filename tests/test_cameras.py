@@ -87,8 +87,10 @@ def problems(path: Path, env: dict[str, str] | None = None) -> list[str]:
     ("cameras:\n  porch:\n    url: porch.mp4\n  yard:\n    url: ./porch.mp4\n", 5,
      "camera 'yard': the same source as camera 'porch'"),
     ("cameras:\n  porch: {url: porch.mp4\n", 3, "not valid YAML"),
+    ("cameras:\n  - url: porch.mp4\n    group: door\n", 1,
+     "cameras: is a list; name each camera instead, its settings under its name (porch: {url: rtsp://"),
 ], ids=["typo", "duplicate", "scheme", "no-host", "no-file", "policy", "latency", "fps-and-stride", "no-url",
-        "defaults-typo", "metrics-port", "duplicate-flow", "all-disabled", "same-source", "yaml"])
+        "defaults-typo", "metrics-port", "duplicate-flow", "all-disabled", "same-source", "yaml", "a-list"])
 def test_a_mistake_is_one_line_naming_the_file_line_and_camera(tmp_path: Path, text: str, line: int,
                                                                  expected: str) -> None:
     (tmp_path / "porch.mp4").write_bytes(b"")
