@@ -317,6 +317,23 @@ def test_truncated_file_keeps_decoded_frames(tmp_path, videos, frames, caplog):
     assert f"last good frame {last.index} at {last.timestamp:.3f} s" in caplog.text
 
 
+@pytest.mark.parametrize("reader", ["auto", "pyav"])
+def test_a_recording_cut_short_without_a_frame_count_is_partial(tmp_path, frames, reader):
+    """An MKV (no frame count in the container) cut in half, as an interrupted recording leaves it: its frames
+    are read and the source is partial, said with where its frames end against its announced duration."""
+    path = tmp_path / "cut.mkv"
+    encode_video(frames + frames, path, fps=24)  # 4 s
+    truncate_file(path, 0.5)
+    source, out = _read(path, reader=reader)
+    assert N // 2 < len(out) < 2 * N and [f.index for f in out] == list(range(len(out)))
+    assert source.report.truncated
+    assert f"cut.mkv: its frames end at {out[-1].timestamp + 1 / 24:.2f} s of the 4.00 s its container announces: cut " \
+           "short" in " ".join(source.report.warnings)
+    encode_video(frames + frames, tmp_path / "whole.mkv", fps=24)
+    source, whole = _read(tmp_path / "whole.mkv", reader=reader)
+    assert len(whole) == 2 * N and not source.report.truncated and source.report.warnings == []
+
+
 def test_corrupt_stretch_is_skipped_and_reported(tmp_path, videos, caplog):
     path = tmp_path / "damaged.mp4"
     shutil.copy(videos["cfr"][0], path)

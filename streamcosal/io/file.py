@@ -47,6 +47,9 @@ INDEXED_FORMATS = {"mov", "mp4", "matroska", "webm", "avi"}
 decord 0.6.0 guesses frames by position and is wrong without a word: MPEG-TS with B-frames starts a
 GOP late, every frame shifted; a recording cut inside a GOP gets the undecodable frames' slots as
 copies of its last frame, every timestamp early. PyAV decodes them in order."""
+SHORT_END_S = 1.0
+"""A file's frames ending more than this (or 5% of its duration, if more) before the duration its
+container announces were cut short."""
 FIRST_FRAME_TOLERANCE = 1.0
 """Mean absolute difference (0-255 levels) allowed between decord's frame 0 and PyAV's: both decode with
 FFmpeg, equal to the bit for 8-bit video (0.26 for 10-bit, converted to RGB differently); a wrong frame
@@ -106,10 +109,10 @@ class VideoFileSource(FrameSource):
                             self._first_timestamps.append(float((frame.pts - start) * frame.time_base))
                 except av.error.FFmpegError:  # a damaged file: the timestamps read so far
                     pass
-            duration = None
+            duration = _tagged_duration(stream.metadata.get("DURATION"))  # MKV/WebM: the stream's own
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
+            elif duration is None and container.duration is not None:
                 duration = container.duration / av.time_base
             return VideoInfo(
                 width=width,
@@ -154,6 +157,25 @@ class VideoFileSource(FrameSource):
         return vr
 
     def _generate(self) -> Iterator[Frame]:
+        self._last_time: float | None = None  # the last decoded frame's timestamp, sampled or not
+        yield from self._decoded()
+        self._check_end()
+
+    def _check_end(self) -> None:
+        """A file whose frames end well before the duration its container announces was cut short (an
+        interrupted recording or copy, in a format without a frame count: MKV, fragmented MP4, MPEG-TS):
+        partial, and said."""
+        duration, last = self.info.duration, self._last_time
+        if self.report.truncated or not duration or last is None:
+            return
+        end = last + (1.0 / self.info.fps if self.info.fps else 0.0)
+        if duration - end > max(SHORT_END_S, 0.05 * duration):
+            self.report.truncated = True
+            self.report.warn(f"{self.name}: its frames end at {end:.2f} s of the {duration:.2f} s its container "
+                             "announces: cut short (an interrupted recording or copy). The frames read were "
+                             "processed; re-copy or re-record the file to get the rest.")
+
+    def _decoded(self) -> Iterator[Frame]:
         if self._nvdec:
             start = yield from self._nvdec_frames()
             if start is None:
@@ -181,6 +203,7 @@ class VideoFileSource(FrameSource):
                 return
             for index, image in zip(chunk, images):
                 yield Frame(image=image, index=index, timestamp=float(timestamps[index]), source=self.name)
+        self._last_time = float(timestamps[-1]) if count else None
 
     def _nvdec_frames(self) -> Iterator[Frame]:
         """Frames decoded by NVDEC; returns None when it decoded the whole file, else the index of the first
@@ -199,7 +222,7 @@ class VideoFileSource(FrameSource):
                                          "file from there (the frames before it came from NVDEC)")
                         break
                     image = upright(frame)
-                    start = index + 1
+                    start, self._last_time = index + 1, timestamp
                     if sampler.keep(index, timestamp):
                         yield Frame(image=image, index=index, timestamp=timestamp, source=self.name)
                 else:
@@ -224,6 +247,7 @@ class VideoFileSource(FrameSource):
                     if sampler.keep(index, timestamp) and index >= start_index:
                         yield Frame(image=upright(frame), index=index, timestamp=timestamp, source=self.name)
                     last_good = (index, timestamp)
+                    self._last_time = timestamp
                 truncated = self.info.frame_count is not None and decoded.count < self.info.frame_count
             except av.error.FFmpegError as error:
                 logger.debug("%s: demuxer stopped: %s", self.name, error)
@@ -265,4 +289,10 @@ class VideoFileSource(FrameSource):
                 logger.warning("%s: stopped reading at frame %d: %s", self.name, decoded.count, error)
 
 
-# ----------------------------------------------------------------------------- pipes
+def _tagged_duration(tag: str | None) -> float | None:
+    """A DURATION tag (HH:MM:SS.nnnnnnnnn, as Matroska writes per stream) in seconds; None if absent or unreadable."""
+    try:
+        hours, minutes, seconds = (tag or "").split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
