@@ -217,8 +217,9 @@ def test_image_folder_sorted_with_odd_formats_and_a_broken_file(tmp_path, caplog
 def test_a_folder_of_videos_given_as_an_image_group_says_how_to_give_them(tmp_path, videos):
     shutil.copy(videos["cfr"][0], tmp_path / "porch.mp4")
     shutil.copy(videos["vfr"][0], tmp_path / "yard.mp4")
-    with pytest.raises(SourceError, match=r"a folder is one group of images, and it holds 2 video file\(s\) \(porch\.mp4, "
-                                          r"yard\.mp4\) and no image: give the videos themselves \(.*/\*\.mp4\)"):
+    with pytest.raises(SourceError, match=r"a folder is one group of images, and it holds 2 video file\(s\) "
+                                          r"\(porch\.mp4, yard\.mp4\) and no image: give the videos themselves "
+                                          r"\(.*/\*\.mp4\)"):
         open_source(tmp_path)
 
 

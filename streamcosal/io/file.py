@@ -1,8 +1,8 @@
 """Video files: decoded with decord (`VideoReader.get_batch` on the sampled indices, timestamps from
 `get_frame_timestamp`) where the container has an index and decord's first frame is FFmpeg's; PyAV
 reads every other file (MPEG-TS: decord misreads it) and takes over for anything decord cannot open
-(e.g. a truncated MP4) or fails on while decoding (corrupt packets make decord raise for the whole batch): PyAV decodes packet
-by packet, skipping and counting bad ones. Both readers return upright frames: decord 0.6.0 applies
+(e.g. a truncated MP4) or fails on while decoding (corrupt packets make decord raise for the whole
+batch): PyAV decodes packet by packet, skipping and counting bad ones. Both readers return upright frames: decord 0.6.0 applies
 the display matrix itself. decord timestamps are float32 frame start times (error below 1 ms even
 for hours-long videos).
 
@@ -78,6 +78,7 @@ class VideoFileSource(FrameSource):
             if self._vr is None and reader == "decord":
                 raise SourceError(f"{path}: decord cannot open this file or misreads it (the log says why); use "
                                   "reader='pyav' or 'auto'.")
+        self._first_image = None  # only decord's check needs it
         if self._vr is not None and self.info.frame_count is None:
             self.info.frame_count = len(self._vr)
         if not 0 < self.info.fps <= MAX_PLAUSIBLE_FPS:  # none, or e.g. 30,000 (variable frame rate)
@@ -148,9 +149,10 @@ class VideoFileSource(FrameSource):
         try:
             first = vr.get_batch([0]).asnumpy()[0]
         except Exception as error:
-            logger.info("%s: decord cannot decode frame 0 (%s); reading with PyAV", self.name, str(error).splitlines()[0])
+            logger.info("%s: decord cannot decode frame 0 (%s); reading with PyAV", self.name,
+                        str(error).splitlines()[0])
             return None
-        expected, self._first_image = self._first_image, None
+        expected = self._first_image
         if first.shape != expected.shape or np.abs(first.astype(np.int16) - expected).mean() > FIRST_FRAME_TOLERANCE:
             logger.info("%s: decord's frame 0 is not the file's first frame; reading with PyAV", self.name)
             return None

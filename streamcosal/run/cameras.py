@@ -365,11 +365,11 @@ def _problem(path: Path, lines: dict[tuple[str, ...], int], problem: Mapping[str
         message = f"{inside}unknown key {keys[-1]!r} ({hint}{owner} takes {', '.join(known)})"
     elif problem["type"] == "missing":
         message = f"{key} is missing" + (" (the camera's stream URL, device or video file)" if key == "url" else "")
-    elif problem["type"] in ("model_type", "dict_type") and loc == ("cameras",) and isinstance(problem.get("input"), list):
-        message = ("cameras: is a list; name each camera instead, its settings under its name "
-                   "(porch: {url: rtsp://..., group: entrance})")
     elif problem["type"] in ("model_type", "dict_type"):
-        message = f"{key or 'each camera'}: should be a mapping of keys (key: value lines)"
+        listed = loc == ("cameras",) and isinstance(problem.get("input"), list)
+        message = ("cameras: is a list; name each camera instead, its settings under its name (porch: {url: "
+                   "rtsp://..., group: entrance})" if listed else
+                   f"{key or 'each camera'}: should be a mapping of keys (key: value lines)")
     else:
         shown = problem.get("input")
         got = f" (got {shown!r})" if keys and keys[-1] != "url" and isinstance(shown, (int, float, str)) else ""
