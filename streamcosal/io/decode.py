@@ -113,8 +113,9 @@ def open_container(spec: str, name: str, **kwargs: object) -> av.container.Input
         ) from error
 
 
-STILL = Disposition.attached_pic | Disposition.timed_thumbnails | Disposition.still_image
-"""Video streams that are pictures, not the video: cover art (an audio file's too), thumbnails."""
+STILL = Disposition.attached_pic | Disposition.timed_thumbnails
+"""Video streams that are pictures beside the content, not the video: cover art (an audio file's too),
+thumbnails."""
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
