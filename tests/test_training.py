@@ -101,7 +101,16 @@ def test_impossible_values_and_missing_inputs_are_refused_before_any_work(tmp_pa
         "group": (text.replace("tiny/Sofa", "tiny/Sofas"), r"\[validation\] group 'tiny/Sofas' not found"),
         "set": (text.replace('train_sets = ["tiny"]', 'train_sets = ["tiny", "voc"]'), r"\[data\] train_sets: 'voc' not found under"),
         "out": (text.replace('out_dir = "run"', 'out_dir = "file"'), r"\[train\] out_dir .*file is a file, not a folder"),
+        "seed": (text.replace("threads = 2", "seed = -1"), r"\[train\] seed: Input should be greater than or equal to 0"),
+        "sizes": (text.replace("lr = 1e-3", "lr = 1e-3\n[augment]\nsizes = [4096]"),
+                  r"\[augment\] sizes: sizes \[4096\] are larger than 1024"),
+        "name": (text.replace('name = "tiny"', 'name = "a/b"'), r"'name': 'a/b' names files and checkpoint versions"),
+        "mdir": (text.replace('manifest = "manifest.parquet"', 'manifest = "mdir"'), r"\[data\] manifest .*mdir is a folder"),
     }
+    (tmp_path / "mdir").mkdir()
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(ConfigError, match=r"binary\.toml is not valid TOML \(not UTF-8 text\)"):
+        train(tmp_path / "binary.toml")
     for name, (body, match) in cases.items():
         path = tmp_path / f"{name}.toml"
         path.write_text(body)
@@ -111,6 +120,34 @@ def test_impossible_values_and_missing_inputs_are_refused_before_any_work(tmp_pa
         assert result.exit_code == 1 and "Traceback" not in result.output
         assert re.search(match, " ".join(result.output.split())), result.output  # table names survive rich
     assert not (tmp_path / "manifest.parquet").exists(), "nothing is built before the checks"
+
+
+def test_what_fails_after_the_checks_is_one_line_naming_the_file(tmp_path: Path, tiny: Path) -> None:
+    """A damaged training state on --resume, every group held out, an out_dir that cannot be made: one line
+    each from the CLI, naming the file or key and what to do."""
+    from typer.testing import CliRunner
+
+    from streamcosal.cli import app
+
+    text = write_config(tmp_path / "c.toml", tiny).read_text()
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "run").mkdir()
+    cases = {
+        "empty state": ("", b"", r"cannot resume: .*state\.pt is damaged or not a training state \(EOFError"),
+        "random state": ("", bytes(range(256)) * 4, r"cannot resume: .*state\.pt is damaged or not a training state"),
+        "all held out": (text.replace('groups = ["tiny/Sofa"]', 'groups = ["tiny/Sofa", "tiny/Cat", "tiny/Horse"]'),
+                         None, r"held out for \[validation\]"),
+        "out under a file": (text.replace('out_dir = "run"', 'out_dir = "file/run"'), None,
+                             r"\[train\] out_dir .*file/run cannot be made \(Not a directory\)"),
+    }
+    for name, (body, state, match) in cases.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.toml"
+        path.write_text(body or text)
+        if state is not None:
+            (tmp_path / "run" / "state.pt").write_bytes(state)
+        result = CliRunner().invoke(app, ["train", str(path), "--resume"])
+        assert result.exit_code == 1 and "Traceback" not in result.output and "Aborted" not in result.output, name
+        assert re.search(match, " ".join(result.output.split())), (name, result.output)
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

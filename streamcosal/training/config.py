@@ -22,6 +22,7 @@ otherwise share an output folder).
 
 from __future__ import annotations
 
+import re
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -133,7 +134,7 @@ class RunConfig(_Section):
     and one per core but one (at most 8) for a GPU (:mod:`streamcosal.training.loader`)."""
 
     out_dir: ConfigPath
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     epochs: int = Field(100, ge=1)
     steps_per_epoch: int = Field(0, ge=0)
     max_images: int = Field(20, ge=1)
@@ -148,6 +149,13 @@ class TrainConfig(_Section):
     """One training run, as read from a TOML file (``source``)."""
 
     name: str
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[\w.-]+", name):
+            raise ValueError(f"{name!r} names files and checkpoint versions: use letters, digits, '.', '_' and '-'")
+        return name
     model: ModelConfig = ModelConfig()
     data: DataConfig
     validation: ValidationConfig = ValidationConfig()
@@ -168,6 +176,8 @@ class ConfigError(ValueError):
 def load_config(path: Path) -> TrainConfig:
     """Read and check a training TOML file, merged over its ``base`` chain (see the module's docstring)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder: give a training config (TOML), e.g. configs/lite0.toml")
     if not path.is_file():
         raise ConfigError(f"training config not found: {path}")
     raw, bases = _read(path)
@@ -200,6 +210,8 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], lis
         raise ConfigError(f"{chain[-1]}: circular base: {names}")
     try:
         raw = tomllib.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not valid TOML (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from err
     if "source" in raw:

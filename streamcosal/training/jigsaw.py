@@ -89,6 +89,8 @@ class Augmentation(BaseModel):
         bad = [s for s in sizes if s < 32 or s % 32]
         if bad:
             raise ValueError(f"sizes {bad} are not multiples of 32 (the backbone's stride): use e.g. 224, 256, 288")
+        if large := [s for s in sizes if s > 1024]:
+            raise ValueError(f"sizes {large} are larger than 1024 ([model] input_size's limit too): use e.g. 224, 256, 288")
         return sizes
 
 

@@ -25,6 +25,7 @@ augmentation. See ``reports/training/README.md``.
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -92,7 +94,11 @@ def training_groups(config: TrainConfig, backbone: Any) -> tuple[dict[str, list[
     wanted = {"train_sets": sorted(data.train_sets), "regroup_sets": sorted(set(data.regroup_sets) & set(data.train_sets)),
               "min_confidence": data.min_confidence, "min_group_size": data.min_group_size}
     if data.manifest.is_file():
-        manifest = Manifest.read(data.manifest)
+        try:
+            manifest = Manifest.read(data.manifest)
+        except ValueError as err:
+            raise ConfigError(f"{config.source}: [data] manifest: {err}; delete it to group the data again, or set "
+                              "[data] manifest to another file") from None
         if manifest.built_from != wanted:
             raise ConfigError(
                 f"{config.source}: the manifest {data.manifest} was built from "
@@ -168,6 +174,9 @@ def check_inputs(config: TrainConfig) -> None:
                           f"{config.data.root} (sets there: {', '.join(sorted(p.name for p in config.data.root.iterdir() if p.is_dir())) if config.data.root.is_dir() else 'none, the folder does not exist'})")
     for key in (*config.validation.groups, *config.validation.videos):
         held_out_samples(config, key)
+    if config.data.manifest.is_dir():
+        raise ConfigError(f"{config.source}: [data] manifest {config.data.manifest} is a folder: give the manifest a "
+                          "file's path (it is written there on first use)")
     out = config.train.out_dir
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{config.source}: [train] out_dir {out} is a file, not a folder: "
@@ -195,8 +204,13 @@ def model_and_data(config: TrainConfig, device: torch.device) -> tuple[GICD, Gro
                      "group, pasted onto other photos" if extra else
                      f"[augment] instance_groups = {share:g} has no object to draw: every masked image is in a training "
                      "group (set [data] all_masks_as_distractors = true, or add a set); the groups train alone")
-    sampler = GroupSampler(groups, size=config.model.input_size, max_images=config.train.max_images,
-                           augment=config.augment, seed=config.train.seed, extra=extra)
+    try:
+        sampler = GroupSampler(groups, size=config.model.input_size, max_images=config.train.max_images,
+                               augment=config.augment, seed=config.train.seed, extra=extra)
+    except ValueError as err:
+        held = len(config.validation.groups) + len(config.validation.videos)
+        raise ConfigError(f"{config.source}: {err}" + (f" ({held} group(s) are held out for [validation])"
+                                                         if held else "")) from None
     return model, sampler, notes
 
 
@@ -218,7 +232,11 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
     if state_path.exists() and not resume:
         raise TrainingError(f"{out} already holds a run ({state_path}): pass --resume to continue it, "
                             "or set [train] out_dir to another folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TrainingError(f"{config.source}: [train] out_dir {out} cannot be made ({err.strerror or err}): set it to "
+                            "a folder you can write") from None
     model, sampler, notes = model_and_data(config, device)
     groups = sampler.groups
     for note in notes:
@@ -294,6 +312,9 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
             _write_metrics(metrics_path, history)
             console.print(f"epoch {epoch + 1}/{t.epochs}: loss/img {row['loss']:.4f}, {row['images_per_s']:.2f} img/s, "
                           + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + (" (best)" if improved else ""))
+    if not best_path.is_file() and math.isfinite(best_score):
+        raise TrainingError(f"{best_path} is missing (epoch {best_epoch}, score {best_score:.4f}, wrote it; deleted "
+                            f"since?): {last_path} holds the last epoch's weights, or train again into another out_dir")
     if not best_path.is_file():
         raise TrainingError(f"{config.source}: no epoch had a finite validation score, so no best checkpoint "
                             f"was written; the run's last state is {state_path} and its metrics {metrics_path}")
@@ -321,9 +342,14 @@ def _restore(path: Path, config: TrainConfig, model: GICD,
     """Load a training state; the config must be the one the run started with. Returns the epochs done,
     the best score and epoch, the history, and the precision it trained in (None in states from before
     it was kept)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    # through the model: keys added since (at their defaults) do not stop a resume
-    saved, now = TrainConfig.model_validate(state["config"]).to_dict(), config.to_dict()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = TrainConfig.model_validate(state["config"]).to_dict()  # keys added since take their defaults
+    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValidationError) as err:
+        raise TrainingError(f"cannot resume: {path} is damaged or not a training state ({type(err).__name__}; a "
+                            "run killed while writing it?): delete it to train again from the start, or train into "
+                            "another out_dir") from None
+    now = config.to_dict()
     changed = sorted(k for k in now if k != "source" and saved.get(k) != now[k])
     if changed:
         raise TrainingError(f"cannot resume {path}: the config's [{'], ['.join(changed)}] differ from the run's; "
