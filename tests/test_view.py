@@ -220,7 +220,7 @@ def test_nothing_but_the_page_and_its_endpoints_is_served(folder: Folder, server
     refused = ["/../../../../etc/passwd", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/api/source/..%2F..%2F..%2Fetc%2Fpasswd",
                "/api/source/../../../etc/passwd", "/api/frame/..%2F..%2Fetc%2Fpasswd/view-run/0.jpg",
                f"/api/frame/{key}/..%2F..%2Fruns/0.jpg", f"/api/frame/{key}/{RUN}/99.jpg",
-               f"/api/frame/{key}/older-run/0.jpg", "/api/source/not-a-source", f"/runs/{RUN}.json",
+               f"/api/frame/{key}/{RUN}/{10**23}.jpg", f"/api/frame/{key}/older-run/0.jpg", "/api/source/not-a-source", f"/runs/{RUN}.json",
                f"/frames/source_key={key}/{RUN}.000000.parquet", "/consensus.npz", "/page.html",
                "/static/../pyproject.toml", f"/{folder.swan}", "/api/state/../../../etc/passwd"]
     for path in refused:

@@ -78,7 +78,8 @@ def create_app(out: Path, hosts: Sequence[str] = LOCAL_HOSTS) -> Starlette:
 
     def frame(request: Request) -> Response:
         key, run, index = request.path_params["key"], request.path_params["run"], request.path_params["frame"]
-        row = view.row(key, run, index) if KEY.fullmatch(key) and RUN_ID.fullmatch(run) else None
+        asked = KEY.fullmatch(key) and RUN_ID.fullmatch(run) and 0 <= index < 2**63  # frame indices are int64
+        row = view.row(key, run, index) if asked else None
         if row is None:
             return _not_found(f"no frame {index} of source {key!r} in run {run!r}")
         rendered = renderer.render(row)
