@@ -14,7 +14,7 @@ from rich.markup import escape
 
 def serve(
     task_runner: Annotated[Optional[str], typer.Option("--task-runner", help="threads (default) or ray: where archive/eval units run.")] = None,
-    max_workers: Annotated[Optional[int], typer.Option("--max-workers", help="Threads: units at once (default 2).")] = None,
+    max_workers: Annotated[Optional[int], typer.Option("--max-workers", min=1, help="Threads: units at once (default 2).")] = None,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray: ray://HEAD:10001 or auto (default: a local Ray).")] = None,
     timezone: Annotated[Optional[str], typer.Option("--timezone", help="Time zone of the nightly cron schedules (default UTC).")] = None,
 ) -> None:

@@ -261,8 +261,8 @@ def test_an_out_that_is_a_file_or_read_only_is_refused_before_any_work(data, tmp
 
 
 @pytest.mark.parametrize(("device", "says"), [("tpu", "unknown device 'tpu': use auto, cpu or cuda"),
-                                              ("mps", "device 'mps' is not supported: streamcosal runs on the CPU or a "
-                                                      "CUDA GPU; use auto, cpu or cuda"),
+                                              ("mps", ("device 'mps' is not supported: streamcosal runs on the CPU or a "
+                                                       "CUDA GPU; use auto, cpu or cuda")),
                                               ("meta", "device 'meta' is not supported")])
 def test_an_unknown_or_unsupported_device_is_a_one_line_error(data, tmp_path, checkpoint, device, says):
     photos(data, tmp_path / "in", n=1)
@@ -706,6 +706,11 @@ def test_search_for_a_group_not_in_the_store_says_so_before_loading_a_model(tmp_
     message = " ".join(result.output.split())
     assert f"no group 'swan' in {tmp_path / 'out' / 'consensus.npz'}; its groups: 'blackswan', 'goat'." in message
     assert "model gicd" not in result.output and "no such file" not in result.output
+    for args, says in (([""], "the query is empty: give a group of"),
+                       ([str(tmp_path / "goat.mp4"), "--frames", "0"], "Invalid value for '--frames'")):
+        result = runner.invoke(app, ["search", *args, "--store", str(tmp_path / "out"), "--weights", str(checkpoint)])
+        assert result.exit_code == 2 and says in " ".join(result.output.split()), result.output
+        assert "model gicd" not in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["search", "goat", "--store", str(tmp_path / "out"), "--min-similarity", "0"])
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.splitlines()
@@ -787,3 +792,9 @@ def test_an_embedded_model_refuses_an_input_size_too_small():
 
     with pytest.raises(ValueError, match="input_size 64 is too small"):
         CoSalEngine.from_pretrained(device="cpu", input_size=64)
+
+
+def test_serve_with_no_workers_names_the_option():
+    result = runner.invoke(app, ["serve", "--max-workers", "0"])
+    assert result.exit_code == 2 and "Invalid value for '--max-workers'" in " ".join(result.output.split())
+    assert "STREAMCOSAL_MAX_WORKERS" not in result.output

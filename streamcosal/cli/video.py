@@ -94,7 +94,7 @@ def search(
     query: Annotated[str, typer.Argument(help="A group name in the store, or a video file, image folder or stream URL.")],
     store: Annotated[Path, typer.Option("--store", help="A results folder (its consensus.npz) or a consensus store file.")],
     k: Annotated[int, typer.Option("-k", help="How many groups.")] = 5,
-    frames: Annotated[int, typer.Option("--frames", help="Frames sampled from the query video for its consensus.")] = 32,
+    frames: Annotated[int, typer.Option("--frames", min=1, help="Frames sampled from the query video for its consensus.")] = 32,
     min_similarity: Annotated[float, typer.Option("--min-similarity", min=0.0, max=1.0, help=(
         "Groups less similar than this are not listed (cosine of the consensus: related groups score near 1, "
         "unrelated near 0; docs/video.md)."))] = MIN_SIMILARITY,
