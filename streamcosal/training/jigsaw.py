@@ -133,7 +133,7 @@ class GroupSampler:
     def __init__(self, groups: dict[str, list[ManifestItem]], *, size: int, max_images: int,
                  augment: Augmentation, seed: int, extra: Sequence[ManifestItem] = ()) -> None:
         if not groups:
-            raise ValueError("no training group: the manifest is empty")
+            raise ValueError("no training group: the data hold none, or every one is held out")
         if augment.jigsaw_prob > 0 and len(groups) < 2:
             raise ValueError(f"jigsaw_prob = {augment.jigsaw_prob} needs at least two groups to draw "
                              f"partners from, but the training data has only {', '.join(groups)}: add a "
