@@ -69,6 +69,10 @@ def test_unknown_tree_lists_the_known_layouts(tmp_path: Path) -> None:
         load_dataset(tmp_path / "set")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_dataset(tmp_path / "nowhere")
+    (tmp_path / "masks_of_a_group").mkdir()
+    (tmp_path / "masks_of_a_group" / "a.png").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"it has no folders \(one group's images or masks\?\)"):
+        load_dataset(tmp_path / "masks_of_a_group")
 
 
 def test_flat_folder_is_one_group_named_after_the_dataset(tmp_path: Path) -> None:

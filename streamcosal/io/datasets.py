@@ -104,10 +104,10 @@ def detect_layout(root: Path | str) -> tuple[str, str, str]:
             if image_name in present and mask_name in present:
                 return layout, image_name, mask_name
     known = ", ".join(sorted({f"{i}/ + {m}/" for pairs in LAYOUTS.values() for i, m in pairs}))
+    held = f"folders {sorted(present)}" if present else "no folders (one group's images or masks?)"
     raise FileNotFoundError(
-        f"cannot tell the layout of dataset {root}: it has folders {sorted(present) or 'none'}, "
-        f"expected one of these image/mask folder pairs: {known}. Point --gt at the dataset's root "
-        "(the folder holding the image and mask folders)."
+        f"cannot tell the layout of dataset {root}: it has {held}, expected one of these image/mask folder "
+        f"pairs: {known}. Point --gt at the dataset's root (the folder holding the image and mask folders)."
     )
 
 
