@@ -60,15 +60,21 @@ def test_folder_notes_name_the_uncertain_the_lonely_and_the_empty_group(engine: 
     _folder(src, "horses", horses)
     _folder(src, "alone", horses[:1])
     (src / "blank").mkdir()
+    (src / "noise").mkdir()
+    rng = np.random.default_rng(1)
     for i in range(4):
         Image.fromarray(np.full((120, 160, 3), 100 + 20 * i, np.uint8)).save(src / "blank" / f"{i}.png")
+    for i in range(6):  # noise whose maps reach 0.5 on a few pixels at most (2 of 720,000 in bf16, none in fp32)
+        Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)[..., ::-1]).save(src / "noise" / f"{i}.png")
     report = segment_folders(src, tmp_path / "out", engine)
-    assert report.ok and report.maps == 8 + 6 + 1 + 4
+    assert report.ok and report.maps == 8 + 6 + 1 + 4 + 6
     notes = "\n".join(report.notes)
     assert "group 'mixed' is uncertain" in notes and f"Cat-{cats[0].name}" in notes and f"Bicycle-{bikes[0].name}" in notes
     assert "'horses'" not in notes
     assert f"group 'alone' has one image (Horse-{horses[0].name})" in notes
     assert "group 'blank': no common object found" in notes
+    assert "group 'noise': no common object found" in notes  # a speck of a few pixels is no object
+    assert "group 'horses': no common object" not in notes and "group 'mixed': no common object" not in notes
 
 
 def test_video_groups_say_when_their_frames_show_two_objects_one_frame_or_none(engine: CoSalEngine, data: Path,
