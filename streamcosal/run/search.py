@@ -47,12 +47,12 @@ def check_query(store: ConsensusStore, query: str | Path) -> None:
     Raises:
         ValueError: naming the query, the store and the groups it holds.
     """
-    groups = store.groups()
     if not str(query).strip():
-        raise ValueError(f"the query is empty: give a group of {store.path} ({len(groups)} held), or a video file, "
-                         "image folder or stream URL to search with")
+        raise ValueError(f"the query is empty: give a group of {store.path} ({len(store.groups())} held), or a video "
+                         "file, image folder or stream URL to search with")
     if in_store(store, query) or is_stream(query) or Path(local_source(query)).exists():
         return
+    groups = store.groups()
     listed = ", ".join(repr(g) for g in groups[:20]) + (f" and {len(groups) - 20} more" if len(groups) > 20 else "")
     held = f"its groups: {listed}" if groups else "it holds no group yet"
     raise ValueError(f"no group {str(query)!r} in {store.path}; {held}. Give one of them, or a video file, image "
