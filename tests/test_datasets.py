@@ -75,6 +75,32 @@ def test_unknown_tree_lists_the_known_layouts(tmp_path: Path) -> None:
         load_dataset(tmp_path / "masks_of_a_group")
 
 
+
+@pytest.mark.parametrize(("image_name", "mask_name"), [("image", "Binary"), ("IMAGES", "masks"), ("Img", "GT")])
+def test_folder_names_match_in_any_case(tmp_path: Path, image_name: str, mask_name: str) -> None:
+    taken = make_tree(tmp_path / "set", image_name, mask_name)
+    dataset = load_dataset(tmp_path / "set")
+    assert (dataset.image_dir.name, dataset.mask_dir.name) == (image_name, mask_name)
+    assert {g: [s.stem for s in samples] for g, samples in dataset.groups.items()} == taken
+
+
+@pytest.mark.parametrize(("image_tree", "mask_tree"), [("images", "gts"), ("img", "gt"), ("Image", "GroundTruth")])
+def test_benchmark_pack_datasets_load_from_either_folder_or_the_pack(tmp_path: Path, image_tree: str,
+                                                                      mask_tree: str) -> None:
+    """<top>/images/<dataset>/<group>/ beside <top>/gts/<dataset>/<group>/ (several datasets in two trees)."""
+    pack = tmp_path / "test"
+    taken = make_tree(pack, f"{image_tree}/CoCA", f"{mask_tree}/CoCA")
+    for given in (pack / mask_tree / "CoCA", pack / image_tree / "CoCA", pack):
+        dataset = load_dataset(given)
+        assert dataset.name == "CoCA" and dataset.root == given
+        assert (dataset.image_dir, dataset.mask_dir) == (pack / image_tree / "CoCA", pack / mask_tree / "CoCA")
+        assert {g: [s.stem for s in samples] for g, samples in dataset.groups.items()} == taken
+        assert all(s.mask is not None for s in dataset.samples()) and not dataset.flat
+    make_tree(pack, f"{image_tree}/CoSal2015", f"{mask_tree}/CoSal2015")
+    assert load_dataset(pack / image_tree / "CoSal2015").name == "CoSal2015"
+    with pytest.raises(FileNotFoundError, match=r"pack of 2 datasets \(CoCA, CoSal2015\): give one of them, e\.g\. .*/CoCA"):
+        load_dataset(pack)
+
 def test_flat_folder_is_one_group_named_after_the_dataset(tmp_path: Path) -> None:
     taken = make_tree(tmp_path / "horses", "images", "masks", flat=True)
     dataset = load_dataset(tmp_path / "horses")

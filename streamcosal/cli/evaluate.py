@@ -24,7 +24,7 @@ from streamcosal.cli.app import ENGINE, app, engine_options, err, fail, load_eng
 def eval_(
     out: Annotated[Path, typer.Option("--out", help="Reports, tables and plots go here.")],
     pred: Annotated[Optional[list[Path]], typer.Option("--pred", help="Maps folder PRED/<group>/<stem>.png; repeat to compare methods.")] = None,
-    gt: Annotated[Optional[Path], typer.Option("--gt", help="The dataset (CoCA, CoSal2015, CoSOD3k, iCoseg, MSRC or images/+masks/ layout).")] = None,
+    gt: Annotated[Optional[Path], typer.Option("--gt", help="The dataset (CoCA, CoSal2015, CoSOD3k, iCoseg, MSRC or images/+masks/ layout; one dataset of a benchmark pack: PACK/gts/CoCA).")] = None,
     name: Annotated[Optional[list[str]], typer.Option("--name", help="A method name per --pred (default: the folder's name).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Predict with the model on this dataset, then evaluate.")] = None,
     spec: EngineSpec = ENGINE,  # the engine options (@engine_options)

@@ -10,17 +10,25 @@ and masks pair by stem. The folder names depend on where the dataset comes from:
 - ``icoseg``, ``msrc``: ``Image/`` + ``GroundTruth/`` as packed in the Co-SOD benchmark releases
   (GICD, GCoNet), or ``images/`` + ``groundtruth/`` as in several per-dataset downloads. This is
   an assumption: for any other pair, rename the folders or build a :class:`CoSODDataset` directly.
+- ``img_gt``: ``img/`` + ``gt/`` (the Co-SOD toolboxes' COCO9213 and their kin), ``images/`` + ``gts/``.
 
-Folder names are matched exactly (``Image`` is not ``image``). With ``layout=None`` the first pair
-found, in the order of this list, is used. An image folder without group subfolders (a *flat*
-folder) is one group named after the dataset. Images and masks are the files ending in
-:data:`streamcosal.io.imagefile.IMAGE_SUFFIXES` in any case (read with that module's one reader, EXIF
-orientation applied); a mask is looked up by stem with ``.png`` preferred. An image without a mask is kept with
-``mask=None`` and listed by :attr:`CoSODDataset.missing_masks`; it is never dropped silently.
+Folder names match in any case where no folder has the exact name (``image/`` unpacked as ``Image/``).
+With ``layout=None`` the first pair found, in the order of this list, is used.
+
+Benchmark packs hold several datasets in two trees (:data:`BENCHMARK_TREES`):
+``<top>/images/<dataset>/<group>/<stem>.jpg`` and ``<top>/gts/<dataset>/<group>/<stem>.png``, e.g. CoCA,
+CoSal2015 and CoSOD3k side by side. A dataset of such a pack is given by either of its two folders
+(``<top>/gts/CoCA`` or ``<top>/images/CoCA``), or by ``<top>`` where it holds one dataset. An image folder
+without group subfolders (a *flat* folder) is one group named after the dataset. Images and masks are the
+files ending in :data:`streamcosal.io.imagefile.IMAGE_SUFFIXES` in any case (read with that module's one
+reader, EXIF orientation applied); a mask is looked up by stem with ``.png`` preferred. An image without a
+mask is kept with ``mask=None`` and listed by :attr:`CoSODDataset.missing_masks`; it is never dropped
+silently.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +42,12 @@ LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "cosod3k": (("Image", "GroundTruth"),),
     "icoseg": (("Image", "GroundTruth"), ("images", "groundtruth")),
     "msrc": (("Image", "GroundTruth"), ("images", "groundtruth")),
+    "img_gt": (("img", "gt"), ("images", "gts")),
 }
 """Layout name -> the (image folder, mask folder) pairs it may use, tried in order."""
+BENCHMARK_TREES = (("images", "gts"), ("img", "gt"), ("Image", "GroundTruth"), ("images", "masks"))
+"""(image tree, mask tree) of benchmark packs: <top>/<image tree>/<dataset>/<group>/ beside
+<top>/<mask tree>/<dataset>/<group>/."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ def detect_layout(root: Path | str) -> tuple[str, str, str]:
 
     Returns:
         ``(layout, image folder name, mask folder name)`` for the first pair of ``LAYOUTS`` whose
-        two folders both exist directly under ``root``.
+        two folders both exist directly under ``root`` (by exact name, else in any case).
 
     Raises:
         FileNotFoundError: ``root`` is not a folder, or holds none of the known folder pairs.
@@ -98,13 +110,14 @@ def detect_layout(root: Path | str) -> tuple[str, str, str]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
-    present = {entry.name for entry in root.iterdir() if entry.is_dir()}
+    present = _subfolders(root)
     for layout, pairs in LAYOUTS.items():
         for image_name, mask_name in pairs:
-            if image_name in present and mask_name in present:
-                return layout, image_name, mask_name
+            image, mask = _named(present, image_name), _named(present, mask_name)
+            if image and mask:
+                return layout, image, mask
     known = ", ".join(sorted({f"{i}/ + {m}/" for pairs in LAYOUTS.values() for i, m in pairs}))
-    held = f"folders {sorted(present)}" if present else "no folders (one group's images or masks?)"
+    held = f"folders {present}" if present else "no folders (one group's images or masks?)"
     raise FileNotFoundError(
         f"cannot tell the layout of dataset {root}: it has {held}, expected one of these image/mask folder "
         f"pairs: {known}. Point --gt at the dataset's root (the folder holding the image and mask folders)."
@@ -115,22 +128,24 @@ def load_dataset(root: Path | str, *, layout: str | None = None, name: str | Non
     """Index a Co-SOD dataset on disk (no image is read).
 
     Args:
-        root: the dataset folder, holding an image folder and a mask folder (see module docstring).
+        root: the dataset folder, holding an image folder and a mask folder, or a dataset of a benchmark pack
+            (see module docstring).
         layout: one of ``LAYOUTS`` (``"ours"``, ``"coca"``, ``"cosal2015"``, ``"cosod3k"``,
-            ``"icoseg"``, ``"msrc"``), or ``None`` to detect it.
-        name: the dataset's name in reports; defaults to the root folder's name.
+            ``"icoseg"``, ``"msrc"``, ``"img_gt"``), or ``None`` to detect it (benchmark packs included).
+        name: the dataset's name in reports; defaults to the dataset's folder name.
 
     Raises:
-        FileNotFoundError: the root or the layout's folders are missing, or no image was found.
+        FileNotFoundError: the root or the layout's folders are missing, a pack holds several datasets,
+            or no image was found.
         ValueError: unknown layout name.
     """
     root = Path(root)
     if layout is None:
-        _, image_name, mask_name = detect_layout(root)
+        image_dir, mask_dir, found_name = _dataset_folders(root)
     else:
         image_name, mask_name = _named_layout_folders(root, layout)
-    image_dir, mask_dir = root / image_name, root / mask_name
-    name = name or root.resolve().name
+        image_dir, mask_dir, found_name = root / image_name, root / mask_name, root.resolve().name
+    name = name or found_name
     warnings: list[str] = []
 
     group_dirs = sorted(p for p in image_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -157,6 +172,66 @@ def load_dataset(root: Path | str, *, layout: str | None = None, name: str | Non
     return CoSODDataset(name, root, image_dir, mask_dir, groups, flat=flat, warnings=warnings)
 
 
+def _dataset_folders(root: Path) -> tuple[Path, Path, str]:
+    """The image folder, mask folder and name of the dataset at ``root``: a dataset root, a dataset folder
+    of a benchmark pack (``<top>/gts/CoCA``), or a pack (``<top>``) that holds one dataset."""
+    try:
+        _, image_name, mask_name = detect_layout(root)
+    except FileNotFoundError:
+        member = _pack_member(root)
+        if member is None:
+            raise
+        return member
+    image_dir, mask_dir = root / image_name, root / mask_name
+    if not _holds_datasets(image_dir):
+        return image_dir, mask_dir, root.resolve().name
+    datasets = [d for d in _subfolders(image_dir) if (mask_dir / d).is_dir()]
+    if len(datasets) == 1:
+        return image_dir / datasets[0], mask_dir / datasets[0], datasets[0]
+    if not datasets:
+        raise FileNotFoundError(f"{root} holds datasets in {image_dir} but none of them in {mask_dir}: "
+                                "the masks of each dataset go in a folder of the same name there")
+    raise FileNotFoundError(f"{root} is a benchmark pack of {len(datasets)} datasets ({', '.join(datasets)}): "
+                            f"give one of them, e.g. {mask_dir / datasets[0]}")
+
+
+def _pack_member(folder: Path) -> tuple[Path, Path, str] | None:
+    """``folder`` as one dataset of a benchmark pack, given by its image or its mask folder
+    (``<top>/images/CoCA`` or ``<top>/gts/CoCA``): (image folder, mask folder, name), or None."""
+    folder = Path(os.path.abspath(folder))
+    tree, top = folder.parent, folder.parent.parent
+    if tree == top or not folder.is_dir():
+        return None
+    present = _subfolders(top)
+    for image_tree, mask_tree in BENCHMARK_TREES:
+        if tree.name.lower() not in (image_tree.lower(), mask_tree.lower()):
+            continue
+        image, mask = _named(present, image_tree), _named(present, mask_tree)
+        if image and mask and (top / image / folder.name).is_dir() and (top / mask / folder.name).is_dir():
+            return top / image / folder.name, top / mask / folder.name, folder.name
+    return None
+
+
+def _holds_datasets(image_dir: Path) -> bool:
+    """Whether ``image_dir``'s subfolders are datasets (folders of group folders), not groups."""
+    subfolders = [image_dir / d for d in _subfolders(image_dir)]
+    return bool(subfolders) and not any(_image_files(d) for d in subfolders) and any(
+        _subfolders(d) for d in subfolders)
+
+
+def _subfolders(folder: Path) -> list[str]:
+    """The names of ``folder``'s subfolders, sorted, hidden ones left out."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _named(present: list[str], name: str) -> str | None:
+    """``name`` among the folder names ``present``: itself, else the one that differs from it in case only."""
+    if name in present:
+        return name
+    alike = [p for p in present if p.lower() == name.lower()]
+    return alike[0] if len(alike) == 1 else None
+
+
 def index_images(folder: Path) -> tuple[dict[str, Path], list[str]]:
     """Map stem -> image file for the images directly in ``folder`` (empty if it does not exist).
 
@@ -181,9 +256,11 @@ def _named_layout_folders(root: Path, layout: str) -> tuple[str, str]:
         raise ValueError(f"unknown dataset layout {layout!r}: use one of {sorted(LAYOUTS)} or None to detect it")
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
+    present = _subfolders(root)
     for image_name, mask_name in LAYOUTS[layout]:
-        if (root / image_name).is_dir() and (root / mask_name).is_dir():
-            return image_name, mask_name
+        image, mask = _named(present, image_name), _named(present, mask_name)
+        if image and mask:
+            return image, mask
     expected = " or ".join(f"{root / i}/ and {root / m}/" for i, m in LAYOUTS[layout])
     raise FileNotFoundError(f"dataset {root} is not in layout {layout!r}: expected {expected}")
 
