@@ -132,6 +132,21 @@ def test_ground_truth_as_prediction_is_perfect(bench: Path) -> None:
     assert m["MAE"] == 0
 
 
+
+def test_benchmark_pack_with_the_maps_of_several_datasets(bench: Path, tmp_path: Path) -> None:
+    """Packs as distributed: test/images/<dataset>/ beside test/gts/<dataset>/, and a method's maps of every
+    dataset side by side (PRED/<dataset>/<group>/), given as PRED: the dataset's own folder is scored."""
+    (tmp_path / "test" / "images").mkdir(parents=True)
+    (tmp_path / "test" / "images" / "CoCA").symlink_to(bench / "gt" / "images")
+    (tmp_path / "test" / "gts").mkdir()
+    (tmp_path / "test" / "gts" / "CoCA").symlink_to(bench / "gt" / "masks")
+    (tmp_path / "preds" / "method").mkdir(parents=True)
+    (tmp_path / "preds" / "method" / "CoCA").symlink_to(bench / "gt_maps")
+    (tmp_path / "preds" / "method" / "CoSal2015").symlink_to(bench / "center")
+    result = evaluate(tmp_path / "preds" / "method", tmp_path / "test" / "gts" / "CoCA")
+    assert result.dataset == "CoCA" and result.overall["maxF"] == pytest.approx(1)
+    assert sum(g.n_images for g in result.groups.values()) == sum(GROUPS.values())
+
 def test_center_prior_scores_below_blurred_ground_truth(bench: Path) -> None:
     blurred = evaluate(bench / "blurred", bench / "gt").overall
     center = evaluate(bench / "center", bench / "gt").overall

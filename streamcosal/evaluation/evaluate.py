@@ -157,7 +157,8 @@ def evaluate(
         pred_dir: maps as ``<pred_dir>/<group>/<stem>.png`` (8-bit grey, what ``streamcosal images``
             writes; other image extensions are accepted). For a flat dataset (one group, no group
             folders) the maps may also lie in ``<pred_dir>/<image folder name>/`` (what
-            ``streamcosal images <root>/images`` writes) or directly in ``<pred_dir>``.
+            ``streamcosal images <root>/images`` writes) or directly in ``<pred_dir>``. A method's maps of
+            several datasets side by side are found in ``<pred_dir>/<dataset name>/<group>/``.
         gt: a dataset root in any layout of :mod:`streamcosal.io.datasets`, or a loaded dataset.
         name: the method's name in reports.
         groups: evaluate only these groups (default: all).
@@ -171,6 +172,7 @@ def evaluate(
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"prediction folder {pred_dir} of method {name!r} does not exist")
+    pred_dir = _dataset_predictions(pred_dir, dataset)
     selected = select_groups(dataset, groups)
 
     summaries: dict[str, _Summary] = {}
@@ -275,6 +277,15 @@ def select_groups(dataset: CoSODDataset, groups: Sequence[str] | None) -> list[s
     if unknown:
         raise ValueError(f"dataset {dataset.name} has no group(s) {unknown}; its groups are {list(dataset.groups)}")
     return [g for g in dataset.groups if g in wanted]
+
+
+def _dataset_predictions(pred_dir: Path, dataset: CoSODDataset) -> Path:
+    """``pred_dir``, or its folder named after the dataset where a method's maps of several datasets lie side
+    by side (``PRED/CoCA/<group>/``, ``PRED/CoSal2015/<group>/``) and no group of this one is directly in it."""
+    nested = pred_dir / dataset.name
+    if dataset.flat or not nested.is_dir() or any((pred_dir / group).is_dir() for group in dataset.groups):
+        return pred_dir
+    return nested
 
 
 def _group_predictions(
