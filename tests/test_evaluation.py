@@ -147,6 +147,55 @@ def test_benchmark_pack_with_the_maps_of_several_datasets(bench: Path, tmp_path:
     assert result.dataset == "CoCA" and result.overall["maxF"] == pytest.approx(1)
     assert sum(g.n_images for g in result.groups.values()) == sum(GROUPS.values())
 
+
+def _rewrite(folder: Path, convert, suffix: str = ".png") -> None:
+    """Each grey PNG under ``folder`` (links replaced) rewritten as ``convert(array)`` (a PIL image) with ``suffix``."""
+    for path in sorted(folder.rglob("*.png")):
+        array = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        path.unlink()
+        convert(array).save(path.with_suffix(suffix))
+
+
+def test_masks_and_maps_as_drawn_by_other_tools(bench: Path, tmp_path: Path) -> None:
+    """Transparency over white (RGBA, the object in alpha) and 0/1 label masks saved as JPEG (values 0-2) score as
+    the plain files; heat maps, constant maps and maps turned by 90 degrees are scored with a warning each."""
+    from PIL import Image
+
+    plain = evaluate(bench / "blurred", bench / "gt").overall
+    root = copy_bench(bench, tmp_path, "gt", "blurred", "gt_maps")
+    shutil.copytree(root / "gt", root / "gt_jpg", symlinks=True)
+    _rewrite(root / "gt" / "masks", lambda a: Image.fromarray(np.dstack([np.full_like(a, 255)] * 3 + [a]), "RGBA"))
+    _rewrite(root / "blurred", lambda a: Image.fromarray(np.dstack([np.zeros_like(a)] * 3 + [a]), "RGBA"))
+    assert_matches(evaluate(root / "blurred", root / "gt").overall, plain)
+    _rewrite(root / "gt_jpg" / "masks", lambda a: Image.fromarray((a > 128).astype(np.uint8)), ".jpg")
+    labels = evaluate(bench / "gt_maps", root / "gt_jpg")
+    assert labels.overall["maxF"] > 0.9 and any("half their maximum" in w for w in labels.warnings)
+
+    sofa = sorted((root / "gt_maps" / "Sofa").iterdir())
+    jet = cv2.applyColorMap(cv2.imread(str(sofa[0]), cv2.IMREAD_GRAYSCALE), cv2.COLORMAP_JET)
+    cv2.imwrite(str(sofa[0]), jet)
+    cv2.imwrite(str(sofa[1]), np.zeros_like(cv2.imread(str(sofa[1]), cv2.IMREAD_GRAYSCALE)))
+    cv2.imwrite(str(sofa[2]), np.rot90(cv2.imread(str(sofa[2]), cv2.IMREAD_GRAYSCALE)))
+    warned = " ".join(evaluate(root / "gt_maps", bench / "gt").warnings)
+    assert "1 map(s) are colour pictures" in warned and "1 map(s) hold one value throughout" in warned
+    assert "width and height swapped" in warned
+
+
+def test_masks_named_otherwise_are_said_so(bench: Path, tmp_path: Path) -> None:
+    root = copy_bench(bench, tmp_path, "gt")
+    for mask in sorted((root / "gt" / "masks").rglob("*.png")):
+        mask.rename(mask.with_name(f"{mask.stem}_gt.png"))
+    with pytest.raises(ValueError, match=r"the masks there are named otherwise \(e\.g\. .*_gt\.png for the image"):
+        evaluate(bench / "gt_maps", root / "gt")
+
+
+def test_method_named_after_the_folder_above_the_datasets_maps(bench: Path, tmp_path: Path) -> None:
+    """--pred PRED/GICD/gt (the maps of the dataset named gt): the method is GICD, not gt."""
+    (tmp_path / "preds" / "GICD").mkdir(parents=True)
+    (tmp_path / "preds" / "GICD" / "gt").symlink_to(bench / "gt_maps")
+    (result,) = run_eval([tmp_path / "preds" / "GICD" / "gt"], bench / "gt", None, tmp_path / "out")
+    assert result.method == "GICD" and (tmp_path / "out" / "GICD").is_dir()
+
 def test_center_prior_scores_below_blurred_ground_truth(bench: Path) -> None:
     blurred = evaluate(bench / "blurred", bench / "gt").overall
     center = evaluate(bench / "center", bench / "gt").overall

@@ -40,7 +40,7 @@ import py_sod_metrics as sod
 
 from streamcosal.evaluation.results import METRICS, Curves, EvalCounts, EvalResult, GroupResult
 from streamcosal.io.datasets import CoSODDataset, Sample, index_images, load_dataset
-from streamcosal.io.imagefile import read_gray
+from streamcosal.io.imagefile import read_gray, read_gray_checked
 
 
 @dataclass
@@ -53,14 +53,20 @@ class _Findings:
     resized: list[str] = field(default_factory=list)  # with the sizes
     unreadable: list[str] = field(default_factory=list)  # with the reason
     non_binary: list[str] = field(default_factory=list)
-    scaled: list[str] = field(default_factory=list)  # label masks (max <= 128) scaled to 0..255
+    scaled: list[str] = field(default_factory=list)  # label masks (max <= 128) binarised at half their maximum
+    constant: list[str] = field(default_factory=list)  # maps of one value throughout
+    colour: list[str] = field(default_factory=list)  # maps drawn in colour (heat maps), scored by their luma
     missing_by_group: dict[str, int] = field(default_factory=dict)
 
     def warnings(self, n_images: int, pred_dir: Path) -> list[str]:
         """One sentence per kind of problem, most important first."""
         kinds = (  # (samples, what happened to them: "{}" is the first one), most important first
             (self.scaled, "mask(s) have their maximum at or below 128 (label masks such as 0/1), so the binarisation "
-                          "at > 128 would leave them empty: they were scaled to 0..255 first, e.g. {}"),
+                          "at > 128 would leave them empty: they were binarised at half their maximum instead, e.g. {}"),
+            (self.colour, "map(s) are colour pictures (a heat map's colour scale?), scored by their brightness, which "
+                          "is not their values: give grey maps (0 = background, 255 = object), e.g. {}"),
+            (self.constant, "map(s) hold one value throughout (an empty or saturated map, or values in an unread "
+                            "channel), e.g. {}"),
             ([f"{pred_dir / key}.png" for key in self.missing],
              f"of {n_images} GT images have no prediction and were SKIPPED (not scored as empty maps), e.g. {{}}: "
              "the metrics cover only the other images"),
@@ -201,17 +207,22 @@ def evaluate(
                 found.missing_by_group[group] += 1
                 continue
             try:
-                pred, mask = read_gray(pred_path), read_gray(sample.mask)
+                (pred, colour), mask = read_gray_checked(pred_path), read_gray(sample.mask)
             except OSError as error:
                 found.unreadable.append(f"{sample.key}: {error}")
                 continue
-            if 0 < mask.max() <= 128:  # label masks ({0, 1}) would be empty at > 128: scale to 255
+            if colour:
+                found.colour.append(sample.key)
+            if pred.min() == pred.max():
+                found.constant.append(sample.key)
+            if 0 < mask.max() <= 128:  # label masks ({0, 1}; JPEG's {0, 1, 2}) would be empty at > 128
                 found.scaled.append(sample.key)
-                mask = np.round(mask * (255.0 / mask.max())).astype(np.uint8)
+                mask = np.where(mask.astype(np.uint16) * 2 >= mask.max(), 255, 0).astype(np.uint8)
             if not _is_binary(mask):
                 found.non_binary.append(sample.key)
             if pred.shape != mask.shape:
-                found.resized.append(f"{sample.key} ({pred.shape[1]}x{pred.shape[0]} -> {mask.shape[1]}x{mask.shape[0]})")
+                turned = " (width and height swapped: a map turned by EXIF orientation?)" if pred.shape == mask.shape[::-1] else ""
+                found.resized.append(f"{sample.key} ({pred.shape[1]}x{pred.shape[0]} -> {mask.shape[1]}x{mask.shape[0]}){turned}")
                 pred = cv2.resize(pred, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_LINEAR)
             meter.step(pred, mask)
         if meter.n:
@@ -220,9 +231,14 @@ def evaluate(
             warnings.append(f"group {group!r}: no image could be evaluated; its metrics are NaN")
 
     if not summaries and len(found.missing_masks) == n_images:
+        first = dataset.groups[selected[0]][0]
+        masks = sorted(index_images(dataset.mask_dir / selected[0] if not dataset.flat else dataset.mask_dir)[0].values())
+        held = (f"the masks there are named otherwise (e.g. {masks[0].name} for the image {first.image.name}): a mask "
+                "pairs with its image by the stem, the name before the ending" if masks else
+                "the masks folder is empty or missing")
         raise ValueError(
-            f"no GT image of {dataset.root} has a mask (e.g. {found.missing_masks[0]}): the masks folder is empty or "
-            "missing; put one mask per image (same stem, .png) there and run again"
+            f"no GT image of {dataset.root} has a mask (e.g. {found.missing_masks[0]}): {held}; put one mask per "
+            f"image (same stem, .png; e.g. {first.stem}.png) in {dataset.mask_dir} and run again"
         )
     if not summaries:
         example = pred_dir / selected[0] / f"{dataset.groups[selected[0]][0].stem}.png"

@@ -119,15 +119,38 @@ def read_image(path: Path, max_side: int | None = None) -> tuple[np.ndarray, tup
 
 def read_gray(path: Path) -> np.ndarray:
     """Read a mask or a map upright (EXIF orientation applied) as HxW uint8: colour converted to grey
-    (ITU-R 601 luma), 16-bit scaled to 8.
+    (ITU-R 601 luma), 16-bit scaled to 8; the alpha channel where the colours are one flat colour and
+    the alpha is not (a mask or map drawn as transparency over white or black).
 
     Raises:
         ImageReadError: the file is missing, empty or cannot be decoded (an ``OSError``).
     """
+    return read_gray_checked(path)[0]
+
+
+COLOUR_SPREAD = 8.0
+"""Mean absolute difference between a map's colour channels (levels) above which it is a colour picture
+(a heat map drawn with a colour scale), not a grey map stored as RGB (JPEG leaves under 2)."""
+
+
+def read_gray_checked(path: Path) -> tuple[np.ndarray, bool]:
+    """:func:`read_gray`'s HxW uint8, and whether the file is a colour picture (its channels differ by more
+    than :data:`COLOUR_SPREAD` on average: a heat map, whose grey is not its values)."""
     img, _ = _decode_upright(path, None)
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return np.ascontiguousarray(_to_rgb8(img)[:, :, 0])
-    return np.ascontiguousarray(np.asarray(img.convert("L"), dtype=np.uint8))
+        return np.ascontiguousarray(_to_rgb8(img)[:, :, 0]), False
+    alpha = np.asarray(img.getchannel("A"), dtype=np.uint8) if img.mode in ("RGBA", "LA", "PA") else None
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        alpha = np.asarray(img.getchannel("A"), dtype=np.uint8)
+    gray = np.ascontiguousarray(np.asarray(img.convert("L"), dtype=np.uint8))
+    if alpha is not None and gray.min() == gray.max() and alpha.min() != alpha.max():
+        return np.ascontiguousarray(alpha), False
+    colour = False
+    if img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+        rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+        colour = float(np.abs(rgb - rgb[:, :, [1, 2, 0]]).mean()) > COLOUR_SPREAD
+    return gray, colour
 
 
 def image_sizes(paths: Iterable[Path]) -> list[tuple[int, int]]:
