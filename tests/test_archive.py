@@ -444,3 +444,23 @@ def test_an_evaluation_of_some_groups_segments_only_those(tmp_path: Path, assets
     with pytest.raises(ValueError, match="no group\\(s\\) \\['Horse'\\]"):  # before any work
         predict_and_evaluate(engine, dataset, tmp_path / "out2", name="gicd", groups=["Horse"])
     assert not (tmp_path / "out2").exists()
+
+
+
+def test_an_evaluation_again_into_the_same_folder_scores_none_of_the_earlier_maps(tmp_path: Path, data: Path,
+                                                                                  engine) -> None:
+    """An image that fails this time is counted without prediction, not scored with the map an earlier run left."""
+    from prefect_fixtures import tiny_dataset
+
+    from streamcosal.evaluation.report import EvalBatchError, predict_and_evaluate
+
+    dataset = tiny_dataset(data, tmp_path)
+    first = predict_and_evaluate(engine, dataset, tmp_path / "out", name="gicd", groups=["Cat"])
+    assert (first.counts.evaluated, first.counts.missing) == (2, 0)
+    broken = sorted((dataset / "images" / "Cat").iterdir())[0]
+    broken.unlink()
+    broken.write_bytes(b"")
+    with pytest.raises(EvalBatchError, match="1 of 1 evaluation") as caught:
+        predict_and_evaluate(engine, dataset, tmp_path / "out", name="gicd", groups=["Cat"])
+    (again,) = caught.value.results
+    assert (again.counts.evaluated, again.counts.missing) == (1, 1)

@@ -101,6 +101,35 @@ def test_benchmark_pack_datasets_load_from_either_folder_or_the_pack(tmp_path: P
     with pytest.raises(FileNotFoundError, match=r"pack of 2 datasets \(CoCA, CoSal2015\): give one of them, e\.g\. .*/CoCA"):
         load_dataset(pack)
 
+
+def test_group_folders_of_masks_match_in_any_case_and_unpaired_ones_are_warned(tmp_path: Path) -> None:
+    taken = make_tree(tmp_path / "set", "images", "masks")
+    (tmp_path / "set" / "masks" / "Sofa").rename(tmp_path / "set" / "masks" / "sofa")
+    (tmp_path / "set" / "masks" / "Lamp").mkdir()
+    dataset = load_dataset(tmp_path / "set")
+    assert {g: [s.stem for s in samples] for g, samples in dataset.groups.items()} == taken
+    assert dataset.missing_masks == []
+    assert dataset.warnings == [f"mask folder(s) without an image folder of the same name were ignored: Lamp "
+                                f"(in {tmp_path / 'set' / 'masks'})"]
+
+
+def test_groups_with_subfolders_are_no_benchmark_pack(tmp_path: Path) -> None:
+    """images/Sofa/sub/*.jpg beside masks/Sofa/*.png: a dataset whose images lie one level too deep."""
+    make_tree(tmp_path / "set", "images", "masks")
+    for group in GROUPS:
+        folder = tmp_path / "set" / "images" / group
+        (folder / "sub").mkdir()
+        for image in folder.glob("*.jpg"):
+            image.rename(folder / "sub" / image.name)
+    with pytest.raises(FileNotFoundError, match="no image .* found in"):
+        load_dataset(tmp_path / "set")
+
+
+def test_a_linked_dataset_is_named_after_the_link(tmp_path: Path) -> None:
+    make_tree(tmp_path / "CoCA_v2_20240101", "image", "binary")
+    (tmp_path / "CoCA").symlink_to(tmp_path / "CoCA_v2_20240101")
+    assert load_dataset(tmp_path / "CoCA").name == "CoCA"
+
 def test_flat_folder_is_one_group_named_after_the_dataset(tmp_path: Path) -> None:
     taken = make_tree(tmp_path / "horses", "images", "masks", flat=True)
     dataset = load_dataset(tmp_path / "horses")

@@ -53,3 +53,10 @@ def test_eval_predicts_then_evaluates_then_compares(data: Path, tmp_path: Path) 
 def test_eval_needs_either_gt_or_data(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "either --pred DIR --gt DIR, or --data DIR" in result.output
+
+
+def test_eval_refuses_pred_with_data(tmp_path: Path) -> None:
+    """--data scores the model's own maps: maps given with --pred would be ignored."""
+    (tmp_path / "maps").mkdir()
+    result = runner.invoke(app, ["eval", "--data", str(tmp_path), "--pred", str(tmp_path / "maps"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--pred goes with --gt" in result.output

@@ -40,6 +40,9 @@ def eval_(
     if (data is None) == (gt is None):
         err.print("[red]error:[/red] give either --pred DIR --gt DIR, or --data DIR (predict, then evaluate)")
         raise typer.Exit(2)
+    if data is not None and pred:
+        fail("--pred goes with --gt (score those maps); --data segments the dataset with the model and scores its "
+             "maps: give one or the other", 2)
     try:
         writable_folder(out)
     except ValueError as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,7 +53,8 @@ class EvalBatchError(RuntimeError):
         self.results = results
         self.failures = failures
         lines = "\n".join(f"  {name}: {message}" for name, message in failures.items())
-        super().__init__(f"{len(failures)} of {len(failures) + len(results)} evaluation(s) failed:\n{lines}")
+        evaluations = len(set(failures) | {result.method for result in results})  # a method may fail after its result
+        super().__init__(f"{len(failures)} of {evaluations} evaluation(s) failed:\n{lines}")
 
 
 def write_outputs(result: EvalResult, out_dir: Path | str) -> dict[str, Path]:
@@ -102,8 +104,10 @@ def run_eval(
     pred = [Path(p) for p in pred]
     if not pred:
         raise ValueError("no prediction folder given: pass at least one --pred DIR")
-    if names is None:
-        names = [p.resolve().name for p in pred]
+    dataset = load_dataset(gt)
+    if names is None:  # the folder's name as given; its parent's where it is the dataset's (PRED/GICD/CoCA: GICD)
+        names = [p.name if p.name.lower() != dataset.name.lower() or p.parent == p else p.parent.name
+                 for p in (Path(os.path.abspath(p)) for p in pred)]
     elif len(names) != len(pred):
         raise ValueError(f"{len(names)} --name for {len(pred)} --pred: give one name per prediction folder, or none")
     folders = [safe_name(n) for n in names]
@@ -112,7 +116,6 @@ def run_eval(
         raise ValueError(
             f"methods {duplicates} would share an output folder: give each prediction folder a distinct --name"
         )
-    dataset = load_dataset(gt)
     out_dir = Path(out_dir)
 
     results: list[EvalResult] = []
@@ -148,6 +151,9 @@ def predict_and_evaluate(engine: CoSalEngine, data: Path | str, out_dir: Path | 
     dataset = load_dataset(data)
     selected = select_groups(dataset, groups)  # unknown names fail before any work
     maps_dir = Path(out_dir) / safe_name(name) / "maps"
+    for group in {*selected, dataset.image_dir.name} if dataset.flat else selected:  # an earlier run's maps
+        for stale in (maps_dir / group).glob("*.png"):  # would be scored for images that fail this time
+            stale.unlink()
     folder = segment_folders(dataset.image_dir, maps_dir, engine, show_progress=track is not None, groups=selected)
     if folder.stopped:
         raise OutputError(f"{folder.stopped}; the {folder.maps} maps written to {maps_dir} are kept")

@@ -144,7 +144,7 @@ def load_dataset(root: Path | str, *, layout: str | None = None, name: str | Non
         image_dir, mask_dir, found_name = _dataset_folders(root)
     else:
         image_name, mask_name = _named_layout_folders(root, layout)
-        image_dir, mask_dir, found_name = root / image_name, root / mask_name, root.resolve().name
+        image_dir, mask_dir, found_name = root / image_name, root / mask_name, _name(root)
     name = name or found_name
     warnings: list[str] = []
 
@@ -159,7 +159,13 @@ def load_dataset(root: Path | str, *, layout: str | None = None, name: str | Non
                 f"{len(loose_images)} image(s) lie directly in {image_dir} beside group folders "
                 "and were ignored: move them into a group folder"
             )
-        groups = {d.name: _group_samples(d.name, d, mask_dir / d.name, warnings) for d in group_dirs}
+        mask_groups = _subfolders(mask_dir) if mask_dir.is_dir() else []
+        groups = {d.name: _group_samples(d.name, d, mask_dir / (_named(mask_groups, d.name) or d.name), warnings)
+                  for d in group_dirs}
+        unpaired = sorted(set(mask_groups) - {_named(mask_groups, d.name) for d in group_dirs})
+        if unpaired:
+            warnings.append(f"mask folder(s) without an image folder of the same name were ignored: "
+                            f"{', '.join(unpaired)} (in {mask_dir})")
         empty = [group for group, samples in groups.items() if not samples]
         if empty:
             warnings.append(f"group folder(s) without any image were ignored: {', '.join(empty)}")
@@ -183,14 +189,12 @@ def _dataset_folders(root: Path) -> tuple[Path, Path, str]:
             raise
         return member
     image_dir, mask_dir = root / image_name, root / mask_name
-    if not _holds_datasets(image_dir):
-        return image_dir, mask_dir, root.resolve().name
-    datasets = [d for d in _subfolders(image_dir) if (mask_dir / d).is_dir()]
+    # a pack's datasets hold group folders on both sides (a dataset's groups with subfolders are no pack)
+    datasets = [d for d in _subfolders(image_dir) if (mask_dir / d).is_dir() and _subfolders(mask_dir / d)]
+    if not _holds_datasets(image_dir) or not datasets:
+        return image_dir, mask_dir, _name(root)
     if len(datasets) == 1:
         return image_dir / datasets[0], mask_dir / datasets[0], datasets[0]
-    if not datasets:
-        raise FileNotFoundError(f"{root} holds datasets in {image_dir} but none of them in {mask_dir}: "
-                                "the masks of each dataset go in a folder of the same name there")
     raise FileNotFoundError(f"{root} is a benchmark pack of {len(datasets)} datasets ({', '.join(datasets)}): "
                             f"give one of them, e.g. {mask_dir / datasets[0]}")
 
@@ -217,6 +221,11 @@ def _holds_datasets(image_dir: Path) -> bool:
     subfolders = [image_dir / d for d in _subfolders(image_dir)]
     return bool(subfolders) and not any(_image_files(d) for d in subfolders) and any(
         _subfolders(d) for d in subfolders)
+
+
+def _name(folder: Path) -> str:
+    """A folder's name as given (a symbolic link's own, not its target's), also for ``.`` and ``..``."""
+    return Path(os.path.abspath(folder)).name
 
 
 def _subfolders(folder: Path) -> list[str]:
