@@ -189,6 +189,19 @@ def test_masks_named_otherwise_are_said_so(bench: Path, tmp_path: Path) -> None:
         evaluate(bench / "gt_maps", root / "gt")
 
 
+
+def test_maps_one_folder_too_deep_and_16_bit_maps_over_part_of_the_range(bench: Path, tmp_path: Path) -> None:
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "maps").symlink_to(bench / "blurred")
+    with pytest.raises(ValueError, match="one folder deeper: give .*nested/maps"):
+        evaluate(tmp_path / "nested", bench / "gt")
+    for path in sorted((bench / "blurred").rglob("*.png")):  # 0-255 as 0-1000 of 65535
+        target = tmp_path / "wide" / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(target), np.round(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) * (1000 / 255)).astype(np.uint16))
+    wide, plain = evaluate(tmp_path / "wide", bench / "gt").overall, evaluate(bench / "blurred", bench / "gt").overall
+    assert wide["maxF"] == pytest.approx(plain["maxF"], abs=0.005) and wide["S"] == pytest.approx(plain["S"], abs=0.005)
+
 def test_method_named_after_the_folder_above_the_datasets_maps(bench: Path, tmp_path: Path) -> None:
     """--pred PRED/GICD/gt (the maps of the dataset named gt): the method is GICD, not gt."""
     (tmp_path / "preds" / "GICD").mkdir(parents=True)

@@ -64,7 +64,8 @@ def eval_(
     typer.echo(f"reports in {out}")
     skipped = sum(r.counts.missing + r.counts.unreadable for r in results)
     if skipped:
-        err.print(f"{skipped} images were skipped (no or unreadable map, see above): the metrics cover only the others")
+        err.print(f"{skipped} images were skipped (no map, or a map or mask that could not be read; see above): the "
+                  "metrics cover only the others")
         raise typer.Exit(1)
 
 

@@ -242,10 +242,12 @@ def evaluate(
         )
     if not summaries:
         example = pred_dir / selected[0] / f"{dataset.groups[selected[0]][0].stem}.png"
+        deeper = sorted(p.parent for p in pred_dir.glob(f"*/{selected[0]}") if p.is_dir())
+        hint = f" (the maps seem to lie one folder deeper: give {deeper[0]})" if len(deeper) == 1 else ""
         raise ValueError(
             f"method {name!r}: no map in {pred_dir} could be scored against {dataset.root} "
             f"({len(found.missing)} without prediction, {len(found.missing_masks)} without mask, "
-            f"{len(found.unreadable)} unreadable); a map is expected at e.g. {example}"
+            f"{len(found.unreadable)} unreadable); a map is expected at e.g. {example}{hint}"
         )
 
     warnings = found.warnings(n_images, pred_dir) + warnings

@@ -119,7 +119,7 @@ def read_image(path: Path, max_side: int | None = None) -> tuple[np.ndarray, tup
 
 def read_gray(path: Path) -> np.ndarray:
     """Read a mask or a map upright (EXIF orientation applied) as HxW uint8: colour converted to grey
-    (ITU-R 601 luma), 16-bit scaled to 8; the alpha channel where the colours are one flat colour and
+    (ITU-R 601 luma), 16-bit scaled to 8 by the file's maximum; the alpha channel where the colours are one flat colour and
     the alpha is not (a mask or map drawn as transparency over white or black).
 
     Raises:
@@ -137,6 +137,11 @@ def read_gray_checked(path: Path) -> tuple[np.ndarray, bool]:
     """:func:`read_gray`'s HxW uint8, and whether the file is a colour picture (its channels differ by more
     than :data:`COLOUR_SPREAD` on average: a heat map, whose grey is not its values)."""
     img, _ = _decode_upright(path, None)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I") and np.asarray(img).max() > 255:
+        # by the file's own maximum: a map over part of the 16-bit range (0-1000) keeps its grey levels, and
+        # the metrics normalise each map by its own range (masks: 0 and their maximum stay 0 and 255)
+        a = np.asarray(img, dtype=np.float64)
+        return np.clip(a * (255.0 / a.max()) + 0.5, 0, 255).astype(np.uint8), False
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return np.ascontiguousarray(_to_rgb8(img)[:, :, 0]), False
     alpha = np.asarray(img.getchannel("A"), dtype=np.uint8) if img.mode in ("RGBA", "LA", "PA") else None
