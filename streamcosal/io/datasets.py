@@ -189,14 +189,15 @@ def _dataset_folders(root: Path) -> tuple[Path, Path, str]:
             raise
         return member
     image_dir, mask_dir = root / image_name, root / mask_name
-    # a pack's datasets hold group folders on both sides (a dataset's groups with subfolders are no pack)
-    datasets = [d for d in _subfolders(image_dir) if (mask_dir / d).is_dir() and _subfolders(mask_dir / d)]
-    if not _holds_datasets(image_dir) or not datasets:
-        return image_dir, mask_dir, _name(root)
-    if len(datasets) == 1:
-        return image_dir / datasets[0], mask_dir / datasets[0], datasets[0]
-    raise FileNotFoundError(f"{root} is a benchmark pack of {len(datasets)} datasets ({', '.join(datasets)}): "
-                            f"give one of them, e.g. {mask_dir / datasets[0]}")
+    if _holds_datasets(image_dir):
+        # a pack's datasets hold group folders on both sides (a dataset's groups with subfolders are no pack)
+        datasets = [d for d in _subfolders(image_dir) if (mask_dir / d).is_dir() and _subfolders(mask_dir / d)]
+        if len(datasets) == 1:
+            return image_dir / datasets[0], mask_dir / datasets[0], datasets[0]
+        if datasets:
+            raise FileNotFoundError(f"{root} is a benchmark pack of {len(datasets)} datasets "
+                                    f"({', '.join(datasets)}): give one of them, e.g. {mask_dir / datasets[0]}")
+    return image_dir, mask_dir, _name(root)
 
 
 def _pack_member(folder: Path) -> tuple[Path, Path, str] | None:
