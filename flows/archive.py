@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
@@ -19,6 +19,7 @@ from streamcosal.inference.engine import engine_for
 from streamcosal.params import EngineSpec, RunParams
 from streamcosal.run import archive, jobs
 
+from .inputs import listed_paths, results_folder
 from .runners import task_runner, unit_resources
 
 UNIT_RETRIES = 2
@@ -70,6 +71,7 @@ def cosal_archive(
     """Process every video of ``videos`` (a folder, searched recursively; a glob; a file; or a list)
     into ``out`` (the same Parquet store as ``streamcosal video``), each video a resumable unit keyed
     by its content, ``engine.identity()`` and ``params.result_params()``."""
+    videos, out = listed_paths(videos, "videos"), results_folder(out)
     model = identify_model(engine)
     with archive.archive_lock(out):
         todo = plan(videos, out, model, params.result_params())
@@ -79,6 +81,10 @@ def cosal_archive(
         merge_stores(out)
     summary = archive.summarize(out, todo.units, todo.duplicates, todo.done, todo.discarded)
     publish(summary.markdown())
+    for record in summary.records:  # done, but not whole: said in the run's log, not only in the artifact
+        if record.status == "partial":
+            get_run_logger().warning(f"{record.video}: partial, {record.frames} frames read: "
+                                     + "; ".join(record.warnings[:2]))
     if not summary.ok:
         raise archive.ArchiveFailed(summary)
     return summary.counts()

@@ -16,6 +16,7 @@ from streamcosal.evaluation.results import EvalResult
 from streamcosal.params import EngineSpec
 from streamcosal.storage.layout import new_run_id
 
+from .inputs import listed_paths, results_folder
 from .runners import task_runner, unit_resources
 
 
@@ -52,6 +53,7 @@ def cosal_eval(
     ``floors``: metric -> minimum (``MAE``: maximum); ``tolerance``: how much worse than the previous
     night counts as a drop."""
     floors = nightly.check_floors_config(floors)
+    datasets, out = nightly.distinct_datasets(listed_paths(datasets, "datasets")), results_folder(out)
     run_id = run_id or new_run_id("nightly-")
     night = str(Path(out) / run_id)
     model = engine.identity()

@@ -13,6 +13,8 @@ from streamcosal.params import EngineSpec, RunParams
 from streamcosal.run import jobs
 from streamcosal.run.records import RunReport
 
+from .inputs import results_folder, served_path, source_path
+
 
 @task(name="segment-video", cache_policy=NO_CACHE, persist_result=False)
 def segment_video(sources: Union[str, list[str]], out: str, engine: EngineSpec, params: RunParams,
@@ -53,12 +55,16 @@ def cosal_video(
         raise ValueError("give one of source (videos, streams, cameras) and cameras (a camera file's path)")
     if cameras is not None and group is not None:
         raise ValueError("group is for source: a camera file gives each camera's group")
+    out = None if out is None else results_folder(out)
     if cameras is not None:
-        report = segment_cameras(cameras, out, engine, params, run_id)
+        report = segment_cameras(served_path(cameras), out, engine, params, run_id)
     elif out is None:
         raise ValueError("out is missing: give the results folder")
     else:
-        report = segment_video(source, out, engine, params, group, run_id)
+        if isinstance(source, list) and not source:
+            raise ValueError("source is an empty list: give at least one video, folder, stream or camera")
+        sources = [source_path(s) for s in source] if isinstance(source, list) else source_path(source)
+        report = segment_video(sources, out, engine, params, group, run_id)
     publish(jobs.report_markdown(report), "cosal-video")
     jobs.raise_for_failures(report)
     return jobs.report_summary(report)

@@ -87,6 +87,27 @@ def test_video_flow_fails_with_the_source_error(harness: None, assets: dict[str,
     assert "| failed |" in artifact(state, "cosal-video")
 
 
+
+def test_flows_refuse_bad_paths_before_any_work(harness: None, assets: dict[str, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blank out (an unset variable), a relative path (named from the serving folder), an empty list and two
+    datasets of one folder name: each run fails with what to do, having written nothing."""
+    from streamcosal.flows.archive import cosal_archive
+    from streamcosal.flows.evaluate import cosal_eval
+    from streamcosal.flows.video import cosal_video
+
+    monkeypatch.chdir(tmp_path)
+    state = cosal_video(str(assets["a"]), "", return_state=True, **unit(assets))
+    assert state.is_failed() and "out is empty" in state.message and not any(tmp_path.iterdir())
+    state = cosal_video("clips/nothere.mp4", "out", return_state=True, **unit(assets))
+    assert state.is_failed() and str(tmp_path / "clips" / "nothere.mp4") in state.message
+    state = cosal_archive([], str(tmp_path / "archive"), return_state=True, **unit(assets))
+    assert state.is_failed() and "videos is an empty list" in state.message
+    state = cosal_eval(["/data/CoCA/test", "/data/CoSal2015/test"], str(tmp_path / "nightly"), return_state=True)
+    assert state.is_failed() and "share the folder name 'test'" in state.message
+    assert not (tmp_path / "archive").exists() and not (tmp_path / "nightly").exists()
+
+
 # -- cosal-archive -----------------------------------------------------------------------------------
 
 

@@ -110,6 +110,25 @@ class Drop:
                 f"since run {self.previous_run}")
 
 
+def distinct_datasets(datasets: Sequence[str]) -> list[str]:
+    """``datasets``, checked before any work: each dataset's reports go to ``<night>/<its folder name>/`` and its
+    history rows carry that name, so two folders of one name would overwrite and confuse each other.
+
+    Raises:
+        ValueError: no dataset, or two datasets whose folders share a name.
+    """
+    if not datasets:
+        raise ValueError("no dataset to evaluate: give at least one dataset folder")
+    seen: dict[str, str] = {}
+    for dataset in datasets:
+        name = safe_name(Path(dataset).name, "dataset")
+        if name in seen:
+            raise ValueError(f"datasets {seen[name]} and {dataset} share the folder name {name!r}, which names their "
+                             "reports and history rows: give each dataset a folder of its own name (a link will do)")
+        seen[name] = dataset
+    return list(datasets)
+
+
 def check_floors_config(floors: dict[str, float] | None) -> dict[str, float]:
     """Floors as floats; an unknown metric name is an error (a typo would silently check nothing)."""
     floors = dict(floors or {})

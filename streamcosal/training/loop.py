@@ -223,6 +223,8 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
     for time-boxed runs and tests). ``measure_precision``: whether ``auto`` measures which precision
     trains fastest (by default on a GPU; :mod:`streamcosal.training.step`).
     """
+    if stop_after is not None and stop_after < 1:
+        raise TrainingError(f"stop_after {stop_after}: give a number of epochs of at least 1, or none to train them all")
     config, device = checked_config(config_path)
     t = config.train
     resolve_precision(t.precision, device)  # an impossible precision stops the run before any work
