@@ -20,18 +20,9 @@ from streamcosal.params import EngineSpec, RunParams
 from streamcosal.run import archive, jobs
 
 from .inputs import listed_paths, results_folder
-from .runners import task_runner, unit_resources
+from .runners import task_runner, transient, unit_resources
 
 UNIT_RETRIES = 2
-
-
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a unit only when its failure may be transient (not a damaged or missing video)."""
-    try:
-        state.result()
-    except BaseException as error:  # noqa: BLE001 - the task's own exception, re-raised by result()
-        return archive.is_transient(error)
-    return False
 
 
 @task(name="model-identity", cache_policy=NO_CACHE, persist_result=False)
@@ -45,7 +36,7 @@ def plan(videos: Union[str, list[str]], out: str, model: str, params: dict[str, 
 
 
 @task(name="video-unit", cache_policy=NO_CACHE, persist_result=False, retries=UNIT_RETRIES, retry_delay_seconds=5,
-      retry_condition_fn=_transient)
+      retry_condition_fn=transient)
 def process_unit(unit: archive.Unit, out: str, engine: EngineSpec, params: RunParams) -> archive.UnitRecord:
     return archive.run_unit(unit, out, engine_for(engine), jobs.pipeline_config(params))
 
@@ -87,4 +78,5 @@ def cosal_archive(
                                      + "; ".join(record.warnings[:2]))
     if not summary.ok:
         raise archive.ArchiveFailed(summary)
+    print(f"{len(summary.records)} video(s) in {out}: " + ", ".join(f"{n} {k}" for k, n in summary.counts().items()))
     return summary.counts()

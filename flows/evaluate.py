@@ -17,10 +17,11 @@ from streamcosal.params import EngineSpec
 from streamcosal.storage.layout import new_run_id
 
 from .inputs import listed_paths, results_folder
-from .runners import task_runner, unit_resources
+from .runners import task_runner, transient, unit_resources
 
 
-@task(name="evaluate-dataset", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=5)
+@task(name="evaluate-dataset", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=5,
+      retry_condition_fn=transient)
 def evaluate_dataset(dataset: str, out: str, engine: EngineSpec, groups: Optional[list[str]]) -> EvalResult:
     return nightly.evaluate_dataset(dataset, out, engine=engine, groups=groups)
 

@@ -51,3 +51,18 @@ def unit_resources(settings: OrchestrationSettings | None = None) -> Iterator[No
         return
     with remote_options(num_gpus=gpus):
         yield
+
+
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """A task's retry condition: retry only a failure that may be transient (out of memory, I/O), not a missing
+    or damaged input, which fails again."""
+    from streamcosal.evaluation.report import EvalBatchError
+    from streamcosal.run.archive import is_transient
+
+    try:
+        state.result()
+    except EvalBatchError:  # images that could not be segmented: the same ones fail again
+        return False
+    except BaseException as error:  # noqa: BLE001 - the task's own exception, re-raised by result()
+        return is_transient(error)
+    return False

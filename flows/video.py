@@ -67,4 +67,6 @@ def cosal_video(
         report = segment_video(sources, out, engine, params, group, run_id)
     publish(jobs.report_markdown(report), "cosal-video")
     jobs.raise_for_failures(report)
+    print(f"{report.frames} frames in {report.seconds:.1f} s, {report.events} events; results in {report.out} "
+          f"(run {report.run_id})")
     return jobs.report_summary(report)

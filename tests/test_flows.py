@@ -304,3 +304,20 @@ def test_serve_refuses_bad_settings_with_a_clear_message(monkeypatch: pytest.Mon
     monkeypatch.setenv("STREAMCOSAL_TIMEZONE", "Mars/Olympus")
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 2 and "IANA time zone" in result.output
+
+
+def test_tasks_retry_only_what_may_pass_the_next_time() -> None:
+    """Out of memory and I/O errors are retried; a missing input and images that cannot be segmented are not."""
+    from streamcosal.evaluation.report import EvalBatchError
+    from streamcosal.flows.runners import transient
+
+    class Failed:
+        def __init__(self, error: BaseException) -> None:
+            self.error = error
+
+        def result(self) -> None:
+            raise self.error
+
+    errors = [MemoryError(), OSError(28, "No space left on device"), FileNotFoundError("gone.mp4"),
+              EvalBatchError([], {"gicd": "1 images could not be segmented"}), ValueError("bad parameter")]
+    assert [transient(None, None, Failed(e)) for e in errors] == [True, True, False, False, False]
