@@ -84,6 +84,7 @@ def test_video_flow_fails_with_the_source_error(harness: None, assets: dict[str,
     state = cosal_video(str(assets["broken"]), str(tmp_path / "out"), return_state=True, **unit(assets))
     assert state.is_failed()
     assert "broken.mp4" in state.message and "empty" in state.message
+    assert state.message.count(str(assets["broken"])) == 1  # the error names it once
     assert "| failed |" in artifact(state, "cosal-video")
 
 

@@ -27,7 +27,8 @@ class VideoJobError(RuntimeError):
     def __init__(self, report: RunReport):
         self.report = report
         failed = [s for s in report.sources if s.status == "failed"]
-        lines = "\n".join(f"  {s.source}: {s.error}" for s in failed)
+        lines = "\n".join(f"  {s.error}" if (s.error or "").startswith(s.source) else f"  {s.source}: {s.error}"
+                          for s in failed)  # an error that names its source is not prefixed with it again
         stopped = f"run {report.run_id} stopped by {report.interrupted}; " if report.interrupted else ""
         unsaved = "".join(f"\n  {e}" for e in report.errors)  # e.g. the last results, on a full disk
         super().__init__(f"{stopped}{len(failed)} of {len(report.sources)} source(s) failed in run "
