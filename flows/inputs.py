@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from streamcosal.io.stream import is_stream
+
 
 def served_path(path: str) -> str:
     """``path`` (``~`` expanded) made absolute against the serving process's folder."""
@@ -15,14 +17,14 @@ def served_path(path: str) -> str:
 
 
 def source_path(source: str) -> str:
-    """A video source as given where it is a URL or a camera number, else a path made absolute.
+    """A video source as given where it is a stream URL or a camera device, else a path made absolute.
 
     Raises:
         ValueError: the source is blank.
     """
     if not source.strip():
         raise ValueError("source is empty: give a video file, an image folder, a stream URL or a camera")
-    return source if "://" in source or source.isdigit() else served_path(source)
+    return source if is_stream(source) else served_path(source)
 
 
 def results_folder(out: str) -> str:

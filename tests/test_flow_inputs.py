@@ -17,7 +17,7 @@ def test_paths_are_taken_from_the_serving_folder_and_named_absolutely(tmp_path: 
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert source_path("clips/a.mp4") == str(tmp_path / "clips" / "a.mp4")
-    assert [source_path(s) for s in ("rtsp://cam/1", "0", "/dev/video0")] == ["rtsp://cam/1", "0", "/dev/video0"]
+    assert [source_path(s) for s in ("rtsp://cam/1", "/dev/video0")] == ["rtsp://cam/1", "/dev/video0"]
     assert listed_paths(["a.mp4", "/v/b.mp4"], "videos") == [str(tmp_path / "a.mp4"), "/v/b.mp4"]
     assert results_folder("results") == str(tmp_path / "results") and (tmp_path / "results").is_dir()
 
