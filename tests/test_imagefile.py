@@ -54,6 +54,19 @@ def test_a_sideways_photo_is_read_upright(phone: dict) -> None:
     assert gray.shape == upright.shape[:2]
 
 
+
+@pytest.mark.parametrize(("suffix", "options"), [(".tif", {}), (".tif", {"compression": "tiff_lzw"}),
+                                                  (".png", {}), (".webp", {"lossless": True})])
+def test_every_format_reports_the_upright_size_once(phone: dict, tmp_path: Path, suffix: str, options: dict) -> None:
+    """TIFF's decoder turns the image itself (its opened size already upright): the size is not turned twice."""
+    upright = phone["upright"]
+    exif = Image.Exif()
+    exif[0x0112] = ROTATE_90_CW
+    path = tmp_path / f"sideways{suffix}"
+    Image.fromarray(np.rot90(upright)).save(path, exif=exif, **options)
+    rgb, size = read_image(path)
+    assert rgb.shape == upright.shape and size == upright.shape[:2]
+
 def test_the_images_command_writes_the_map_at_the_upright_size(phone: dict, tmp_path: Path) -> None:
     engine = CoSalEngine.from_pretrained(device="cpu")
     report = segment_folders(phone["root"] / "images", tmp_path, engine)

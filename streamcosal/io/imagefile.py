@@ -198,11 +198,13 @@ def _decode_upright(path: Path, max_side: int | None) -> tuple[Image.Image, tupl
                     f"{path}: {size[1]}x{size[0]} ({size[0] * size[1] / 1e6:,.0f} megapixels) is too large: "
                     f"images of at most {MAX_PIXELS:,} pixels ({MAX_PIXELS // 1_000_000} megapixels) are read; "
                     "shrink it (e.g. to 8000 pixels a side)")
-            if img.getexif().get(ExifTags.Base.Orientation) in _TRANSPOSED:
-                size = size[::-1]
             if max_side is not None and img.format in ("JPEG", "MPO"):
                 img.draft("RGB", (max_side, max_side))  # decoded at 1/2, 1/4 or 1/8 scale, no smaller than max_side
             img.load()
+            # turned here where the tag is still there after decoding (TIFF's decoder turns the image itself,
+            # its opened size already upright, and drops the tag)
+            if img.getexif().get(ExifTags.Base.Orientation) in _TRANSPOSED:
+                size = size[::-1]
             ImageOps.exif_transpose(img, in_place=True)
     except ImageReadError:
         raise
