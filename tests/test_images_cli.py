@@ -129,6 +129,34 @@ def test_bad_files_are_reported_and_the_rest_is_processed(data: Path, tmp_path: 
     assert (out / "Dog").is_dir() and len(list((out / "Dog").iterdir())) == 1
 
 
+
+def test_names_subfolders_maps_of_other_runs_and_out_inside_the_input(data: Path, tmp_path: Path,
+                                                                     checkpoint: Path) -> None:
+    """a.jpg and a.png beside a.jpg.png (whose stem is a.jpg) get a map each; a group's subfolder is named, a group of
+    only a subfolder says so; maps of another run in a group's folder are said; --out inside the input folder
+    is no group the second time."""
+    inp = tmp_path / "in"
+    first, second = copy_group(data, "pascal_coseg", "Cat", 2, inp / "Cat")
+    shutil.copy(first, inp / "Cat" / "a.jpg")
+    Image.open(second).save(inp / "Cat" / "a.jpg.png")
+    Image.open(second).save(inp / "Cat" / "a.png")
+    copy_group(data, "pascal_coseg", "Dog", 2, inp / "Dog" / "deeper")
+    copy_group(data, "pascal_coseg", "Horse", 2, inp / "Horse")
+    copy_group(data, "pascal_coseg", "Horse", 1, inp / "Horse" / "sub")
+    out = inp / "maps"
+    (out / "Horse").mkdir(parents=True)
+    cv2.imwrite(str(out / "Horse" / "stale.png"), np.zeros((4, 4), np.uint8))
+    for attempt in range(2):
+        result = runner.invoke(app, ["images", str(inp), "--out", str(out), "--weights", str(checkpoint)])
+        text = " ".join(result.output.split())
+        assert result.exit_code == 1, result.output  # the Dog group: no images of its own
+        assert "group 'Dog' has no images (its subfolder(s) deeper are not read" in text
+        assert "group 'Horse': left out its subfolder(s) sub" in text
+        assert "group 'maps'" not in text
+        assert sorted(p.name for p in (out / "Cat").iterdir()) == sorted(
+            [f"{first.stem}.png", f"{second.stem}.png", "a.jpg.png", "a.png.png", "a.jpg.png.png"])
+    assert "also holds 1 map(s) of no image of this group (e.g. stale.png" in text
+
 def test_every_image_kind_is_read_as_rgb8(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)

@@ -88,15 +88,32 @@ def left_out(root: Path, groups: Collection[str]) -> list[str]:
         if others:
             shown = ", ".join(p.name for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
             notes.append(f"group {group!r}: left out {len(others)} file(s) that are not images: {shown}")
+        inner = _subfolders(folder) if folder != root else []
+        if inner:
+            notes.append(f"group {group!r}: left out its subfolder(s) {', '.join(inner[:5])}: a group's images lie "
+                         "in its own folder (one level below the input folder)")
     return notes
 
 
+def _subfolders(folder: Path) -> list[str]:
+    """The names of ``folder``'s subfolders (hidden ones left out), sorted."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if folder.is_dir() else []
+
+
 def map_names(paths: list[Path]) -> dict[Path, str]:
-    """The output name (no suffix) of each image: its stem, or its whole name when another image of
-    the group has the same stem (``a.jpg``, ``a.png`` -> ``a.jpg``, ``a.png``), so no map is
-    written over another."""
+    """The output name (no suffix) of each image, distinct within the group so that no map is written over
+    another: its stem, or its whole name where another image has the same stem (``a.jpg``, ``a.png`` ->
+    ``a.jpg``, ``a.png``) or where its stem is another image's name (``a.jpg.png`` beside ``a.jpg``:
+    ``a.jpg.png``, ``a.jpg``)."""
     stems = Counter(p.stem for p in paths)
-    return {p: p.stem if stems[p.stem] == 1 else p.name for p in paths}
+    names = {p: p.stem if stems[p.stem] == 1 else p.name for p in paths}
+    while True:  # a whole name taken up may clash with a third image's stem: until none clashes
+        counts = Counter(names.values())
+        clashing = [p for p in paths if counts[names[p]] > 1 and names[p] != p.name]
+        if not clashing:
+            return names
+        names.update({p: p.name for p in clashing})
 
 
 def map_name(path: Path) -> str:
@@ -209,7 +226,9 @@ def segment_folders(input_dir: Path, out_dir: Path, engine: CoSalEngine, *, show
         OutputError: ``out_dir`` would overwrite the input (checked before any work).
     """
     found = find_groups(input_dir)
-    selected = {g: paths for g, paths in found.items() if groups is None or g in groups}
+    maps_there = _real(out_dir).parent == _real(input_dir)  # --out inside the input folder: no group of its own
+    selected = {g: paths for g, paths in found.items() if (groups is None or g in groups)
+                and not (maps_there and _real(input_dir / g) == _real(out_dir))}
     check_outputs(input_dir, out_dir, selected)
     report = FolderReport(out_dir, notes=left_out(input_dir, selected))
     total = sum(len(v) for v in selected.values())
@@ -260,8 +279,12 @@ def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path]
         sizes.append(size)
         kept.append(path)
     if not kept:
-        report.failures.append(Failure(input_dir / group if group != input_dir.resolve().name else input_dir,
-                                       f"group {group!r} has no readable images"))
+        folder = input_dir / group if group != input_dir.resolve().name else input_dir
+        inner = _subfolders(folder) if folder != input_dir else []
+        reason = (f"group {group!r} has no readable images" if paths else f"group {group!r} has no images"
+                  + (f" (its subfolder(s) {', '.join(inner[:3])} are not read: a group's images lie in its own "
+                     "folder)" if inner else ""))
+        report.failures.append(Failure(folder, reason))
         return
     names = map_names(paths)
     renamed = [p.name for p in kept if names[p] != p.stem]
@@ -279,6 +302,10 @@ def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path]
         report.written[group] += 1
         largest = max(largest, float((prob >= 0.5).mean()))
         advance()
+    other = sorted(set((out_dir / group).glob("*.png")) - {out_dir / group / f"{names[p]}.png" for p in paths})
+    if other:
+        report.notes.append(f"group {group!r}: {out_dir / group} also holds {len(other)} map(s) of no image of this "
+                            f"group (e.g. {other[0].name}; an earlier run's?): a folder of maps read later is read whole")
     if largest < MIN_OBJECT_SHARE:  # of the maps written, at the images' sizes
         report.notes.append(f"group {group!r}: no common object found (no map reaches 0.5 on {MIN_OBJECT_SHARE:.2%} "
                             f"of its image; the most: {largest:.4%})")
