@@ -64,6 +64,8 @@ def test_an_output_folder_that_is_the_input_is_refused_and_the_photos_stay(data,
         result = images(inp, out, checkpoint)
         assert result.exit_code == 2, result.output
         assert "input folder" in result.output and "separate output folder" in result.output
+        named = " ".join(result.output.split()).split("into the input folder ")[1].split(" (and")[0]
+        assert Path(named) == out.resolve()  # the folder given, not a group folder below it
         assert "Traceback" not in result.output
     assert {p: p.read_bytes() for p in originals} == before
     assert sorted(p for p in inp.rglob("*") if p.is_file()) == sorted(originals)
@@ -612,7 +614,7 @@ def test_very_large_jpegs_are_decoded_at_a_reduced_scale(huge_jpegs, tmp_path):
     sof = data.index(b"\xff\xc0")
     data[sof + 5 : sof + 9] = (20000).to_bytes(2, "big") + (20001).to_bytes(2, "big")
     over.write_bytes(bytes(data))
-    with pytest.raises(ImageReadError, match=r"over\.jpg: 20001x20000 \(400 megapixels\) is too large: images of at most "
+    with pytest.raises(ImageReadError, match=r"over\.jpg: 20001x20000 \(400,020,000 pixels\) is too large: images of at most "
                                              r"400,000,000 pixels \(400 megapixels\) are read; shrink it"):
         read_image(over)
     assert image_sizes([over]) == []

@@ -195,7 +195,7 @@ def _decode_upright(path: Path, max_side: int | None) -> tuple[Image.Image, tupl
             size = (img.height, img.width)
             if size[0] * size[1] > MAX_PIXELS:
                 raise ImageReadError(
-                    f"{path}: {size[1]}x{size[0]} ({size[0] * size[1] / 1e6:,.0f} megapixels) is too large: "
+                    f"{path}: {size[1]}x{size[0]} ({size[0] * size[1]:,} pixels) is too large: "
                     f"images of at most {MAX_PIXELS:,} pixels ({MAX_PIXELS // 1_000_000} megapixels) are read; "
                     "shrink it (e.g. to 8000 pixels a side)")
             if max_side is not None and img.format in ("JPEG", "MPO"):

@@ -200,7 +200,8 @@ def check_outputs(input_dir: Path, out_dir: Path, groups: dict[str, list[Path]])
     for group, paths in groups.items():
         folder = _real(out_dir / group)
         if folder in input_folders or _real(out_dir) in input_folders:
-            raise OutputError(f"--out {out_dir} would write maps into the input folder {folder} (and "
+            inside = _real(out_dir) if _real(out_dir) in input_folders else folder
+            raise OutputError(f"--out {out_dir} would write maps into the input folder {inside} (and "
                               "replace images there): give a separate output folder")
         clash = [p for p, name in map_names(paths).items() if (folder / f"{name}.png") in inputs]
         if clash:
