@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamcosal.io.imagefile import IMAGE_SUFFIXES
+from streamcosal.io.imagefile import IMAGE_SUFFIXES, subfolders
 
 LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "ours": (("images", "masks"),),
@@ -110,7 +110,7 @@ def detect_layout(root: Path | str) -> tuple[str, str, str]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
-    present = _subfolders(root)
+    present = subfolders(root)
     for layout, pairs in LAYOUTS.items():
         for image_name, mask_name in pairs:
             image, mask = _named(present, image_name), _named(present, mask_name)
@@ -148,7 +148,7 @@ def load_dataset(root: Path | str, *, layout: str | None = None, name: str | Non
     name = name or found_name
     warnings: list[str] = []
 
-    group_dirs = sorted(p for p in image_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    group_dirs = [image_dir / d for d in subfolders(image_dir)]
     loose_images = _image_files(image_dir)
     flat = not group_dirs
     if flat:
@@ -159,7 +159,7 @@ def load_dataset(root: Path | str, *, layout: str | None = None, name: str | Non
                 f"{len(loose_images)} image(s) lie directly in {image_dir} beside group folders "
                 "and were ignored: move them into a group folder"
             )
-        mask_groups = _subfolders(mask_dir) if mask_dir.is_dir() else []
+        mask_groups = subfolders(mask_dir)
         groups = {d.name: _group_samples(d.name, d, mask_dir / (_named(mask_groups, d.name) or d.name), warnings)
                   for d in group_dirs}
         unpaired = sorted(set(mask_groups) - {_named(mask_groups, d.name) for d in group_dirs})
@@ -191,7 +191,7 @@ def _dataset_folders(root: Path) -> tuple[Path, Path, str]:
     image_dir, mask_dir = root / image_name, root / mask_name
     if _holds_datasets(image_dir):
         # a pack's datasets hold group folders on both sides (a dataset's groups with subfolders are no pack)
-        datasets = [d for d in _subfolders(image_dir) if (mask_dir / d).is_dir() and _subfolders(mask_dir / d)]
+        datasets = [d for d in subfolders(image_dir) if subfolders(mask_dir / d)]
         if len(datasets) == 1:
             return image_dir / datasets[0], mask_dir / datasets[0], datasets[0]
         if datasets:
@@ -207,7 +207,7 @@ def _pack_member(folder: Path) -> tuple[Path, Path, str] | None:
     tree, top = folder.parent, folder.parent.parent
     if tree == top or not folder.is_dir():
         return None
-    present = _subfolders(top)
+    present = subfolders(top)
     for image_tree, mask_tree in BENCHMARK_TREES:
         if tree.name.lower() not in (image_tree.lower(), mask_tree.lower()):
             continue
@@ -219,19 +219,13 @@ def _pack_member(folder: Path) -> tuple[Path, Path, str] | None:
 
 def _holds_datasets(image_dir: Path) -> bool:
     """Whether ``image_dir``'s subfolders are datasets (folders of group folders), not groups."""
-    subfolders = [image_dir / d for d in _subfolders(image_dir)]
-    return bool(subfolders) and not any(_image_files(d) for d in subfolders) and any(
-        _subfolders(d) for d in subfolders)
+    folders = [image_dir / d for d in subfolders(image_dir)]
+    return bool(folders) and not any(_image_files(d) for d in folders) and any(subfolders(d) for d in folders)
 
 
 def _name(folder: Path) -> str:
     """A folder's name as given (a symbolic link's own, not its target's), also for ``.`` and ``..``."""
     return Path(os.path.abspath(folder)).name
-
-
-def _subfolders(folder: Path) -> list[str]:
-    """The names of ``folder``'s subfolders, sorted, hidden ones left out."""
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _named(present: list[str], name: str) -> str | None:
@@ -266,7 +260,7 @@ def _named_layout_folders(root: Path, layout: str) -> tuple[str, str]:
         raise ValueError(f"unknown dataset layout {layout!r}: use one of {sorted(LAYOUTS)} or None to detect it")
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
-    present = _subfolders(root)
+    present = subfolders(root)
     for image_name, mask_name in LAYOUTS[layout]:
         image, mask = _named(present, image_name), _named(present, mask_name)
         if image and mask:

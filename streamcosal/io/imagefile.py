@@ -102,6 +102,15 @@ def image_files(folder_or_paths: Path | Iterable[Path]) -> tuple[list[Path], lis
     return images, others
 
 
+
+def subfolders(folder: Path) -> list[str]:
+    """The names of ``folder``'s subfolders, sorted, hidden ones left out (as :func:`image_files` leaves out
+    hidden files); none where ``folder`` is not a folder."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 class ImageReadError(OSError):
     """An image file that cannot be decoded; the message names the file."""
 

@@ -28,7 +28,7 @@ from streamcosal.inference.agreement import group_agreement
 from streamcosal.inference.engine import CoSalEngine, GroupPrediction
 from streamcosal.inference.imagenet import top_classes
 from streamcosal.inference.transforms import resize_map, to_uint8
-from streamcosal.io.imagefile import ImageReadError, image_files, image_sizes, read_image
+from streamcosal.io.imagefile import ImageReadError, image_files, image_sizes, read_image, subfolders
 from streamcosal.run.interrupts import Interrupted
 from streamcosal.storage.files import atomic_write
 
@@ -60,7 +60,7 @@ def find_groups(root: Path) -> dict[str, list[Path]]:
     if not root.is_dir():
         raise FileNotFoundError(f"input folder not found: {root}")
     name = root.resolve().name
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subdirs = [root / d for d in subfolders(root)]
     groups = {folder.name: _images(folder) for folder in subdirs}
     own = _images(root)
     if own or not subdirs:
@@ -88,17 +88,11 @@ def left_out(root: Path, groups: Collection[str]) -> list[str]:
         if others:
             shown = ", ".join(p.name for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
             notes.append(f"group {group!r}: left out {len(others)} file(s) that are not images: {shown}")
-        inner = _subfolders(folder) if folder != root else []
+        inner = subfolders(folder) if folder != root else []
         if inner:
             notes.append(f"group {group!r}: left out its subfolder(s) {', '.join(inner[:5])}: a group's images lie "
                          "in its own folder (one level below the input folder)")
     return notes
-
-
-def _subfolders(folder: Path) -> list[str]:
-    """The names of ``folder``'s subfolders (hidden ones left out), sorted."""
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-        if folder.is_dir() else []
 
 
 def map_names(paths: list[Path]) -> dict[Path, str]:
@@ -281,7 +275,7 @@ def _segment_group(input_dir: Path, out_dir: Path, group: str, paths: list[Path]
         kept.append(path)
     if not kept:
         folder = input_dir / group if group != input_dir.resolve().name else input_dir
-        inner = _subfolders(folder) if folder != input_dir else []
+        inner = subfolders(folder) if folder != input_dir else []
         reason = (f"group {group!r} has no readable images" if paths else f"group {group!r} has no images"
                   + (f" (its subfolder(s) {', '.join(inner[:3])} are not read: a group's images lie in its own "
                      "folder)" if inner else ""))
