@@ -128,13 +128,13 @@ def read_image(path: Path, max_side: int | None = None) -> tuple[np.ndarray, tup
 
 def read_gray(path: Path) -> np.ndarray:
     """Read a mask or a map upright (EXIF orientation applied) as HxW uint8: colour converted to grey
-    (ITU-R 601 luma), 16-bit scaled to 8 by the file's maximum; the alpha channel where the colours are one flat colour and
-    the alpha is not (a mask or map drawn as transparency over white or black).
+    (ITU-R 601 luma), 16-bit scaled to 8 by the file's maximum; the alpha channel where the colours are one
+    flat colour and the alpha is not (a mask or map drawn as transparency over white or black).
 
     Raises:
         ImageReadError: the file is missing, empty or cannot be decoded (an ``OSError``).
     """
-    return read_gray_checked(path)[0]
+    return _gray(_decode_upright(path, None)[0])[0]
 
 
 COLOUR_SPREAD = 8.0
@@ -146,6 +146,15 @@ def read_gray_checked(path: Path) -> tuple[np.ndarray, bool]:
     """:func:`read_gray`'s HxW uint8, and whether the file is a colour picture (its channels differ by more
     than :data:`COLOUR_SPREAD` on average: a heat map, whose grey is not its values)."""
     img, _ = _decode_upright(path, None)
+    gray, luma = _gray(img)
+    if not luma:
+        return gray, False
+    rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+    return gray, float(np.abs(rgb - rgb[:, :, [1, 2, 0]]).mean()) > COLOUR_SPREAD
+
+
+def _gray(img: Image.Image) -> tuple[np.ndarray, bool]:
+    """:func:`read_gray`'s HxW uint8 of a decoded image, and whether it is the luma of a colour image."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I") and np.asarray(img).max() > 255:
         # by the file's own maximum: a map over part of the 16-bit range (0-1000) keeps its grey levels, and
         # the metrics normalise each map by its own range (masks: 0 and their maximum stay 0 and 255)
@@ -160,11 +169,7 @@ def read_gray_checked(path: Path) -> tuple[np.ndarray, bool]:
     gray = np.ascontiguousarray(np.asarray(img.convert("L"), dtype=np.uint8))
     if alpha is not None and gray.min() == gray.max() and alpha.min() != alpha.max():
         return np.ascontiguousarray(alpha), False
-    colour = False
-    if img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
-        rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
-        colour = float(np.abs(rgb - rgb[:, :, [1, 2, 0]]).mean()) > COLOUR_SPREAD
-    return gray, colour
+    return gray, img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr")
 
 
 def image_sizes(paths: Iterable[Path]) -> list[tuple[int, int]]:
