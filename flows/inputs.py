@@ -6,6 +6,7 @@ work."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from streamcosal.io.stream import is_stream
@@ -16,15 +17,14 @@ def served_path(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def source_path(source: str) -> str:
-    """A video source as given where it is a stream URL or a camera device, else a path made absolute.
+def source_paths(sources: str | list[str]) -> str | list[str]:
+    """A video source, or a list of them, each as given where it is a stream URL or a camera device, else a
+    path made absolute.
 
     Raises:
-        ValueError: the source is blank.
+        ValueError: an empty list or a blank source.
     """
-    if not source.strip():
-        raise ValueError("source is empty: give a video file, an image folder, a stream URL or a camera")
-    return source if is_stream(source) else served_path(source)
+    return listed_paths(sources, "source", keep=is_stream)
 
 
 def results_folder(out: str) -> str:
@@ -47,16 +47,16 @@ def results_folder(out: str) -> str:
     return str(folder)
 
 
-def listed_paths(paths: str | list[str], what: str) -> str | list[str]:
-    """A path (a folder or glob) or a list of paths, each made absolute.
+def listed_paths(paths: str | list[str], what: str, keep: Callable[[str], bool] = lambda path: False) -> str | list[str]:
+    """A path (a folder or glob) or a list of paths, each made absolute (those ``keep`` says: as given).
 
     Raises:
         ValueError: an empty list or a blank path.
     """
     if isinstance(paths, str):
         if not paths.strip():
-            raise ValueError(f"{what} is empty: give a folder, a glob or a list of paths")
-        return served_path(paths)
+            raise ValueError(f"{what} is empty: give a path or a list of paths")
+        return paths if keep(paths) else served_path(paths)
     if not paths:
         raise ValueError(f"{what} is an empty list: give at least one path")
-    return [listed_paths(p, what) for p in paths]  # type: ignore[misc]
+    return [listed_paths(p, what, keep) for p in paths]  # type: ignore[misc]

@@ -13,7 +13,7 @@ from streamcosal.params import EngineSpec, RunParams
 from streamcosal.run import jobs
 from streamcosal.run.records import RunReport
 
-from .inputs import results_folder, served_path, source_path
+from .inputs import results_folder, served_path, source_paths
 
 
 @task(name="segment-video", cache_policy=NO_CACHE, persist_result=False)
@@ -61,10 +61,7 @@ def cosal_video(
     elif out is None:
         raise ValueError("out is missing: give the results folder")
     else:
-        if isinstance(source, list) and not source:
-            raise ValueError("source is an empty list: give at least one video, folder, stream or camera")
-        sources = [source_path(s) for s in source] if isinstance(source, list) else source_path(source)
-        report = segment_video(sources, out, engine, params, group, run_id)
+        report = segment_video(source_paths(source), out, engine, params, group, run_id)
     publish(jobs.report_markdown(report), "cosal-video")
     jobs.raise_for_failures(report)
     print(f"{report.frames} frames in {report.seconds:.1f} s, {report.events} events; results in {report.out} "

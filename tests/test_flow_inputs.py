@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from streamcosal.evaluation.nightly import distinct_datasets
-from streamcosal.flows.inputs import listed_paths, results_folder, source_path
+from streamcosal.flows.inputs import listed_paths, results_folder, source_paths
 from streamcosal.training.loop import TrainingError, train
 
 
 def test_paths_are_taken_from_the_serving_folder_and_named_absolutely(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert source_path("clips/a.mp4") == str(tmp_path / "clips" / "a.mp4")
-    assert [source_path(s) for s in ("rtsp://cam/1", "/dev/video0")] == ["rtsp://cam/1", "/dev/video0"]
+    assert source_paths("clips/a.mp4") == str(tmp_path / "clips" / "a.mp4")
+    assert source_paths(["rtsp://cam/1", "/dev/video0", "a.mp4"]) == ["rtsp://cam/1", "/dev/video0", str(tmp_path / "a.mp4")]
     assert listed_paths(["a.mp4", "/v/b.mp4"], "videos") == [str(tmp_path / "a.mp4"), "/v/b.mp4"]
     assert results_folder("results") == str(tmp_path / "results") and (tmp_path / "results").is_dir()
 
@@ -27,7 +27,7 @@ def test_paths_are_taken_from_the_serving_folder_and_named_absolutely(tmp_path: 
     (lambda d: results_folder("  "), "out is empty"),
     (lambda d: results_folder(str(d / "a_file" / "out")), "cannot be made a results folder"),
     (lambda d: results_folder("/proc/streamcosal-out"), "cannot be made a results folder"),
-    (lambda d: source_path(""), "source is empty"),
+    (lambda d: source_paths(""), "source is empty"),
     (lambda d: listed_paths([], "videos"), "videos is an empty list"),
     (lambda d: listed_paths("", "videos"), "videos is empty"),
     (lambda d: distinct_datasets([]), "no dataset to evaluate"),
