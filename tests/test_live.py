@@ -33,6 +33,7 @@ from rtsp_camera import make_clip, rtsp_camera
 from test_pipeline import dev_checkpoint, dev_engine  # noqa: F401  (fixtures)
 
 from streamcosal.io.frame import Frame, FrameSource, VideoInfo
+from streamcosal.io.pipe import WRITER_NOTE_AFTER_S
 from streamcosal.io.stream import ReconnectPolicy
 from streamcosal.run.groups import default_groups
 from streamcosal.run.live import LiveReader, live_windows
@@ -771,8 +772,8 @@ def test_stdin_is_the_same_source_from_run_to_run():
 
 
 def test_sigterm_while_waiting_for_a_fifos_writer(dev_checkpoint, tmp_path):  # noqa: F811
-    """A FIFO nobody writes to yet: the run waits for its writer, and SIGTERM stops that wait like any
-    other (exit 143, "stopped by SIGTERM"; was exit 1 and "cannot open as a video (Interrupted system call)")."""
+    """A FIFO nobody writes to yet: the run says it waits for its writer, and SIGTERM stops that wait like
+    any other (exit 143, "stopped by SIGTERM"; was exit 1 and "cannot open as a video (Interrupted system call)")."""
     fifo, out = tmp_path / "camera.ts", tmp_path / "out"
     os.mkfifo(fifo)
     cmd = [sys.executable, "-c", "from streamcosal.cli import app; app()", "video", str(fifo), "--live",
@@ -782,9 +783,11 @@ def test_sigterm_while_waiting_for_a_fifos_writer(dev_checkpoint, tmp_path):  # 
         waiting = Path(f"/proc/{proc.pid}/wchan")  # where the main thread sleeps in the kernel
         wait_for("the run to wait for the writer", lambda: waiting.read_text() == "wait_for_partner", 60,
                  interval_s=0.1, alive=proc)
+        time.sleep(WRITER_NOTE_AFTER_S + 0.5)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
     finally:
         proc.kill()
         proc.wait(10)
     assert proc.returncode == 143 and "stopped by SIGTERM" in stderr, stderr
+    assert f"{fifo}: waiting for a program to open the pipe for writing" in stderr, stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -15,6 +16,9 @@ from streamcosal.io.decode import TimedFrames, open_container, summarise_skips, 
 from streamcosal.io.frame import Frame, FrameSource, Sampler, SourceError
 
 logger = logging.getLogger(__name__)
+
+WRITER_NOTE_AFTER_S = 1.0
+"""A FIFO that no program has opened for writing after this long is said to be waiting, once."""
 
 
 class PipeSource(FrameSource):
@@ -29,10 +33,17 @@ class PipeSource(FrameSource):
         super().__init__()
         self.path, self.name = path, str(path)
         self._sampler = sampler
+        note = threading.Timer(WRITER_NOTE_AFTER_S, logger.warning, (
+            f"{self.name}: waiting for a program to open the pipe for writing (e.g. ffmpeg ... -f mpegts "
+            f"{self.name}); Ctrl-C stops the wait",))
+        note.daemon = True
+        note.start()
         try:
             waiting = os.open(path, os.O_RDONLY)  # waits for a FIFO's writer here, where a stop signal ends the wait
         except OSError as error:
             raise SourceError(f"{self.name}: cannot open the pipe ({error.strerror}); check its permissions.") from error
+        finally:
+            note.cancel()
         try:
             self._container = open_container(self.name, self.name)
         finally:
