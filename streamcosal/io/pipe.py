@@ -33,9 +33,9 @@ class PipeSource(FrameSource):
         super().__init__()
         self.path, self.name = path, str(path)
         self._sampler = sampler
-        note = threading.Timer(WRITER_NOTE_AFTER_S, logger.warning, (
-            f"{self.name}: waiting for a program to open the pipe for writing (e.g. ffmpeg ... -f mpegts "
-            f"{self.name}); Ctrl-C stops the wait",))
+        waiting_note = (f"{self.name}: waiting for a program to open the pipe for writing (e.g. ffmpeg ... -f mpegts "
+                        f"{self.name}); Ctrl-C stops the wait")
+        note = threading.Timer(WRITER_NOTE_AFTER_S, logger.warning, (waiting_note,))
         note.daemon = True
         note.start()
         try:
