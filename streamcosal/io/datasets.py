@@ -120,7 +120,8 @@ def detect_layout(root: Path | str) -> tuple[str, str, str]:
     held = f"folders {present}" if present else "no folders (one group's images or masks?)"
     raise FileNotFoundError(
         f"cannot tell the layout of dataset {root}: it has {held}, expected one of these image/mask folder "
-        f"pairs: {known}. Point --gt at the dataset's root (the folder holding the image and mask folders)."
+        f"pairs: {known}. Give the dataset's root as --gt or --data (a flow's datasets): the folder holding the "
+        "image and mask folders."
     )
 
 

@@ -232,8 +232,8 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
     state_path, best_path, metrics_path = out / "state.pt", out / "best.pt", out / "metrics.parquet"
     last_path = out / "last.pt"
     if state_path.exists() and not resume:
-        raise TrainingError(f"{out} already holds a run ({state_path}): pass --resume to continue it, "
-                            "or set [train] out_dir to another folder")
+        raise TrainingError(f"{out} already holds a run ({state_path}): pass --resume (a flow's resume=true) to "
+                            "continue it, or set [train] out_dir to another folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
