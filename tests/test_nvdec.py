@@ -1,5 +1,6 @@
 """NVDEC's fallbacks, on the CPU: where it cannot run the CPU decodes the file (said once per process);
-where it rejects a frame the CPU decodes the rest. The GPU's own decoding is tested in test_gpu.py.
+where one file cannot be decoded by it the CPU decodes that file; where it rejects a frame the CPU
+decodes the rest. The GPU's own decoding is tested in test_gpu.py.
 
 The "NVDEC" of these tests is PyAV's CPU decoder behind `open_nvdec` (no GPU here): what they check is
 the reader's handling of NVDEC's answers, on a real H.264 video (DAVIS blackswan, 24 frames).
@@ -14,7 +15,7 @@ from typing import Self
 import av
 import numpy as np
 import pytest
-from video_fixtures import davis_frames, encode_video, truncate_file
+from video_fixtures import davis_frames, encode_audio_only, encode_video, truncate_file
 
 from streamcosal.io import file, nvdec
 from streamcosal.io.file import VideoFileSource
@@ -70,14 +71,14 @@ class RejectedPacket:
 @pytest.fixture
 def fresh_nvdec(monkeypatch: pytest.MonkeyPatch) -> None:
     """This process's NVDEC state unknown yet, as at start-up."""
-    monkeypatch.setattr(nvdec, "_unavailable", None)
+    monkeypatch.setattr(nvdec, "_probed", False)
 
 
 def test_without_a_cuda_device_files_are_decoded_on_the_cpu_and_that_is_said_once(
         clip: Path, fresh_nvdec: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     tries = []
 
-    def no_device(*args: object, **kwargs: object) -> None:  # what av.open raises on a machine without a GPU
+    def no_device(*args: object, **kwargs: object) -> None:  # what opening a CUDA device raises without a GPU
         tries.append(args)
         raise PermissionError(1, "Operation not permitted")
 
@@ -101,6 +102,35 @@ def test_an_ffmpeg_without_cuda_decodes_on_the_cpu(clip: Path, fresh_nvdec: None
     frames, source = read(clip, "nvdec")
     same_frames(frames, read(clip)[0])
     assert source.decoder == "cpu (NVDEC unavailable: PyAV's FFmpeg has no CUDA support (its hardware devices: vaapi))"
+
+
+def test_a_file_nvdec_cannot_decode_goes_to_the_cpu_and_nvdec_stays_on_for_the_next(
+        clip: Path, tmp_path: Path, fresh_nvdec: None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Where the device opens but one file cannot go to NVDEC (its codec has no NVDEC decoder, no stream
+    of it has one, or it cannot be opened for it), that file is decoded on the CPU and said in its
+    `decoder`; NVDEC is not given up for the files after it, and nothing is said process-wide."""
+    monkeypatch.setattr(nvdec, "_probe", lambda: None)  # a CUDA device opened
+    cpu, _ = read(clip)
+    audio = tmp_path / "voice.mp4"
+    encode_audio_only(audio)
+    hwaccels = {  # what av.open gets for each file here, without a GPU
+        "no decoder": lambda *args, **kwargs: None,  # opened by the CPU's decoder: its stream is not NVDEC's
+        "cannot open": lambda *args, **kwargs: av.codec.hwaccel.HWAccel("cuda", allow_software_fallback=False),
+    }
+    decoders = {}
+    with caplog.at_level(logging.WARNING, logger="streamcosal.io.nvdec"):
+        for case, hwaccel in hwaccels.items():
+            monkeypatch.setattr(nvdec, "HWAccel", hwaccel)
+            frames, source = read(clip, "nvdec")
+            same_frames(frames, cpu)
+            decoders[case] = source.decoder
+        with pytest.raises(nvdec.NvdecUnavailable, match="^no stream of it has an NVDEC decoder$"):
+            nvdec.open_nvdec(str(audio))
+    assert decoders == {"no decoder": "cpu (NVDEC unavailable: no NVDEC decoder for its codec (h264))",
+                        "cannot open": "cpu (NVDEC unavailable: it could not be opened for NVDEC ([Errno 1] "
+                                       "Operation not permitted))"}
+    assert nvdec.device_problem() is None and not caplog.records
 
 
 @pytest.mark.parametrize("bad_packet", [0, 9])

@@ -139,7 +139,7 @@ def test_nvdec_asked_for_where_it_cannot_run_gives_the_cpus_results(archive, dev
     def no_device(*args: object, **kwargs: object) -> None:
         raise PermissionError(1, "Operation not permitted")  # av.open's error on a machine without a GPU
 
-    monkeypatch.setattr(nvdec, "_unavailable", None)
+    monkeypatch.setattr(nvdec, "_probed", False)
     monkeypatch.setattr(nvdec, "nvdec_built", lambda: True)
     monkeypatch.setattr(nvdec, "HWAccel", no_device)
     config = PipelineConfig(mode="global", window=4, consensus_frames=6, decoder="nvdec")
