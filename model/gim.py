@@ -67,17 +67,18 @@ def gradient_induced_weights(backbone: Backbone, f5: Tensor, consensus: Tensor, 
     gives the spatial mean of d(v . e)/dF5 for each direction v.
     """
     head = head if head is not None else backbone.head_pass(f5)
-    consensus = consensus.detach().float()
-    directions = [head.class_direction(consensus)]
-    if embedding_share > 0:
-        directions.append(torch.cat([common_region_embedding(head.features[a:b], head.embedding[a:b]).expand(b - a, -1)
-                                     for a, b in segment_bounds(segments or [f5.shape[0]])]))
-    grads = head.gradient_means(torch.stack(directions))
-    w = _min_max(torch.relu(grads[0]))
-    if embedding_share > 0:
-        w = _min_max((1 - embedding_share) * w + embedding_share * _min_max(torch.relu(grads[1])))
-    induced = f5.float() * w[:, :, None, None]
-    return GIMOutput(induced=induced, weights=w, similarity=(consensus * head.logits).sum(1))
+    with torch.autocast(f5.device.type, enabled=False):  # its products in fp32 too (fp16's min-max: 0/0 = NaN)
+        consensus = consensus.detach().float()
+        directions = [head.class_direction(consensus)]
+        if embedding_share > 0:
+            directions.append(torch.cat([common_region_embedding(head.features[a:b], head.embedding[a:b]).expand(
+                b - a, -1) for a, b in segment_bounds(segments or [f5.shape[0]])]))
+        grads = head.gradient_means(torch.stack(directions))
+        w = _min_max(torch.relu(grads[0]))
+        if embedding_share > 0:
+            w = _min_max((1 - embedding_share) * w + embedding_share * _min_max(torch.relu(grads[1])))
+        induced = f5.float() * w[:, :, None, None]
+        return GIMOutput(induced=induced, weights=w, similarity=(consensus * head.logits).sum(1))
 
 
 def _min_max(w: Tensor) -> Tensor:

@@ -117,6 +117,24 @@ def test_gim_weights_match_an_independent_per_image_computation(lite0: GICD, dat
     assert all(p.grad is None for p in backbone.parameters())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gim_runs_in_fp32_under_the_engines_autocast(lite0: GICD, data: Path, dtype: torch.dtype) -> None:
+    """Under the autocast the engine runs the decoder in (bf16 on a CPU, fp16 or bf16 on a GPU), GIM's
+    weights are its fp32 ones: the products of the gradient means and the shared regions are not
+    lowered (in fp16 the min-max's 1e-20 is 0, and an image whose gradients are all equal got NaN)."""
+    x = batch(lite0, group_images(data, "davis2016", "blackswan", 3) + group_images(data, "davis2016", "goat", 2))
+    backbone = lite0.backbone
+    with torch.no_grad():
+        f5 = backbone.features(x)[4]
+        consensus = consensus_from_logits(backbone.classify(f5))
+    fp32 = gradient_induced_weights(backbone, f5, consensus, embedding_share=0.4)
+    with torch.autocast("cpu", dtype=dtype):
+        lowered = gradient_induced_weights(backbone, f5, consensus, embedding_share=0.4)
+    assert lowered.weights.dtype == lowered.induced.dtype == torch.float32
+    torch.testing.assert_close(lowered.weights, fp32.weights, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lowered.similarity, fp32.similarity)
+
+
 def test_the_closed_form_head_pass_equals_the_pullback(lite0: GICD, data: Path) -> None:
     """EfficientNet-Lite's head pass (conv_head 1x1, bn2 pointwise, mean: GIM's gradients in closed
     form) against the generic one (torch.func.vjp through the head), on real frames: the same
