@@ -92,3 +92,28 @@ def test_a_run_records_the_measured_precision(dev_checkpoint, data, tmp_path):  
     model = json.loads(pq.read_schema(next((tmp_path / "out").glob("frames/*/*.parquet"))).metadata[MODEL_KEY])
     assert engine.precision_seconds is not None
     assert report.precision == model["precision"] == engine.precision and report.sources[0].frames == 4
+
+
+@pytest.mark.parametrize("when", ["before a run", "at the first group"])
+def test_out_of_memory_while_measuring_halves_the_chunks_and_measures_again(dev_checkpoint, recwarn, when):  # noqa: F811
+    """A GPU too small for a chunk of 8 at every candidate precision (simulated above 2 images): the
+    measurement is not the end of the run but is made again in chunks half as large, said each time, as
+    a group that runs out of memory is; the group then gets its maps."""
+    engine = CoSalEngine.from_checkpoint(dev_checkpoint, precision="auto", measure_precision=True, chunk_size=8)
+    features = engine.model.backbone.features
+
+    def small_gpu(batch: torch.Tensor) -> list[torch.Tensor]:
+        if batch.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return features(batch)
+
+    engine.model.backbone.features = small_gpu  # type: ignore[method-assign]
+    x = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    if when == "before a run":
+        engine.settle_precision(8, 64)
+        assert engine.precision_seconds is not None
+    maps = engine.segment(x).maps
+    assert engine.chunk_size == 2 and engine.precision_seconds is not None and maps.shape == (6, 64, 64)
+    said = [str(w.message) for w in recwarn if "GPU memory" in str(w.message)]
+    assert [m.split(":")[0] for m in said] == ["out of GPU memory at chunks of 8 images",
+                                               "out of GPU memory at chunks of 4 images"], said

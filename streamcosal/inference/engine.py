@@ -120,13 +120,16 @@ class CoSalEngine:
         return line + ", precision " + precision_words(self.precision, self.requested_precision, self.device,
                                                       self.precision_seconds, pending=self._to_measure)
 
+    @torch.no_grad()
     def settle_precision(self, group_size: int, size: int | None = None) -> None:
         """``auto`` measured (GPU, or ``measure_precision``): the fastest on ``group_size`` random frames at
         ``size`` (by default the largest the engine runs, ``max_input_size``: 854x480 video's), before a run
-        records the precision that made its maps (else the first :meth:`segment` measures on its own)."""
+        records the precision that made its maps (else the first :meth:`segment` measures on its own). Where
+        every candidate runs out of GPU memory, the chunks are halved as :meth:`segment` does."""
         if self._to_measure:  # random frames: the time does not depend on what they show
             size = size or self.max_input_size
-            self._measure_precision(torch.rand(min(group_size, self.chunk_size), 3, size, size))
+            self._in_smaller_chunks_if_short_of_memory(
+                lambda: self._measure_precision(torch.rand(min(group_size, self.chunk_size), 3, size, size)))
 
     def _measure_precision(self, x: Tensor) -> None:
         """Each candidate on x's first chunk, with its own consensus and no prior (no run state touched)."""
@@ -278,23 +281,32 @@ class CoSalEngine:
         """
         if x.shape[0] == 0:
             raise ValueError("cannot segment an empty group")
-        if self._to_measure:
-            self._measure_precision(x)
         if callable(consensus):
             consensus = called_once(consensus)
+
+        def attempt() -> GroupPrediction:
+            if self._to_measure:
+                self._measure_precision(x)
+            return self._segment(x, consensus, prototype_prior)
+
+        return self._in_smaller_chunks_if_short_of_memory(attempt)
+
+    def _in_smaller_chunks_if_short_of_memory(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``, again with chunks half as large (from now on, one warning each time) while the GPU
+        runs out of memory, down to chunks of one image."""
         while True:
             try:
-                return self._segment(x, consensus, prototype_prior)
+                return attempt()
             except torch.OutOfMemoryError:
                 if self.chunk_size == 1:
                     raise
-                smaller = self.chunk_size // 2
-                warnings.warn(f"out of GPU memory at chunks of {self.chunk_size} images: segmenting in chunks of "
-                              f"{smaller} from now on (a smaller --window or --input-size avoids the retries)",
-                              RuntimeWarning, stacklevel=3)
-                self.chunk_size = smaller
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+            smaller = self.chunk_size // 2
+            warnings.warn(f"out of GPU memory at chunks of {self.chunk_size} images: segmenting in chunks of "
+                          f"{smaller} from now on (a smaller --window or --input-size avoids the retries)",
+                          RuntimeWarning, stacklevel=4)
+            self.chunk_size = smaller
+            if self.device.type == "cuda":  # after the except block, whose error held the failed pass's tensors
+                torch.cuda.empty_cache()
 
     def _segment(self, x: Tensor, consensus: Tensor | ConsensusOfLogits | None,
                  prototype_prior: Sequence[np.ndarray] | None) -> GroupPrediction:

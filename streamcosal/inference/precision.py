@@ -86,7 +86,7 @@ def fastest(run: Callable[[str], object], candidates: tuple[ResolvedPrecision, .
     warm-up call, the device synchronised around each), and every candidate's seconds. A candidate that
     runs out of GPU memory is left out; when all do, the last error is raised."""
     seconds: dict[ResolvedPrecision, float] = {}
-    error: torch.OutOfMemoryError | None = None
+    failed = ""  # the last out-of-memory message: the error itself would hold its pass's tensors
     for precision in candidates:
         try:
             run(precision)
@@ -98,13 +98,13 @@ def fastest(run: Callable[[str], object], candidates: tuple[ResolvedPrecision, .
                 _synchronize(device)
                 best = min(best, time.perf_counter() - start)
             seconds[precision] = best
+            continue
         except torch.OutOfMemoryError as oom:
-            error = oom
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            failed = str(oom)
+        if device.type == "cuda":  # after the except block, whose error held the failed pass's tensors
+            torch.cuda.empty_cache()
     if not seconds:
-        assert error is not None
-        raise error
+        raise torch.OutOfMemoryError(failed)
     return min(seconds, key=seconds.__getitem__), {str(p): s for p, s in seconds.items()}
 
 
