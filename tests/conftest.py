@@ -43,3 +43,16 @@ def untrained_checkpoint(folder: Path, input_size: int, name: str = "dev.pt", ve
     path = folder / name
     save_checkpoint(GICD(build_backbone("efficientnet_lite0")), path, input_size=input_size, version=version)
     return path
+
+
+def short_of_gpu_memory(model: torch.nn.Module, above: int) -> None:
+    """``model``'s backbone pass raises CUDA's out-of-memory error on more than ``above`` images
+    (simulated: the CPU has no GPU memory to run out of)."""
+    features = model.backbone.features
+
+    def small_gpu(batch: torch.Tensor) -> list[torch.Tensor]:
+        if batch.shape[0] > above:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return features(batch)
+
+    model.backbone.features = small_gpu

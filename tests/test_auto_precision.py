@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import short_of_gpu_memory
 from test_pipeline import davis_video, dev_checkpoint  # noqa: F401  (a fixture)
 
 from streamcosal.inference.engine import CoSalEngine
@@ -100,14 +101,7 @@ def test_out_of_memory_while_measuring_halves_the_chunks_and_measures_again(dev_
     measurement is not the end of the run but is made again in chunks half as large, said each time, as
     a group that runs out of memory is; the group then gets its maps."""
     engine = CoSalEngine.from_checkpoint(dev_checkpoint, precision="auto", measure_precision=True, chunk_size=8)
-    features = engine.model.backbone.features
-
-    def small_gpu(batch: torch.Tensor) -> list[torch.Tensor]:
-        if batch.shape[0] > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return features(batch)
-
-    engine.model.backbone.features = small_gpu  # type: ignore[method-assign]
+    short_of_gpu_memory(engine.model, above=2)
     x = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     if when == "before a run":
         engine.settle_precision(8, 64)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import group_images
+from conftest import group_images, short_of_gpu_memory
 from PIL import Image
 from torch import nn
 
@@ -387,14 +387,7 @@ def test_out_of_gpu_memory_halves_the_chunks_once_and_calls_a_consensus_function
     engine = CoSalEngine(copy.deepcopy(untrained), device="cpu", precision="fp32", chunk_size=8)
     reference = CoSalEngine(copy.deepcopy(untrained), device="cpu", precision="fp32", chunk_size=4)
     x = torch.stack([engine.prepare(im) for im in images])
-    features = engine.model.backbone.features
-
-    def small_gpu(batch: torch.Tensor) -> list[torch.Tensor]:
-        if batch.shape[0] > 4:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return features(batch)
-
-    engine.model.backbone.features = small_gpu  # type: ignore[method-assign]
+    short_of_gpu_memory(engine.model, above=4)
     calls = []
 
     def running(logits: torch.Tensor) -> torch.Tensor:
