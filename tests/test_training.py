@@ -106,6 +106,10 @@ def test_impossible_values_and_missing_inputs_are_refused_before_any_work(tmp_pa
                   r"\[augment\] sizes: sizes \[4096\] are larger than 1024"),
         "name": (text.replace('name = "tiny"', 'name = "a/b"'), r"'name': 'a/b' names files and checkpoint versions"),
         "mdir": (text.replace('manifest = "manifest.parquet"', 'manifest = "mdir"'), r"\[data\] manifest .*mdir is a folder"),
+        "device": (text.replace("threads = 2", 'threads = 2\ndevice = "cuda:7"'),
+                   r"device\.toml: \[train\] device 'cuda:7' was asked for but"),
+        "precision": (text.replace("threads = 2", 'threads = 2\nprecision = "fp16"'),
+                      r"precision\.toml: \[train\] fp16 runs on GPUs only"),
     }
     (tmp_path / "mdir").mkdir()
     (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00 not text")

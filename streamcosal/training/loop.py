@@ -190,7 +190,12 @@ def checked_config(config_path: Path | TrainConfig) -> tuple[TrainConfig, torch.
     check_inputs(config)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    return config, resolve_device(config.train.device)
+    try:  # an impossible device or precision stops the run before any work
+        device = resolve_device(config.train.device)
+        resolve_precision(config.train.precision, device)
+    except ValueError as err:
+        raise ConfigError(f"{config.source}: [train] {err}") from None
+    return config, device
 
 
 def model_and_data(config: TrainConfig, device: torch.device) -> tuple[GICD, GroupSampler, list[str]]:
@@ -227,7 +232,6 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
         raise TrainingError(f"stop_after {stop_after}: give a number of epochs of at least 1, or none to train them all")
     config, device = checked_config(config_path)
     t = config.train
-    resolve_precision(t.precision, device)  # an impossible precision stops the run before any work
     out = t.out_dir
     state_path, best_path, metrics_path = out / "state.pt", out / "best.pt", out / "metrics.parquet"
     last_path = out / "last.pt"
