@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from streamcosal.inference.precision import cpu_has_native_bf16
+from streamcosal.inference.precision import cpu_has_native_bf16, gpu_has_native_bf16
 
 SHAPES = {"256ch 3x3 at 56x56": (256, 56), "64ch 3x3 at 112x112": (64, 112)}
 
@@ -44,7 +44,7 @@ def conv_gflops(channels: int, size: int, dtype: torch.dtype, device: str = "cpu
 def throughput(device: str = "cpu") -> dict[str, float]:
     """{"fp32 256ch 3x3 at 56x56": GFLOP/s, ...}; bf16 entries only where bf16 is native."""
     dtypes = {"fp32": torch.float32}
-    if (device == "cpu" and cpu_has_native_bf16()) or (device != "cpu" and torch.cuda.is_bf16_supported()):
+    if (device == "cpu" and cpu_has_native_bf16()) or (device != "cpu" and gpu_has_native_bf16(torch.device(device))):
         dtypes["bf16"] = torch.bfloat16
     return {f"{name} {shape}": conv_gflops(c, s, dtype, device) for name, dtype in dtypes.items()
             for shape, (c, s) in SHAPES.items()}

@@ -15,7 +15,7 @@ from conftest import short_of_gpu_memory
 from test_pipeline import davis_video, dev_checkpoint  # noqa: F401  (a fixture)
 
 from streamcosal.inference.engine import CoSalEngine
-from streamcosal.inference.precision import fastest, measured_candidates
+from streamcosal.inference.precision import fastest, measured_candidates, resolve_precision
 from streamcosal.model import consensus_from_logits
 from streamcosal.run.pipeline import run_pipeline
 from streamcosal.run.records import PipelineConfig
@@ -111,3 +111,22 @@ def test_out_of_memory_while_measuring_halves_the_chunks_and_measures_again(dev_
     said = [str(w.message) for w in recwarn if "GPU memory" in str(w.message)]
     assert [m.split(":")[0] for m in said] == ["out of GPU memory at chunks of 8 images",
                                                "out of GPU memory at chunks of 4 images"], said
+
+
+@pytest.mark.parametrize(("capability", "auto", "candidates"), [((7, 5), "fp16", ("fp16", "fp32")),
+                                                                ((9, 0), "bf16", ("fp16", "bf16", "fp32"))])
+def test_bf16_on_a_gpu_only_where_it_is_native(monkeypatch, capability, auto, candidates):
+    """A T4 or V100 (compute capability 7.x) emulates bf16, slowly, though torch's is_bf16_supported() says
+    True there: `auto` runs fp16 and measures no bf16; from Ampere on (8.x, an H100's 9.0) bf16 is native.
+    The GPU asked about is the engine's (simulated here: no GPU on the CPU machine)."""
+    asked = []
+
+    def capability_of(device):
+        asked.append(device)
+        return capability
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability_of)
+    gpu = torch.device("cuda:1")
+    assert resolve_precision("auto", gpu) == auto and measured_candidates(gpu) == candidates
+    assert asked == [gpu, gpu]

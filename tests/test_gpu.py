@@ -18,6 +18,7 @@ from PIL import Image
 from video_fixtures import encode_video, load_frames
 
 from streamcosal.inference.engine import CoSalEngine
+from streamcosal.inference.precision import gpu_has_native_bf16
 from streamcosal.inference.weights import default_weights_path
 from streamcosal.io.open import open_source
 from streamcosal.model import load_checkpoint
@@ -62,11 +63,11 @@ def test_cuda_fp32_equals_cpu_fp32(images: list[np.ndarray], cpu_maps: list[np.n
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "auto"])
 def test_cuda_half_precisions_are_close(images: list[np.ndarray], cpu_maps: list[np.ndarray], precision: str) -> None:
-    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+    if precision == "bf16" and not gpu_has_native_bf16(torch.device("cuda")):
         pytest.fail("this GPU has no bf16: run the gpu tests on one that has (Ampere or newer)")
     engine = CoSalEngine.from_pretrained(device="cuda", precision=precision)  # type: ignore[arg-type]
     if precision == "auto":
-        assert engine.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        assert engine.precision == ("bf16" if gpu_has_native_bf16(engine.device) else "fp16")
     mean, _ = mean_max_diff(engine.predict_group(images), cpu_maps)
     assert mean < HALF_MEAN_ABS, f"CUDA {engine.precision} vs CPU fp32: mean abs {mean:.4f}"
 

@@ -2,7 +2,7 @@
 
 ``"auto"`` picks what is fast and exact enough on the hardware at hand: bf16 on a CPU with native
 bf16 (AMX or AVX512-BF16), fp32 on a CPU without it (there oneDNN emulates bf16, about 9x slower
-than fp32), bf16 on a GPU that supports it and fp16 on one that does not. Consensus, GIM and
+than fp32), bf16 on a GPU with native bf16 (Ampere on) and fp16 on one without. Consensus, GIM and
 normalisations stay fp32 whatever is chosen (see :mod:`streamcosal.model.gim`).
 
 On a GPU no rule holds: bf16 ran slower than fp32 at groups of 8 on an H200, fp16 fastest at 64
@@ -35,6 +35,12 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def gpu_has_native_bf16(device: torch.device) -> bool:
+    """True on CUDA GPUs of compute capability 8 or later (Ampere on), which run bf16 natively; torch's
+    ``is_bf16_supported()`` also says True where bf16 is emulated (T4, V100), and of the current GPU."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_precision(precision: str, device: torch.device) -> ResolvedPrecision:
     """The precision that runs on ``device`` for the requested one; clear errors for impossible ones.
 
@@ -45,7 +51,7 @@ def resolve_precision(precision: str, device: torch.device) -> ResolvedPrecision
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return "bf16" if gpu_has_native_bf16(device) else "fp16"
         if device.type == "cpu" and cpu_has_native_bf16():
             return "bf16"
         return "fp32"
@@ -61,7 +67,7 @@ def resolve_precision(precision: str, device: torch.device) -> ResolvedPrecision
 def auto_reason(device: torch.device) -> str:
     """Why ``auto`` chose what it chose on ``device``, in a few words."""
     if device.type == "cuda":
-        return "this GPU supports bf16" if torch.cuda.is_bf16_supported() else "this GPU has no bf16"
+        return "this GPU has native bf16" if gpu_has_native_bf16(device) else "this GPU has no native bf16"
     return "this CPU has native bf16" if cpu_has_native_bf16() else "this CPU has no native bf16"
 
 
@@ -76,7 +82,7 @@ def measured_candidates(device: torch.device) -> tuple[ResolvedPrecision, ...]:
     """What :func:`fastest` tries on ``device``: fp16, bf16 (where supported) and fp32 on a GPU; fp32 and
     bf16 (only where native) on a CPU."""
     if device.type == "cuda":
-        return ("fp16", "bf16", "fp32") if torch.cuda.is_bf16_supported() else ("fp16", "fp32")
+        return ("fp16", "bf16", "fp32") if gpu_has_native_bf16(device) else ("fp16", "fp32")
     return ("bf16", "fp32") if device.type == "cpu" and cpu_has_native_bf16() else ("fp32",)
 
 
