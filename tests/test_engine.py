@@ -14,6 +14,7 @@ from conftest import group_images, short_of_gpu_memory
 from PIL import Image
 from torch import nn
 
+from streamcosal.inference.compilation import CompileGuard
 from streamcosal.inference.engine import CoSalEngine
 from streamcosal.inference.precision import cpu_has_native_bf16
 from streamcosal.inference.transforms import resize_map
@@ -374,6 +375,31 @@ def test_where_torch_compile_is_unavailable_the_engine_says_so_and_runs(untraine
         engine = CoSalEngine(untrained, device="cpu", precision="fp32", input_size=64, compile=True)
     assert not engine.compiled
     assert engine.segment(torch.rand(2, 3, 64, 64)).maps.shape == (2, 64, 64)
+
+
+def test_out_of_gpu_memory_while_compiling_is_the_chunks_not_the_compilers(untrained: GICD) -> None:
+    """A compiled pass that runs out of GPU memory (inductor wraps the error, e.g. while folding the frozen
+    weights) is an out-of-memory error to the engine, which halves the chunks, and the network stays
+    compiled; any other compiler error still runs it uncompiled."""
+    from torch._inductor.exc import InductorError
+
+    guard = CompileGuard(untrained, compile=False)
+    guard.compiled = True  # as compiled: the passes below fail as inductor would
+
+    def compiling_short_of_memory() -> None:
+        raise InductorError(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), None)
+
+    with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate 2.00 GiB"):
+        guard.run(compiling_short_of_memory)
+    assert guard.compiled
+
+    def lowering_fails() -> None:
+        if guard.compiled:
+            raise InductorError(NotImplementedError("no lowering for aten.foo"), None)
+
+    with pytest.warns(RuntimeWarning, match="torch.compile is unavailable or failed here"):
+        guard.run(lowering_fails)
+    assert not guard.compiled
 
 
 def test_out_of_gpu_memory_halves_the_chunks_once_and_calls_a_consensus_function_once(untrained: GICD, data: Path,

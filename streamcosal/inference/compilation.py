@@ -100,6 +100,8 @@ class CompileGuard:
                 with frozen():
                     out = call()
             except torch._dynamo.exc.TorchDynamoException as error:
+                if (short := out_of_memory(error)) is not None:  # not the compiler's failure: the chunk's size
+                    raise short from None
                 self._failed(error)
                 return call()
             if name and (name, shape) not in self._timed:
@@ -116,3 +118,16 @@ class CompileGuard:
         reason = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
         warnings.warn(f"torch.compile is unavailable or failed here ({reason}); running uncompiled: the same maps, "
                       "at the uncompiled speed (leave out --compile to skip trying)", RuntimeWarning, stacklevel=4)
+
+
+def out_of_memory(error: BaseException) -> torch.OutOfMemoryError | None:
+    """The GPU's out-of-memory error that made compiling fail (inductor wraps it, e.g. while it folds the
+    frozen weights), or None where the compiler failed for another reason."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, torch.OutOfMemoryError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or getattr(cause, "inner_exception", None)
+    return None
