@@ -308,7 +308,10 @@ def test_serve_refuses_bad_settings_with_a_clear_message(monkeypatch: pytest.Mon
 
 
 def test_tasks_retry_only_what_may_pass_the_next_time() -> None:
-    """Out of memory and I/O errors are retried; a missing input and images that cannot be segmented are not."""
+    """Out of memory (the host's, the GPU's) and I/O errors are retried; a missing input, images that cannot be
+    segmented and a broken GPU context (only a new process gets a working one) are not."""
+    import torch
+
     from streamcosal.evaluation.report import EvalBatchError
     from streamcosal.flows.runners import transient
 
@@ -319,6 +322,7 @@ def test_tasks_retry_only_what_may_pass_the_next_time() -> None:
         def result(self) -> None:
             raise self.error
 
-    errors = [MemoryError(), OSError(28, "No space left on device"), FileNotFoundError("gone.mp4"),
-              EvalBatchError([], {"gicd": "1 images could not be segmented"}), ValueError("bad parameter")]
-    assert [transient(None, None, Failed(e)) for e in errors] == [True, True, False, False, False]
+    errors = [MemoryError(), torch.OutOfMemoryError("CUDA out of memory"), OSError(28, "No space left on device"),
+              FileNotFoundError("gone.mp4"), EvalBatchError([], {"gicd": "1 images could not be segmented"}),
+              ValueError("bad parameter"), RuntimeError("CUDA error: an illegal memory access was encountered")]
+    assert [transient(None, None, Failed(e)) for e in errors] == [True, True, True, False, False, False, False]

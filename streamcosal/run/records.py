@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,9 +129,14 @@ class SourceRun:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether trying again may help: out of memory (CUDA's is a RuntimeError), a full disk, a lost
-    GPU; not a source that cannot be read, a missing file or bad parameters."""
-    return isinstance(error, (OSError, RuntimeError, MemoryError)) and not isinstance(error, FileNotFoundError)
+    """Whether trying again may help: out of memory (the host's or the GPU's), a full disk or another I/O
+    error; not a source that cannot be read, a missing file, bad parameters, nor any other error of
+    torch or CUDA (an illegal memory access breaks the process's GPU context for good: only a new
+    process runs again)."""
+    torch = sys.modules.get("torch")  # not imported: the error cannot be torch's
+    if torch is not None and isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, (OSError, MemoryError)) and not isinstance(error, FileNotFoundError)
 
 
 @dataclass
