@@ -4,7 +4,9 @@ reads every other file (MPEG-TS: decord misreads it) and takes over for anything
 (e.g. a truncated MP4) or fails on while decoding (corrupt packets make decord raise for the whole
 batch): PyAV decodes packet by packet, skipping and counting bad ones. Both readers return upright frames: decord 0.6.0 applies
 the display matrix itself. decord timestamps are float32 frame start times (error below 1 ms even
-for hours-long videos).
+for hours-long videos), put back on the stream's clock: each rounded to the nearest tick of the
+stream's time base, which gives PyAV's exact times (0.1 s, not 0.10000000149011612) wherever float32
+is finer than a tick.
 
 With ``reader="nvdec"`` the frames are decoded by the GPU's NVDEC through PyAV (:mod:`streamcosal.io.nvdec`;
 exact timestamps, as PyAV's): where NVDEC cannot run the file is read as with ``"auto"``, and where it
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
@@ -90,6 +93,7 @@ class VideoFileSource(FrameSource):
         with open_container(self.name, self.name) as container:
             stream = check_video_stream(container, self.name)
             self._indexed = bool(set(container.format.name.split(",")) & INDEXED_FORMATS)
+            self._time_base = stream.time_base
             frames = (f for f in decode_packets(container, self.name, SourceReport()) if f is not None)
             try:
                 first = next(frames, None)
@@ -140,7 +144,7 @@ class VideoFileSource(FrameSource):
         except Exception as error:  # decord raises RuntimeError or DECORDError
             logger.info("%s: decord cannot open it (%s); reading with PyAV", self.name, str(error).splitlines()[0])
             return None
-        self._timestamps = vr.get_frame_timestamp(range(len(vr)))[:, 0].astype(np.float64)
+        self._timestamps = on_ticks(vr.get_frame_timestamp(range(len(vr)))[:, 0], self._time_base)
         back = np.flatnonzero(np.diff(self._timestamps) <= 0)
         if back.size:
             logger.info("%s: timestamps do not increase at frame %d (joined clips?); reading with PyAV",
@@ -298,3 +302,12 @@ def _tagged_duration(tag: str | None) -> float | None:
         return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     except ValueError:
         return None
+
+
+def on_ticks(seconds: np.ndarray, time_base: Fraction | None) -> np.ndarray:
+    """Float32 seconds [N] -> float64 seconds [N], each the nearest multiple of ``time_base`` (as PyAV's
+    ``pts * time_base``: ticks * numerator / denominator, correctly rounded); as they are without one."""
+    if not time_base:
+        return seconds.astype(np.float64)
+    ticks = np.round(seconds.astype(np.float64) / float(time_base))
+    return ticks * time_base.numerator / time_base.denominator
