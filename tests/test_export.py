@@ -4,6 +4,7 @@ COCO, CSV, JSON and PNG masks; each checked against the Parquet rows, and each b
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import re
 import shutil
@@ -222,6 +223,52 @@ def test_a_file_as_destination_is_refused(results: Path, tmp_path: Path) -> None
         export_results(results, dest, "coco")
 
 
+def test_a_destination_inside_the_results_folder_or_blocked_by_a_file_is_refused_before_writing(
+        results: Path, tmp_path: Path) -> None:
+    """Inside the results folder an export would be read as results (the viewer listed its files as runs);
+    a file where the PNG export needs a source's folder failed after other sources' masks were written."""
+    before = sorted(results.rglob("*"))
+    for dest in (results, results / "frames", results / "exports" / "csv"):
+        with pytest.raises(ValueError, match=rf"export destination {re.escape(str(dest))} is inside the results "
+                                             rf"folder {re.escape(str(results))}"):
+            export_results(results, dest, "csv")
+    assert sorted(results.rglob("*")) == before
+    dest = tmp_path / "png"
+    blocker = dest / source_key(read_results(results)["source"][0].as_py())
+    blocker.parent.mkdir()
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(blocker))} is a file where the export writes a folder"):
+        export_results(results, dest, "png")
+    assert list(dest.iterdir()) == [blocker]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "png"])
+def test_an_export_that_fails_midway_removes_what_it_wrote_and_can_run_again(results: Path, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch,
+                                                                              fmt: str) -> None:
+    """A disk that fills up at the export's second file: the files written and the folders made are
+    removed, the message names the destination, the file and what to do; the next try writes it all."""
+    from streamcosal.run import export
+
+    write_new, written = export._write_new, []
+
+    def filling_up(path: Path, data: bytes, dest: Path) -> None:
+        if len(written) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write_new(path, data, dest)
+        written.append(path)
+
+    monkeypatch.setattr(export, "_write_new", filling_up)
+    dest = tmp_path / "exports" / fmt
+    with pytest.raises(ValueError, match=rf"export to {re.escape(str(dest))} failed at .* \(No space left on "
+                                         r"device\); the 1 files it had written are removed: give a folder you can "
+                                         r"write \(or free space there\), then export again"):
+        export_results(results, dest, fmt)
+    assert written and not any(p.exists() for p in written) and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(export, "_write_new", write_new)
+    assert all(p.is_file() for p in export_results(results, dest, fmt).files)
+
+
 def test_the_export_command_writes_and_refuses_to_overwrite(results: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -232,3 +279,5 @@ def test_the_export_command_writes_and_refuses_to_overwrite(results: Path, tmp_p
     assert f"exported {read_results(results).num_rows} frames" in done.stdout and (tmp_path / "x" / "frames.csv").is_file()
     again = CliRunner().invoke(app, ["export", str(results), "--to", str(tmp_path / "x"), "--format", "csv"])
     assert again.exit_code == 2 and "already holds an export" in again.output
+    unset = CliRunner().invoke(app, ["export", str(results), "--to", "", "--format", "csv"])  # --to "$UNSET"
+    assert unset.exit_code == 2 and "--to is empty: give the folder to export into" in unset.output

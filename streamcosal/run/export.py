@@ -1,6 +1,7 @@
 """Export a results folder's current results (what ``storage.read_results`` returns) to other formats.
 
-``dest`` is a folder (created when missing); an export never overwrites a file. The formats:
+``dest`` is a folder (created when missing), outside the results folder; an export never overwrites a
+file, and one that fails (a full disk) removes what it wrote, so that it can be run again. The formats:
 
 - ``coco``: ``dest/coco.json``, one COCO results file. ``images``: one per frame (``id``,
   ``file_name`` = ``"<source>#<frame_index>"``, ``width`` and ``height`` of the mask, and
@@ -93,11 +94,23 @@ def export_results(out: Path, dest: Path, fmt: ExportFormat, run_id: str | None 
         write = _csv_bytes if fmt == "csv" else _json_bytes
         planned = [(dest / f"frames.{fmt}", lambda: write(_plain_rows(table, split_bbox=fmt == "csv"))),
                    (dest / f"events.{fmt}", lambda: write(_plain_rows(event_table, split_bbox=False)))]
-    _check_dest(dest, [path for path, _ in planned])
+    _check_dest(dest, [path for path, _ in planned], out)
     report = ExportReport(frames=len(rows), events=events)
-    for path, writer in planned:
-        _write_new(path, writer(), dest)
-        report.files.append(path)
+    parents = {path.parent for path, _ in planned}
+    made = [folder for folder in {f for parent in parents for f in (parent, *parent.parents)} if not folder.exists()]
+    try:
+        for path, writer in planned:
+            _write_new(path, writer(), dest)
+            report.files.append(path)
+    except OSError as error:
+        _remove(report.files, made)
+        where = error.filename or path
+        raise ValueError(f"export to {dest} failed at {where} ({error.strerror or error}); the {len(report.files)} "
+                         "files it had written are removed: give a folder you can write (or free space there), then "
+                         "export again") from None
+    except BaseException:  # Ctrl-C: no half export left to block the next one
+        _remove(report.files, made)
+        raise
     return report
 
 
@@ -148,13 +161,32 @@ def _check_one_row_per_frame(rows: list[dict[str, Any]], out: Path) -> None:
         seen[key] = row["run_id"]
 
 
-def _check_dest(dest: Path, paths: Iterable[Path]) -> None:
-    """Refuse a ``dest`` that is a file or already holds one of ``paths``, before writing anything."""
+def _check_dest(dest: Path, paths: Iterable[Path], out: Path) -> None:
+    """Refuse, before writing anything, a ``dest`` inside the results folder ``out`` (a later run or the
+    viewer would read the export as results) or that is a file, a file where the export needs a folder,
+    and a file of ``paths`` that exists already."""
+    if dest.resolve() == out.resolve() or out.resolve() in dest.resolve().parents:
+        raise ValueError(f"export destination {dest} is inside the results folder {out}: runs and the viewer read "
+                         "every file there; give a folder outside it")
     if dest.exists() and not dest.is_dir():
         raise ValueError(f"export destination {dest} is a file: give a folder to export into")
     for path in paths:
         if path.exists() or path.is_symlink():
             raise ValueError(EXISTS.format(dest=dest, path=path))
+        if path.parent != dest and path.parent.exists() and not path.parent.is_dir():
+            raise ValueError(f"{path.parent} is a file where the export writes a folder of masks: remove it or "
+                             "export elsewhere")
+
+
+def _remove(files: list[Path], folders: list[Path]) -> None:
+    """Undo a failed export: the ``files`` it wrote, then the ``folders`` it made, where nothing else is in them."""
+    for path in files:
+        path.unlink(missing_ok=True)
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:  # not made after all, or holding something else
+            pass
 
 
 def _write_new(path: Path, data: bytes, dest: Path) -> None:
