@@ -349,8 +349,8 @@ class ConsensusStore:
                              "another path") from e
         except (ValueError, zipfile.BadZipFile, EOFError) as e:  # numpy's own text would suggest an unsafe load
             raise ValueError(f"{self.path} is not a consensus store: not an .npz archive of arrays (damaged, or "
-                             "another kind of file); pass another path, or delete the file to start from an "
-                             "empty store") from e
+                             "another kind of file); pass the consensus.npz a run wrote, or, where this one was a "
+                             "store and is damaged, move it away for a run to start an empty one") from e
         if "format" not in arrays or arrays["format"] != FORMAT:
             raise ValueError(f"{self.path} is not a streamcosal consensus store (no '{FORMAT}' marker); pass another path")
         if int(arrays["format_version"]) != FORMAT_VERSION:
@@ -360,8 +360,8 @@ class ConsensusStore:
             )
         missing = {"groups", "ids", "sums", "n", "t", "created", "updated"} - set(arrays)
         if missing:
-            raise ValueError(f"{self.path} is a damaged consensus store: it lacks {sorted(missing)}; delete it to start "
-                             "from an empty store")
+            raise ValueError(f"{self.path} is a damaged consensus store: it lacks {sorted(missing)}; move it away for a "
+                             "run to start an empty one")
         sums = arrays["sums"]
         if sums.ndim != 2 or sums.shape[1] != self.dim:
             raise ValueError(

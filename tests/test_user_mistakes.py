@@ -708,11 +708,23 @@ def test_search_for_a_group_not_in_the_store_says_so_before_loading_a_model(tmp_
     message = " ".join(result.output.split())
     assert f"no group 'swan' in {tmp_path / 'out' / 'consensus.npz'}; its groups: 'blackswan', 'goat'." in message
     assert "model gicd" not in result.output and "no such file" not in result.output
+    groups = tmp_path / "photos"  # a folder of groups: the query is one of them
+    for group in ("Cat", "Dog"):
+        (groups / group).mkdir(parents=True)
+    (tmp_path / "stores" / "consensus.npz").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("not a store")
     for args, says in (([""], "the query is empty: give a group of"),
-                       ([str(tmp_path / "goat.mp4"), "--frames", "0"], "Invalid value for '--frames'")):
-        result = runner.invoke(app, ["search", *args, "--store", str(tmp_path / "out"), "--weights", str(checkpoint)])
+                       ([str(tmp_path / "goat.mp4"), "--frames", "0"], "Invalid value for '--frames'"),
+                       ([str(tmp_path / "goat.mp4"), "-k", "0"], "Invalid value for '-k'"),
+                       ([str(groups)], f"{groups} holds folders (Cat, Dog), not images: a query is one group's images "
+                                       f"or one video; give one of them, e.g. {groups / 'Cat'}"),
+                       (["goat", "--store", str(tmp_path / "stores")],
+                        f"{tmp_path / 'stores' / 'consensus.npz'} is a folder, not a consensus store"),
+                       (["goat", "--store", str(tmp_path / "notes.txt")], "is not a consensus store: not an .npz archive")):
+        store = [] if "--store" in args else ["--store", str(tmp_path / "out")]
+        result = runner.invoke(app, ["search", *args, *store, "--weights", str(checkpoint)])
         assert result.exit_code == 2 and says in " ".join(result.output.split()), result.output
-        assert "model gicd" not in result.output and "Traceback" not in result.output
+        assert "model gicd" not in result.output and "Traceback" not in result.output and "delete" not in result.output
     result = runner.invoke(app, ["search", "goat", "--store", str(tmp_path / "out"), "--min-similarity", "0"])
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.splitlines()

@@ -93,7 +93,7 @@ model, AMD EPYC Zen4, 2026-12-04)."""
 def search(
     query: Annotated[str, typer.Argument(help="A group name in the store, or a video file, image folder or stream URL.")],
     store: Annotated[Path, typer.Option("--store", help="A results folder (its consensus.npz) or a consensus store file.")],
-    k: Annotated[int, typer.Option("-k", help="How many groups.")] = 5,
+    k: Annotated[int, typer.Option("-k", min=1, help="How many groups.")] = 5,
     frames: Annotated[int, typer.Option("--frames", min=1, help="Frames sampled from the query video for its consensus.")] = 32,
     min_similarity: Annotated[float, typer.Option("--min-similarity", min=0.0, max=1.0, help=(
         "Groups less similar than this are not listed (cosine of the consensus: related groups score near 1, "
@@ -107,6 +107,8 @@ def search(
     from streamcosal.storage import ConsensusStore
 
     path = store / "consensus.npz" if store.is_dir() else store
+    if path.is_dir():
+        fail(f"{path} is a folder, not a consensus store: give a results folder or its consensus.npz file", 2)
     if not path.is_file():
         fail(f"no consensus store at {path}: run `streamcosal video ... --out DIR` first", 2)
     try:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from streamcosal.inference.engine import CoSalEngine
+from streamcosal.io.imagefile import image_files, subfolders
 from streamcosal.io.open import local_source, open_source
 from streamcosal.io.stream import is_stream
 from streamcosal.model import consensus_from_logits
@@ -50,7 +51,13 @@ def check_query(store: ConsensusStore, query: str | Path) -> None:
     if not str(query).strip():
         raise ValueError(f"the query is empty: give a group of {store.path} ({len(store.groups())} held), or a video "
                          "file, image folder or stream URL to search with")
-    if in_store(store, query) or is_stream(query) or Path(local_source(query)).exists():
+    if in_store(store, query) or is_stream(query):
+        return
+    local = Path(local_source(query))
+    if local.is_dir() and not image_files(local)[0] and (inside := subfolders(local)):
+        raise ValueError(f"{local} holds folders ({', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''}), not "
+                         f"images: a query is one group's images or one video; give one of them, e.g. {local / inside[0]}")
+    if local.exists():
         return
     groups = store.groups()
     listed = ", ".join(repr(g) for g in groups[:20]) + (f" and {len(groups) - 20} more" if len(groups) > 20 else "")
