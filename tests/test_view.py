@@ -40,7 +40,7 @@ from streamcosal.storage.parquet_files import source_key
 from streamcosal.view.app import create_app
 from streamcosal.view.data import ResultsView
 from streamcosal.view.folder import ViewError, report_summary
-from streamcosal.view.server import ServerThread, bind
+from streamcosal.view.server import ServerThread, bind, loopback_only
 
 RUN = "view-run"
 WINDOW = (1200, 1000)  # the browser's window, CSS pixels (device scale 1)
@@ -367,6 +367,18 @@ def test_bad_folders_are_refused_with_one_line_each(folder: Folder, tmp_path: Pa
     assert "--port 70000 is not a port" in one_line_error([str(folder.out), "--port", "70000"])
     with pytest.raises(ViewError, match="no results yet"):
         ResultsView(tmp_path / "nothing").check()
+
+
+def test_only_an_address_other_machines_reach_is_warned_about() -> None:
+    """`--host 127.1` or `localhost` listen on loopback (warned as open to other machines before); 0.0.0.0
+    and :: listen on every interface (bound, never listening, here)."""
+    for host in ("127.0.0.1", "127.1", "127.0.0.2", "localhost", "::1"):
+        with bind(host, 0) as sock:
+            assert loopback_only(sock), host
+    for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        with socket.socket(family) as sock:
+            sock.bind((address, 0))
+            assert not loopback_only(sock), address
 
 
 def test_an_empty_folder_with_a_run_running_is_served_by_the_command(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def view(
     try:
         from streamcosal.view.app import allowed_hosts, create_app
         from streamcosal.view.folder import ViewError
-        from streamcosal.view.server import bind, serve, url_of
+        from streamcosal.view.server import bind, loopback_only, serve, url_of
     except ImportError as e:
         fail(f"streamcosal view needs the view extra ({e.name} is missing): pip install \"streamcosal[view]\"", 2)
     try:
@@ -37,7 +37,7 @@ def view(
         sock = bind(host, port)
     except ViewError as e:
         fail(str(e), 2)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not loopback_only(sock):
         err.print(f"warning: --host {host} lets other machines read these results (the viewer has no login)",
                   markup=False, highlight=False)
     typer.echo(f"viewing {out} at {url_of(sock)} (Ctrl-C stops)")

@@ -11,6 +11,7 @@ error before anything starts and port 0 (a free port) can be named in the URL pr
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
@@ -49,6 +50,11 @@ def bind(host: str, port: int) -> socket.socket:
                         "(0 for a free one) or --host") from None
     sock.set_inheritable(True)
     return sock
+
+
+def loopback_only(sock: socket.socket) -> bool:
+    """Whether a bound socket listens on a loopback address only (127.0.0.0/8, ::1): no other machine reaches it."""
+    return ipaddress.ip_address(sock.getsockname()[0].split("%")[0]).is_loopback
 
 
 def url_of(sock: socket.socket) -> str:
