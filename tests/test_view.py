@@ -40,6 +40,7 @@ from streamcosal.storage.parquet_files import source_key
 from streamcosal.view.app import create_app
 from streamcosal.view.data import ResultsView
 from streamcosal.view.folder import ViewError, report_summary
+from streamcosal.view.frames import FrameRenderer
 from streamcosal.view.server import ServerThread, bind, loopback_only
 
 RUN = "view-run"
@@ -367,6 +368,37 @@ def test_bad_folders_are_refused_with_one_line_each(folder: Folder, tmp_path: Pa
     assert "--port 70000 is not a port" in one_line_error([str(folder.out), "--port", "70000"])
     with pytest.raises(ViewError, match="no results yet"):
         ResultsView(tmp_path / "nothing").check()
+
+
+def test_a_relative_source_is_read_from_the_folder_its_run_started_in(data: Path, dev_engine, tmp_path: Path,  # noqa: F811
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`streamcosal video clip.mp4` run in one folder, viewed from another holding its own clip.mp4 of the
+    same size: the mask is drawn over the run's clip (it was drawn over the other one, without a note)."""
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir(), elsewhere.mkdir()
+    clip, _ = davis_video(data, started, "blackswan")
+    other, _ = davis_video(data, elsewhere, "goat")
+    other.rename(elsewhere / clip.name)  # the same name and size, another video
+    monkeypatch.chdir(started)
+    out = tmp_path / "out"
+    config = PipelineConfig(threshold=DEV_THRESHOLD, window=4, run_id=RUN)
+    assert run_pipeline([Path(clip.name)], out, dev_engine, config).exit_code == 0
+    monkeypatch.chdir(elsewhere)
+    view, row = ResultsView(out), rows_of(out, Path(clip.name))[3]
+    assert view.started_in(RUN) == started
+    rendered = FrameRenderer().render(row, view.started_in(RUN))
+    served = cv2.cvtColor(cv2.imdecode(np.frombuffer(rendered.jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    away = ~cv2.dilate(decode_mask(row).astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    differences = {}
+    for name, video in (("started", clip), ("elsewhere", elsewhere / clip.name)):
+        with open_source(video) as source:
+            frame = source.read_frames([3])[0].image
+        differences[name] = np.abs(served.astype(np.float32) - frame)[away].mean()
+    assert rendered.note is None and differences["started"] < 20 < differences["elsewhere"], differences  # the box too
+    (started / clip.name).unlink()
+    note = FrameRenderer().render(row, view.started_in(RUN)).note
+    assert note == f"the source {clip.name} (in {started}, the folder its run started in) no longer exists: the " \
+                   "mask is shown alone, on black"
 
 
 def test_only_an_address_other_machines_reach_is_warned_about() -> None:

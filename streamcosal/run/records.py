@@ -167,6 +167,7 @@ class RunReport:
     out: str
     model: str
     started: str  # UTC, ISO 8601
+    cwd: str = ""  # the folder the run started in: relative sources are read from there (the viewer does)
     precision: str = ""  # what ran (fp32, bf16, fp16): "auto" resolved for the device
     device: str = ""
     seconds: float = 0.0  # wall time of the whole run

@@ -137,6 +137,13 @@ class ResultsView:
         found = rows.filter(pc.equal(rows["frame_index"], frame_index))
         return found.slice(0, 1).to_pylist()[0] if found.num_rows else None
 
+    def started_in(self, run_id: str) -> Path | None:
+        """The folder run ``run_id`` started in (its relative sources are read from there), from its report;
+        None while it runs or where its report does not say."""
+        run = read_runs(self.out).get(run_id)
+        cwd = run.report.get("cwd") if run is not None and run.report is not None else None
+        return Path(cwd) if cwd else None
+
     def _refresh(self) -> Snapshot:
         """The snapshot, re-read when the visible files changed since the last read."""
         with self._lock:

@@ -142,7 +142,7 @@ def _report(path: str, size: int, mtime_ns: int) -> tuple[dict[str, Any] | None,
 def report_summary(data: dict[str, Any]) -> dict[str, Any]:
     """What the page shows of a run report: times, model, counts, consensus, per-source status and
     messages; every text with URL passwords redacted (they are already; this keeps it so)."""
-    keys = ("run_id", "started", "model", "precision", "device", "seconds", "frames", "events", "interrupted",
+    keys = ("run_id", "started", "cwd", "model", "precision", "device", "seconds", "frames", "events", "interrupted",
             "exit_code", "frames_per_s")
     summary: dict[str, Any] = {k: _clean(data.get(k)) for k in keys}
     summary["notes"] = [redact(str(n)) for n in data.get("notes", []) or []]

@@ -50,13 +50,15 @@ class FrameRenderer:
         self._open_videos = open_videos
         self._lock = threading.Lock()
 
-    def render(self, row: Mapping[str, Any]) -> RenderedFrame:
-        """``row``'s frame with its mask drawn, or its mask alone on black with the reason."""
+    def render(self, row: Mapping[str, Any], started_in: Path | None = None) -> RenderedFrame:
+        """``row``'s frame with its mask drawn, or its mask alone on black with the reason. ``started_in``:
+        the folder the row's run started in, which a relative source is read from (else from this
+        process's)."""
         from streamcosal.run.overlay import highlight  # the overlay videos' style; imports the engine's modules
 
         mask = decode_mask(row)
         with self._lock:
-            image, note = self._frame(str(row["source"]), int(row["frame_index"]), mask.shape)
+            image, note = self._frame(str(row["source"]), int(row["frame_index"]), mask.shape, started_in)
         if image is None:
             image = np.zeros((*mask.shape, 3), np.uint8)
         drawn = highlight(image, mask)
@@ -81,7 +83,8 @@ class FrameRenderer:
                 video.close()
             self._videos.clear()
 
-    def _frame(self, source: str, index: int, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str | None]:
+    def _frame(self, source: str, index: int, shape: tuple[int, ...],
+               started_in: Path | None) -> tuple[np.ndarray | None, str | None]:
         """(the [H, W, 3] uint8 RGB frame, None) or (None, why it cannot be shown)."""
         shown = redact(source)
         if is_stream(source):
@@ -90,10 +93,14 @@ class FrameRenderer:
             path = Path(local_source(source))
         except SourceError as e:
             return None, f"{e}: the mask is shown on black"
+        where = ""
+        if not path.is_absolute():
+            where = (f" (in {started_in}, the folder its run started in)" if started_in is not None else
+                     " (in the folder the viewer runs in: a running run's own is known when it ends)")
+            path = (started_in or Path.cwd()) / path
         if not path.is_file():
             why = "is not a regular file" if path.exists() else "no longer exists"
-            return None, (f"the source {shown} {why} (relative paths are read from the folder the viewer runs in): "
-                          "the mask is shown alone, on black")
+            return None, f"the source {shown}{where} {why}: the mask is shown alone, on black"
         try:
             image = read_image(path)[0] if is_image_name(path) else self._video_frame(path, index)
         except (SourceError, ImageReadError, OSError, ValueError, av.error.FFmpegError) as e:
