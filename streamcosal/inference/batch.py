@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamcosal.inference.engine import ConsensusOfLogits, CoSalEngine, GroupPrediction, called_once
+from streamcosal.inference.engine import ConsensusOfLogits, CoSalEngine, GroupPrediction
 from streamcosal.inference.precision import autocast
+from streamcosal.inference.retries import called_once
 from streamcosal.model import consensus_from_logits
 from streamcosal.model.gim import segment_bounds
 

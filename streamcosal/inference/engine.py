@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,13 +23,13 @@ from streamcosal.inference.compilation import CompileGuard
 from streamcosal.inference.device import resolve_device
 from streamcosal.inference.folding import fold_batch_norms
 from streamcosal.inference.precision import autocast, measure_fastest, precision_words, resolve_precision
+from streamcosal.inference.retries import called_once, in_smaller_chunks
 from streamcosal.inference.samepad import fold_same_padding
 from streamcosal.inference.transforms import as_rgb_array, input_size_for, prepare_image, upsample_map
 from streamcosal.inference.weights import DEFAULT_BACKBONE, default_weights_path
 from streamcosal.model import GICD, GICDOutput, consensus_from_logits, load_checkpoint, load_official
 from streamcosal.params import MIN_INPUT_SIZE, EngineSpec, Precision, Upsampling
 
-T = TypeVar("T")
 ConsensusOfLogits = Callable[[Tensor], Tensor]
 """A group's consensus made from a group's logits: [N,1000] fp32 on the CPU -> [1,1000]."""
 
@@ -128,8 +127,8 @@ class CoSalEngine:
         every candidate runs out of GPU memory, the chunks are halved as :meth:`segment` does."""
         if self._to_measure:  # random frames: the time does not depend on what they show
             size = size or self.max_input_size
-            self._in_smaller_chunks_if_short_of_memory(
-                lambda: self._measure_precision(torch.rand(min(group_size, self.chunk_size), 3, size, size)))
+            in_smaller_chunks(
+                self, lambda: self._measure_precision(torch.rand(min(group_size, self.chunk_size), 3, size, size)))
 
     def _measure_precision(self, x: Tensor) -> None:
         """Each candidate on x's first chunk, with its own consensus and no prior (no run state touched)."""
@@ -289,24 +288,7 @@ class CoSalEngine:
                 self._measure_precision(x)
             return self._segment(x, consensus, prototype_prior)
 
-        return self._in_smaller_chunks_if_short_of_memory(attempt)
-
-    def _in_smaller_chunks_if_short_of_memory(self, attempt: Callable[[], T]) -> T:
-        """``attempt()``, again with chunks half as large (from now on, one warning each time) while the GPU
-        runs out of memory, down to chunks of one image."""
-        while True:
-            try:
-                return attempt()
-            except torch.OutOfMemoryError:
-                if self.chunk_size == 1:
-                    raise
-            smaller = self.chunk_size // 2
-            warnings.warn(f"out of GPU memory at chunks of {self.chunk_size} images: segmenting in chunks of "
-                          f"{smaller} from now on (a smaller --window or --input-size avoids the retries)",
-                          RuntimeWarning, stacklevel=4)
-            self.chunk_size = smaller
-            if self.device.type == "cuda":  # after the except block, whose error held the failed pass's tensors
-                torch.cuda.empty_cache()
+        return in_smaller_chunks(self, attempt)
 
     def _segment(self, x: Tensor, consensus: Tensor | ConsensusOfLogits | None,
                  prototype_prior: Sequence[np.ndarray] | None) -> GroupPrediction:
@@ -393,15 +375,3 @@ def engine_for(spec: EngineSpec) -> CoSalEngine:
             engine = _engines[spec] = CoSalEngine.from_spec(spec)
     return engine
 
-
-def called_once(consensus: ConsensusOfLogits) -> ConsensusOfLogits:
-    """``consensus`` whose first result is returned again on later calls: a running consensus adds a
-    window's frames once, however often the window is segmented."""
-    results: list[Tensor] = []
-
-    def once(logits: Tensor) -> Tensor:
-        if not results:
-            results.append(consensus(logits))
-        return results[0]
-
-    return once
