@@ -19,7 +19,7 @@ def resolve_device(device: str) -> torch.device:
         raise ValueError(f"device {device!r} is not supported: streamcosal runs on the CPU or a CUDA GPU; use auto, "
                          "cpu or cuda (cuda:N for one GPU)")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but no CUDA GPU is available; use device='auto' or 'cpu'")
+        raise ValueError(f"device {device!r} was asked for but no CUDA GPU is available here: use auto or cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= (count := torch.cuda.device_count()):
         raise ValueError(f"device {device!r} was asked for but this machine has {count} CUDA GPU(s): use cuda:0 to "
                          f"cuda:{count - 1}, cuda or auto")
