@@ -577,6 +577,11 @@ def test_closing_a_stream_while_another_thread_reads_it(ts_bytes):
     ("Connection refused: 'rtsp://u:s3cret@cam:1/c'", "Connection refused: 'rtsp://u:***@cam:1/c'"),
     ("rtsp://viewer@cam/live", "rtsp://viewer@cam/live"),
     ("/dev/video0", "/dev/video0"),
+    ("rtsp://u:p@ss@h/s", "rtsp://u:***@h/s"),  # a password may hold @, quotes and colons: the login ends at the last @
+    ("http://viewer:cam'Pw2@127.0.0.1:8000/stream.ts", "http://viewer:***@127.0.0.1:8000/stream.ts"),
+    ('rtsp://u:a"b:c@cam/x', "rtsp://u:***@cam/x"),
+    ("Connection refused: 'rtsp://u:s3'cret@cam:1/c'", "Connection refused: 'rtsp://u:***@cam:1/c'"),
+    ("failed: 'rtsp://u:pw@cam' and 'http://h/x?pwd=a'", "failed: 'rtsp://u:***@cam' and 'http://h/x?pwd=***'"),
 ])
 def test_redact_hides_the_password_of_a_url(text, shown):
     assert redact(text) == shown
