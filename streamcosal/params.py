@@ -12,6 +12,7 @@ model as a form in its UI)::
 from __future__ import annotations
 
 import hashlib
+import urllib.parse
 from pathlib import Path
 from typing import Literal
 
@@ -124,15 +125,21 @@ class RunParams(BaseModel):
     @classmethod
     def _webhook_urls(cls, urls: list[str]) -> list[str]:
         for url in urls:
-            if not url.lower().startswith(("http://", "https://")):
+            if not url.lower().startswith(("http://", "https://")) or _host_and_port(url) is None:
                 raise ValueError(f"{redact(url)} is not a webhook: give an http:// or https:// URL")
         return urls
 
     @field_validator("mqtt")
     @classmethod
     def _broker_url(cls, url: str | None) -> str | None:
-        if url is not None and not url.lower().startswith(("mqtt://", "mqtts://")):
+        if url is None:
+            return None
+        parts = _host_and_port(url)
+        if not url.lower().startswith(("mqtt://", "mqtts://")) or parts is None:
             raise ValueError(f"{redact(url)} is not a broker: give mqtt://[USER:PASSWORD@]HOST[:PORT][/PREFIX]")
+        if "+" in parts.path or parts.fragment or url.endswith("#"):  # "#" starts a URL's fragment
+            raise ValueError(f"{redact(url)}: a topic prefix cannot hold MQTT's wildcards + and # (a published topic "
+                             "is exact); give one without them")
         return url
 
     @model_validator(mode="after")
@@ -247,3 +254,14 @@ def explain(error: ValidationError) -> str:
         lines.append(f"{where + ': ' if where else ''}{message}" +
                      (f" (got {redact(repr(problem['input']))})" if where else ""))
     return "; ".join(lines)
+
+
+def _host_and_port(url: str) -> urllib.parse.SplitResult | None:
+    """``url`` split, or None where it names no host or its port is not one (a word, past 65535) or its
+    IPv6 address is broken: found when the options are read, not at the first event."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError:
+        return None
+    return parts if parts.hostname else None

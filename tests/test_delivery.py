@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import shutil
 import socket
 import subprocess
@@ -41,6 +42,7 @@ from streamcosal.cli import app
 from streamcosal.params import RunParams, explain
 from streamcosal.run.delivery import Delivery, DeliveryPolicy
 from streamcosal.run.delivery.mqtt import MqttTarget
+from streamcosal.run.delivery.target import DeliveryError
 from streamcosal.run.delivery.webhook import WebhookTarget
 from streamcosal.run.observers import EventRecord
 from streamcosal.run.pipeline import run_pipeline
@@ -59,7 +61,8 @@ def free_port() -> int:
 
 
 class Receiver:
-    """A webhook endpoint on 127.0.0.1: ``answer`` "ok" (200), or "hang" (reads the request, never answers)."""
+    """A webhook endpoint on 127.0.0.1: ``answer`` "ok" (200), "hang" (reads the request, never answers) or
+    "redirect:URL" (302 to URL). Every request is kept, a GET's with an empty body."""
 
     def __init__(self, answer: str = "ok", port: int = 0) -> None:
         self.requests: list[tuple[dict, dict, float]] = []  # (headers, JSON body, time.monotonic() of arrival)
@@ -73,6 +76,14 @@ class Receiver:
                     receiver.release.wait()
                     return
                 receiver.requests.append((dict(self.headers), body, time.monotonic()))
+                self.send_response(302 if answer.startswith("redirect:") else 200)
+                if answer.startswith("redirect:"):
+                    self.send_header("Location", answer.removeprefix("redirect:"))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                receiver.requests.append((dict(self.headers), {}, time.monotonic()))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -287,6 +298,18 @@ def test_an_endpoint_that_is_down_is_retried_until_it_answers(engine, video, tmp
     assert sorted(body["start_frame"] for body in hook.bodies) == [0, 12]  # each once, after the retries
 
 
+def test_a_webhook_that_redirects_is_not_delivered_to_and_its_login_goes_nowhere_else() -> None:
+    """A 302 was followed: the POST arrived elsewhere as a GET without the event, with the login, and the
+    event counted as delivered. Now the event fails, naming where the endpoint points."""
+    image, mask = np.zeros((SIZE[1], SIZE[0], 3), np.uint8), np.zeros((SIZE[1], SIZE[0]), bool)
+    event = EventRecord("run", "cam", "lobby", Event(0, 9, 0.0, 0.9, 0.9, 0.5, 0.4, 10), 0, 0.0, image, mask)
+    with receiver() as elsewhere, receiver(f"redirect:{elsewhere.url()}") as hook:
+        with pytest.raises(DeliveryError, match=rf"HTTP 302 Found: the endpoint redirects to "
+                                                rf"{re.escape(elsewhere.url())}; give that URL") as failed:
+            WebhookTarget(hook.url(f"bob:{PASSWORD}@")).send(event, b"{}", timeout_s=5)
+        assert not failed.value.retry and len(hook.requests) == 1 and elsewhere.requests == []
+
+
 def test_a_full_queue_fails_new_events_at_once_and_the_end_lists_what_waits(tmp_path):
     class Stuck:
         name = "http://127.0.0.1:9/stuck"
@@ -340,11 +363,20 @@ def test_the_video_command_delivers_and_lists_what_did_not_arrive(dev_checkpoint
 
 
 def test_delivery_settings_are_checked_without_showing_the_password_and_change_no_result_key() -> None:
-    for settings in ({"webhook": [f"ftp://bob:{PASSWORD}@host/x"]}, {"mqtt": f"tcp://bob:{PASSWORD}@host"}):
+    for settings, says in (({"webhook": [f"ftp://bob:{PASSWORD}@host/x"]}, "is not a webhook"),
+                           ({"mqtt": f"tcp://bob:{PASSWORD}@host"}, "is not a broker"),
+                           ({"webhook": [f"http://bob:{PASSWORD}@host:abc/x"]}, "is not a webhook"),  # not a port
+                           ({"webhook": [f"http://bob:{PASSWORD}@host:99999/x"]}, "is not a webhook"),
+                           ({"webhook": [f"http://bob:{PASSWORD}@[::1/x"]}, "is not a webhook"),
+                           ({"mqtt": f"mqtt://bob:{PASSWORD}@host:80a/site"}, "is not a broker"),
+                           ({"mqtt": f"mqtt://bob:{PASSWORD}@host/site/+"}, "cannot hold MQTT's wildcards"),
+                           ({"mqtt": f"mqtt://bob:{PASSWORD}@host/site/#"}, "cannot hold MQTT's wildcards"),
+                           ({"mqtt": f"mqtt://bob:{PASSWORD}@host/site/#/x"}, "cannot hold MQTT's wildcards")):
         with pytest.raises(ValidationError) as refused:
             RunParams(**settings)
         message = explain(refused.value)
-        assert "bob:***@host" in message and PASSWORD not in message
+        assert "bob:***@" in message and PASSWORD not in message and says in message, message
+    assert RunParams(mqtt=f"mqtt://bob:a+b{PASSWORD}@host:1883/site/cams").mqtt  # a + in the password is no wildcard
     with pytest.raises(ValueError, match="give an http"):
         WebhookTarget("http://")
     delivering = RunParams(webhook=["http://a/b"], mqtt="mqtt://b", event_snapshots=False, event_clips=True)

@@ -8,6 +8,8 @@ A user and password in the URL are sent as HTTP Basic authentication and appear 
 answered too late gets a retry of the same event, which it can recognise by it. Any 2xx answer delivers;
 401 and 403 stop the deliveries to this URL (the login will not change during the run); 408, 425, 429,
 5xx, timeouts and connection errors are retried; other answers (400, 404, 413...) fail the event at once.
+Redirects are not followed (a POST would arrive as a GET without the event, the login sent to another
+host): a 3xx fails the event, naming where it points.
 """
 
 from __future__ import annotations
@@ -25,16 +27,30 @@ from streamcosal.run.observers import EventRecord
 RETRIED_STATUS = frozenset({408, 425, 429})  # and every 5xx
 
 
+class _Unredirected(urllib.request.HTTPRedirectHandler):
+    """A 3xx answer is an answer (urllib's HTTPError), not a request to make elsewhere."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_NOT_REDIRECTED = urllib.request.build_opener(_Unredirected)
+
+
 class WebhookTarget:
     """POSTs events to ``url`` (http:// or https://; see the module)."""
 
     def __init__(self, url: str) -> None:
-        parts = urllib.parse.urlsplit(url)
         self.name = redact(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError as error:  # "Port out of range 0-65535", "Invalid IPv6 URL"
+            raise ValueError(f"webhook {self.name}: {error}; give an http:// or https:// URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"webhook {self.name}: give an http:// or https:// URL")
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        netloc = f"{host}:{parts.port}" if parts.port else host
+        netloc = f"{host}:{port}" if port else host
         self._url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         self._auth = None
         if parts.username is not None:
@@ -54,10 +70,13 @@ class WebhookTarget:
             headers["Authorization"] = self._auth
         request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+            with _NOT_REDIRECTED.open(request, timeout=timeout_s) as answer:
                 answer.read()
         except urllib.error.HTTPError as error:
             status = f"HTTP {error.code} {error.reason}"
+            if 300 <= error.code < 400:
+                raise DeliveryError(f"{status}: the endpoint redirects to {redact(error.headers.get('Location', '?'))}; "
+                                    "give that URL as the webhook (redirects are not followed)", retry=False) from None
             if error.code in (401, 403):
                 self._refused = f"the endpoint refused the login ({status})"
                 raise DeliveryError(self._refused, refused=True) from None
