@@ -12,6 +12,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -142,6 +143,51 @@ def test_a_variable_in_a_url_comes_from_the_environment_and_is_shown_as_stars(tm
                      "where the run starts (or write the value in the file)"),
                      (f"{path}:5: camera 'yard': url: ${{YARD_PW}} not set in the environment: export YARD_PW=... "
                      "where the run starts (or write the value in the file)")]
+
+
+def test_variables_fill_the_results_folder_and_the_delivery_urls_too(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """${NAME} in out, defaults.webhook and defaults.mqtt was used as written (results under a folder named
+    '${OUT}', a webhook login '${HOOK_PW}', a topic starting with '$'), and ~ in out made a folder '~'."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    text = ("out: ${SITE_OUT}/results\ndefaults:\n  webhook: ['http://bob:${HOOK_PW}@127.0.0.1:8080/hook']\n"
+            "  mqtt: mqtt://bob:${HOOK_PW}@127.0.0.1/${SITE}\ncameras:\n  door: {url: rtsp://cam.local/s1}\n")
+    path = camera_file(tmp_path, text)
+    env = {"SITE_OUT": str(tmp_path / "site"), "HOOK_PW": PASSWORD, "SITE": "north"}
+    cameras = load_cameras(path, env=env)
+    assert cameras.out_folder(None) == tmp_path / "site" / "results"
+    params = cameras.params()
+    assert params.webhook == [f"http://bob:{PASSWORD}@127.0.0.1:8080/hook"]
+    assert params.mqtt == f"mqtt://bob:{PASSWORD}@127.0.0.1/north"
+    assert problems(path, env={"SITE_OUT": "x", "HOOK_PW": PASSWORD}) == [
+        f"{path}:4: defaults.mqtt: ${{SITE}} not set in the environment: export SITE=... where the run starts (or "
+        "write the value in the file)"]
+    home = camera_file(tmp_path, "out: ~/results\ncameras:\n  door: {url: rtsp://cam.local/s1}\n")
+    assert load_cameras(home, env={}).out_folder(None) == tmp_path / "home" / "results"
+
+
+def test_a_password_in_a_wrong_value_is_shown_as_stars(tmp_path: Path) -> None:
+    """A webhook given as a string, not a list, said '(got 'http://bob:PASSWORD@...')'."""
+    path = camera_file(tmp_path, f"defaults:\n  webhook: http://bob:{PASSWORD}@127.0.0.1/x\n"
+                                 "cameras:\n  door: {url: rtsp://cam.local/s1}\n")
+    found = problems(path)
+    assert len(found) == 1 and "bob:***@127.0.0.1" in found[0] and PASSWORD not in found[0], found
+
+
+@pytest.mark.parametrize("text", [
+    # a billion laughs: ten levels of aliases, each repeating the one before nine times
+    "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(9))
+    + "cameras:\n  door: {url: rtsp://cam.local/s1, group: *j}\n",
+    "cameras: " + "[" * 3000 + "]" * 3000 + "\n",  # deeper than Python's recursion
+])
+def test_a_file_of_nested_aliases_or_too_deep_is_refused_at_once(tmp_path: Path, text: str) -> None:
+    """The aliases were walked expanded (9^10 keys: no answer in minutes); deep nesting raised RecursionError."""
+    path = camera_file(tmp_path, text)
+    start = time.monotonic()
+    found = problems(path)
+    assert time.monotonic() - start < 10 and all(line.startswith(f"{path}") for line in found), found
+    assert any("group" in line or "nested too deeply" in line for line in found), found
 
 
 def test_the_example_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:

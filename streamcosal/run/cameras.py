@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -54,6 +53,7 @@ from streamcosal.io.redact import redact
 from streamcosal.io.stream import STREAM_PREFIXES, is_stream
 from streamcosal.params import DropPolicy, EngineSpec, RunParams
 from streamcosal.run.records import PipelineConfig, SourceSettings
+from streamcosal.run.yamllines import YamlFileError, parse_with_lines
 
 SCHEMES = tuple(prefix.removesuffix("://") for prefix in STREAM_PREFIXES)
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -276,10 +276,14 @@ def load_cameras(path: str | Path, env: Mapping[str, str] | None = None) -> Came
     except (OSError, UnicodeDecodeError) as error:
         why = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise CameraFileError([f"{path}: cannot be read ({why})"]) from None
-    data, lines = _parse(path, text)
+    try:
+        data, lines = parse_with_lines(path, text)
+    except YamlFileError as error:
+        raise CameraFileError(str(error).splitlines()) from None
     if not isinstance(data, dict):
         raise CameraFileError([(f"{path}: should be a mapping with cameras: (name: {{url: ...}} lines); see "
                                "examples/cameras.yaml")])
+    _fill_variables(path, data, lines, os.environ if env is None else env)
     folder = path.absolute().parent
     try:
         cameras = CameraFile.model_validate(data, context={"folder": folder, "env": env})
@@ -296,56 +300,27 @@ def load_cameras(path: str | Path, env: Mapping[str, str] | None = None) -> Came
     return cameras
 
 
-def _parse(path: Path, text: str) -> tuple[Any, dict[tuple[str, ...], int]]:
-    """The file's data and the line of each key (by its path of keys); a key given twice in one mapping
-    (which PyYAML would silently keep the last of) is refused."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            raise CameraFileError([f"{path}: empty: a camera file needs a cameras: mapping; see examples/cameras.yaml"])
-        lines: dict[tuple[str, ...], int] = {}
-        twice = _key_lines(node, (), lines)
-        if twice:
-            raise CameraFileError([_twice(path, *where) for where in twice])
-        return loader.construct_document(node), lines
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or type(error).__name__
-        raise CameraFileError([f"{path}{where}: not valid YAML: {redact(problem)}"]) from None
-    finally:
-        loader.dispose()
+def _fill_variables(path: Path, data: dict[str, Any], lines: dict[tuple[str, ...], int], env: Mapping[str, str]) -> None:
+    """``${NAME}`` replaced in ``out`` (``~`` expanded too), ``defaults.webhook`` and ``defaults.mqtt``, as in
+    a camera's URL (which is filled where it connects, keeping its password out of the checked file)."""
+    def filled(text: Any, keys: tuple[str, ...]) -> Any:
+        if not isinstance(text, str):
+            return text  # the check says what is wrong with it
+        if unset := [name for name in _VARIABLE.findall(text) if name not in env]:
+            problem = (f"{path}:{lines.get(keys)}: {'.'.join(keys)}: ${{{unset[0]}}} not set in the environment: "
+                       f"export {unset[0]}=... where the run starts (or write the value in the file)")
+            raise CameraFileError([problem])
+        return _VARIABLE.sub(lambda match: env[match.group(1)], text)
 
-
-Twice = tuple[tuple[str, ...], int, int]  # a key's path, its line, the line it was first given at
-
-
-def _key_lines(node: yaml.Node, at: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> list[Twice]:
-    """Fill ``lines`` with the line of every key under ``node``; the keys given twice: (path, line, first line)."""
-    twice: list[Twice] = []
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            where = (*at, str(key.value)) if isinstance(key, yaml.ScalarNode) else None
-            if where is not None and where in lines and key.value != "<<":
-                twice.append((where, key.start_mark.line + 1, lines[where]))
-                continue
-            if where is not None:
-                lines[where] = key.start_mark.line + 1
-            twice += _key_lines(value, where or at, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            twice += _key_lines(item, (*at, str(index)), lines)
-    return twice
-
-
-def _twice(path: Path, where: tuple[str, ...], line: int, first: int) -> str:
-    if len(where) == 2 and where[0] == "cameras":
-        return (f"{path}:{line}: camera {where[1]!r} is defined twice (also at line {first}): give each camera its "
-                "own name")
-    who = f"camera {where[1]!r}: " if len(where) > 2 and where[0] == "cameras" else ""
-    key = ".".join(where[2:] if who else where)
-    return f"{path}:{line}: {who}key {key!r} is given twice (also at line {first}): keep one"
+    if "out" in data:
+        out = filled(data["out"], ("out",))
+        data["out"] = os.path.expanduser(out) if isinstance(out, str) else out
+    defaults = data.get("defaults")
+    if isinstance(defaults, dict):
+        if "mqtt" in defaults:
+            defaults["mqtt"] = filled(defaults["mqtt"], ("defaults", "mqtt"))
+        if isinstance(defaults.get("webhook"), list):
+            defaults["webhook"] = [filled(url, ("defaults", "webhook")) for url in defaults["webhook"]]
 
 
 def _problem(path: Path, lines: dict[tuple[str, ...], int], problem: Mapping[str, Any]) -> str:
@@ -372,7 +347,7 @@ def _problem(path: Path, lines: dict[tuple[str, ...], int], problem: Mapping[str
                    f"{key or 'each camera'}: should be a mapping of keys (key: value lines)")
     else:
         shown = problem.get("input")
-        got = f" (got {shown!r})" if keys and keys[-1] != "url" and isinstance(shown, (int, float, str)) else ""
+        got = f" (got {redact(repr(shown))})" if keys and keys[-1] != "url" and isinstance(shown, (int, float, str)) else ""
         message = f"{key}: {message}{got}" if key and not message.startswith(f"{key}:") else message
     return f"{path}{f':{line}' if line else ''}: {who}{message}"
 
