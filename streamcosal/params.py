@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import urllib.parse
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -85,9 +85,10 @@ class RunParams(BaseModel):
         "POST each event as JSON, with a JPEG snapshot of its peak frame, to this http(s) URL (repeat for several; "
         "USER:PASSWORD@ in it is sent as a Basic login and shown nowhere). Live sources' events go while they run, "
         "files' when each is done; retried with backoff; what did not arrive is listed at the end (docs/delivery.md)."))
-    mqtt: str | None = Field(None, description=(
+    mqtt: list[str] = Field(default_factory=list, description=(
         "Publish each event (the same JSON, QoS 1) to the MQTT broker mqtt://[USER:PASSWORD@]HOST[:PORT][/PREFIX] "
-        "(mqtts:// for TLS), topic PREFIX/<group>/<source>/events, PREFIX streamcosal by default."))
+        "(mqtts:// for TLS; repeat for several), topic PREFIX/<group>/<source>/events, PREFIX streamcosal by "
+        "default."))
     event_snapshots: bool = Field(True, description="Delivered events carry a JPEG of their peak frame with the "
                                                     "overlay drawn.")
     event_clips: bool = Field(False, description="Delivered events also carry an MP4 clip of their frames with the "
@@ -129,18 +130,22 @@ class RunParams(BaseModel):
                 raise ValueError(f"{redact(url)} is not a webhook: give an http:// or https:// URL")
         return urls
 
+    @field_validator("mqtt", mode="before")
+    @classmethod
+    def _one_broker_or_several(cls, urls: Any) -> Any:
+        return [] if urls is None else [urls] if isinstance(urls, str) else urls
+
     @field_validator("mqtt")
     @classmethod
-    def _broker_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        parts = _host_and_port(url)
-        if not url.lower().startswith(("mqtt://", "mqtts://")) or parts is None:
-            raise ValueError(f"{redact(url)} is not a broker: give mqtt://[USER:PASSWORD@]HOST[:PORT][/PREFIX]")
-        if "+" in parts.path or parts.fragment or url.endswith("#"):  # "#" starts a URL's fragment
-            raise ValueError(f"{redact(url)}: a topic prefix cannot hold MQTT's wildcards + and # (a published topic "
-                             "is exact); give one without them")
-        return url
+    def _broker_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            parts = _host_and_port(url)
+            if not url.lower().startswith(("mqtt://", "mqtts://")) or parts is None:
+                raise ValueError(f"{redact(url)} is not a broker: give mqtt://[USER:PASSWORD@]HOST[:PORT][/PREFIX]")
+            if "+" in parts.path or parts.fragment or url.endswith("#"):  # "#" starts a URL's fragment
+                raise ValueError(f"{redact(url)}: a topic prefix cannot hold MQTT's wildcards + and # (a published "
+                                 "topic is exact); give one without them")
+        return urls
 
     @model_validator(mode="after")
     def _consistent(self) -> RunParams:

@@ -220,15 +220,19 @@ def test_a_webhook_gets_each_event_once_with_its_snapshot_and_clip(engine, video
 
 
 def test_mqtt_gets_each_event_once_on_its_sources_topic(engine, video, tmp_path):
+    """Each event once per broker URL (two prefixes here; a second --mqtt kept only the last)."""
     with mosquitto(tmp_path / "broker") as port:
-        listener = Subscriber(port, "site1/#")
+        listener = Subscriber(port, "#")
         try:
-            report = run_pipeline([video], tmp_path / "out", engine, config(mqtt=f"mqtt://127.0.0.1:{port}/site1"))
-            messages = listener.wait_for(2)
+            brokers = [f"mqtt://127.0.0.1:{port}/site1", f"mqtt://127.0.0.1:{port}/site2"]
+            report = run_pipeline([video], tmp_path / "out", engine, config(mqtt=brokers))
+            messages = listener.wait_for(4)
         finally:
             listener.close()
-    assert report.exit_code == 0 and report.deliveries[0].delivered == 2 and not report.deliveries[0].undelivered
-    assert [topic for topic, _ in messages] == [f"site1/goat/{source_key(str(video))}/events"] * 2
+    assert report.exit_code == 0 and [(d.delivered, d.undelivered) for d in report.deliveries] == [(2, [])] * 2
+    assert sorted(topic for topic, _ in messages) == [f"{site}/goat/{source_key(str(video))}/events"
+                                                      for site in ("site1", "site1", "site2", "site2")]
+    messages = [m for m in messages if m[0].startswith("site1/")]
     assert sorted(body["start_frame"] for _, body in messages) == [0, 12]  # each event, once
     for _, body in messages:
         check_snapshot(body, video)

@@ -317,10 +317,11 @@ def _fill_variables(path: Path, data: dict[str, Any], lines: dict[tuple[str, ...
         data["out"] = os.path.expanduser(out) if isinstance(out, str) else out
     defaults = data.get("defaults")
     if isinstance(defaults, dict):
-        if "mqtt" in defaults:
-            defaults["mqtt"] = filled(defaults["mqtt"], ("defaults", "mqtt"))
-        if isinstance(defaults.get("webhook"), list):
-            defaults["webhook"] = [filled(url, ("defaults", "webhook")) for url in defaults["webhook"]]
+        for key in ("webhook", "mqtt"):  # one URL, or a list of them
+            urls = defaults.get(key)
+            if isinstance(urls, (str, list)):
+                defaults[key] = ([filled(url, ("defaults", key)) for url in urls] if isinstance(urls, list) else
+                                 filled(urls, ("defaults", key)))
 
 
 def _problem(path: Path, lines: dict[tuple[str, ...], int], problem: Mapping[str, Any]) -> str:

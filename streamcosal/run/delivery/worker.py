@@ -196,8 +196,7 @@ class Delivery(Observer):
         """The deliveries ``params`` ask for (``webhook``, ``mqtt``, ``event_snapshots``, ``event_clips``); None
         when none. Raises ValueError for a URL that is not a webhook's or a broker's (password redacted)."""
         targets: list[Target] = [WebhookTarget(url) for url in params.webhook]
-        if params.mqtt:
-            targets.append(MqttTarget(params.mqtt))
+        targets += [MqttTarget(url) for url in params.mqtt]
         return cls(targets, policy, params.event_snapshots, params.event_clips) if targets else None
 
     def on_frame(self, frame: FrameRecord) -> None:
