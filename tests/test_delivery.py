@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -314,7 +315,9 @@ def test_a_webhook_that_redirects_is_not_delivered_to_and_its_login_goes_nowhere
         assert not failed.value.retry and len(hook.requests) == 1 and elsewhere.requests == []
 
 
-def test_a_full_queue_fails_new_events_at_once_and_the_end_lists_what_waits(tmp_path):
+def test_a_full_queue_fails_new_events_at_once_and_the_end_lists_what_waits(tmp_path, caplog):
+    """... and Ctrl-C while the end waits for the deliveries ends the wait (a second Ctrl-C of a stopped run
+    lost its report), said in the log before."""
     class Stuck:
         name = "http://127.0.0.1:9/stuck"
 
@@ -337,14 +340,19 @@ def test_a_full_queue_fails_new_events_at_once_and_the_end_lists_what_waits(tmp_
         return EventRecord("run", "cam", "lobby", interval, start, start / FPS, image, mask)
 
     stuck = Stuck()
-    delivery = Delivery([stuck], DeliveryPolicy(queue_size=1, drain_s=0.2), snapshots=False)
+    delivery = Delivery([stuck], DeliveryPolicy(queue_size=1, drain_s=60), snapshots=False)
     delivery.on_frame(None)  # type: ignore[arg-type]  # the first frame starts the threads
     delivery.on_event(event(0))
     assert stuck.sending.wait(5)  # the first is being sent
     delivery.on_event(event(10))  # waits in the queue
     delivery.on_event(event(20))  # the queue is full
     report = RunReport("run", str(tmp_path), "model", "now")
-    delivery.on_end(report)
+    ctrl_c = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="streamcosal.run.delivery.worker"):
+        ctrl_c.start()
+        delivery.on_end(report)
+    assert time.monotonic() - start < 10 and "up to 60 s more (Ctrl-C stops waiting" in caplog.text
     reasons = {u.event: u.reason for u in report.deliveries[0].undelivered}
     assert reasons["run:" + source_key("cam") + ":20"].startswith("the delivery queue was full (1 events waiting")
     assert reasons["run:" + source_key("cam") + ":0"] == "not delivered when the run ended (still being sent)"

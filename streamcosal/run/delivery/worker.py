@@ -11,8 +11,8 @@ repeated up to ``attempts`` tries in all, waiting ``backoff_s``, then twice as l
 ``max_backoff_s``); a refused login stops the deliveries to that target for the run, another refusal
 (HTTP 400, 404, 413...) fails the event at once. A target whose queue is full (``queue_size`` events
 waiting) fails the new events at once. When the run ends, the targets get ``drain_s`` more seconds to
-deliver what waits; what is then still undelivered is listed in the report with the reason (the last
-error) and printed at the end of ``streamcosal video``. Undelivered events do not change the exit code:
+deliver what waits (said in the log; Ctrl-C ends the wait at once); what is then still undelivered is
+listed in the report with the reason (the last error) and printed at the end of ``streamcosal video``. Undelivered events do not change the exit code:
 the results are saved, and the report says what did not arrive.
 
 Delivery is at least once: a receiver that answers after the timeout gets the event again on the next
@@ -99,6 +99,11 @@ class _Worker:
         except queue.Full:
             self._undelivered(pending.event, f"the delivery queue was full ({self.policy.queue_size} events waiting: "
                                              "the endpoint is slower than the events)")
+
+    def busy(self) -> bool:
+        """Whether an event is being sent or waits to be."""
+        with self._lock:
+            return self._current is not None or not self._queue.empty()
 
     def finish(self, deadline: float) -> DeliveryOutcome:
         """Let the thread deliver what waits until ``time.monotonic()`` reaches ``deadline``; then list what is left
@@ -213,4 +218,12 @@ class Delivery(Observer):
 
     def on_end(self, report: RunReport) -> None:
         deadline = time.monotonic() + self.policy.drain_s
-        report.deliveries.extend(worker.finish(deadline) for worker in self.workers)
+        if any(worker.busy() for worker in self.workers):
+            logger.warning("delivering the events still waiting: up to %g s more (Ctrl-C stops waiting; what is "
+                           "left is listed as not delivered)", self.policy.drain_s)
+        for worker in self.workers:
+            try:
+                report.deliveries.append(worker.finish(deadline))
+            except KeyboardInterrupt:  # a Ctrl-C while waiting: no more waiting, the run's report is still saved
+                deadline = time.monotonic()
+                report.deliveries.append(worker.finish(deadline))
