@@ -90,8 +90,9 @@ def problems(path: Path, env: dict[str, str] | None = None) -> list[str]:
     ("cameras:\n  porch: {url: porch.mp4\n", 3, "not valid YAML"),
     ("cameras:\n  - url: porch.mp4\n    group: door\n", 1,
      "cameras: is a list; name each camera instead, its settings under its name (porch: {url: rtsp://"),
+    ("cameras:\n  yes: {url: porch.mp4}\n", 1, "cameras: a camera named yes, no, on or off is read as true: quote"),
 ], ids=["typo", "duplicate", "scheme", "no-host", "no-file", "policy", "latency", "fps-and-stride", "no-url",
-        "defaults-typo", "metrics-port", "duplicate-flow", "all-disabled", "same-source", "yaml", "a-list"])
+        "defaults-typo", "metrics-port", "duplicate-flow", "all-disabled", "same-source", "yaml", "a-list", "yes"])
 def test_a_mistake_is_one_line_naming_the_file_line_and_camera(tmp_path: Path, text: str, line: int,
                                                                  expected: str) -> None:
     (tmp_path / "porch.mp4").write_bytes(b"")
@@ -188,6 +189,14 @@ def test_a_file_of_nested_aliases_or_too_deep_is_refused_at_once(tmp_path: Path,
     found = problems(path)
     assert time.monotonic() - start < 10 and all(line.startswith(f"{path}") for line in found), found
     assert any("group" in line or "nested too deeply" in line for line in found), found
+
+
+def test_a_relative_file_camera_is_named_by_its_plain_path(tmp_path: Path) -> None:
+    """url: ../porch.mp4 in a camera file of sites/: the camera's source is TMP/porch.mp4 (was TMP/sites/../porch.mp4)."""
+    (tmp_path / "porch.mp4").write_bytes(b"")
+    (tmp_path / "sites").mkdir()
+    path = camera_file(tmp_path / "sites", "cameras:\n  porch: {url: ../porch.mp4}\n")
+    assert load_cameras(path, env={}).sources() == [str(tmp_path / "porch.mp4")]
 
 
 def test_the_example_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:

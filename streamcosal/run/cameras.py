@@ -152,6 +152,9 @@ class CameraFile(BaseModel):
             raise ValueError("no camera: give at least one (NAME: {url: ...})")
         if isinstance(cameras, Mapping):
             for name in cameras:
+                if isinstance(name, bool):  # YAML 1.1: yes, no, on, off, true, false
+                    raise ValueError(f"a camera named yes, no, on or off is read as {str(name).lower()}: quote "
+                                     "its name ('yes': {url: ...})")
                 if not isinstance(name, str) or not _NAME.fullmatch(name):
                     raise ValueError(f"camera name {name!r}: use letters, digits, '_', '-' and '.' (it names the "
                                      "camera in messages and is its default group)")
@@ -251,7 +254,7 @@ def resolve_url(url: str, folder: Path, env: Mapping[str, str] | None = None) ->
         path = Path(local_source(text))
     except SourceError as error:
         raise ValueError(redact(str(error))) from None
-    path = path if path.is_absolute() else folder / path
+    path = Path(os.path.normpath(path if path.is_absolute() else folder / path))  # ../rec.mp4: /data/rec.mp4
     if not path.exists():
         raise ValueError(f"{shown}: no such file {path}" + ("" if Path(text).is_absolute() else
                                                           " (a relative path is relative to the camera file's folder)"))
