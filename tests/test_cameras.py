@@ -160,9 +160,9 @@ def test_variables_fill_the_results_folder_and_the_delivery_urls_too(tmp_path: P
     params = cameras.params()
     assert params.webhook == [f"http://bob:{PASSWORD}@127.0.0.1:8080/hook"]
     assert params.mqtt == [f"mqtt://bob:{PASSWORD}@127.0.0.1/north"]
-    assert problems(path, env={"SITE_OUT": "x", "HOOK_PW": PASSWORD}) == [
+    assert problems(path, env={"SITE_OUT": "x", "HOOK_PW": PASSWORD}) == [(
         f"{path}:4: defaults.mqtt: ${{SITE}} not set in the environment: export SITE=... where the run starts (or "
-        "write the value in the file)"]
+        "write the value in the file)")]
     home = camera_file(tmp_path, "out: ~/results\ncameras:\n  door: {url: rtsp://cam.local/s1}\n")
     assert load_cameras(home, env={}).out_folder(None) == tmp_path / "home" / "results"
 

@@ -152,9 +152,10 @@ class CameraFile(BaseModel):
             raise ValueError("no camera: give at least one (NAME: {url: ...})")
         if isinstance(cameras, Mapping):
             for name in cameras:
-                if isinstance(name, bool):  # YAML 1.1: yes, no, on, off, true, false
-                    raise ValueError(f"a camera named yes, no, on or off is read as {str(name).lower()}: quote "
-                                     "its name ('yes': {url: ...})")
+                if isinstance(name, bool):  # YAML 1.1: yes, no, on, off, true, false (pydantic reports ValueErrors)
+                    raise ValueError(  # noqa: TRY004
+                        f"a camera named yes, no, on or off is read as {str(name).lower()}: quote its name ('yes': "
+                        "{url: ...})")
                 if not isinstance(name, str) or not _NAME.fullmatch(name):
                     raise ValueError(f"camera name {name!r}: use letters, digits, '_', '-' and '.' (it names the "
                                      "camera in messages and is its default group)")
