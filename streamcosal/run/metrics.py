@@ -150,7 +150,8 @@ class LiveMetrics(Collector):
             server, _ = start_http_server(port, addr=host, registry=registry)
         except OSError as error:
             raise OSError(f"metrics port {port} on {host} cannot be used ({error.strerror or error}); "
-                          "choose another --metrics-port, or stop what listens there") from error
+                          "choose another --metrics-port (a camera file's metrics: {port: ...}), or stop what "
+                          "listens there") from error
         bound = server.server_address[1]
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{bound}/metrics"
         logger.info("metrics at %s%s", self.url, " (a free port, as --metrics-port 0 asks)" if port == 0 else "")
