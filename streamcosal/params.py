@@ -39,6 +39,8 @@ Lite0 the same way: empty at 32-64, frames missed at 96, 0.38 / 0.56 / 0.67 at 1
 LIVE_ONLY = frozenset({"live", "drop_policy", "max_latency", "duration", "metrics_port", "metrics_host"})
 DELIVERY = frozenset({"webhook", "mqtt", "event_snapshots", "event_clips"})
 """Where events are sent (docs/delivery.md): they change no result, so no archive unit's key either."""
+MAX_QUERY_FRAMES = 256
+"""The most frames a search's query video is sampled at: they are decoded and held at once (256 4K frames: 6 GB)."""
 CPU_WINDOW = 8
 """The default window on a CPU, where a larger engine call is not faster (docs/speed.md)."""
 GPU_WINDOW = 32

@@ -716,6 +716,7 @@ def test_search_for_a_group_not_in_the_store_says_so_before_loading_a_model(tmp_
     for args, says in (([""], "the query is empty: give a group of"),
                        ([str(tmp_path / "goat.mp4"), "--frames", "0"], "Invalid value for '--frames'"),
                        ([str(tmp_path / "goat.mp4"), "-k", "0"], "Invalid value for '-k'"),
+                       ([str(tmp_path / "goat.mp4"), "--frames", "100000"], "Invalid value for '--frames'"),
                        ([str(groups)], (f"{groups} holds folders (Cat, Dog), not images: a query is one group's "
                                         f"images or one video; give one of them, e.g. {groups / 'Cat'}")),
                        (["goat", "--store", str(tmp_path / "stores")],

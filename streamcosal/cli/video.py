@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from streamcosal.params import EngineSpec, RunParams, explain
+from streamcosal.params import MAX_QUERY_FRAMES, EngineSpec, RunParams, explain
 
 if TYPE_CHECKING:
     pass
@@ -94,7 +94,8 @@ def search(
     query: Annotated[str, typer.Argument(help="A group name in the store, or a video file, image folder or stream URL.")],
     store: Annotated[Path, typer.Option("--store", help="A results folder (its consensus.npz) or a consensus store file.")],
     k: Annotated[int, typer.Option("-k", min=1, help="How many groups.")] = 5,
-    frames: Annotated[int, typer.Option("--frames", min=1, help="Frames sampled from the query video for its consensus.")] = 32,
+    frames: Annotated[int, typer.Option("--frames", min=1, max=MAX_QUERY_FRAMES, help=(
+        f"Frames sampled from the query video for its consensus (at most {MAX_QUERY_FRAMES}: they are held at once)."))] = 32,
     min_similarity: Annotated[float, typer.Option("--min-similarity", min=0.0, max=1.0, help=(
         "Groups less similar than this are not listed (cosine of the consensus: related groups score near 1, "
         "unrelated near 0; docs/video.md)."))] = MIN_SIMILARITY,

@@ -17,13 +17,17 @@ from streamcosal.io.imagefile import image_files, subfolders
 from streamcosal.io.open import local_source, open_source
 from streamcosal.io.stream import is_stream
 from streamcosal.model import consensus_from_logits
+from streamcosal.params import MAX_QUERY_FRAMES
 from streamcosal.run.windows import sample_consensus_frames
 from streamcosal.storage import ConsensusStore
 
 
 def source_consensus(engine: CoSalEngine, spec: str | Path, frames: int = 32) -> np.ndarray:
     """[1000] consensus of a video file, image folder or stream: GICD's consensus of `frames`
-    frames sampled evenly over a finite source (the first `frames` frames of a live one)."""
+    frames sampled evenly over a finite source (the first `frames` frames of a live one), at most
+    `MAX_QUERY_FRAMES` (held at once)."""
+    if not 1 <= frames <= MAX_QUERY_FRAMES:
+        raise ValueError(f"frames {frames}: give 1 to {MAX_QUERY_FRAMES} (the sampled frames are held at once)")
     with open_source(spec) as source:
         size = engine.size_for(source.frame_shapes())  # as the pipeline would segment it
         if source.info.frame_count:
