@@ -231,13 +231,8 @@ def resolve_url(url: str, folder: Path, env: Mapping[str, str] | None = None) ->
         ValueError: a variable not set, a scheme that is not a stream's, a stream URL without a host, or a
             file that does not exist; the message names the URL as written, its password as ``***``.
     """
-    env = os.environ if env is None else env
     shown = redact(url.strip())
-    unset = [name for name in _VARIABLE.findall(url) if name not in env]
-    if unset:
-        raise ValueError(f"{', '.join('${' + name + '}' for name in unset)} not set in the environment: export "
-                         f"{unset[0]}=... where the run starts (or write the value in the file)")
-    text = _VARIABLE.sub(lambda match: env[match.group(1)], url).strip()
+    text = _substituted(url, os.environ if env is None else env).strip()
     if "${" in text:
         raise ValueError(f"{shown}: a variable is written ${{NAME}}, NAME of letters, digits and '_'")
     if not text:
@@ -304,17 +299,25 @@ def load_cameras(path: str | Path, env: Mapping[str, str] | None = None) -> Came
     return cameras
 
 
+def _substituted(text: str, env: Mapping[str, str]) -> str:
+    """``text`` with each ``${NAME}`` replaced by ``env``'s NAME; a ValueError naming the ones not set."""
+    unset = [name for name in _VARIABLE.findall(text) if name not in env]
+    if unset:
+        raise ValueError(f"{', '.join('${' + name + '}' for name in unset)} not set in the environment: export "
+                         f"{unset[0]}=... where the run starts (or write the value in the file)")
+    return _VARIABLE.sub(lambda match: env[match.group(1)], text)
+
+
 def _fill_variables(path: Path, data: dict[str, Any], lines: dict[tuple[str, ...], int], env: Mapping[str, str]) -> None:
     """``${NAME}`` replaced in ``out`` (``~`` expanded too), ``defaults.webhook`` and ``defaults.mqtt``, as in
     a camera's URL (which is filled where it connects, keeping its password out of the checked file)."""
     def filled(text: Any, keys: tuple[str, ...]) -> Any:
         if not isinstance(text, str):
             return text  # the check says what is wrong with it
-        if unset := [name for name in _VARIABLE.findall(text) if name not in env]:
-            problem = (f"{path}:{lines.get(keys)}: {'.'.join(keys)}: ${{{unset[0]}}} not set in the environment: "
-                       f"export {unset[0]}=... where the run starts (or write the value in the file)")
-            raise CameraFileError([problem])
-        return _VARIABLE.sub(lambda match: env[match.group(1)], text)
+        try:
+            return _substituted(text, env)
+        except ValueError as error:
+            raise CameraFileError([f"{path}:{lines.get(keys)}: {'.'.join(keys)}: {error}"]) from None
 
     if "out" in data:
         out = filled(data["out"], ("out",))
