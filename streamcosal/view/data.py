@@ -26,7 +26,7 @@ from streamcosal.storage import EVENT_SCHEMA, RESULT_SCHEMA, read_events, read_r
 from streamcosal.storage.events import EVENTS_DIR
 from streamcosal.storage.parquet_files import data_files, source_key
 from streamcosal.storage.results import FRAMES_DIR
-from streamcosal.view.folder import RunInfo, ViewError, check_folder, pending_rows, read_runs
+from streamcosal.view.folder import RunInfo, ViewError, check_folder, pending_rows, read_runs, run_report
 
 READ_TRIES = 3  # a file replaced while it is read (a re-run committing) is read again
 
@@ -140,8 +140,8 @@ class ResultsView:
     def started_in(self, run_id: str) -> Path | None:
         """The folder run ``run_id`` started in (its relative sources are read from there), from its report;
         None while it runs or where its report does not say."""
-        run = read_runs(self.out).get(run_id)
-        cwd = run.report.get("cwd") if run is not None and run.report is not None else None
+        report = run_report(self.out, run_id)
+        cwd = report.get("cwd") if report is not None else None
         return Path(cwd) if cwd else None
 
     def _refresh(self) -> Snapshot:

@@ -112,6 +112,11 @@ def _running(out: Path, run_id: str) -> bool:
         return False
 
 
+def run_report(out: Path, run_id: str) -> dict[str, Any] | None:
+    """The JSON-ready part of run ``run_id``'s report; None where it has none yet (it runs) or it cannot be read."""
+    return _read_report(out / REPORTS_DIR / f"{run_id}.json")[0]
+
+
 def _read_report(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(the JSON-ready part of a run report, None), (None, why it cannot be read) or (None, None): no report."""
     try:
