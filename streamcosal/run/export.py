@@ -165,7 +165,8 @@ def _check_dest(dest: Path, paths: Iterable[Path], out: Path) -> None:
     """Refuse, before writing anything, a ``dest`` inside the results folder ``out`` (a later run or the
     viewer would read the export as results) or that is a file, a file where the export needs a folder,
     and a file of ``paths`` that exists already."""
-    if dest.resolve() == out.resolve() or out.resolve() in dest.resolve().parents:
+    results, target = out.resolve(), dest.resolve()
+    if target == results or results in target.parents:
         raise ValueError(f"export destination {dest} is inside the results folder {out}: runs and the viewer read "
                          "every file there; give a folder outside it")
     if dest.exists() and not dest.is_dir():
