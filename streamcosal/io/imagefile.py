@@ -102,7 +102,6 @@ def image_files(folder_or_paths: Path | Iterable[Path]) -> tuple[list[Path], lis
     return images, others
 
 
-
 def subfolders(folder: Path) -> list[str]:
     """The names of ``folder``'s subfolders, sorted, hidden ones left out (as :func:`image_files` leaves out
     hidden files); none where ``folder`` is not a folder."""

@@ -1,7 +1,7 @@
-"""YAML read with the line of every key, for messages that point at the line to change: a key given
-twice in one mapping (which PyYAML silently keeps the last of) is refused, aliases are walked once
-(a file of nested aliases, "a billion laughs", is not expanded to list its keys), and a file nested
-deeper than Python's recursion is refused as such.
+"""A camera file's YAML read with the line of every key, for messages that point at the line to change
+(:mod:`streamcosal.run.cameras`): a key given twice in one mapping (which PyYAML silently keeps the
+last of) is refused, aliases are walked once (a file of nested aliases, "a billion laughs", is not
+expanded to list its keys), and a file nested deeper than Python's recursion is refused as such.
 
     data, lines = parse_with_lines(path, text)       # lines[("cameras", "porch", "url")] == 7
 """

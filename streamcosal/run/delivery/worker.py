@@ -12,8 +12,9 @@ repeated up to ``attempts`` tries in all, waiting ``backoff_s``, then twice as l
 (HTTP 400, 404, 413...) fails the event at once. A target whose queue is full (``queue_size`` events
 waiting) fails the new events at once. When the run ends, the targets get ``drain_s`` more seconds to
 deliver what waits (said in the log; Ctrl-C ends the wait at once); what is then still undelivered is
-listed in the report with the reason (the last error) and printed at the end of ``streamcosal video``. Undelivered events do not change the exit code:
-the results are saved, and the report says what did not arrive.
+listed in the report with the reason (the last error) and printed at the end of ``streamcosal video``.
+Undelivered events do not change the exit code: the results are saved, and the report says what did
+not arrive.
 
 Delivery is at least once: a receiver that answers after the timeout gets the event again on the next
 try; every try of an event carries the same ``id`` (``EventRecord.id``).
