@@ -34,6 +34,7 @@ from streamcosal.inference.allocator import keep_freed_memory
 from streamcosal.inference.engine import CoSalEngine
 from streamcosal.io.open import open_source
 from streamcosal.model import consensus_from_logits
+from streamcosal.params import MIN_INPUT_SIZE
 from streamcosal.run.overlay import highlight
 from streamcosal.run.pipeline import run_pipeline
 from streamcosal.run.prototypes import RunningPrototype
@@ -218,7 +219,8 @@ def main() -> None:
                         help="frames of the 480p video (DAVIS goat's 90, played again from the start beyond them)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--memory-frames", type=int, default=3000)
-    parser.add_argument("--memory-input-size", type=int, default=64)
+    parser.add_argument("--memory-input-size", type=int, default=MIN_INPUT_SIZE,
+                        help="the smallest input the engine accepts, so that the run is short")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (two on two shared, loaded cores made every call about 3x slower here)")
     parser.add_argument("--out", type=Path, default=None)
