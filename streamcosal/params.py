@@ -12,12 +12,12 @@ model as a form in its UI)::
 from __future__ import annotations
 
 import hashlib
-import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from streamcosal.io.endpoints import broker_url, webhook_url
 from streamcosal.io.redact import redact
 
 Mode = Literal["auto", "global", "streaming"]
@@ -128,8 +128,7 @@ class RunParams(BaseModel):
     @classmethod
     def _webhook_urls(cls, urls: list[str]) -> list[str]:
         for url in urls:
-            if not url.lower().startswith(("http://", "https://")) or _host_and_port(url) is None:
-                raise ValueError(f"{redact(url)} is not a webhook: give an http:// or https:// URL")
+            webhook_url(url)
         return urls
 
     @field_validator("mqtt", mode="before")
@@ -141,12 +140,7 @@ class RunParams(BaseModel):
     @classmethod
     def _broker_urls(cls, urls: list[str]) -> list[str]:
         for url in urls:
-            parts = _host_and_port(url)
-            if not url.lower().startswith(("mqtt://", "mqtts://")) or parts is None:
-                raise ValueError(f"{redact(url)} is not a broker: give mqtt://[USER:PASSWORD@]HOST[:PORT][/PREFIX]")
-            if "+" in parts.path or parts.fragment or url.endswith("#"):  # "#" starts a URL's fragment
-                raise ValueError(f"{redact(url)}: a topic prefix cannot hold MQTT's wildcards + and # (a published "
-                                 "topic is exact); give one without them")
+            broker_url(url)
         return urls
 
     @model_validator(mode="after")
@@ -262,13 +256,3 @@ def explain(error: ValidationError) -> str:
                      (f" (got {redact(repr(problem['input']))})" if where else ""))
     return "; ".join(lines)
 
-
-def _host_and_port(url: str) -> urllib.parse.SplitResult | None:
-    """``url`` split, or None where it names no host or its port is not one (a word, past 65535) or its
-    IPv6 address is broken: found when the options are read, not at the first event."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - reading it checks it
-    except ValueError:
-        return None
-    return parts if parts.hostname else None

@@ -391,5 +391,13 @@ def test_delivery_settings_are_checked_without_showing_the_password_and_change_n
     assert RunParams(mqtt=f"mqtt://bob:a+b{PASSWORD}@host:1883/site/cams").mqtt  # a + in the password is no wildcard
     with pytest.raises(ValueError, match="give an http"):
         WebhookTarget("http://")
+    # the targets a library user builds check the same, naming the URL without its password
+    for build, url, says in ((WebhookTarget, f"http://bob:{PASSWORD}@host:99999/x", "is not a webhook"),
+                             (MqttTarget, f"mqtt://bob:{PASSWORD}@host:80a/site", "is not a broker"),
+                             (MqttTarget, f"mqtt://bob:{PASSWORD}@[::1/site", "is not a broker"),
+                             (MqttTarget, f"mqtt://bob:{PASSWORD}@host/site/+", "cannot hold MQTT's wildcards")):
+        with pytest.raises(ValueError, match=says) as refused:
+            build(url)
+        assert "bob:***@" in str(refused.value) and PASSWORD not in str(refused.value)
     delivering = RunParams(webhook=["http://a/b"], mqtt="mqtt://b", event_snapshots=False, event_clips=True)
     assert delivering.result_params() == RunParams().result_params()

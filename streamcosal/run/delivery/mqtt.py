@@ -23,6 +23,7 @@ import urllib.parse
 import uuid
 from typing import Any
 
+from streamcosal.io.endpoints import broker_url
 from streamcosal.io.redact import redact
 from streamcosal.run.delivery.target import DeliveryError
 from streamcosal.run.observers import EventRecord
@@ -43,10 +44,8 @@ class MqttTarget:
     """Publishes events to the broker of ``url`` (see the module)."""
 
     def __init__(self, url: str) -> None:
-        parts = urllib.parse.urlsplit(url)
+        parts = broker_url(url)
         self.name = redact(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"--mqtt {self.name}: give mqtt://[USER:PASSWORD@]HOST[:PORT][/PREFIX] (mqtts:// for TLS)")
         try:
             import paho.mqtt.client  # noqa: F401 - checked here, before the run starts
         except ImportError:

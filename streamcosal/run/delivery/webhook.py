@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from streamcosal.io.endpoints import webhook_url
 from streamcosal.io.redact import redact
 from streamcosal.run.delivery.target import DeliveryError
 from streamcosal.run.observers import EventRecord
@@ -42,15 +43,9 @@ class WebhookTarget:
 
     def __init__(self, url: str) -> None:
         self.name = redact(url)
-        try:
-            parts = urllib.parse.urlsplit(url)
-            port = parts.port
-        except ValueError as error:  # "Port out of range 0-65535", "Invalid IPv6 URL"
-            raise ValueError(f"webhook {self.name}: {error}; give an http:// or https:// URL") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"webhook {self.name}: give an http:// or https:// URL")
+        parts = webhook_url(url)
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        netloc = f"{host}:{port}" if port else host
+        netloc = f"{host}:{parts.port}" if parts.port else host
         self._url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         self._auth = None
         if parts.username is not None:
