@@ -395,6 +395,14 @@ def test_a_relative_source_is_read_from_the_folder_its_run_started_in(data: Path
             frame = source.read_frames([3])[0].image
         differences[name] = np.abs(served.astype(np.float32) - frame)[away].mean()
     assert rendered.note is None and differences["started"] < 20 < differences["elsewhere"], differences  # the box too
+    # another video of the same size put in its place after the run: drawn, with a note (it was drawn without one)
+    (elsewhere / clip.name).replace(started / clip.name)
+    rendered = FrameRenderer().render(row, view.started_in(RUN), view.started_at(RUN))
+    assert rendered.jpeg and rendered.note is not None, rendered.note
+    assert rendered.note.startswith(f"{clip.name} (in {started}, the folder its run started in) was written or put in place at "), \
+        rendered.note
+    assert rendered.note.endswith("after its run started " f"({view.started_at(RUN).isoformat(timespec='seconds')}): "
+                                  "the picture may not be the one the mask was made on"), rendered.note
     (started / clip.name).unlink()
     note = FrameRenderer().render(row, view.started_in(RUN)).note
     assert note == f"the source {clip.name} (in {started}, the folder its run started in) no longer exists: the " \

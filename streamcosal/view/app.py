@@ -82,7 +82,7 @@ def create_app(out: Path, hosts: Sequence[str] = LOCAL_HOSTS) -> Starlette:
         row = view.row(key, run, index) if asked else None
         if row is None:
             return _not_found(f"no frame {index} of source {key!r} in run {run!r}")
-        rendered = renderer.render(row, view.started_in(run))
+        rendered = renderer.render(row, view.started_in(run), view.started_at(run))
         headers = dict(SECURITY_HEADERS)
         if rendered.note:
             headers["X-Streamcosal-Note"] = rendered.note.encode("ascii", "replace").decode("ascii")

@@ -144,6 +144,14 @@ class ResultsView:
         cwd = report.get("cwd") if report is not None else None
         return Path(cwd) if cwd else None
 
+    def started_at(self, run_id: str) -> datetime | None:
+        """When run ``run_id`` started (UTC), from its report; None while it runs or where its report does not say."""
+        report = run_report(self.out, run_id)
+        try:
+            return datetime.fromisoformat(report["started"]) if report and report.get("started") else None
+        except (TypeError, ValueError):  # not ours to judge here: the report's other fields still show
+            return None
+
     def _refresh(self) -> Snapshot:
         """The snapshot, re-read when the visible files changed since the last read."""
         with self._lock:

@@ -4,7 +4,9 @@ The mask is the row's COCO RLE. The frame is read again from the source the row 
 a local file that is still there (a video file, frame by frame as the pipeline read it, or an image
 file); the mask is drawn over it as the overlay videos draw it (:func:`streamcosal.run.overlay.highlight`:
 tinted, outlined, boxed). Where the frame cannot be had (a camera or stream, whose frames are not
-kept; a file moved, deleted or changed since), the mask is drawn alone on black and the note says why.
+kept; a file moved, deleted or changed since), the mask is drawn alone on black and the note says why;
+a file of the right size written or moved there after its run started is drawn, with a note that the picture may
+not be the one the mask was made on.
 Paths come only from the rows, never from a request.
 """
 
@@ -14,6 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from streamcosal.storage import decode_mask
 JPEG_QUALITY = 90
 MAX_SIDE = 1280  # larger frames are sent scaled down
 OPEN_VIDEOS = 4  # video files kept open between requests
+RUN_START_RESOLUTION = timedelta(seconds=1)  # a report's start is given to the second
 
 
 @dataclass(frozen=True)
@@ -50,15 +54,17 @@ class FrameRenderer:
         self._open_videos = open_videos
         self._lock = threading.Lock()
 
-    def render(self, row: Mapping[str, Any], started_in: Path | None = None) -> RenderedFrame:
+    def render(self, row: Mapping[str, Any], started_in: Path | None = None,
+               started_at: datetime | None = None) -> RenderedFrame:
         """``row``'s frame with its mask drawn, or its mask alone on black with the reason. ``started_in``:
         the folder the row's run started in, which a relative source is read from (else from this
-        process's)."""
+        process's); ``started_at``: when it started (a source modified since is noted)."""
         from streamcosal.run.overlay import highlight  # the overlay videos' style; imports the engine's modules
 
         mask = decode_mask(row)
         with self._lock:
-            image, note = self._frame(str(row["source"]), int(row["frame_index"]), mask.shape, started_in)
+            image, note = self._frame(str(row["source"]), int(row["frame_index"]), mask.shape, started_in,
+                                       started_at)
         if image is None:
             image = np.zeros((*mask.shape, 3), np.uint8)
         drawn = highlight(image, mask)
@@ -83,9 +89,9 @@ class FrameRenderer:
                 video.close()
             self._videos.clear()
 
-    def _frame(self, source: str, index: int, shape: tuple[int, ...],
-               started_in: Path | None) -> tuple[np.ndarray | None, str | None]:
-        """(the [H, W, 3] uint8 RGB frame, None) or (None, why it cannot be shown)."""
+    def _frame(self, source: str, index: int, shape: tuple[int, ...], started_in: Path | None,
+               started_at: datetime | None) -> tuple[np.ndarray | None, str | None]:
+        """(the [H, W, 3] uint8 RGB frame, None or a note) or (None, why it cannot be shown)."""
         shown = redact(source)
         if is_stream(source):
             return None, f"{shown} is a live stream or camera: its frames are not kept, so the mask is shown on black"
@@ -110,6 +116,13 @@ class FrameRenderer:
         if image.shape[:2] != tuple(shape):
             return None, (f"frame {index} of {shown} is {image.shape[1]}x{image.shape[0]} now, its mask "
                           f"{shape[1]}x{shape[0]} (the file changed since the run): the mask is shown on black")
+        if started_at is not None:
+            stat = path.stat()  # the inode's change time too: a file moved into place keeps its modification time
+            changed = datetime.fromtimestamp(max(stat.st_mtime, stat.st_ctime), started_at.tzinfo)
+            if changed > started_at + RUN_START_RESOLUTION:
+                return image, (f"{shown}{where} was written or put in place at {changed.isoformat(timespec='seconds')}, "
+                               f"after its run started ({started_at.isoformat(timespec='seconds')}): the picture may "
+                               "not be the one the mask was made on")
         return image, None
 
     def _video_frame(self, path: Path, index: int) -> np.ndarray | None:
