@@ -10,7 +10,7 @@ import torch
 from conftest import group_images
 
 from streamcosal import CoSalEngine
-from streamcosal.io.imagefile import read_gray, read_image, resize
+from streamcosal.io.imagefile import read_image, read_mask, resize
 from streamcosal.model.cooccurrence import common_region_embedding, position_support
 
 
@@ -24,7 +24,7 @@ def _group(engine: CoSalEngine, paths: list[Path]) -> torch.Tensor:
 
 
 def _mask(path: Path) -> np.ndarray:
-    return read_gray(path.parent.parent.parent / "masks" / path.parent.name / f"{path.stem}.png") > 128
+    return read_mask(path.parent.parent.parent / "masks" / path.parent.name / f"{path.stem}.png")[0] > 128
 
 
 def test_support_falls_on_the_people_a_group_shares(engine: CoSalEngine, data: Path) -> None:

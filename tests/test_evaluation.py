@@ -181,6 +181,28 @@ def test_masks_and_maps_as_drawn_by_other_tools(bench: Path, tmp_path: Path) -> 
     assert "width and height swapped" in warned
 
 
+def test_palette_and_16_bit_label_masks_are_read_by_their_values(bench: Path, tmp_path: Path) -> None:
+    """VOC's palette masks (object index 1 drawn (128, 0, 0), a void border of index 255) scored by their
+    indices, and 16-bit 0/1 label masks by their values: perfect maps score 1 (the palette's greys made the
+    void border the object, maxF 0.34; 16-bit labels read as empty masks)."""
+    from PIL import Image
+
+    def voc(a: np.ndarray) -> Image.Image:
+        index = (a > 128).astype(np.uint8)
+        index[(cv2.dilate(index, np.ones((5, 5), np.uint8)) > 0) & (index == 0)] = 255  # void, outside the object
+        img = Image.fromarray(index, "P")
+        img.putpalette([0, 0, 0, 128, 0, 0] + [0, 0, 0] * 253 + [224, 224, 192])
+        return img
+
+    root = copy_bench(bench, tmp_path, "gt")
+    shutil.copytree(root / "gt", root / "gt16", symlinks=True)
+    _rewrite(root / "gt" / "masks", voc)
+    _rewrite(root / "gt16" / "masks", lambda a: Image.fromarray((a > 128).astype(np.uint16)))
+    for gt in ("gt", "gt16"):
+        result = evaluate(bench / "gt_maps", root / gt)
+        assert result.overall["maxF"] == pytest.approx(1) and result.overall["MAE"] < 0.01, (gt, result.overall)
+
+
 def test_masks_named_otherwise_are_said_so(bench: Path, tmp_path: Path) -> None:
     root = copy_bench(bench, tmp_path, "gt")
     for mask in sorted((root / "gt" / "masks").rglob("*.png")):

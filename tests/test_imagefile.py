@@ -13,7 +13,7 @@ from PIL import Image
 
 from streamcosal.evaluation.report import predict_and_evaluate
 from streamcosal.inference.engine import CoSalEngine
-from streamcosal.io.imagefile import read_gray, read_image
+from streamcosal.io.imagefile import read_gray_checked, read_image
 from streamcosal.run.images import segment_folders
 from streamcosal.training import jigsaw
 
@@ -50,7 +50,7 @@ def test_a_sideways_photo_is_read_upright(phone: dict) -> None:
     assert upright.shape[0] > upright.shape[1]  # a portrait photo
     small, size = read_image(phone["photo"], max_side=64)  # a JPEG decoded at a reduced scale too
     assert size == upright.shape[:2] and upright.shape[0] > small.shape[0] > small.shape[1]
-    gray = read_gray(phone["photo"])
+    gray = read_gray_checked(phone["photo"])[0]
     assert gray.shape == upright.shape[:2]
 
 
@@ -83,3 +83,19 @@ def test_evaluation_and_training_see_the_photo_and_its_mask_aligned(phone: dict,
         warnings.simplefilter("error")  # load_pair warns when it has to resize a mask to its image
         rgb, mask = jigsaw.load_pair(phone["photo"], phone["mask"])
     assert mask.shape == rgb.shape[:2] == phone["upright"].shape[:2]
+
+
+def test_training_reads_palette_and_label_masks_by_their_values(data: Path, tmp_path: Path) -> None:
+    """A real PASCAL mask saved as VOC's palette (object (128, 0, 0), grey 38), as 0/1 labels in 8 and 16 bits,
+    and as a palette of greys with soft edges: training's pairs get the object each time (they were empty:
+    every loss the largest, nothing learnt), the grey palette thresholded as grey."""
+    image = data / "pascal_coseg" / "images" / "Cat" / "img_1001.jpg"
+    truth = np.asarray(Image.open(data / "pascal_coseg" / "masks" / "Cat" / "img_1001.png").convert("L")) > 128
+    voc = Image.fromarray(truth.astype(np.uint8), "P")
+    voc.putpalette([0, 0, 0, 128, 0, 0])
+    soft = Image.fromarray(np.where(truth, 200, 20).astype(np.uint8), "P")  # grey 200 and 20
+    soft.putpalette([v for i in range(256) for v in (i, i, i)])
+    for name, mask in (("voc.png", voc), ("labels.png", Image.fromarray(truth.astype(np.uint8))),
+                       ("labels16.png", Image.fromarray(truth.astype(np.uint16))), ("soft.png", soft)):
+        mask.save(tmp_path / name)
+        assert (jigsaw.load_pair(image, tmp_path / name)[1] == truth).all(), name

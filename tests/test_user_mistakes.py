@@ -629,9 +629,9 @@ def test_the_images_command_writes_the_map_of_a_14000_pixel_jpeg(data, huge_jpeg
     result = images(tmp_path / "in", tmp_path / "out", checkpoint)
     assert result.exit_code == 0, result.output
     assert "wrote 2 maps" in result.output
-    from streamcosal.io.imagefile import read_gray
+    from streamcosal.io.imagefile import read_gray_checked
 
-    assert read_gray(tmp_path / "out" / "g" / "huge.png").shape == (14000, 14000)
+    assert read_gray_checked(tmp_path / "out" / "g" / "huge.png")[0].shape == (14000, 14000)
     assert (group / "huge.jpg").read_bytes() == huge_jpegs[14000].read_bytes()  # untouched
 
 

@@ -40,7 +40,7 @@ import py_sod_metrics as sod
 
 from streamcosal.evaluation.results import METRICS, Curves, EvalCounts, EvalResult, GroupResult
 from streamcosal.io.datasets import CoSODDataset, Sample, index_images, load_dataset
-from streamcosal.io.imagefile import read_gray, read_gray_checked
+from streamcosal.io.imagefile import read_gray_checked, read_mask
 
 
 @dataclass
@@ -207,7 +207,7 @@ def evaluate(
                 found.missing_by_group[group] += 1
                 continue
             try:
-                (pred, colour), mask = read_gray_checked(pred_path), read_gray(sample.mask)
+                (pred, colour), (mask, read_as) = read_gray_checked(pred_path), read_mask(sample.mask)
             except OSError as error:
                 found.unreadable.append(f"{sample.key}: {error}")
                 continue
@@ -215,9 +215,8 @@ def evaluate(
                 found.colour.append(sample.key)
             if pred.min() == pred.max():
                 found.constant.append(sample.key)
-            if 0 < mask.max() <= 128:  # label masks ({0, 1}; JPEG's {0, 1, 2}) would be empty at > 128
+            if read_as == "labels":  # label masks ({0, 1}; JPEG's {0, 1, 2}) would be empty at > 128
                 found.scaled.append(sample.key)
-                mask = np.where(mask.astype(np.uint16) * 2 >= mask.max(), 255, 0).astype(np.uint8)
             if not _is_binary(mask):
                 found.non_binary.append(sample.key)
             if pred.shape != mask.shape:

@@ -4,8 +4,9 @@ evaluation, training data), with one rule for EXIF orientation.
 PIL decodes, every format it can open here (:data:`IMAGE_SUFFIXES`: PNG, JPEG, BMP, TIFF, WebP, AVIF,
 GIF, JPEG 2000, ...; HEIC/HEIF too where the ``pillow-heif`` plugin is installed: it is registered when
 found); what people have on disk is converted to HxWx3 uint8 RGB (:func:`read_image`): grayscale,
-palette, RGBA (alpha dropped), CMYK, 16-bit (scaled: 65535 -> 255) and float images; masks and maps to
-HxW uint8 (:func:`read_gray`). Image files no installed decoder reads (HEIC without ``pillow-heif``,
+palette, RGBA (alpha dropped), CMYK, 16-bit (scaled: 65535 -> 255) and float images; maps to HxW
+uint8 (:func:`read_gray_checked`), ground-truth masks too, palette and label masks by their values
+(:func:`read_mask`). Image files no installed decoder reads (HEIC without ``pillow-heif``,
 JPEG XL without its plugin: :data:`PLUGIN_SUFFIXES`) are still listed as images, so that reading them
 fails with a message naming the file and the plugin, instead of their being left out without a word.
 
@@ -125,15 +126,33 @@ def read_image(path: Path, max_side: int | None = None) -> tuple[np.ndarray, tup
     return _to_rgb8(img), size
 
 
-def read_gray(path: Path) -> np.ndarray:
-    """Read a mask or a map upright (EXIF orientation applied) as HxW uint8: colour converted to grey
-    (ITU-R 601 luma), 16-bit scaled to 8 by the file's maximum; the alpha channel where the colours are one
-    flat colour and the alpha is not (a mask or map drawn as transparency over white or black).
+def read_mask(path: Path) -> tuple[np.ndarray, str | None]:
+    """Read a ground-truth mask upright as HxW uint8 whose object is > 128, and how it was read where reading
+    it as grey would have lost its object (else None):
+
+    - ``"palette"``: a palette image (VOC's) by its indices, not their colours' grey (VOC's object
+      colour (128, 0, 0) is grey 38): index 0 is background, 255 VOC's void border (background here),
+      every other index object; a palette whose colours are the greys of their indices is read as grey;
+    - ``"labels"``: a label mask whose largest value is 1..128 ({0, 1}, JPEG's {0, 1, 2}; 8- or 16-bit),
+      binarised at half that maximum.
 
     Raises:
-        ImageReadError: the file is missing, empty or cannot be decoded (an ``OSError``).
+        ImageReadError: as :func:`read_gray_checked`.
     """
-    return _gray(_decode_upright(path, None)[0])[0]
+    img = _decode_upright(path, None)[0]
+    if img.mode == "P" and "transparency" not in img.info:
+        index = np.asarray(img, dtype=np.uint8)
+        used = np.unique(index)
+        palette = np.asarray(img.getpalette() or [], np.uint8).reshape(-1, 3)
+        if not all(i < len(palette) and (palette[i] == i).all() for i in used):
+            labelled = used[(used != 0) & (used != 255)]
+            found = np.isin(index, labelled) if labelled.size else index == 255
+            return np.where(found, 255, 0).astype(np.uint8), "palette"
+    raw = np.asarray(img) if img.mode in ("I;16", "I;16B", "I;16L", "I") else None
+    gray = raw.astype(np.uint8) if raw is not None and raw.max() <= 255 else _gray(img)[0]
+    if 0 < gray.max() <= 128:
+        return np.where(gray.astype(np.uint16) * 2 >= gray.max(), 255, 0).astype(np.uint8), "labels"
+    return gray, None
 
 
 COLOUR_SPREAD = 8.0
@@ -142,8 +161,15 @@ COLOUR_SPREAD = 8.0
 
 
 def read_gray_checked(path: Path) -> tuple[np.ndarray, bool]:
-    """:func:`read_gray`'s HxW uint8, and whether the file is a colour picture (its channels differ by more
-    than :data:`COLOUR_SPREAD` on average: a heat map, whose grey is not its values)."""
+    """Read a map (or a mask) upright (EXIF orientation applied) as HxW uint8: colour converted to grey
+    (ITU-R 601 luma), 16-bit scaled to 8 by the file's maximum; the alpha channel where the colours are one
+    flat colour and the alpha is not (a map drawn as transparency over white or black). Also whether the
+    file is a colour picture (its channels differ by more than :data:`COLOUR_SPREAD` on average: a heat
+    map, whose grey is not its values).
+
+    Raises:
+        ImageReadError: the file is missing, empty or cannot be decoded (an ``OSError``).
+    """
     img, _ = _decode_upright(path, None)
     gray, luma = _gray(img)
     if not luma:
@@ -153,7 +179,7 @@ def read_gray_checked(path: Path) -> tuple[np.ndarray, bool]:
 
 
 def _gray(img: Image.Image) -> tuple[np.ndarray, bool]:
-    """:func:`read_gray`'s HxW uint8 of a decoded image, and whether it is the luma of a colour image."""
+    """:func:`read_gray_checked`'s HxW uint8 of a decoded image, and whether it is the luma of a colour image."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I") and np.asarray(img).max() > 255:
         # by the file's own maximum: a map over part of the 16-bit range (0-1000) keeps its grey levels, and
         # the metrics normalise each map by its own range (masks: 0 and their maximum stay 0 and 255)

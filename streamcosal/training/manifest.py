@@ -40,7 +40,7 @@ import torch
 
 from streamcosal.inference.imagenet import imagenet_label
 from streamcosal.io.datasets import load_dataset
-from streamcosal.io.imagefile import read_gray, read_image, resize
+from streamcosal.io.imagefile import read_image, read_mask, resize
 from streamcosal.model import Backbone, build_backbone
 from streamcosal.storage.parquet_files import write_atomic
 
@@ -146,12 +146,13 @@ def file_hash(path: Path) -> str:
 
 
 def load_pair(image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Image [H,W,3] uint8 RGB and its mask [H,W] uint8 in {0,1} (binarised at > 128).
+    """Image [H,W,3] uint8 RGB and its mask [H,W] uint8 in {0,1} (:func:`read_mask`'s, binarised at > 128:
+    palette and label masks by their values).
 
     A mask of another size than its image is resized to it (nearest), with a warning naming both.
     """
     rgb = read_image(image)[0]
-    gray = read_gray(mask)
+    gray = read_mask(mask)[0]
     if gray.shape != rgb.shape[:2]:
         warnings.warn(f"mask {mask} is {gray.shape[1]}x{gray.shape[0]} but its image {image} is "
                       f"{rgb.shape[1]}x{rgb.shape[0]}: mask resized (nearest)", stacklevel=2)

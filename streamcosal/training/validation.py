@@ -14,7 +14,7 @@ from torch import Tensor
 
 from streamcosal.inference.transforms import resize_map, to_uint8
 from streamcosal.io.datasets import load_dataset
-from streamcosal.io.imagefile import read_gray, read_image
+from streamcosal.io.imagefile import read_image, read_mask
 from streamcosal.model import GICD
 from streamcosal.training.config import ConfigError, TrainConfig
 from streamcosal.training.jigsaw import jigsaw, resize
@@ -92,7 +92,7 @@ def validation_set(config: TrainConfig, *, max_images: int | None = None,
 
 def _plain_group(kind: str, key: str, pairs: list[tuple[Path, Path]], size: int) -> ValGroup:
     images = [resize(read_image(image)[0], size, size) for image, _ in pairs]
-    masks = [np.where(read_gray(mask) > 128, 255, 0).astype(np.uint8) for _, mask in pairs]
+    masks = [np.where(read_mask(mask)[0] > 128, 255, 0).astype(np.uint8) for _, mask in pairs]
     return ValGroup(kind, key, _to_tensor(images), masks)
 
 
