@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 from urllib.parse import quote
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -133,6 +134,68 @@ def test_decord_is_not_used_where_its_frame_0_is_not_ffmpegs(videos, frames, mon
         _, out = _read(videos["cfr"][0])
     assert [f.index for f in out] == list(range(N)) and all(_close(f.image, frames[f.index]) for f in out)
     assert "decord's frame 0 is not the file's first frame; reading with PyAV" in caplog.text
+
+
+def _h264(frames: list[np.ndarray], path: Path, container_format: str | None = None, bframes: int = 0,
+          gop: int = 10) -> None:
+    """H.264 at 25 frames/s, with B-frames where asked (AVI: their times come in decoding order)."""
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        stream.options = {"bf": str(bframes), "g": str(gop), "preset": "ultrafast"}
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def _started_inside_a_gop(frames: list[np.ndarray], tmp_path: Path) -> Path:
+    """An MKV copied from a raw H.264 stream without its first keyframe (a recording started with -c copy
+    inside a GOP): frames 1-9 cannot be decoded; the first that can is 0.36 s after the file starts."""
+    _h264(frames, tmp_path / "raw.h264", "h264")
+    path = tmp_path / "late.mkv"
+    with av.open(str(tmp_path / "raw.h264"), format="h264") as raw, av.open(str(path), "w") as out:
+        stream = out.add_stream_from_template(raw.streams.video[0])
+        stream.time_base = Fraction(1, 1000)
+        packets = [packet for packet in raw.demux(raw.streams.video[0]) if packet.size]
+        for i, packet in enumerate(packets[1:], start=1):
+            packet.stream, packet.pts, packet.dts, packet.time_base = stream, i * 40, i * 40, Fraction(1, 1000)
+            packet.duration = 40
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["raw H.264", "AVI with B-frames", "repeated times", "started inside a GOP"])
+def test_frames_without_times_or_with_repeated_ones_keep_the_files_times(tmp_path, frames, kind, caplog):
+    """A raw H.264 file (or pipe) gave no frame and exit 0 ("done, 0 frames": its frames carry no time); AVI's
+    B-frames came with scrambled times and a warning of joined clips; a repeated time shifted every later
+    frame; decord read a recording started inside a GOP with every time early and copies of its last frame."""
+    first, says = 0.0, None
+    if kind == "raw H.264":
+        path = tmp_path / "camera.h264"
+        _h264(frames, path, "h264")
+    elif kind == "AVI with B-frames":
+        path = tmp_path / "old.avi"
+        _h264(frames, path, bframes=3)
+    elif kind == "repeated times":
+        path = tmp_path / "repeat.mkv"
+        encode_video(frames[:8], path, codec="ffv1", pts=[0, 40, 80, 80, 120, 160, 200, 240],
+                     time_base=Fraction(1, 1000))
+        says = "frame 3 repeats the timestamp of the frame before (0.080 s); the file's times are kept"
+    else:
+        path, first = _started_inside_a_gop(frames, tmp_path), 0.36
+    with av.open(str(path)) as container:  # FFmpeg's own decoding: which frames there are
+        decodable = sum(1 for _ in container.decode(video=0))
+    source, out = _read(path)
+    times = [f.timestamp for f in out]
+    assert len(out) == decodable and len(out) >= 8, (len(out), decodable)
+    if kind == "repeated times":
+        assert times == pytest.approx([0, 0.04, 0.08, 0.08, 0.12, 0.16, 0.2, 0.24]) and source.report.warnings == [
+            f"{path}: {says}"]
+    else:
+        assert times == pytest.approx([first + 0.04 * i for i in range(len(out))]), times
+        assert source.report.warnings == []
+    nearest = [int(np.argmin([np.abs(f.image.astype(int) - g).mean() for g in frames])) for f in out]
+    assert nearest == sorted(set(nearest))  # each frame once, in order
 
 
 @pytest.mark.parametrize("reader", ["decord", "pyav"])
@@ -371,6 +434,18 @@ def test_http_mpegts_stream_read_to_the_end(ts_bytes, videos, frames):
     assert all(_close(f.image, frames[f.index]) for f in out)
     assert source.report.reconnects == 0
     assert "stream ended" in source.report.warnings[-1]
+
+
+def test_a_raw_h264_stream_is_read_timed_by_its_rate(tmp_path, frames):
+    """A raw H.264 stream (a Raspberry Pi camera's, served as it comes) carries no frame times: every frame
+    was dropped and the stream ended having given none."""
+    _h264(frames, tmp_path / "camera.h264", "h264")
+    with serve_stream((tmp_path / "camera.h264").read_bytes(), plays=1) as server:
+        with open_source(server.url, reconnect=FAST_RETRY) as source:
+            out = list(source)
+    assert [f.index for f in out] == list(range(N))
+    assert [f.timestamp for f in out] == pytest.approx([i / source.info.fps for i in range(N)])
+    assert all(_close(f.image, frames[f.index]) for f in out)
 
 
 def test_stream_drop_reconnects_then_ends_cleanly(ts_bytes, videos, caplog):

@@ -175,26 +175,43 @@ def summarise_skips(name: str, report: SourceReport, advice: str) -> None:
 # ----------------------------------------------------------------------------- video files
 
 
+UNTIMED_FORMATS = {"avi"}
+"""Containers (FFmpeg's names) whose frames carry no presentation time: AVI stores one frame per
+interval, and PyAV's times of its B-frames come in decoding order. Their frames are timed by their
+index and the frame rate, as are frames without any time (a raw H.264 or HEVC stream)."""
+
+
 class Timeline:
     """Increasing timestamps for a file whose own go back (clips joined together: each restarts at
     0): from the first frame that goes back, the time continues after the last one (one frame
-    interval later). Reports that, and a change of frame size, once each, naming the frame."""
+    interval later). A frame without a time (``None``) comes one interval per index after the last.
+    Reports times that go back or repeat, and a change of frame size, once each, naming the frame."""
 
     def __init__(self, name: str, info: VideoInfo, report: SourceReport):
         self.name, self.report = name, report
         self.interval = 1.0 / info.fps if info.fps else 0.04
-        self.offset, self.last = 0.0, -math.inf
+        self.offset, self.last, self.last_index = 0.0, -math.inf, -1
         self.size: tuple[int, int] | None = None
-        self.warned_time = self.warned_size = False
+        self.warned_time = self.warned_repeat = self.warned_size = False
 
-    def __call__(self, index: int, timestamp: float, frame: av.VideoFrame) -> float:
-        if timestamp + self.offset <= self.last:
+    def __call__(self, index: int, timestamp: float | None, frame: av.VideoFrame) -> float:
+        if timestamp is None:
+            self.last = index * self.interval if self.last == -math.inf else (
+                self.last + (index - self.last_index) * self.interval)
+        elif timestamp + self.offset < self.last:
             self.offset = self.last + self.interval - timestamp
             if not self.warned_time:
                 self.warned_time = True
                 self.report.warn(f"{self.name}: timestamps start again at frame {index} (clips joined together?); "
                                  f"its time continues from {self.last + self.interval:.3f} s")
-        self.last = timestamp + self.offset
+            self.last = timestamp + self.offset
+        else:
+            if timestamp + self.offset == self.last and not self.warned_repeat:
+                self.warned_repeat = True
+                self.report.warn(f"{self.name}: frame {index} repeats the timestamp of the frame before "
+                                 f"({self.last:.3f} s); the file's times are kept")
+            self.last = timestamp + self.offset
+        self.last_index = index
         size = (frame.width, frame.height)
         if self.size is not None and size != self.size and not self.warned_size:
             self.warned_size = True
@@ -220,11 +237,14 @@ class TimedFrames:
     def __iter__(self) -> Iterator[tuple[int, float, av.VideoFrame]]:
         start_pts = video_stream(self.container).start_time or 0
         rate = RateCheck(self.info if self.check_rate else None, self.name, self.report)
+        timed = not set(self.container.format.name.split(",")) & UNTIMED_FORMATS
         for frame in decode_packets(self.container, self.name, self.report):
             index = self.count
             self.count += 1
-            if frame is not None and frame.pts is not None:
-                timestamp = self.timeline(index, float((frame.pts - start_pts) * frame.time_base), frame)
+            if frame is not None:
+                pts = frame.pts if timed else None
+                timestamp = self.timeline(index, None if pts is None else float((pts - start_pts) * frame.time_base),
+                                          frame)
                 if rate.add(timestamp):
                     self.timeline.interval = 1.0 / self.info.fps if self.info.fps else self.timeline.interval
                 yield index, timestamp, frame

@@ -45,11 +45,12 @@ Reader = Literal["auto", "decord", "pyav", "nvdec"]
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".ts", ".mts", ".mpg", ".mpeg", ".flv",
                   ".wmv", ".3gp"}
 """What a folder's video files end with (an archive's, a folder given where images are expected)."""
-INDEXED_FORMATS = {"mov", "mp4", "matroska", "webm", "avi"}
+INDEXED_FORMATS = {"mov", "mp4", "matroska", "webm"}
 """Containers (FFmpeg's names) whose index decord seeks by. Without one (MPEG-TS, MPEG-PS, raw H.264)
 decord 0.6.0 guesses frames by position and is wrong without a word: MPEG-TS with B-frames starts a
 GOP late, every frame shifted; a recording cut inside a GOP gets the undecodable frames' slots as
-copies of its last frame, every timestamp early. PyAV decodes them in order."""
+copies of its last frame, every timestamp early. PyAV decodes them in order. AVI has an index, but no
+frame times decord can give (huge negative ones with B-frames): PyAV reads it too."""
 SHORT_END_S = 1.0
 """A file's frames ending more than this (or 5% of its duration, if more) before the duration its
 container announces were cut short."""
@@ -101,7 +102,9 @@ class VideoFileSource(FrameSource):
                 first = None
             if first is None:
                 raise SourceError(f"{self.name}: no decodable video frame in the file. Re-encode or re-record it.")
-            self._first_image = upright(first)  # what decord's frame 0 must be
+            self._first_image = upright(first)  # what decord's frame 0 must be, and when
+            self._first_time = None if first.pts is None else float((first.pts - (stream.start_time or 0))
+                                                                    * first.time_base)
             rotation = int(round(first.rotation or 0)) % 360
             width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
             rate = stream.average_rate or stream.guessed_rate
@@ -159,6 +162,13 @@ class VideoFileSource(FrameSource):
         expected = self._first_image
         if first.shape != expected.shape or np.abs(first.astype(np.int16) - expected).mean() > FIRST_FRAME_TOLERANCE:
             logger.info("%s: decord's frame 0 is not the file's first frame; reading with PyAV", self.name)
+            return None
+        interval = 1.0 / self.info.fps if 0 < self.info.fps <= MAX_PLAUSIBLE_FPS else 0.0
+        if self._first_time is not None and abs(self._timestamps[0] - self._first_time) > max(interval / 2, 1e-3):
+            # a recording started inside a GOP: decord's first decodable frame at time 0, every time early and
+            # the undecodable frames' slots filled with copies of the last frame
+            logger.info("%s: decord's frame 0 is at %.3f s, the file's first frame at %.3f s; reading with PyAV",
+                        self.name, self._timestamps[0], self._first_time)
             return None
         return vr
 

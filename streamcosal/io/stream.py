@@ -167,8 +167,15 @@ class StreamSource(FrameSource):
             connection_timeline = None
             try:
                 for frame in decode_packets(container, self.name, self.report):
-                    if frame is None or frame.pts is None:
+                    if frame is None:
                         index += 1
+                        continue
+                    if frame.pts is None:  # a raw stream (H.264 over TCP) holds no times: one interval a frame
+                        timestamp = 0.0 if last_t is None else last_t + interval
+                        new_frames = True
+                        if self._sampler.keep(index, timestamp):
+                            yield Frame(image=upright(frame), index=index, timestamp=timestamp, source=self.name)
+                        last_t, index = timestamp, index + 1
                         continue
                     digest = seen.digest(frame)
                     if seen.get(frame.pts) == digest:  # a reconnect sent frames already read: not progress
