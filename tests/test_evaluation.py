@@ -203,6 +203,15 @@ def test_palette_and_16_bit_label_masks_are_read_by_their_values(bench: Path, tm
         assert result.overall["maxF"] == pytest.approx(1) and result.overall["MAE"] < 0.01, (gt, result.overall)
 
 
+def test_prediction_folders_match_their_groups_in_any_case(bench: Path, tmp_path: Path) -> None:
+    """Maps in `pred/sofa` for the group `Sofa` (masks matched so already): the group was skipped, exit 1."""
+    root = copy_bench(bench, tmp_path, "gt_maps")
+    for group in [p for p in (root / "gt_maps").iterdir() if p.is_dir()]:
+        group.rename(group.with_name(group.name.lower()))
+    result = evaluate(root / "gt_maps", bench / "gt")
+    assert result.overall["maxF"] == pytest.approx(1) and not result.missing, result.warnings
+
+
 def test_masks_named_otherwise_are_said_so(bench: Path, tmp_path: Path) -> None:
     root = copy_bench(bench, tmp_path, "gt")
     for mask in sorted((root / "gt" / "masks").rglob("*.png")):

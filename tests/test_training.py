@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -143,6 +144,8 @@ def test_what_fails_after_the_checks_is_one_line_naming_the_file(tmp_path: Path,
                          None, r"held out for \[validation\]"),
         "out under a file": (text.replace('out_dir = "run"', 'out_dir = "file/run"'), None,
                              r"\[train\] out_dir .*file/run cannot be made \(Not a directory\)"),
+        "manifest under a file": (text.replace('manifest = "manifest.parquet"', 'manifest = "file/m.parquet"'), None,
+                                  r"\[data\] manifest .*file/m\.parquet: .*file is a file, not a folder"),
     }
     for name, (body, state, match) in cases.items():
         path = tmp_path / f"{name.replace(' ', '_')}.toml"
@@ -152,6 +155,23 @@ def test_what_fails_after_the_checks_is_one_line_naming_the_file(tmp_path: Path,
         result = CliRunner().invoke(app, ["train", str(path), "--resume"])
         assert result.exit_code == 1 and "Traceback" not in result.output and "Aborted" not in result.output, name
         assert re.search(match, " ".join(result.output.split())), (name, result.output)
+
+
+def test_a_damaged_image_stops_training_in_one_line_naming_it(tmp_path: Path, tiny: Path) -> None:
+    """A truncated photo among the data: a 40-line traceback before; one line naming it and --resume now."""
+    from typer.testing import CliRunner
+
+    from streamcosal.cli import app
+
+    shutil.copytree(tiny, tmp_path / "data", symlinks=True)
+    damaged = sorted((tmp_path / "data" / "tiny" / "images" / "Sofa").iterdir())[0]
+    whole = damaged.resolve().read_bytes()
+    damaged.unlink()
+    damaged.write_bytes(whole[:300])
+    result = CliRunner().invoke(app, ["train", str(write_config(tmp_path / "c.toml", tmp_path / "data"))])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"{damaged}: " in output and "replace or remove that file, then run the same command with --resume" in output
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -279,10 +299,17 @@ def test_resume_equals_uninterrupted(tmp_path: Path, tiny: Path) -> None:
     assert first.epochs_done == 1
     with pytest.raises(TrainingError, match="--resume"):
         train(cfg)
+    changed = tmp_path / "b" / "changed.toml"
+    changed.write_text(cfg.read_text().replace("lr = 1e-3", "lr = 2e-3"))
+    with pytest.raises(TrainingError, match=r"the config's \[optim\] lr = 0\.001 -> 0\.002 differ from the run's"):
+        train(changed, resume=True)
+    (tmp_path / "b").rename(tmp_path / "moved")  # the project folder moved: its relative paths name the same files
+    cfg = tmp_path / "moved" / "c.toml"
+    saved = tmp_path / "moved" / "run" / "state.pt"
     # a state written before a config key existed (here: copy_paste_native) still resumes at its default
-    state = torch.load(first.state, weights_only=True)
+    state = torch.load(saved, weights_only=True)
     del state["config"]["augment"]["copy_paste_native"]
-    torch.save(state, first.state)
+    torch.save(state, saved)
     resumed = train(cfg, resume=True)
     assert resumed.epochs_done == 2
     a, b = decoder_of(whole.state), decoder_of(resumed.state)
@@ -389,6 +416,16 @@ def test_a_manifest_of_other_data_is_refused(tmp_path: Path, tiny: Path) -> None
     legacy.write(tmp_path / "manifest.parquet")
     with pytest.raises(ConfigError, match=r"built from unrecorded data .*delete the manifest"):
         training.training_groups(config, backbone=None)
+    # the same sets under another root: the manifest's files are not theirs (it trained on the old files, exit 0)
+    legacy.built_from = Manifest.read(tmp_path / "manifest.parquet").built_from or {
+        "train_sets": ["tiny"], "regroup_sets": [], "min_confidence": 0.3, "min_group_size": 4}
+    shutil.copytree(tiny, tmp_path / "mine", symlinks=True)
+    legacy.write(tmp_path / "manifest.parquet")
+    mine = tmp_path / "mine.toml"
+    mine.write_text(text.replace(f'root = "{tiny}"', f'root = "{tmp_path / "mine"}"'))
+    with pytest.raises(ConfigError, match=r"manifest .*manifest\.parquet lists .*, which is in none of \[data\] "
+                                          r"train_sets under \[data\] root .*mine: it was built from other data"):
+        training.training_groups(load_config(mine), backbone=None)
 
 
 def test_benchmark_measures_each_precision_and_writes_nothing(tmp_path: Path, tiny: Path) -> None:

@@ -25,6 +25,7 @@ def train(
     """Jigsaw training of the GICD decoder (backbone frozen), validation each epoch, best checkpoint kept."""
     from rich.table import Table
 
+    from streamcosal.io.imagefile import ImageReadError
     from streamcosal.model import WeightsError
     from streamcosal.training.config import ConfigError
     from streamcosal.training.loop import TrainingError
@@ -44,5 +45,8 @@ def train(
         result = run_training(config, resume=resume)
     except (ConfigError, TrainingError, FileNotFoundError, WeightsError) as e:
         fail(str(e), 1)
+    except ImageReadError as e:  # a damaged image met mid-epoch: the epochs finished before are in state.pt
+        fail(f"{e}: training stopped; replace or remove that file, then run the same command with --resume (the "
+             "epochs finished are kept; the one under way starts again)", 1)
     typer.echo(f"{result.name}: {result.epochs_done} epochs, {result.steps_done} steps; best epoch {result.best_epoch} "
                f"(validation score {result.best_score:.3f}) -> {result.best_checkpoint}; metrics in {result.metrics}")

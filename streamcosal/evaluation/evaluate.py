@@ -39,7 +39,7 @@ import numpy as np
 import py_sod_metrics as sod
 
 from streamcosal.evaluation.results import METRICS, Curves, EvalCounts, EvalResult, GroupResult
-from streamcosal.io.datasets import CoSODDataset, Sample, index_images, load_dataset
+from streamcosal.io.datasets import CoSODDataset, Sample, index_images, load_dataset, named_alike
 from streamcosal.io.imagefile import read_gray_checked, read_mask
 
 
@@ -308,8 +308,10 @@ def _dataset_predictions(pred_dir: Path, dataset: CoSODDataset) -> Path:
 def _group_predictions(
     pred_dir: Path, group: str, samples: list[Sample], flat: bool, image_dir_name: str, warnings: list[str]
 ) -> tuple[dict[str, Path], list[str]]:
-    """Stem -> map of one group, and the names of maps that match no sample."""
-    folder = pred_dir / group
+    """Stem -> map of one group (its folder matched in any case, as the masks' are), and the names of maps that
+    match no sample."""
+    present = [p.name for p in pred_dir.iterdir() if p.is_dir()] if pred_dir.is_dir() else []
+    folder = pred_dir / (named_alike(present, group) or group)
     if flat:  # the group's own folder, the image folder's name (what ``streamcosal images`` writes), or none
         candidates = [folder, pred_dir / image_dir_name, pred_dir]
         folder = next((c for c in candidates if index_images(c)[0]), folder)

@@ -113,7 +113,7 @@ def detect_layout(root: Path | str) -> tuple[str, str, str]:
     present = subfolders(root)
     for layout, pairs in LAYOUTS.items():
         for image_name, mask_name in pairs:
-            image, mask = _named(present, image_name), _named(present, mask_name)
+            image, mask = named_alike(present, image_name), named_alike(present, mask_name)
             if image and mask:
                 return layout, image, mask
     known = ", ".join(sorted({f"{i}/ + {m}/" for pairs in LAYOUTS.values() for i, m in pairs}))
@@ -161,9 +161,9 @@ def load_dataset(root: Path | str, *, layout: str | None = None, name: str | Non
                 "and were ignored: move them into a group folder"
             )
         mask_groups = subfolders(mask_dir)
-        groups = {d.name: _group_samples(d.name, d, mask_dir / (_named(mask_groups, d.name) or d.name), warnings)
+        groups = {d.name: _group_samples(d.name, d, mask_dir / (named_alike(mask_groups, d.name) or d.name), warnings)
                   for d in group_dirs}
-        unpaired = sorted(set(mask_groups) - {_named(mask_groups, d.name) for d in group_dirs})
+        unpaired = sorted(set(mask_groups) - {named_alike(mask_groups, d.name) for d in group_dirs})
         if unpaired:
             warnings.append(f"mask folder(s) without an image folder of the same name were ignored: "
                             f"{', '.join(unpaired)} (in {mask_dir})")
@@ -212,7 +212,7 @@ def _pack_member(folder: Path) -> tuple[Path, Path, str] | None:
     for image_tree, mask_tree in BENCHMARK_TREES:
         if tree.name.lower() not in (image_tree.lower(), mask_tree.lower()):
             continue
-        image, mask = _named(present, image_tree), _named(present, mask_tree)
+        image, mask = named_alike(present, image_tree), named_alike(present, mask_tree)
         if image and mask and (top / image / folder.name).is_dir() and (top / mask / folder.name).is_dir():
             return top / image / folder.name, top / mask / folder.name, folder.name
     return None
@@ -229,7 +229,7 @@ def _name(folder: Path) -> str:
     return Path(os.path.abspath(folder)).name
 
 
-def _named(present: list[str], name: str) -> str | None:
+def named_alike(present: list[str], name: str) -> str | None:
     """``name`` among the folder names ``present``: itself, else the one that differs from it in case only."""
     if name in present:
         return name
@@ -263,7 +263,7 @@ def _named_layout_folders(root: Path, layout: str) -> tuple[str, str]:
         raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
     present = subfolders(root)
     for image_name, mask_name in LAYOUTS[layout]:
-        image, mask = _named(present, image_name), _named(present, mask_name)
+        image, mask = named_alike(present, image_name), named_alike(present, mask_name)
         if image and mask:
             return image, mask
     expected = " or ".join(f"{root / i}/ and {root / m}/" for i, m in LAYOUTS[layout])

@@ -25,6 +25,7 @@ augmentation. See ``reports/training/README.md``.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -104,6 +105,13 @@ def training_groups(config: TrainConfig, backbone: Any) -> tuple[dict[str, list[
                 f"{config.source}: the manifest {data.manifest} was built from "
                 f"{manifest.built_from or 'unrecorded data (an older streamcosal)'}, but [data] asks for {wanted}: "
                 "delete the manifest to group the data again, or set [data] manifest to another file")
+        roots = tuple(os.path.join(os.path.realpath(data.root / name), "") for name in data.train_sets)
+        folders = {folder: os.path.join(os.path.realpath(folder), "") for folder in {i.image.parent for i in manifest.items}}
+        stray = next((i.image for i in manifest.items if not folders[i.image.parent].startswith(roots)), None)
+        if stray is not None:
+            raise ConfigError(f"{config.source}: the manifest {data.manifest} lists {stray}, which is in none of "
+                              f"[data] train_sets under [data] root {data.root}: it was built from other data; delete "
+                              "it to group this data, or set [data] manifest to another file")
     else:
         rule = GroupingRule(data.min_confidence, data.min_group_size)
         manifest = Manifest([], [])
@@ -177,6 +185,10 @@ def check_inputs(config: TrainConfig) -> None:
     if config.data.manifest.is_dir():
         raise ConfigError(f"{config.source}: [data] manifest {config.data.manifest} is a folder: give the manifest a "
                           "file's path (it is written there on first use)")
+    blocking = next((p for p in config.data.manifest.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"{config.source}: [data] manifest {config.data.manifest}: {blocking} is a file, not a "
+                          "folder: give the manifest a path in a folder")
     out = config.train.out_dir
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{config.source}: [train] out_dir {out} is a file, not a folder: "
@@ -249,7 +261,7 @@ def train(config_path: Path | TrainConfig, resume: bool = False, *, stop_after: 
         console.print(f"[yellow]data:[/yellow] {escape(note)}")
     val = validation_set(config)
     steps = t.steps_per_epoch or len(groups)
-    drop_step = round(config.optim.lr_drop_at * t.epochs * steps)
+    drop_step = max(1, round(config.optim.lr_drop_at * t.epochs * steps))  # a run of one step starts at lr
     o = config.optim
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
     start, best_score, best_epoch, history, started = 0, -math.inf, 0, [], None
@@ -356,14 +368,29 @@ def _restore(path: Path, config: TrainConfig, model: GICD,
                             "run killed while writing it?): delete it to train again from the start, or train into "
                             "another out_dir") from None
     now = config.to_dict()
-    changed = sorted(k for k in now if k != "source" and saved.get(k) != now[k])
+    bases = (os.path.dirname(saved["source"]), os.path.dirname(now["source"]))
+    changed = [key for table in now if table != "source" for key in _differences(saved.get(table), now[table], bases,
+                                                                                 f"[{table}]")]
     if changed:
-        raise TrainingError(f"cannot resume {path}: the config's [{'], ['.join(changed)}] differ from the run's; "
+        raise TrainingError(f"cannot resume {path}: the config's {', '.join(changed[:4])} differ from the run's; "
                             "restore them or train into another out_dir")
     model.decoder.load_state_dict(state["decoder"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     return state["epoch"], state["best_score"], state["best_epoch"], state["history"], state.get("precision")
+
+
+def _differences(saved: Any, now: Any, bases: tuple[str, str], where: str) -> list[str]:
+    """The keys (``[table] key = run's -> now``) where a resumed run's config differs from the one it started
+    with. A path is the same where it names the same place, or the same place relative to its config file
+    (a project folder moved or copied whole, its data inside it or beside it)."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [d for k in sorted(saved.keys() | now.keys())
+                for d in _differences(saved.get(k), now.get(k), bases, f"{where} {k}" if "]" in where else f"{where}.{k}")]
+    if saved == now or (isinstance(saved, str) and isinstance(now, str) and os.path.isabs(saved) and os.path.isabs(now)
+                        and os.path.relpath(saved, bases[0]) == os.path.relpath(now, bases[1])):
+        return []
+    return [f"{where} = {saved!r} -> {now!r}"]
 
 
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
