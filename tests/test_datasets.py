@@ -148,6 +148,17 @@ def test_missing_mask_is_kept_and_reported(tmp_path: Path) -> None:
     assert [s.key for s in dataset.missing_masks] == [f"Sofa/{lost}"]
 
 
+def test_masks_without_their_image_are_warned(tmp_path: Path) -> None:
+    """Two photos deleted, their masks left: "10/10 images evaluated" and exit 0, without a word."""
+    taken = make_tree(tmp_path / "set", "images", "masks")
+    for stem in taken["Sofa"][:2]:
+        (tmp_path / "set" / "images" / "Sofa" / f"{stem}.jpg").unlink()
+    dataset = load_dataset(tmp_path / "set")
+    assert dataset.n_images == sum(GROUPS.values()) - 2
+    assert any(w.startswith("group 'Sofa': 2 mask(s) have no image in ") and f"{taken['Sofa'][0]}.png" in w
+               for w in dataset.warnings), dataset.warnings
+
+
 def test_missing_mask_folder_is_warned(tmp_path: Path) -> None:
     make_tree(tmp_path / "set", "images", "masks")
     for link in (tmp_path / "set" / "masks" / "Table").iterdir():

@@ -293,4 +293,8 @@ def _group_samples(group: str, image_dir: Path, mask_dir: Path, warnings: list[s
             )
     if images and not mask_dir.is_dir():
         warnings.append(f"group {group!r}: mask folder {mask_dir} does not exist")
+    alone = sorted(path.name for stem, path in masks.items() if stem not in images)
+    if images and alone:
+        warnings.append(f"group {group!r}: {len(alone)} mask(s) have no image in {image_dir} and are not used "
+                        f"({', '.join(alone[:3])}{', ...' if len(alone) > 3 else ''})")
     return [Sample(group, stem, path, masks.get(stem)) for stem, path in sorted(images.items())]
