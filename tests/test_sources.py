@@ -148,20 +148,40 @@ def _h264(frames: list[np.ndarray], path: Path, container_format: str | None = N
         container.mux(stream.encode())
 
 
-def _started_inside_a_gop(frames: list[np.ndarray], tmp_path: Path) -> Path:
-    """An MKV copied from a raw H.264 stream without its first keyframe (a recording started with -c copy
-    inside a GOP): frames 1-9 cannot be decoded; the first that can is 0.36 s after the file starts."""
-    _h264(frames, tmp_path / "raw.h264", "h264")
-    path = tmp_path / "late.mkv"
-    with av.open(str(tmp_path / "raw.h264"), format="h264") as raw, av.open(str(path), "w") as out:
-        stream = out.add_stream_from_template(raw.streams.video[0])
+def _mkv_of_raw(raw: Path, path: Path, skip: int = 0) -> Path:
+    """The raw H.264 stream ``raw`` copied into an MKV at 25 frames/s (as ``ffmpeg -c copy`` does), without
+    its first ``skip`` packets."""
+    with av.open(str(raw), format="h264") as source, av.open(str(path), "w") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
         stream.time_base = Fraction(1, 1000)
-        packets = [packet for packet in raw.demux(raw.streams.video[0]) if packet.size]
-        for i, packet in enumerate(packets[1:], start=1):
+        packets = [packet for packet in source.demux(source.streams.video[0]) if packet.size]
+        for i, packet in enumerate(packets[skip:], start=skip):
             packet.stream, packet.pts, packet.dts, packet.time_base = stream, i * 40, i * 40, Fraction(1, 1000)
             packet.duration = 40
             out.mux(packet)
     return path
+
+
+def _started_inside_a_gop(frames: list[np.ndarray], tmp_path: Path) -> Path:
+    """An MKV copied from a raw H.264 stream without its first keyframe (a recording started with -c copy
+    inside a GOP): frames 1-9 cannot be decoded; the first that can is 0.36 s after the file starts."""
+    _h264(frames, tmp_path / "raw.h264", "h264")
+    return _mkv_of_raw(tmp_path / "raw.h264", tmp_path / "late.mkv", skip=1)
+
+
+def test_a_frame_size_change_in_an_indexed_file_keeps_each_frames_size(tmp_path, frames):
+    """An MKV whose camera changed resolution after 10 frames: decord scaled every frame to the first size,
+    without a word; the last keyframe's size sends such a file to PyAV, which segments each at its own."""
+    bigger = [cv2.resize(f, (320, 192)) for f in frames[10:20]]
+    _h264(frames[:10], tmp_path / "a.h264", "h264")
+    _h264(bigger, tmp_path / "b.h264", "h264")
+    (tmp_path / "ab.h264").write_bytes((tmp_path / "a.h264").read_bytes() + (tmp_path / "b.h264").read_bytes())
+    path = _mkv_of_raw(tmp_path / "ab.h264", tmp_path / "camera.mkv")
+    source, out = _read(path)
+    assert [f.image.shape[:2] for f in out] == [(96, 160)] * 10 + [(192, 320)] * 10
+    assert source.report.warnings == [f"{path}: the frame size changes at frame 10 from 160x96 to 320x192; every "
+                                      "frame is segmented at its own size"]
+    assert all(_close(f.image, g) for f, g in zip(out, frames[:10] + bigger))
 
 
 @pytest.mark.parametrize("kind", ["raw H.264", "AVI with B-frames", "repeated times", "started inside a GOP"])

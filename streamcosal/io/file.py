@@ -103,6 +103,7 @@ class VideoFileSource(FrameSource):
             if first is None:
                 raise SourceError(f"{self.name}: no decodable video frame in the file. Re-encode or re-record it.")
             self._first_image = upright(first)  # what decord's frame 0 must be, and when
+            self._first_size = (first.width, first.height)
             self._first_time = None if first.pts is None else float((first.pts - (stream.start_time or 0))
                                                                     * first.time_base)
             rotation = int(round(first.rotation or 0)) % 360
@@ -170,7 +171,26 @@ class VideoFileSource(FrameSource):
             logger.info("%s: decord's frame 0 is at %.3f s, the file's first frame at %.3f s; reading with PyAV",
                         self.name, self._timestamps[0], self._first_time)
             return None
+        last = self._last_keyframe_size()
+        if last is not None and last != self._first_size:  # decord scales every frame to the first one's size
+            logger.info("%s: its frames are %dx%d at the start and %dx%d at the end; reading with PyAV", self.name,
+                        *self._first_size, *last)
+            return None
         return vr
+
+    def _last_keyframe_size(self) -> tuple[int, int] | None:
+        """(width, height) of the file's last keyframe (where a stream can change its frame size), read by
+        PyAV after a seek to the end; None where it cannot be had."""
+        try:
+            with open_container(self.name, self.name) as container:
+                check_video_stream(container, self.name)
+                if container.duration is None:
+                    return None
+                container.seek((container.start_time or 0) + container.duration, backward=True)  # in av.time_base
+                frame = next((f for f in decode_packets(container, self.name, SourceReport()) if f is not None), None)
+                return None if frame is None else (frame.width, frame.height)
+        except (SourceError, av.error.FFmpegError, OSError):
+            return None
 
     def _generate(self) -> Iterator[Frame]:
         self._last_time: float | None = None  # the last decoded frame's timestamp, sampled or not
