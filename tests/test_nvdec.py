@@ -47,7 +47,7 @@ class Rejecting:
 
     def __init__(self, path: Path, bad_packet: int):
         self.container, self.bad_packet = av.open(str(path)), bad_packet
-        self.streams = self.container.streams
+        self.streams, self.format = self.container.streams, self.container.format
 
     def demux(self, stream: av.video.stream.VideoStream):
         for k, packet in enumerate(self.container.demux(stream)):
