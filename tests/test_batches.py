@@ -34,7 +34,9 @@ def frames(engine: CoSalEngine, data: Path, dataset: str, group: str, n: int, si
 
 
 def same(a: GroupPrediction, b: GroupPrediction) -> None:
-    assert np.abs(a.maps - b.maps).max() < 1e-4
+    # oneDNN picks other fp32 convolution kernels for other batch sizes: 1.4e-4 at most on an Intel Xeon with AMX
+    # (2026-12-06), under 1e-4 on AMD EPYC; a tenth of a grey level either way
+    assert np.abs(a.maps - b.maps).max() < 4e-4
     assert np.allclose(a.similarity, b.similarity, atol=1e-4) and np.allclose(a.consensus, b.consensus, atol=1e-6)
     assert all(np.allclose(p, q, atol=1e-5) for p, q in zip(a.prototypes, b.prototypes))
     assert np.allclose(a.embeddings, b.embeddings, atol=1e-5)
