@@ -125,7 +125,7 @@ def run_pipeline(
     store = ConsensusStore.open(config.store_path or out / STORE_FILE, group_size=config.consensus_frames)
     engine.settle_precision(config.window)  # `auto` measured on a GPU: before the precision is recorded
     report = RunReport(run_id=run_id, out=str(out), model=f"{engine.name} {engine.version}",
-                       started=datetime.now(UTC).isoformat(timespec="seconds"), cwd=os.getcwd(),
+                       started=datetime.now(UTC).isoformat(timespec="milliseconds"), cwd=os.getcwd(),
                        precision=engine.precision, device=str(engine.device))
     sources = once(sources, report)
     jobs = [(group, list(sources))] if group is not None else default_groups(sources, store, config.per_source)

@@ -35,7 +35,7 @@ from streamcosal.storage import decode_mask
 JPEG_QUALITY = 90
 MAX_SIDE = 1280  # larger frames are sent scaled down
 OPEN_VIDEOS = 4  # video files kept open between requests
-RUN_START_RESOLUTION = timedelta(seconds=1)  # a report's start is given to the second
+RUN_START_RESOLUTION = timedelta(milliseconds=1)  # a report's start is given to the millisecond (earlier: second)
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class FrameRenderer:
         if started_at is not None:
             stat = path.stat()  # the inode's change time too: a file moved into place keeps its modification time
             changed = datetime.fromtimestamp(max(stat.st_mtime, stat.st_ctime), started_at.tzinfo)
-            if changed > started_at + RUN_START_RESOLUTION:
+            if changed > started_at + (RUN_START_RESOLUTION if started_at.microsecond else timedelta(seconds=1)):
                 return image, (f"{shown}{where} was written or put in place at {changed.isoformat(timespec='seconds')}, "
                                f"after its run started ({started_at.isoformat(timespec='seconds')}): the picture may "
                                "not be the one the mask was made on")
