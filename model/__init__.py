@@ -19,7 +19,7 @@ from .backbones import (
 from .checkpoint import load_checkpoint, load_official, read_checkpoint, save_checkpoint
 from .decoder import ARMDecoder
 from .gicd import GICD, GICDOutput
-from .gim import class_activation_map, consensus_from_logits, gradient_induced_weights
+from .gim import class_activation_map, consensus_from_logits, gradient_induced_weights, group_consensus
 from .loss import gicd_loss, soft_iou_loss
 from .prototype import group_prototypes, object_prototypes, prototype_gate, prototype_similarity
 
@@ -31,7 +31,7 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 __all__ = [
     "ARMDecoder", "BACKBONES", "Backbone", "EfficientNetLite0Backbone", "EfficientNetLite2Backbone",
     "EfficientNetLiteBackbone", "GICD", "GICDOutput", "VGG16Backbone",
-    "WeightsError", "build_backbone", "class_activation_map", "consensus_from_logits", "gicd_loss",
+    "WeightsError", "build_backbone", "class_activation_map", "consensus_from_logits", "gicd_loss", "group_consensus",
     "gradient_induced_weights", "group_prototypes", "load_checkpoint", "load_official", "object_prototypes", "prototype_gate",
     "prototype_similarity",
     "read_checkpoint", "save_checkpoint", "soft_iou_loss",

@@ -9,6 +9,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -20,6 +21,22 @@ from .head import HeadPass
 def consensus_from_logits(logits: Tensor) -> Tensor:
     """Group consensus: the logits summed over the group, then one softmax. [N,1000] -> [1,1000]."""
     return torch.softmax(logits.float().sum(0, keepdim=True), dim=1)
+
+
+IMAGENET_CLASSES = 1000
+
+
+def group_consensus(consensus: Tensor | np.ndarray) -> Tensor:
+    """A given consensus as [1,1000] (a [1000] vector, or an array: ``GroupPrediction.consensus`` is one)."""
+    given = torch.as_tensor(consensus) if isinstance(consensus, np.ndarray) else consensus
+    if not isinstance(given, Tensor):
+        raise TypeError(f"consensus must be a tensor or an array [1,{IMAGENET_CLASSES}], or a function of the "
+                        f"group's logits, got {type(consensus).__name__}")
+    given = given[None] if given.ndim == 1 else given
+    if tuple(given.shape) != (1, IMAGENET_CLASSES):
+        raise ValueError(f"consensus must be one for the group, [1,{IMAGENET_CLASSES}] (consensus_from_logits of "
+                         f"the images' logits), got shape {tuple(given.shape)}")
+    return given
 
 
 def segment_index(segments: Sequence[int], device: torch.device) -> Tensor:

@@ -289,7 +289,12 @@ def select_groups(dataset: CoSODDataset, groups: Sequence[str] | None) -> list[s
     """The groups to evaluate, in dataset order; unknown names are an error."""
     if groups is None:
         return list(dataset.groups)
+    if isinstance(groups, str):  # one group's name, not its letters
+        groups = [groups]
     wanted = set(groups)
+    if not wanted:
+        raise ValueError(f"no group to evaluate (groups is empty): name some of {list(dataset.groups)}, or give None "
+                         "for all")
     unknown = sorted(wanted - set(dataset.groups))
     if unknown:
         raise ValueError(f"dataset {dataset.name} has no group(s) {unknown}; its groups are {list(dataset.groups)}")

@@ -27,7 +27,7 @@ from streamcosal.inference.retries import called_once, in_smaller_chunks
 from streamcosal.inference.samepad import fold_same_padding
 from streamcosal.inference.transforms import as_rgb_array, input_size_for, prepare_image, upsample_map
 from streamcosal.inference.weights import DEFAULT_BACKBONE, default_weights_path
-from streamcosal.model import GICD, GICDOutput, consensus_from_logits, load_checkpoint, load_official
+from streamcosal.model import GICD, GICDOutput, consensus_from_logits, group_consensus, load_checkpoint, load_official
 from streamcosal.params import MIN_INPUT_SIZE, EngineSpec, Precision, Upsampling
 
 ConsensusOfLogits = Callable[[Tensor], Tensor]
@@ -262,12 +262,13 @@ class CoSalEngine:
         return torch.cat(out)
 
     @torch.no_grad()
-    def segment(self, x: Tensor, consensus: Tensor | ConsensusOfLogits | None = None,
+    def segment(self, x: Tensor, consensus: Tensor | np.ndarray | ConsensusOfLogits | None = None,
                 prototype_prior: Sequence[np.ndarray] | None = None) -> GroupPrediction:
         """Segment the common object of one group: x [N,3,S,S] in [0,1] (from :meth:`prepare`).
 
-        consensus: [1,1000] from elsewhere (a whole video); or a function that makes it from x's
-        logits ([N,1000] fp32 on the CPU; a running stream consensus that adds a window's frames),
+        consensus: [1,1000] (or [1000]; a tensor or an array) from elsewhere (a whole video); or a
+        function that makes it from x's logits ([N,1000] fp32 on the CPU; a running stream consensus
+        that adds a window's frames),
         given them from the backbone pass that segments x (a second pass when N > chunk_size); by
         default the group's own, computed over every chunk before any map when N > chunk_size.
         prototype_prior: per gate level [C_l], the summed object prototypes of frames segmented
@@ -278,10 +279,19 @@ class CoSalEngine:
         A GPU that runs out of memory on a chunk: the chunk size is halved for this call and every later
         one, with one warning, and the group segmented again (a consensus function is still called once).
         """
+        if not isinstance(x, Tensor):
+            raise TypeError(f"segment takes x as a torch tensor [N,3,S,S] in [0,1] (engine.prepare makes one from "
+                            f"an image), got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"segment takes x [N,3,S,S] (RGB, channels first), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"segment takes x in [0,1] as floats, got {x.dtype}: divide by 255 (engine.prepare does)")
         if x.shape[0] == 0:
             raise ValueError("cannot segment an empty group")
         if callable(consensus):
             consensus = called_once(consensus)
+        elif consensus is not None:
+            consensus = group_consensus(consensus)
 
         def attempt() -> GroupPrediction:
             if self._to_measure:
@@ -339,7 +349,8 @@ class CoSalEngine:
         return out, self.model.flip_averaged(chunk, out, prior) if self.flip else out.maps
 
     # -- images ------------------------------------------------------------------------------
-    def predict_group(self, images: Iterable[np.ndarray], consensus: Tensor | None = None) -> list[np.ndarray]:
+    def predict_group(self, images: Iterable[np.ndarray],
+                      consensus: Tensor | np.ndarray | None = None) -> list[np.ndarray]:
         """HxWx3 uint8 RGB images (numpy arrays or PIL images, any iterable) of one group -> one HxW float32
         map in [0,1] per image (the group runs at :meth:`size_for` its images)."""
         images = [as_rgb_array(image, i) for i, image in enumerate(images)]
@@ -350,9 +361,17 @@ class CoSalEngine:
         pred = self.segment(x, consensus)
         return [self.upsample(m, im) for m, im in zip(pred.maps, images)]
 
-    def upsample(self, saliency: np.ndarray, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    def upsample(self, saliency: np.ndarray, image: np.ndarray | None,
+                 size: tuple[int, int] | None = None) -> np.ndarray:
         """[S,S] map -> [H,W] float32 map in [0,1] at the size of ``image`` (or ``size``), as ``upsampling``
-        says (:func:`streamcosal.inference.transforms.upsample_map`)."""
+        says (:func:`streamcosal.inference.transforms.upsample_map`; ``image`` may be None with ``size`` where
+        the upsampling is bilinear)."""
+        if np.ndim(saliency) != 2:
+            raise ValueError(f"upsample takes one map [S,S] (maps[i]), got shape {np.shape(saliency)}")
+        if image is None and (size is None or self.upsampling == "guided"):
+            raise ValueError("upsample needs the map's frame (HxWx3 uint8 RGB): guided upsampling follows its edges")
+        if image is not None and (np.ndim(image) != 3 or np.shape(image)[2] != 3):
+            raise ValueError(f"upsample needs the map's frame as HxWx3 uint8 RGB, got shape {np.shape(image)}")
         return upsample_map(saliency, image, self.upsampling, size)
 
 

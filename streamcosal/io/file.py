@@ -194,8 +194,11 @@ class VideoFileSource(FrameSource):
 
     def _generate(self) -> Iterator[Frame]:
         self._last_time: float | None = None  # the last decoded frame's timestamp, sampled or not
-        yield from self._decoded()
-        self._check_end()
+        try:
+            yield from self._decoded()
+            self._check_end()
+        finally:  # read to the end, or closed: decord's reader holds the file open until it is dropped
+            self._vr = None
 
     def _check_end(self) -> None:
         """A file whose frames end well before the duration its container announces was cut short (an

@@ -137,6 +137,9 @@ class FrameSource:
 
     def __next__(self) -> Frame:
         if self._closed:
+            if self._frames is not None:  # closed from another thread: the reader's files are closed here
+                with contextlib.suppress(ValueError):
+                    self._frames.close()
             raise StopIteration
         if self._frames is None:
             self._frames = self._generate()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 from urllib.parse import unquote
 
 from streamcosal.io.file import VIDEO_SUFFIXES, Reader, VideoFileSource
@@ -26,6 +26,12 @@ from streamcosal.io.stream import ReconnectPolicy, StreamSource, is_stream
 logger = logging.getLogger(__name__)
 
 _FILE_URL = re.compile(r"file:(?://(?P<host>[^/]*))?(?P<path>/.*)?", re.IGNORECASE | re.DOTALL)
+
+
+def as_sources(sources: str | Path | Iterable[str | Path]) -> list[str | Path]:
+    """One source (a path or URL) or several (any iterable) as a list: a string is one source, never its
+    characters (each a relative path: ``"."`` the current folder)."""
+    return [sources] if isinstance(sources, (str, Path)) else list(sources)
 
 
 def local_source(spec: str | Path) -> str | Path:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from streamcosal.inference.engine import CoSalEngine
+from streamcosal.io.open import as_sources
 from streamcosal.run.observers import EventRecord, FrameRecord, Observer, StopRun
 from streamcosal.run.pipeline import run_pipeline
 from streamcosal.run.records import PipelineConfig, RunReport
@@ -125,11 +126,11 @@ class Results:
         self.close()
 
 
-def iter_results(sources: Sequence[str | Path], out: str | Path, engine: CoSalEngine,
+def iter_results(sources: str | Path | Iterable[str | Path], out: str | Path, engine: CoSalEngine,
                  config: PipelineConfig | None = None, group: str | None = None, *, maxsize: int = 64,
                  observers: Sequence[Observer] = ()) -> Results:
     """`run_pipeline` in a thread, its frame and event records as an iterator (see the module); the arguments
     are run_pipeline's, ``maxsize`` the records the queue holds."""
     if maxsize < 1:
         raise ValueError(f"maxsize must be >= 1, got {maxsize}")
-    return Results(sources, out, engine, config, group, maxsize, observers)
+    return Results(as_sources(sources), out, engine, config, group, maxsize, observers)

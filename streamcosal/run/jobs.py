@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from streamcosal import markdown
 from streamcosal.inference.engine import engine_for
 from streamcosal.inference.imagenet import describe_classes
-from streamcosal.io.open import local_source
+from streamcosal.io.open import as_sources, local_source
 from streamcosal.params import EngineSpec, RunParams
 from streamcosal.run.cameras import load_cameras
 from streamcosal.run.pipeline import run_pipeline
@@ -56,7 +56,7 @@ def run_video(
         VideoJobError: a source failed (its error in the message; the others' results are kept),
             unless ``raise_on_failure`` is False (then see :func:`raise_for_failures`).
     """
-    specs = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    specs = as_sources(sources)
     config = pipeline_config(params or RunParams(), run_id=run_id)
     report = run_pipeline([str(local_source(s)) for s in specs], Path(out), engine_for(engine or EngineSpec()), config,
                           group=group)  # a file:// URL is its path

@@ -49,7 +49,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,7 +67,7 @@ from streamcosal.io.file import Reader, VideoFileSource
 from streamcosal.io.frame import FrameSource, SourceError
 from streamcosal.io.images import ImageGroupSource
 from streamcosal.io.nvdec import nvdec_built
-from streamcosal.io.open import open_source
+from streamcosal.io.open import as_sources, open_source
 from streamcosal.io.redact import redact
 from streamcosal.io.stream import StreamSource
 from streamcosal.run.batches import EngineBatches
@@ -98,7 +98,7 @@ STORE_SAVE_EVERY_S = 30.0  # streaming: save the consensus store at least this o
 
 
 def run_pipeline(
-    sources: Sequence[str | Path],
+    sources: str | Path | Iterable[str | Path],
     out: str | Path,
     engine: CoSalEngine,
     config: PipelineConfig | None = None,
@@ -106,7 +106,7 @@ def run_pipeline(
     *, on_frame: Callable[[FrameRecord], object] | None = None, on_event: Callable[[EventRecord], object] | None = None,
     observers: Sequence[Observer] = (),
 ) -> RunReport:
-    """Process `sources` (video files, stream URLs, cameras, image folders) into `out`.
+    """Process `sources` (video files, stream URLs, cameras, image folders; one, or several) into `out`.
 
     group: one group for every source; default one group per source (see `group_name`).
     on_frame, on_event, observers: get each result and event as made, as config.webhook/mqtt do (docs/delivery.md).
@@ -115,6 +115,7 @@ def run_pipeline(
     carrying the report) once everything done so far is saved.
     """
     config = config or PipelineConfig()
+    sources = as_sources(sources)  # a generator is read once, here
     if not sources:
         raise ValueError("run_pipeline needs at least one source")
     window = frames_per_window(config.window, config.step, engine.device, any_live(sources, config.live))

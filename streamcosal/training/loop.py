@@ -106,7 +106,7 @@ def training_groups(config: TrainConfig, backbone: Any) -> tuple[dict[str, list[
                 f"{manifest.built_from or 'unrecorded data (an older streamcosal)'}, but [data] asks for {wanted}: "
                 "delete the manifest to group the data again, or set [data] manifest to another file")
         roots = tuple(os.path.join(os.path.realpath(data.root / name), "") for name in data.train_sets)
-        folders = {folder: os.path.join(os.path.realpath(folder), "") for folder in {i.image.parent for i in manifest.items}}
+        folders = {f: os.path.join(os.path.realpath(f), "") for f in {i.image.parent for i in manifest.items}}
         stray = next((i.image for i in manifest.items if not folders[i.image.parent].startswith(roots)), None)
         if stray is not None:
             raise ConfigError(f"{config.source}: the manifest {data.manifest} lists {stray}, which is in none of "
@@ -385,8 +385,9 @@ def _differences(saved: Any, now: Any, bases: tuple[str, str], where: str) -> li
     with. A path is the same where it names the same place, or the same place relative to its config file
     (a project folder moved or copied whole, its data inside it or beside it)."""
     if isinstance(saved, dict) and isinstance(now, dict):
-        return [d for k in sorted(saved.keys() | now.keys())
-                for d in _differences(saved.get(k), now.get(k), bases, f"{where} {k}" if "]" in where else f"{where}.{k}")]
+        keys = sorted(saved.keys() | now.keys())
+        return [d for k in keys for d in _differences(saved.get(k), now.get(k), bases,
+                                                      f"{where} {k}" if "]" in where else f"{where}.{k}")]
     if saved == now or (isinstance(saved, str) and isinstance(now, str) and os.path.isabs(saved) and os.path.isabs(now)
                         and os.path.relpath(saved, bases[0]) == os.path.relpath(now, bases[1])):
         return []

@@ -120,8 +120,8 @@ class FrameRenderer:
             stat = path.stat()  # the inode's change time too: a file moved into place keeps its modification time
             changed = datetime.fromtimestamp(max(stat.st_mtime, stat.st_ctime), started_at.tzinfo)
             if changed > started_at + (RUN_START_RESOLUTION if started_at.microsecond else timedelta(seconds=1)):
-                return image, (f"{shown}{where} was written or put in place at {changed.isoformat(timespec='seconds')}, "
-                               f"after its run started ({started_at.isoformat(timespec='seconds')}): the picture may "
+                return image, (f"{shown}{where} was written or put in place at "
+                               f"{changed.isoformat(timespec='seconds')}, after its run started ({started_at.isoformat(timespec='seconds')}): the picture may "
                                "not be the one the mask was made on")
         return image, None
 

@@ -176,6 +176,9 @@ def run_archive(videos: str | Sequence[str], out: str | Path, engine: EngineSpec
     deleted, as a killed unit's are) and is raised again. Raises :class:`ArchiveFailed` after the others
     finished."""
     engine, params = engine or EngineSpec(), params or RunParams()
+    if not isinstance(engine, EngineSpec):  # units are keyed by the spec (a built engine cannot say what it is)
+        raise TypeError(f"run_archive takes engine as an EngineSpec (EngineSpec(weights=..., device=...)), got "
+                        f"{type(engine).__name__}")
     with archive_lock(out):
         plan = prepare(videos, out, engine.identity(), params.result_params())
         built, config = engine_for(engine), pipeline_config(params)
