@@ -89,6 +89,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise WeightsError(f"{path} has checkpoint format {state['format_version']}; this streamcosal reads "
                            f"up to {FORMAT_VERSION}: upgrade streamcosal")
+    lacking = [key for key in ("backbone", "decoder", "input_size", "use_gim", "use_arm") if key not in state]
+    if lacking:
+        raise WeightsError(f"{path} lacks {', '.join(lacking)}: a damaged or hand-edited checkpoint; save the model "
+                           "again with save_checkpoint")
     state.setdefault("max_input_size", state["input_size"])
     state.setdefault("upsampling", "bilinear")
     state.setdefault("embedding_share", 0.0)

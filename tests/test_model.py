@@ -349,6 +349,10 @@ def test_checkpoint_of_another_backbone_is_refused(lite0: GICD, tmp_path: Path) 
     torch.save(__import__("torchvision").models.vgg16(weights=None).state_dict(), vgg)
     with pytest.raises(WeightsError, match=r"ck\.pt do not fit backbone 'vgg16'"):
         load_checkpoint(path, backbone_weights=vgg)
+    del state["use_gim"]  # hand-edited: a bare KeyError before
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match=r"ck\.pt lacks use_gim: a damaged or hand-edited checkpoint"):
+        load_checkpoint(path)
 
 
 def test_corrupted_and_missing_weight_files(lite0: GICD, tmp_path: Path) -> None:
