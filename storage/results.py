@@ -109,6 +109,14 @@ class FrameResult:
         }
 
 
+def check_run_id(run_id: str) -> str:
+    """``run_id``, or a ValueError where it cannot name the run's files."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run_id {run_id!r} cannot be used in file names: use letters, digits, '-' and '_', "
+                         "starting with a letter or digit")
+    return run_id
+
+
 class ResultWriter:
     """Buffers ``FrameResult`` rows and flushes them as Parquet files partitioned by source.
 
@@ -128,11 +136,7 @@ class ResultWriter:
     """
 
     def __init__(self, root: Path, run_id: str, flush_every: int = 1024, model: dict[str, str] | None = None) -> None:
-        if not _RUN_ID.fullmatch(run_id):
-            raise ValueError(
-                f"run_id {run_id!r} cannot be used in file names: use letters, digits, '-' and "
-                "'_', starting with a letter or digit"
-            )
+        check_run_id(run_id)
         if flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, got {flush_every}")
         self.directory = Path(root) / FRAMES_DIR

@@ -389,6 +389,26 @@ def test_a_threshold_outside_0_1_is_refused_before_any_work(tmp_path, threshold)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["--fps", "inf"], "fps: Input should be a finite number"),  # a NaN frame count after the model loaded
+    (["--live", "--max-latency", "inf"], "max_latency: Input should be a finite number"),  # a traceback, mid-run
+    (["--live", "--max-latency", "1e308"], "max_latency: Input should be less than or equal to 3600"),
+    (["--group", ""], "--group is empty (an unset shell variable?)"),  # a group named ''
+    (["--run-id", "../x"], "run_id '../x' cannot be used in file names"),  # refused after the model loaded
+    (["--out", "{photos}"], "--out {photos} is inside the image folder {photos} given as a source"),
+    (["--out", "{photos}/results"], "is inside the image folder"),  # its results then read as images
+])
+def test_odd_video_options_are_refused_before_any_work(data, tmp_path, args, says):
+    photos(data, tmp_path / "photos", n=2)
+    args = [a.format(photos=tmp_path / "photos") for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
+    result = runner.invoke(app, ["video", str(tmp_path / "photos"), *out, *args])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert says.format(photos=tmp_path / "photos") in " ".join(result.output.split()), result.output
+    assert "model gicd" not in result.output and not (tmp_path / "out").exists()
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == sorted(p.name for p in (tmp_path / "photos").glob("*.jpg"))
+
+
 def test_a_training_state_given_as_weights_points_at_best_pt(data, tmp_path):
     torch.save({"decoder": {}, "optimizer": {}, "epoch": 1}, tmp_path / "state.pt")
     photos(data, tmp_path / "in", n=1)

@@ -60,6 +60,14 @@ def video(
         if missing:  # before the model loads, and nothing written
             raise ValueError(f"no such file or folder: {', '.join(missing)}. Check the path"
                              + ("s" if len(missing) > 1 else ""))
+        if group is not None and not group.strip():
+            raise ValueError("--group is empty (an unset shell variable?): give the group a name, or leave --group out")
+        target = out.resolve()
+        inside = next((s for s in sources if not is_stream(s) and Path(s).is_dir()
+                       and (target == Path(s).resolve() or Path(s).resolve() in target.parents)), None)
+        if inside is not None:  # its results, overlays and store would be read as a group's images next time
+            raise ValueError(f"--out {out} is inside the image folder {inside} given as a source: give a results "
+                             "folder outside it")
         config = PipelineConfig(**params.model_dump(), store_path=store, run_id=run_id, show_progress=True,
                                 keep_history=keep_history)
         writable_folder(out)

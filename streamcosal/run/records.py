@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streamcosal.io.stream import ReconnectPolicy
 from streamcosal.params import DropPolicy, RunParams
 from streamcosal.storage.files import atomic_write
+from streamcosal.storage.results import check_run_id
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +74,7 @@ class PipelineConfig(RunParams):
     log_every_s: float = Field(30.0, gt=0)  # live sources: a status line (counts, rate, latency) this often
     stall_warning_s: float = Field(30.0, gt=0)  # live sources: warn when a camera sends no frame for this long
     reconnect: ReconnectPolicy | None = None  # live streams (default ReconnectPolicy())
-    run_id: str | None = None  # default: UTC time + random suffix
+    run_id: str | None = None  # default: UTC time + random suffix; checked when the config is made
     show_progress: bool = False  # rich progress bar on stderr
     # masks made on the engine's device, batched per window (streamcosal.inference.postprocess); None: when
     # the engine runs on a GPU (on a CPU OpenCV's per-frame path is faster)
@@ -105,6 +106,11 @@ class PipelineConfig(RunParams):
         """``stride`` and ``fps`` of the source named ``name`` (:meth:`for_source`), as keywords."""
         own = self.for_source(name)
         return {"stride": own.stride, "fps": own.fps}
+
+    @field_validator("run_id")
+    @classmethod
+    def _file_name(cls, run_id: str | None) -> str | None:
+        return None if run_id is None else check_run_id(run_id)
 
 
 @dataclass
