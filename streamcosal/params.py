@@ -66,11 +66,12 @@ class RunParams(BaseModel):
     step: int | None = Field(None, ge=1, description="Streaming, one source: new frames per window (< window "
                                                      "overlaps); default window.")
     stride: int = Field(1, ge=1, description="Process every N-th frame.")
-    fps: float | None = Field(None, gt=0, allow_inf_nan=False, description="Process about F frames per second (instead of stride).")
+    fps: float | None = Field(None, gt=0, allow_inf_nan=False,
+                              description="Process about F frames per second (instead of stride).")
     consensus_frames: int = Field(32, ge=1, description="Global: frames sampled over the whole video for its "
                                                         "consensus; streaming: the group size it is scaled to.")
-    half_life: float = Field(30.0, gt=0, allow_inf_nan=False, description="Streaming: seconds of stream time after which old "
-                                                     "evidence weighs half.")
+    half_life: float = Field(30.0, gt=0, allow_inf_nan=False,
+                             description="Streaming: seconds of stream time after which old evidence weighs half.")
     threshold: float = Field(0.5, gt=0, le=1, description="Mask = probability >= threshold, in (0, 1].")
     temporal_smoothing: bool = Field(False, description=(
         "Videos and cameras: each frame's map averaged 1-2-1 with its neighbours' in time, within its window (no "
@@ -81,8 +82,10 @@ class RunParams(BaseModel):
     keep_prob_png: bool = Field(False, description="Store a small probability PNG per frame in the results.")
     event_threshold: float = Field(0.02, ge=0, le=1, description="Events: the object is present when its area "
                                                                  "fraction >= this.")
-    event_min_duration: float = Field(0.5, ge=0, allow_inf_nan=False, description="Events: shorter intervals (seconds) are dropped.")
-    event_max_gap: float = Field(0.5, ge=0, allow_inf_nan=False, description="Events: absences up to this long (seconds) are bridged.")
+    event_min_duration: float = Field(0.5, ge=0, allow_inf_nan=False,
+                                      description="Events: shorter intervals (seconds) are dropped.")
+    event_max_gap: float = Field(0.5, ge=0, allow_inf_nan=False,
+                                 description="Events: absences up to this long (seconds) are bridged.")
     webhook: list[str] = Field(default_factory=list, description=(
         "POST each event as JSON, with a JPEG snapshot of its peak frame, to this http(s) URL (repeat for several; "
         "USER:PASSWORD@ in it is sent as a Basic login and shown nowhere). Live sources' events go while they run, "

@@ -35,7 +35,7 @@ from streamcosal.storage import decode_mask
 JPEG_QUALITY = 90
 MAX_SIDE = 1280  # larger frames are sent scaled down
 OPEN_VIDEOS = 4  # video files kept open between requests
-RUN_START_RESOLUTION = timedelta(milliseconds=1)  # a report's start is given to the millisecond (earlier: second)
+RUN_START_RESOLUTION = timedelta(milliseconds=1)  # a report's start is given to the millisecond (or to the second)
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,9 @@ class FrameRenderer:
             changed = datetime.fromtimestamp(max(stat.st_mtime, stat.st_ctime), started_at.tzinfo)
             if changed > started_at + (RUN_START_RESOLUTION if started_at.microsecond else timedelta(seconds=1)):
                 return image, (f"{shown}{where} was written or put in place at "
-                               f"{changed.isoformat(timespec='seconds')}, after its run started ({started_at.isoformat(timespec='seconds')}): the picture may "
-                               "not be the one the mask was made on")
+                               f"{changed.isoformat(timespec='seconds')}, after its run started "
+                               f"({started_at.isoformat(timespec='seconds')}): the picture may not be the one the "
+                               "mask was made on")
         return image, None
 
     def _video_frame(self, path: Path, index: int) -> np.ndarray | None:
