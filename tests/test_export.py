@@ -233,6 +233,12 @@ def test_a_destination_inside_the_results_folder_or_blocked_by_a_file_is_refused
                                              rf"folder {re.escape(str(results))}"):
             export_results(results, dest, "csv")
     assert sorted(results.rglob("*")) == before
+    other = tmp_path / "other_results"  # another run's results folder: accepted, frames.csv written into it
+    shutil.copytree(results, other)
+    with pytest.raises(ValueError, match=rf"export destination {re.escape(str(other))} is a streamcosal results "
+                                         r"folder \(it holds frames/ or runs/\)"):
+        export_results(results, other, "csv")
+    assert not (other / "frames.csv").exists()
     dest = tmp_path / "png"
     blocker = dest / source_key(read_results(results)["source"][0].as_py())
     blocker.parent.mkdir()

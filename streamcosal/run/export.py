@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 from pycocotools import mask as coco_mask
 
 from streamcosal.storage import decode_mask, read_events, read_results
+from streamcosal.storage.layout import FRAMES_DIR, REPORTS_DIR
 from streamcosal.storage.parquet_files import source_key
 
 ExportFormat = Literal["coco", "csv", "json", "png"]
@@ -171,6 +172,9 @@ def _check_dest(dest: Path, paths: Iterable[Path], out: Path) -> None:
                          "every file there; give a folder outside it")
     if dest.exists() and not dest.is_dir():
         raise ValueError(f"export destination {dest} is a file: give a folder to export into")
+    if (dest / FRAMES_DIR).is_dir() or (dest / REPORTS_DIR).is_dir():
+        raise ValueError(f"export destination {dest} is a streamcosal results folder (it holds {FRAMES_DIR}/ or "
+                         f"{REPORTS_DIR}/): runs and the viewer read every file there; give a folder outside it")
     for path in paths:
         if path.exists() or path.is_symlink():
             raise ValueError(EXISTS.format(dest=dest, path=path))
