@@ -155,6 +155,9 @@ class RunParams(BaseModel):
         if self.live and self.mode == "global":
             raise ValueError("live sources are segmented as they come, against a running consensus: "
                              "live takes mode streaming (or auto), not global")
+        if self.step is not None and self.mode == "global":
+            raise ValueError("step sets the new frames of a streaming window; global mode segments windows of "
+                             "window frames: leave step out, or use mode streaming")
         return self
 
     def result_params(self) -> dict[str, object]:

@@ -394,6 +394,7 @@ def test_a_threshold_outside_0_1_is_refused_before_any_work(tmp_path, threshold)
     (["--live", "--max-latency", "inf"], "max_latency: Input should be a finite number"),  # a traceback, mid-run
     (["--live", "--max-latency", "1e308"], "max_latency: Input should be less than or equal to 3600"),
     (["--group", ""], "--group is empty (an unset shell variable?)"),  # a group named ''
+    (["--mode", "global", "--step", "3"], "step sets the new frames of a streaming window"),  # ignored, no word
     (["--run-id", "../x"], "run_id '../x' cannot be used in file names"),  # refused after the model loaded
     (["--out", "{photos}"], "--out {photos} is inside the image folder {photos} given as a source"),
     (["--out", "{photos}/results"], "is inside the image folder"),  # its results then read as images
