@@ -261,4 +261,3 @@ def explain(error: ValidationError) -> str:
         lines.append(f"{where + ': ' if where else ''}{message}" +
                      (f" (got {redact(repr(problem['input']))})" if where else ""))
     return "; ".join(lines)
-

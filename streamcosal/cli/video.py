@@ -64,7 +64,7 @@ def video(
             raise ValueError("--group is empty (an unset shell variable?): give the group a name, or leave --group out")
         target = out.resolve()
         inside = next((s for s in sources if not is_stream(s) and Path(s).is_dir()
-                       and (target == Path(s).resolve() or Path(s).resolve() in target.parents)), None)
+                       and target.is_relative_to(Path(s).resolve())), None)
         if inside is not None:  # its results, overlays and store would be read as a group's images next time
             raise ValueError(f"--out {out} is inside the image folder {inside} given as a source: give a results "
                              "folder outside it")

@@ -198,15 +198,14 @@ class Timeline:
         if timestamp is None:
             self.last = index * self.interval if self.last == -math.inf else (
                 self.last + (index - self.last_index) * self.interval)
-        elif timestamp + self.offset < self.last:
-            self.offset = self.last + self.interval - timestamp
-            if not self.warned_time:
-                self.warned_time = True
-                self.report.warn(f"{self.name}: timestamps start again at frame {index} (clips joined together?); "
-                                 f"its time continues from {self.last + self.interval:.3f} s")
-            self.last = timestamp + self.offset
         else:
-            if timestamp + self.offset == self.last and not self.warned_repeat:
+            if timestamp + self.offset < self.last:
+                self.offset = self.last + self.interval - timestamp
+                if not self.warned_time:
+                    self.warned_time = True
+                    self.report.warn(f"{self.name}: timestamps start again at frame {index} (clips joined "
+                                     f"together?); its time continues from {self.last + self.interval:.3f} s")
+            elif timestamp + self.offset == self.last and not self.warned_repeat:
                 self.warned_repeat = True
                 self.report.warn(f"{self.name}: frame {index} repeats the timestamp of the frame before "
                                  f"({self.last:.3f} s); the file's times are kept")

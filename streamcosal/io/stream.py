@@ -172,24 +172,21 @@ class StreamSource(FrameSource):
                         continue
                     if frame.pts is None:  # a raw stream (H.264 over TCP) holds no times: one interval a frame
                         timestamp = 0.0 if last_t is None else last_t + interval
-                        new_frames = True
-                        if self._sampler.keep(index, timestamp):
-                            yield Frame(image=upright(frame), index=index, timestamp=timestamp, source=self.name)
-                        last_t, index = timestamp, index + 1
-                        continue
-                    digest = seen.digest(frame)
-                    if seen.get(frame.pts) == digest:  # a reconnect sent frames already read: not progress
-                        replay = True
-                        continue
-                    if connection_timeline is None:  # a replay continues its stream's own time
-                        connection_timeline = timeline if (replay and timeline) else (
-                            frame.pts, 0.0 if last_t is None else last_t + interval + time.monotonic() - (dropped_at or 0))
-                        timeline = connection_timeline
-                    first_pts, start_t = connection_timeline
-                    timestamp = start_t + float((frame.pts - first_pts) * frame.time_base)
-                    seen.add(frame.pts, digest)
-                    if rate.add(timestamp) and self.info.fps:
-                        interval = 1.0 / self.info.fps
+                    else:
+                        digest = seen.digest(frame)
+                        if seen.get(frame.pts) == digest:  # a reconnect sent frames already read: not progress
+                            replay = True
+                            continue
+                        if connection_timeline is None:  # a replay continues its stream's own time
+                            connection_timeline = timeline if (replay and timeline) else (
+                                frame.pts,
+                                0.0 if last_t is None else last_t + interval + time.monotonic() - (dropped_at or 0))
+                            timeline = connection_timeline
+                        first_pts, start_t = connection_timeline
+                        timestamp = start_t + float((frame.pts - first_pts) * frame.time_base)
+                        seen.add(frame.pts, digest)
+                        if rate.add(timestamp) and self.info.fps:
+                            interval = 1.0 / self.info.fps
                     new_frames = True
                     if last_t is None or timestamp > last_t:
                         if self._sampler.keep(index, timestamp):
